@@ -1,0 +1,188 @@
+"""Export fitted pipelines to ONNX and write a verified bundle directory.
+
+ONNX export uses float32 inputs, a pinned opset and ``zipmap=False`` (probabilities as a plain
+tensor). The sklearn pipelines are checked against onnxruntime on held-out rows before anything
+is written, and the bundle is written to a temporary sibling directory and renamed into place,
+so a reader never sees half a bundle.
+
+Must not import server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.pipeline import Pipeline
+
+from sdk._manifest import (
+    BUNDLE_FORMAT_VERSION,
+    Manifest,
+    ModelIO,
+    ModelSpec,
+    manifest_encoder,
+)
+from sdk.bundle import ParityRow, sha256_file
+from sdk.schema import DecideRequest
+
+__all__ = ["TARGET_OPSET", "onnx_bytes", "onnx_outputs", "sklearn_outputs", "write_bundle"]
+
+#: Pinned opsets, so the same code exports the same graph across skl2onnx releases.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+INPUT_NAME = "features"
+
+
+def onnx_bytes(pipe: Pipeline, n_features: int, name: str) -> bytes:
+    """Convert a fitted pipeline to a serialized ONNX model with one float32 input."""
+    model = convert_sklearn(
+        pipe,
+        name=name,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        target_opset=TARGET_OPSET,
+        options={id(pipe[-1]): {"zipmap": False}} if hasattr(pipe[-1], "predict_proba") else None,
+    )
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def sklearn_outputs(pipe: Pipeline, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """What training expects the ONNX model's score output to be: distances to every centroid
+    for the segment pipeline, class probabilities for the offer pipeline."""
+    if hasattr(pipe[-1], "predict_proba"):
+        return np.asarray(pipe.predict_proba(x), dtype=np.float64)
+    return np.asarray(pipe.transform(x), dtype=np.float64)
+
+
+def onnx_outputs(model: bytes, x: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """Run a serialized model with onnxruntime on float32 rows."""
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, {INPUT_NAME: x.astype(np.float32)}), strict=True))
+
+
+def _io(sess: ort.InferenceSession) -> tuple[list[ModelIO], list[ModelIO]]:
+    types = {
+        "tensor(float)": "float32",
+        "tensor(int64)": "int64",
+        "tensor(double)": "float64",
+        "tensor(string)": "string",
+    }
+
+    def conv(items: Any) -> list[ModelIO]:
+        return [
+            ModelIO(
+                name=i.name,
+                dtype=types[i.type],  # type: ignore[arg-type]
+                shape=[d if isinstance(d, int) else None for d in i.shape],
+            )
+            for i in items
+        ]
+
+    return conv(sess.get_inputs()), conv(sess.get_outputs())
+
+
+def model_spec(model: bytes, file: str, features: Sequence[str]) -> ModelSpec:
+    """The manifest entry of one ONNX model, read from the model itself."""
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    inputs, outputs = _io(sess)
+    return ModelSpec(file=file, features=list(features), inputs=inputs, outputs=outputs)
+
+
+def producer_versions() -> dict[str, str]:
+    """Versions of the libraries that produced the bundle."""
+    names = ["tailor", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "msgspec"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def parity_rows(
+    requests: Sequence[DecideRequest],
+    nows: Sequence[datetime],
+    features: npt.NDArray[np.float64],
+    expected: dict[str, tuple[str, npt.NDArray[np.float64]]],
+) -> bytes:
+    """``parity.jsonl``: raw requests with the features and sklearn outputs training computed."""
+    lines = []
+    for i, (req, now) in enumerate(zip(requests, nows, strict=True)):
+        row = ParityRow(
+            request=req,
+            now=now,
+            features=[None if np.isnan(v) else float(v) for v in features[i]],
+            outputs={
+                model: {out: [float(v) for v in values[i]]}
+                for model, (out, values) in expected.items()
+            },
+        )
+        lines.append(msgspec.json.encode(row))
+    return b"\n".join(lines) + b"\n"
+
+
+def write_bundle(
+    out_dir: Path,
+    *,
+    models: dict[str, tuple[bytes, Sequence[str]]],
+    parity: bytes,
+    manifest_fields: dict[str, Any],
+    name: str,
+    created_at: datetime,
+) -> Manifest:
+    """Write ``models``, ``parity.jsonl`` and the manifest atomically into ``out_dir``.
+
+    The model version is ``{name}-{first 12 hex of the sha256 over the model files}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        specs = {}
+        for key, (data, features) in models.items():
+            file = f"{key}.onnx"
+            (tmp / file).write_bytes(data)
+            specs[key] = model_spec(data, file, features)
+        (tmp / "parity.jsonl").write_bytes(parity)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        content_hash = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:12]
+        manifest = Manifest(
+            format_version=BUNDLE_FORMAT_VERSION,
+            model_version=f"{name}-{content_hash}",
+            created_at=created_at,
+            models=specs,
+            producer=producer_versions(),
+            files=files,
+            **manifest_fields,
+        )
+        raw = manifest_encoder.encode(manifest)
+        (tmp / "manifest.json").write_bytes(msgspec.json.format(raw, indent=2) + b"\n")
+        for p in tmp.iterdir():
+            with p.open("rb") as fh:
+                os.fsync(fh.fileno())
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,182 @@
+"""Fit the segment model (scaling + KMeans) and the next-best-offer model (multinomial
+logistic regression) on feature rows built by :func:`sdk.features.build_features`.
+
+Preprocessing (median imputation, standard scaling) lives inside each sklearn ``Pipeline``, so
+it is exported into the ONNX graph with the model. Everything is seeded.
+
+Must not import server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.cluster import KMeans
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, log_loss, silhouette_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sdk.features import FEATURE_NAMES, build_features
+from sdk.schema import Behavior, DecideRequest
+
+__all__ = [
+    "OFFER_FEATURES",
+    "SEGMENT_FEATURES",
+    "TrainConfig",
+    "TrainResult",
+    "feature_matrix",
+    "fit_offers",
+    "fit_segments",
+]
+
+#: Features the segments are learned from: RFM, engagement, search, cart and acquisition.
+SEGMENT_FEATURES: tuple[str, ...] = (
+    "page_views_log",
+    "sessions_log",
+    "purchases_log",
+    "revenue_log",
+    "aov_log",
+    "recency_days",
+    "days_since_visit",
+    "searches_log",
+    "search_fail_ratio",
+    "cart_items_log",
+    "cart_value_log",
+    "device_mobile",
+    "ref_direct",
+    "ref_search",
+    "ref_social",
+    "ref_email",
+)
+#: The offer model sees every feature.
+OFFER_FEATURES: tuple[str, ...] = FEATURE_NAMES
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    """Parameters of one training run."""
+
+    seed: int = 7
+    k: int | None = None
+    k_min: int = 3
+    k_max: int = 8
+    holdout: float = 0.2
+    silhouette_sample: int = 3000
+
+
+@dataclass
+class TrainResult:
+    """Fitted pipelines and their honest, held-out metrics."""
+
+    segments: Pipeline
+    offers: Pipeline
+    offer_classes: list[str]
+    k: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def columns(names: Sequence[str]) -> list[int]:
+    """Column indexes of ``names`` in a full feature row."""
+    index = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    return [index[n] for n in names]
+
+
+def feature_matrix(
+    requests: Sequence[DecideRequest],
+    nows: Sequence[datetime],
+    profiles: Sequence[Behavior | None] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Full feature rows for many requests, through the serving feature function."""
+    profiles = profiles if profiles is not None else [None] * len(requests)
+    rows = [
+        build_features(r, p, n).values for r, p, n in zip(requests, profiles, nows, strict=True)
+    ]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _segment_pipeline(k: int, seed: int) -> Pipeline:
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("kmeans", KMeans(n_clusters=k, n_init=8, random_state=seed)),
+        ]
+    )
+
+
+def fit_segments(
+    x: npt.NDArray[np.float64], config: TrainConfig, progress: Progress | None = None
+) -> tuple[Pipeline, dict[str, float]]:
+    """Fit the segment pipeline; choose k by silhouette on a sample unless ``config.k`` is set.
+
+    Args:
+        x: rows restricted to :data:`SEGMENT_FEATURES` (float64; NaN is imputed).
+        config: the run's configuration.
+        progress: called with a short message per step.
+    """
+    rng = np.random.default_rng(config.seed)
+    sample = x[rng.choice(len(x), size=min(config.silhouette_sample, len(x)), replace=False)]
+    metrics: dict[str, float] = {}
+    if config.k is not None:
+        best_k = config.k
+    else:
+        best_k, best = config.k_min, -1.0
+        for k in range(config.k_min, config.k_max + 1):
+            pipe = _segment_pipeline(k, config.seed).fit(sample)
+            transformed = pipe[:-1].transform(sample)
+            score = float(silhouette_score(transformed, pipe[-1].labels_))
+            metrics[f"silhouette_k{k}"] = round(score, 4)
+            if progress:
+                progress(f"k={k}: silhouette {score:.3f}")
+            if score > best:
+                best_k, best = k, score
+    pipe = _segment_pipeline(best_k, config.seed).fit(x)
+    metrics["segments_k"] = float(best_k)
+    metrics["segments_inertia"] = float(pipe[-1].inertia_)
+    return pipe, metrics
+
+
+def fit_offers(x: npt.NDArray[np.float64], y: Sequence[str], seed: int) -> Pipeline:
+    """Fit the next-best-offer pipeline: impute, scale, multinomial logistic regression."""
+    pipe = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("clf", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
+        ]
+    )
+    return pipe.fit(x, list(y))
+
+
+def offer_metrics(
+    pipe: Pipeline, x: npt.NDArray[np.float64], y: Sequence[str], train_y: Sequence[str]
+) -> dict[str, float]:
+    """Held-out top-1/top-3 accuracy and log loss of the offer model, against the baseline of
+    always showing the most popular offer."""
+    classes = list(pipe.classes_)
+    proba = pipe.predict_proba(x)
+    order = np.argsort(-proba, axis=1)
+    truth = np.asarray([classes.index(v) for v in y])
+    top1 = float(np.mean(order[:, 0] == truth))
+    top3 = float(np.mean([t in row[:3] for t, row in zip(truth, order, strict=True)]))
+    popular = max(set(train_y), key=list(train_y).count)
+    baseline = float(np.mean([v == popular for v in y]))
+    return {
+        "offers_top1_accuracy": round(top1, 4),
+        "offers_top3_accuracy": round(top3, 4),
+        "offers_log_loss": round(float(log_loss(truth, proba, labels=range(len(classes)))), 4),
+        "offers_baseline_top1_accuracy": round(baseline, 4),
+    }
+
+
+def segment_recovery(labels: Sequence[int], planted: Sequence[str]) -> float:
+    """Adjusted Rand index between learned segments and planted personas."""
+    return float(adjusted_rand_score(list(planted), list(labels)))

@@ -1,0 +1,297 @@
+"""The decider: one decide request in, one decision out, pure and synchronous.
+
+The same :class:`Decider` serves the server and the SDK's local mode, so both return identical
+decisions for identical input. Steps: consent gate -> features (enrichment included) -> ONNX
+(segment distances, offer probabilities) -> persona affinities -> lifecycle rules -> offer
+eligibility and ranking -> per-slot variants -> decision. I/O-free: the clock and the decision
+id factory are injected.
+
+Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk.bundle``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sdk._conditions import evaluate
+from sdk._manifest import SlotDef
+from sdk._onnx import require_local
+from sdk.bundle import Bundle
+from sdk.features import FeatureRow, build_features
+from sdk.schema import (
+    Behavior,
+    Content,
+    DecideRequest,
+    Decision,
+    Lifecycle,
+    PersonaResult,
+    RankedOffer,
+    Reason,
+    SegmentResult,
+    SlotDecision,
+)
+
+__all__ = ["Decider", "decision_attributes"]
+
+#: How long a client may reuse a decision for the same visit, in seconds.
+DECISION_TTL = 1800
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _lifecycle_facts(b: Behavior) -> dict[str, Any]:
+    return {
+        "purchases": b.purchases or 0.0,
+        "revenue": b.revenue or 0.0,
+        "sessionCount": b.session_count if b.session_count is not None else 1.0,
+        "pageViews": b.page_views or 0.0,
+        "daysSinceLastPurchase": b.days_since_last_purchase,
+        "daysSinceLastVisit": b.days_since_last_visit,
+        "cartItems": b.cart_items or 0.0,
+    }
+
+
+def decision_attributes(
+    request: DecideRequest, row: FeatureRow, persona: str | None, lifecycle: str
+) -> dict[str, Any]:
+    """The attributes that offer eligibility and variant conditions are evaluated against."""
+    s = row.signals
+    return {
+        "persona": persona,
+        "lifecycle": lifecycle,
+        "device": {"type": s.device_type, "os": s.os, "browser": s.browser, "touch": s.touch},
+        "referrer": {"class": s.referrer_class, "source": s.referrer_source},
+        "country": s.country,
+        "page": {"path": request.context.page.path},
+        "campaign": {
+            "source": request.context.campaign.source,
+            "medium": request.context.campaign.medium,
+            "name": request.context.campaign.name,
+        },
+        "behavior": _lifecycle_facts(row.behavior),
+        "localHour": s.local_hour,
+        "localWeekday": s.local_weekday,
+    }
+
+
+class Decider:
+    """Turns decide requests into decisions with one verified bundle.
+
+    Args:
+        bundle: a bundle returned by :func:`sdk.bundle.load_bundle`.
+        clock: returns the current timezone-aware time.
+        new_id: returns a fresh decision id.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.bundle = bundle
+        self._clock = clock
+        self._new_id = new_id
+        self._np, _ = require_local()
+        m = bundle.manifest
+        self._personas = {p.id: p for p in m.personas}
+        self._segment_persona = {s.id: s.persona for s in m.segments}
+        self._offers = {o.id: o for o in m.offers}
+        self._slots = {s.id: s for s in m.slots}
+        seg_out = m.models["segments"].outputs
+        self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
+        off_out = m.models["offers"].outputs
+        self._proba_output = next(o.name for o in off_out if o.dtype == "float32")
+
+    def decide(self, request: DecideRequest, *, profile: Behavior | None = None) -> Decision:
+        """Decide one visit. ``profile`` is used only when the request's consent allows."""
+        return self.decide_many([request], profiles=[profile])[0]
+
+    def decide_many(
+        self,
+        requests: list[DecideRequest],
+        *,
+        profiles: list[Behavior | None] | None = None,
+    ) -> list[Decision]:
+        """Decide many visits with one batched ONNX call per model."""
+        np = self._np
+        now = self._clock()
+        profiles = profiles if profiles is not None else [None] * len(requests)
+        rows: list[FeatureRow] = []
+        for req, profile in zip(requests, profiles, strict=True):
+            if req.consent.personalization:
+                rows.append(build_features(req, profile, now))
+            else:  # contextual only: no behaviour, no stored profile
+                bare = DecideRequest(
+                    visitor_id=req.visitor_id,
+                    context=req.context,
+                    timestamp=req.timestamp,
+                )
+                rows.append(build_features(bare, None, now))
+        if not rows:
+            return []
+        matrix = np.asarray([r.values for r in rows], dtype=np.float32)
+        outputs = self.bundle.run(matrix)
+        distances = outputs["segments"][self._distance_output]
+        probas = outputs["offers"][self._proba_output]
+        return [
+            self._finish(req, row, distances[i], probas[i])
+            for i, (req, row) in enumerate(zip(requests, rows, strict=True))
+        ]
+
+    def _affinities(self, distances: Any) -> tuple[int, dict[str, float]]:
+        np = self._np
+        d = np.asarray(distances, dtype=np.float64)
+        t = self.bundle.manifest.affinity_temperature
+        logits = -(d**2) / t
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        affinity = dict.fromkeys(self._personas, 0.0)
+        for seg_id, w in enumerate(weights):
+            affinity[self._segment_persona[seg_id]] += float(w)
+        return int(np.argmin(d)), {k: round(v, 6) for k, v in affinity.items()}
+
+    def _lifecycle(self, behavior: Behavior) -> Lifecycle:
+        facts = _lifecycle_facts(behavior)
+        rules = self.bundle.manifest.lifecycle
+        for i, rule in enumerate(rules.rules):
+            if evaluate(rule.when, facts):
+                return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
+        return Lifecycle(stage=rules.default, rule="lifecycle.default")
+
+    def _finish(
+        self, req: DecideRequest, row: FeatureRow, distances: Any, probas: Any
+    ) -> Decision:
+        m = self.bundle.manifest
+        reasons: list[Reason] = []
+        personalized = req.consent.personalization
+        persona: PersonaResult | None = None
+        segment: SegmentResult | None = None
+        if personalized:
+            seg_id, affinities = self._affinities(distances)
+            pid = self._segment_persona[seg_id]
+            persona = PersonaResult(id=pid, name=self._personas[pid].name, affinities=affinities)
+            segment = SegmentResult(id=seg_id, distance=round(float(distances[seg_id]), 6))
+            lifecycle = self._lifecycle(row.behavior)
+            reasons.append(
+                Reason(
+                    code="persona.nearest_segment",
+                    message=f"closest to segment {seg_id} ({persona.name}), "
+                    f"affinity {affinities[pid]:.2f}",
+                )
+            )
+            reasons.append(
+                Reason(
+                    code="lifecycle.rule",
+                    message=f"lifecycle {lifecycle.stage} by {lifecycle.rule}",
+                )
+            )
+        else:
+            lifecycle = Lifecycle(stage="unknown", rule="consent")
+            reasons.append(
+                Reason(
+                    code="consent.not_given",
+                    message="no personalization consent: contextual decision from page "
+                    "context only, no profile used or stored",
+                )
+            )
+        attributes = decision_attributes(req, row, persona.id if persona else None, lifecycle.stage)
+        ranked: list[RankedOffer] = []
+        scored = sorted(
+            zip(m.offer_classes, (float(p) for p in probas), strict=True),
+            key=lambda item: (-item[1], item[0]),
+        )
+        for offer_id, score in scored:
+            offer = self._offers[offer_id]
+            if evaluate(offer.eligibility, attributes):
+                ranked.append(
+                    RankedOffer(id=offer_id, name=offer.name, score=round(score, 6), rank=0)
+                )
+        ranked = [
+            RankedOffer(id=o.id, name=o.name, score=o.score, rank=i + 1)
+            for i, o in enumerate(ranked)
+        ]
+        if ranked:
+            reasons.append(
+                Reason(
+                    code="offer.top",
+                    message=f"{ranked[0].id} ranks first of {len(ranked)} eligible offers "
+                    f"(score {ranked[0].score:.3f})",
+                )
+            )
+        signals = row.signals
+        reasons.append(
+            Reason(
+                code="context.referrer",
+                message=f"arrived via {signals.referrer_class}"
+                + (f" ({signals.referrer_source})" if signals.referrer_source else "")
+                + f" on a {signals.device_type}",
+            )
+        )
+        wanted = req.slots or list(self._slots)
+        slots: dict[str, SlotDecision] = {}
+        for slot_id in wanted:
+            slot = self._slots.get(slot_id)
+            if slot is None:
+                reasons.append(
+                    Reason(code="slot.unknown", message=f"slot {slot_id!r} is not in the catalogue")
+                )
+                continue
+            slots[slot_id] = self._choose_variant(slot, ranked, attributes)
+        return Decision(
+            decision_id=self._new_id(),
+            model_version=m.model_version,
+            visitor_id=req.visitor_id,
+            session_id=req.session_id,
+            personalized=personalized,
+            persona=persona,
+            segment=segment,
+            lifecycle=lifecycle,
+            offers=ranked,
+            slots=slots,
+            signals=signals,
+            reasons=reasons,
+            ttl=DECISION_TTL,
+        )
+
+    def _choose_variant(
+        self, slot: SlotDef, ranked: list[RankedOffer], attributes: Mapping[str, Any]
+    ) -> SlotDecision:
+        by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
+        for offer in ranked:
+            variant = by_offer.get(offer.id)
+            if variant is not None and evaluate(variant.when, attributes):
+                return _slot_decision(variant, f"offer {offer.id} ranked {offer.rank}")
+        for variant in slot.variants:
+            if variant.offer is None and variant.when and evaluate(variant.when, attributes):
+                return _slot_decision(variant, "targeting condition matched")
+        default = next(v for v in slot.variants if v.id == slot.default)
+        return _slot_decision(default, "default variant")
+
+
+def _slot_decision(variant: Any, reason: str) -> SlotDecision:
+    c = variant.content
+    return SlotDecision(
+        variant_id=variant.id,
+        offer_id=variant.offer,
+        content=Content(
+            type=c.type, text=c.text, html=c.html, image_url=c.image_url, href=c.href, alt=c.alt
+        ),
+        propensity=1.0,
+        reason=reason,
+    )
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0

@@ -1,0 +1,265 @@
+"""Load a model bundle, verify it, and refuse it with a typed error when anything is off.
+
+A bundle is a directory written by ``model_export``::
+
+    manifest.json   versions, feature names, models, personas, catalogue, rules, sha256 of files
+    *.onnx          the models (segments, offers)
+    parity.jsonl    raw requests with the features and outputs training computed for them
+
+:func:`load_bundle` checks, in order: the manifest decodes (unknown fields are errors) and its
+format, schema and feature-set versions are ones this code reads; every listed file exists and
+matches its sha256 and every model and ``parity.jsonl`` is listed; each ONNX model loads and
+has the declared inputs/outputs; its conditions are well formed; and replaying ``parity.jsonl``
+through :func:`sdk.features.build_features` and onnxruntime reproduces what training computed.
+
+Must not import litestar or sklearn; numpy and onnxruntime are loaded lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from sdk._conditions import check_condition
+from sdk._errors import (
+    BundleError,
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleParityError,
+    ConditionError,
+)
+from sdk._manifest import BUNDLE_FORMAT_VERSION, Manifest, manifest_decoder
+from sdk._onnx import OnnxModel, require_local
+from sdk.features import FEATURE_NAMES, FEATURE_SET_VERSION, build_features
+from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
+
+__all__ = ["PARITY_ATOL", "Bundle", "ParityRow", "load_bundle", "sha256_file"]
+
+#: Largest absolute difference tolerated between training's float64 sklearn outputs and
+#: onnxruntime's float32 outputs when parity rows are replayed.
+PARITY_ATOL = 1e-3
+#: Tolerance on replayed feature values (they are computed by the same code in float64).
+FEATURE_ATOL = 1e-9
+
+
+class ParityRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One line of ``parity.jsonl``: a raw request and what training computed for it."""
+
+    request: DecideRequest
+    now: datetime
+    profile: Behavior | None = None
+    features: list[float | None]
+    outputs: dict[str, dict[str, list[float]]]
+
+
+_parity_decoder = msgspec.json.Decoder(ParityRow)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its manifest, loaded models and the column index of each model."""
+
+    path: Path
+    manifest: Manifest
+    models: dict[str, OnnxModel]
+    columns: dict[str, list[int]]
+    digest: str
+
+    @property
+    def version(self) -> str:
+        """The model version (what decisions report as ``modelVersion``)."""
+        return self.manifest.model_version
+
+    def run(self, rows: Any) -> dict[str, dict[str, Any]]:
+        """Run every model on a float32 matrix of full feature rows."""
+        return {
+            name: model.run(rows[:, self.columns[name]]) for name, model in self.models.items()
+        }
+
+
+def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
+    path = directory / "manifest.json"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise BundleFormatError(f"{directory} has no manifest.json") from exc
+    except OSError as exc:
+        raise BundleFormatError(f"cannot read {path}: {exc}") from exc
+    try:
+        manifest = manifest_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BundleFormatError(f"invalid manifest.json: {exc}") from exc
+    if manifest.format_version != BUNDLE_FORMAT_VERSION:
+        raise BundleFormatError(
+            f"bundle format version {manifest.format_version} is not supported "
+            f"(this code reads {BUNDLE_FORMAT_VERSION})"
+        )
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise BundleFormatError(
+            f"bundle schema version {manifest.schema_version} != {SCHEMA_VERSION}"
+        )
+    if manifest.feature_set_version != FEATURE_SET_VERSION:
+        raise BundleFormatError(
+            f"bundle feature set version {manifest.feature_set_version} != "
+            f"{FEATURE_SET_VERSION}: retrain the bundle with this version of Tailor"
+        )
+    if tuple(manifest.feature_names) != FEATURE_NAMES:
+        raise BundleFormatError("bundle feature names differ from this code's FEATURE_SPEC")
+    return manifest, raw
+
+
+def _verify_files(directory: Path, manifest: Manifest) -> None:
+    required = {spec.file for spec in manifest.models.values()} | {"parity.jsonl"}
+    missing = required - manifest.files.keys()
+    if missing:
+        raise BundleIntegrityError(f"manifest lists no hash for {sorted(missing)}")
+    root = directory.resolve()
+    for name, expected in sorted(manifest.files.items()):
+        path = (directory / name).resolve()
+        if root not in path.parents:
+            raise BundleIntegrityError(f"file {name!r} lies outside the bundle directory")
+        if not path.is_file():
+            raise BundleIntegrityError(f"file {name!r} listed in manifest.json is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"sha256 of {name!r} is {actual}, manifest.json says {expected}: "
+                "the file was modified after export"
+            )
+
+
+def _verify_conditions(manifest: Manifest) -> None:
+    try:
+        for i, rule in enumerate(manifest.lifecycle.rules):
+            check_condition(rule.when, f"$.lifecycle.rules[{i}].when")
+        for i, offer in enumerate(manifest.offers):
+            check_condition(offer.eligibility, f"$.offers[{i}].eligibility")
+        for i, slot in enumerate(manifest.slots):
+            ids = {v.id for v in slot.variants}
+            if slot.default not in ids:
+                raise BundleFormatError(f"slot {slot.id!r}: default variant {slot.default!r} unknown")
+            for j, variant in enumerate(slot.variants):
+                check_condition(variant.when, f"$.slots[{i}].variants[{j}].when")
+    except ConditionError as exc:
+        raise BundleFormatError(f"invalid condition in manifest.json: {exc}") from exc
+    personas = {p.id for p in manifest.personas}
+    for seg in manifest.segments:
+        if seg.persona not in personas:
+            raise BundleFormatError(f"segment {seg.id} maps to unknown persona {seg.persona!r}")
+    offers = {o.id for o in manifest.offers}
+    if set(manifest.offer_classes) - offers:
+        raise BundleFormatError("offer model classes are not all in the offer catalogue")
+
+
+def _close(a: float | None, b: float, atol: float) -> bool:
+    if a is None:
+        return math.isnan(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= atol
+
+
+def _replay_parity(bundle: Bundle) -> int:
+    np, _ = require_local()
+    path = bundle.path / "parity.jsonl"
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    if not lines:
+        raise BundleParityError("parity.jsonl holds no rows")
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(_parity_decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            raise BundleParityError(f"parity.jsonl line {n}: {exc}") from exc
+    features = [build_features(r.request, r.profile, r.now) for r in rows]
+    for n, (row, feat) in enumerate(zip(rows, features, strict=True), 1):
+        if len(row.features) != len(feat.values) or not all(
+            _close(a, b, FEATURE_ATOL) for a, b in zip(row.features, feat.values, strict=True)
+        ):
+            raise BundleParityError(
+                f"parity.jsonl line {n}: features differ from training (feature code changed?)"
+            )
+    matrix = np.asarray([f.values for f in features], dtype=np.float32)
+    outputs = bundle.run(matrix)
+    worst = 0.0
+    for n, row in enumerate(rows, 1):
+        for model, expected_outputs in row.outputs.items():
+            if model not in outputs:
+                raise BundleParityError(f"parity.jsonl line {n}: unknown model {model!r}")
+            for out_name, expected in expected_outputs.items():
+                got = np.asarray(outputs[model][out_name][n - 1], dtype=np.float64).ravel()
+                want = np.asarray(expected, dtype=np.float64)
+                if got.shape != want.shape:
+                    raise BundleParityError(
+                        f"parity.jsonl line {n}: {model}.{out_name} shape {got.shape} "
+                        f"!= {want.shape}"
+                    )
+                diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+                worst = max(worst, diff)
+                if not diff <= PARITY_ATOL:
+                    raise BundleParityError(
+                        f"parity.jsonl line {n}: {model}.{out_name} differs from training by "
+                        f"{diff:.3g} (> {PARITY_ATOL})"
+                    )
+    return len(rows)
+
+
+def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
+    """Load and verify the bundle in directory ``path``.
+
+    Args:
+        path: the bundle directory.
+        verify_parity: replay ``parity.jsonl`` (on by default; turn off only in benchmarks).
+
+    Raises:
+        BundleFormatError, BundleIntegrityError, BundleModelError, BundleParityError: the bundle
+            is refused; the message says which file and why.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise BundleFormatError(f"bundle directory {directory} does not exist")
+    manifest, raw = _read_manifest(directory)
+    _verify_files(directory, manifest)
+    _verify_conditions(manifest)
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    columns: dict[str, list[int]] = {}
+    models: dict[str, OnnxModel] = {}
+    for name, spec in manifest.models.items():
+        unknown = [f for f in spec.features if f not in index]
+        if unknown:
+            raise BundleFormatError(f"model {name!r} uses unknown features {unknown}")
+        columns[name] = [index[f] for f in spec.features]
+        models[name] = OnnxModel(directory / spec.file, spec, name)
+    for required in ("segments", "offers"):
+        if required not in models:
+            raise BundleFormatError(f"bundle has no {required!r} model")
+    bundle = Bundle(
+        path=directory,
+        manifest=manifest,
+        models=models,
+        columns=columns,
+        digest=hashlib.sha256(raw).hexdigest(),
+    )
+    if verify_parity:
+        try:
+            _replay_parity(bundle)
+        except BundleError:
+            raise
+        except Exception as exc:  # a malformed parity file must still be a typed refusal
+            raise BundleParityError(f"parity replay failed: {exc}") from exc
+    return bundle

@@ -1,0 +1,252 @@
+"""The one feature function shared by training and serving.
+
+``build_features(request, profile, now)`` turns a decide request (context and behaviour), an
+optional stored profile and the current time into a :class:`FeatureRow`: the float values named
+by :data:`FEATURE_SPEC`, in that order, plus the enrichment :class:`~sdk.schema.Signals` that
+rules and reasons use. ``model_export`` builds training rows with it and the decider builds
+serving rows with it, so training/serving skew is impossible by construction.
+
+Only deterministic encodings live here (log1p of skewed counts, one-hot of enriched classes,
+cyclic time). Learned transforms (imputation, scaling) live inside the sklearn pipeline and so
+inside the ONNX graph. Unknown values are NaN and are imputed there.
+
+Must not import numpy, onnxruntime, litestar or sklearn.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sdk._device import parse_device
+from sdk._geo import fallback_location
+from sdk._referrer import REFERRER_CLASSES, classify_referrer
+from sdk.schema import Behavior, DecideRequest, Signals
+
+__all__ = [
+    "CATEGORIES",
+    "FEATURE_NAMES",
+    "FEATURE_SET_VERSION",
+    "FEATURE_SPEC",
+    "FeatureDef",
+    "FeatureRow",
+    "build_features",
+    "merge_behavior",
+]
+
+#: Bumped whenever a feature is added, removed, reordered or computed differently. A bundle
+#: trained on another feature set version is refused by the loader.
+FEATURE_SET_VERSION = "1"
+
+#: Product categories with a share feature each (views of the category / all category views).
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books")
+
+#: Caps applied before encoding, so absurd-but-valid inputs cannot dominate a distance.
+RECENCY_CAP_DAYS = 365.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDef:
+    """One named feature: its name, group and what it means."""
+
+    name: str
+    group: str
+    description: str
+
+
+def _spec() -> tuple[FeatureDef, ...]:
+    behaviour = [
+        FeatureDef("page_views_log", "behaviour", "log1p(page views this session)"),
+        FeatureDef("sessions_log", "behaviour", "log1p(session count, this one included)"),
+        FeatureDef("purchases_log", "rfm", "log1p(purchases): RFM frequency"),
+        FeatureDef("revenue_log", "rfm", "log1p(revenue): RFM monetary"),
+        FeatureDef("aov_log", "rfm", "log1p(revenue / purchases), 0 without purchases"),
+        FeatureDef(
+            "recency_days", "rfm", "days since last purchase, capped at 365 (365 if never)"
+        ),
+        FeatureDef("days_since_visit", "behaviour", "days since last visit, capped; NaN unknown"),
+        FeatureDef("searches_log", "search", "log1p(searches)"),
+        FeatureDef("search_fail_ratio", "search", "searches without results / searches"),
+        FeatureDef("cart_items_log", "cart", "log1p(items in cart)"),
+        FeatureDef("cart_value_log", "cart", "log1p(cart value)"),
+        FeatureDef("categories_distinct", "behaviour", "distinct categories viewed"),
+    ]
+    categories = [
+        FeatureDef(f"cat_{c}", "category", f"share of category views that were {c}")
+        for c in CATEGORIES
+    ]
+    device = [
+        FeatureDef("device_mobile", "device", "1 if a phone"),
+        FeatureDef("device_tablet", "device", "1 if a tablet"),
+        FeatureDef("device_bot", "device", "1 if a crawler or script"),
+        FeatureDef("touch", "device", "1 if a touch screen"),
+    ]
+    referrer = [
+        FeatureDef(f"ref_{c}", "referrer", f"1 if the visit's referrer class is {c}")
+        for c in REFERRER_CLASSES
+    ]
+    referrer += [
+        FeatureDef("has_click_id", "referrer", "1 if the landing URL carries an ad click id"),
+        FeatureDef("has_campaign", "referrer", "1 if the visit carries UTM campaign fields"),
+    ]
+    time = [
+        FeatureDef("hour_sin", "time", "sin(2π local hour / 24)"),
+        FeatureDef("hour_cos", "time", "cos(2π local hour / 24)"),
+        FeatureDef("dow_sin", "time", "sin(2π local weekday / 7), Monday = 0"),
+        FeatureDef("dow_cos", "time", "cos(2π local weekday / 7)"),
+        FeatureDef("weekend", "time", "1 on a local Saturday or Sunday"),
+    ]
+    return tuple(behaviour + categories + device + referrer + time)
+
+
+#: The versioned feature specification: names and order of every feature in a row.
+FEATURE_SPEC: tuple[FeatureDef, ...] = _spec()
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPEC)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    """A feature row: ``values`` in :data:`FEATURE_NAMES` order, and the enrichment signals."""
+
+    values: tuple[float, ...]
+    signals: Signals
+    behavior: Behavior
+
+    def as_dict(self) -> dict[str, float]:
+        """The row as ``{feature name: value}``."""
+        return dict(zip(FEATURE_NAMES, self.values, strict=True))
+
+
+def merge_behavior(request: Behavior, profile: Behavior | None) -> Behavior:
+    """Merge request behaviour over a stored profile: a value the request sends wins; the
+    profile fills what the request leaves out; categories are concatenated (profile first)."""
+    if profile is None:
+        return request
+    fields = {}
+    for name in Behavior.__struct_fields__:
+        if name == "categories_viewed":
+            continue
+        value = getattr(request, name)
+        fields[name] = value if value is not None else getattr(profile, name)
+    categories = (list(profile.categories_viewed) + list(request.categories_viewed))[-200:]
+    return Behavior(categories_viewed=categories, **fields)
+
+
+_zone_lock = threading.Lock()
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _local_time(now: datetime, timezone: str | None) -> datetime:
+    zone = None
+    if timezone:
+        with _zone_lock:
+            zone = _zone(timezone)
+    return now.astimezone(zone if zone is not None else UTC)
+
+
+def _log1p(value: float | None) -> float:
+    return math.log1p(value) if value is not None else 0.0
+
+
+def build_features(
+    request: DecideRequest, profile: Behavior | None, now: datetime
+) -> FeatureRow:
+    """Build the feature row of one visit.
+
+    Args:
+        request: the decoded decide request; its ``timestamp`` wins over ``now`` when set.
+        profile: stored behaviour of the visitor, or None (no consent, or first visit).
+        now: timezone-aware current time, used when the request carries no timestamp.
+
+    Returns:
+        The row, its signals and the merged behaviour it was computed from.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    when = request.timestamp if request.timestamp is not None else now
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ctx = request.context
+    b = merge_behavior(request.behavior, profile)
+
+    device = parse_device(ctx.user_agent, ctx.user_agent_data, ctx.screen)
+    referrer = classify_referrer(ctx.page, ctx.campaign)
+    local = _local_time(when, ctx.timezone)
+    location = ctx.location or fallback_location(ctx.timezone, ctx.locale)
+
+    purchases = b.purchases or 0.0
+    revenue = b.revenue or 0.0
+    if purchases <= 0:
+        recency = RECENCY_CAP_DAYS
+    elif b.days_since_last_purchase is None:
+        recency = math.nan
+    else:
+        recency = min(b.days_since_last_purchase, RECENCY_CAP_DAYS)
+    since_visit = (
+        math.nan
+        if b.days_since_last_visit is None
+        else min(b.days_since_last_visit, RECENCY_CAP_DAYS)
+    )
+    searches = b.searches or 0.0
+    fails = min(b.searches_without_results or 0.0, searches)
+    viewed = [c.lower() for c in b.categories_viewed]
+    known = [c for c in viewed if c in CATEGORIES]
+    shares = [known.count(c) / len(known) if known else 0.0 for c in CATEGORIES]
+    campaign = ctx.campaign
+    has_campaign = any(
+        (campaign.source, campaign.medium, campaign.name, campaign.term, campaign.content)
+    ) or "utm_" in (ctx.page.url or "")
+    hour_angle = 2 * math.pi * local.hour / 24
+    dow_angle = 2 * math.pi * local.weekday() / 7
+
+    values = [
+        _log1p(b.page_views),
+        _log1p(b.session_count if b.session_count is not None else 1.0),
+        _log1p(purchases),
+        _log1p(revenue),
+        math.log1p(revenue / purchases) if purchases > 0 else 0.0,
+        recency,
+        since_visit,
+        _log1p(searches),
+        fails / searches if searches > 0 else 0.0,
+        _log1p(b.cart_items),
+        _log1p(b.cart_value),
+        float(len(set(viewed))),
+        *shares,
+        float(device.type == "mobile"),
+        float(device.type == "tablet"),
+        float(device.type == "bot"),
+        float(device.touch),
+        *(float(referrer.cls == c) for c in REFERRER_CLASSES),
+        float(referrer.click_id is not None),
+        float(has_campaign),
+        math.sin(hour_angle),
+        math.cos(hour_angle),
+        math.sin(dow_angle),
+        math.cos(dow_angle),
+        float(local.weekday() >= 5),
+    ]
+    signals = Signals(
+        device_type=device.type,
+        os=device.os,
+        browser=device.browser,
+        touch=device.touch,
+        referrer_class=referrer.cls,
+        referrer_source=referrer.source,
+        search_terms=referrer.search_terms,
+        country=location.country if location is not None else None,
+        local_hour=local.hour,
+        local_weekday=local.weekday(),
+    )
+    return FeatureRow(values=tuple(values), signals=signals, behavior=b)

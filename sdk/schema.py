@@ -1,0 +1,322 @@
+"""The wire schema: every field that crosses a process boundary, as msgspec Structs.
+
+This module is the single definition of the decide request, the decision and the feedback
+events. The server, the Python client, the in-process decider, the training code and (through
+the generated JSON Schema in ``sdk/data/schema.json``) the browser tag all read these types.
+
+Rules kept here:
+
+* camelCase on the wire (``rename="camel"``), snake_case in Python.
+* Wire types ignore unknown fields so old servers accept newer clients (schema evolution).
+* Browser numbers arrive as floats and may be ``null``; ids are strings.
+* Constraints use ``Annotated[..., Meta(...)]`` so they reach JSON Schema and OpenAPI, and are
+  checked while decoding, never in ``__init__``.
+
+Must not import anything but the standard library and msgspec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Behavior",
+    "Campaign",
+    "Consent",
+    "Content",
+    "Context",
+    "DecideRequest",
+    "Decision",
+    "Event",
+    "EventBatch",
+    "Lifecycle",
+    "Location",
+    "Page",
+    "PersonaResult",
+    "RankedOffer",
+    "Reason",
+    "Screen",
+    "SegmentResult",
+    "Signals",
+    "SlotDecision",
+    "UserAgentBrand",
+    "UserAgentData",
+    "decision_decoder",
+    "json_schema",
+    "request_decoder",
+]
+
+#: Bumped on any incompatible change to the wire types below.
+SCHEMA_VERSION = "1"
+
+# --- constrained scalars -------------------------------------------------------------------
+
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+SlotId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+ShortText = Annotated[str, Meta(max_length=256)]
+UrlText = Annotated[str, Meta(max_length=4096)]
+Count = Annotated[float, Meta(ge=0, le=1_000_000)]
+Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
+Days = Annotated[float, Meta(ge=0, le=36_500)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Pixels = Annotated[float, Meta(ge=0, le=100_000)]
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Base of every wire type: immutable, keyword-only, camelCase, unknown fields ignored."""
+
+
+# --- decide request ------------------------------------------------------------------------
+
+
+class Page(_Wire):
+    """The page being viewed (Segment's ``context.page``)."""
+
+    url: UrlText | None = None
+    path: UrlText | None = None
+    referrer: UrlText | None = None
+    title: ShortText | None = None
+    search: UrlText | None = None
+
+
+class Campaign(_Wire):
+    """UTM campaign parameters of the visit (Segment's ``context.campaign``)."""
+
+    source: ShortText | None = None
+    medium: ShortText | None = None
+    name: ShortText | None = None
+    term: ShortText | None = None
+    content: ShortText | None = None
+
+
+class UserAgentBrand(_Wire):
+    """One entry of ``navigator.userAgentData.brands``."""
+
+    brand: ShortText
+    version: ShortText = ""
+
+
+class UserAgentData(_Wire):
+    """User-Agent Client Hints, as ``navigator.userAgentData`` reports them."""
+
+    brands: Annotated[list[UserAgentBrand], Meta(max_length=16)] = []
+    mobile: bool | None = None
+    platform: ShortText | None = None
+    platform_version: ShortText | None = None
+    model: ShortText | None = None
+
+
+class Screen(_Wire):
+    """Screen size in CSS pixels and device pixel ratio."""
+
+    width: Pixels | None = None
+    height: Pixels | None = None
+    density: Annotated[float, Meta(ge=0, le=20)] | None = None
+    touch: bool | None = None
+
+
+class Location(_Wire):
+    """Where the visitor is. Filled by the server from trusted edge headers or a GeoIP database;
+    a value sent by a browser is replaced by the server."""
+
+    country: Annotated[str, Meta(min_length=2, max_length=2)] | None = None
+    region: ShortText | None = None
+    city: ShortText | None = None
+    source: Literal["header", "mmdb", "timezone", "locale", "request"] | None = None
+
+
+class Context(_Wire):
+    """Segment-style context of the visit."""
+
+    page: Page = Page()
+    campaign: Campaign = Campaign()
+    user_agent: Annotated[str, Meta(max_length=1024)] | None = None
+    user_agent_data: UserAgentData | None = None
+    locale: Annotated[str, Meta(max_length=35)] | None = None
+    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    screen: Screen = Screen()
+    location: Location | None = None
+
+
+class Behavior(_Wire):
+    """What the page or the caller knows about the visitor's behaviour; every field optional."""
+
+    page_views: Count | None = None
+    session_count: Count | None = None
+    categories_viewed: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=200)] = []
+    searches: Count | None = None
+    searches_without_results: Count | None = None
+    cart_items: Count | None = None
+    cart_value: Money | None = None
+    purchases: Count | None = None
+    revenue: Money | None = None
+    days_since_last_visit: Days | None = None
+    days_since_last_purchase: Days | None = None
+
+
+class Consent(_Wire):
+    """What the visitor allowed. Absent consent means no personalization and nothing stored."""
+
+    personalization: bool = False
+    storage: bool = False
+
+
+class DecideRequest(_Wire):
+    """One visit asking for a decision."""
+
+    visitor_id: Id
+    session_id: Id | None = None
+    user_id: Id | None = None
+    consent: Consent = Consent()
+    context: Context = Context()
+    behavior: Behavior = Behavior()
+    slots: Annotated[list[SlotId], Meta(max_length=32)] = []
+    timestamp: datetime | None = None
+
+
+# --- decision ------------------------------------------------------------------------------
+
+
+class Reason(_Wire):
+    """Why the decision came out as it did, as a stable code plus a human message."""
+
+    code: str
+    message: str
+
+
+class PersonaResult(_Wire):
+    """The visitor's persona and their affinity to every persona (sums to 1)."""
+
+    id: str
+    name: str
+    affinities: dict[str, float]
+
+
+class SegmentResult(_Wire):
+    """The learned segment the visitor is closest to."""
+
+    id: int
+    distance: float
+
+
+class Lifecycle(_Wire):
+    """The visitor's lifecycle stage and the rule that assigned it."""
+
+    stage: str
+    rule: str
+
+
+class RankedOffer(_Wire):
+    """An eligible offer with its next-best-offer score."""
+
+    id: str
+    name: str
+    score: float
+    rank: int
+
+
+class Content(_Wire):
+    """What a slot shows. ``html`` comes only from the bundle's catalogue and is sanitised by the
+    tag before insertion."""
+
+    type: Literal["text", "html", "image", "link"]
+    text: str | None = None
+    html: str | None = None
+    image_url: str | None = None
+    href: str | None = None
+    alt: str | None = None
+
+
+class SlotDecision(_Wire):
+    """The variant chosen for one slot and the probability with which it was chosen."""
+
+    variant_id: str
+    offer_id: str | None
+    content: Content
+    propensity: Probability
+    reason: str
+
+
+class Signals(_Wire):
+    """What enrichment derived from the context; returned so callers can see what was used."""
+
+    device_type: str
+    os: str | None
+    browser: str | None
+    touch: bool
+    referrer_class: str
+    referrer_source: str | None
+    search_terms: str | None
+    country: str | None
+    local_hour: int
+    local_weekday: int
+
+
+class Decision(_Wire):
+    """The answer to one :class:`DecideRequest`."""
+
+    decision_id: str
+    model_version: str
+    visitor_id: str
+    session_id: str | None
+    personalized: bool
+    persona: PersonaResult | None
+    segment: SegmentResult | None
+    lifecycle: Lifecycle
+    offers: list[RankedOffer]
+    slots: dict[str, SlotDecision]
+    signals: Signals
+    reasons: list[Reason]
+    experiment: dict[str, str] | None = None
+    ttl: int = 1800
+
+
+# --- feedback events -----------------------------------------------------------------------
+
+
+class Event(_Wire):
+    """One feedback event about a decision."""
+
+    type: Literal["impression", "click", "conversion", "dismiss", "not_interested", "pageview"]
+    visitor_id: Id
+    session_id: Id | None = None
+    decision_id: Annotated[str, Meta(max_length=64)] | None = None
+    slot: SlotId | None = None
+    variant_id: Annotated[str, Meta(max_length=64)] | None = None
+    offer_id: Annotated[str, Meta(max_length=64)] | None = None
+    value: Money | None = None
+    currency: Annotated[str, Meta(min_length=3, max_length=3)] | None = None
+    timestamp: datetime | None = None
+    properties: Annotated[dict[str, Any], Meta(max_length=32)] = {}
+
+
+class EventBatch(_Wire):
+    """Events sent together (the tag batches them and sends on page hide)."""
+
+    events: Annotated[list[Event], Meta(min_length=1, max_length=100)]
+    sent_at: datetime | None = None
+
+
+# --- codecs, built once ---------------------------------------------------------------------
+
+request_decoder = msgspec.json.Decoder(DecideRequest)
+decision_decoder = msgspec.json.Decoder(Decision)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every wire type, as committed in ``sdk/data/schema.json``."""
+    _, components = msgspec.json.schema_components(
+        [DecideRequest, Decision, EventBatch], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://tailor.dev/schema/v{SCHEMA_VERSION}.json",
+        "title": "Tailor wire schema",
+        "version": SCHEMA_VERSION,
+        "$defs": dict(sorted(components.items())),
+    }

@@ -1,0 +1,45 @@
+"""``python -m server``: run the decision server with uvicorn.
+
+Must not import model_export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Parse arguments and run uvicorn with the app factory."""
+    parser = argparse.ArgumentParser(prog="python -m server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--bundle", default=None, help="bundle directory (TAILOR_BUNDLE)")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.bundle:
+        os.environ["TAILOR_BUNDLE"] = args.bundle
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("tailor.server").info(
+        "Tailor demo server on http://%s:%d/ (keyless: the demo accepts unauthenticated "
+        "requests; do not expose it beyond loopback)",
+        args.host,
+        args.port,
+    )
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()

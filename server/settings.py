@@ -1,0 +1,59 @@
+"""Typed settings of the decision server.
+
+Settings are a Struct passed to :func:`server.app.create_app`; environment variables
+(``TAILOR_*``) are read only by :meth:`Settings.from_env`, when no settings are passed.
+Unknown fields are errors, so a typo in a config fails at start-up.
+
+Must not import model_export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["Settings"]
+
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Configuration of one server process.
+
+    Attributes:
+        bundle_path: directory of the model bundle to serve.
+        mmdb_path: optional MaxMind City/Country database for geo lookups by client IP.
+        geo_headers: trusted edge headers carrying the visitor's country (first present wins);
+            None uses the defaults of ``sdk._geo``. Trust them only behind a CDN that sets them.
+        max_body_bytes: largest request body accepted; larger ones get 413.
+        static_dir: where the demo page and the built tag live.
+        demo: serve the demo page at ``/``.
+    """
+
+    bundle_path: str = "var/bundles/demo"
+    mmdb_path: str | None = None
+    geo_headers: list[str] | None = None
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    static_dir: str = str(_STATIC)
+    demo: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``TAILOR_*`` environment variables."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        if "TAILOR_BUNDLE" in env:
+            values["bundle_path"] = env["TAILOR_BUNDLE"]
+        if env.get("TAILOR_MMDB"):
+            values["mmdb_path"] = env["TAILOR_MMDB"]
+        if env.get("TAILOR_GEO_HEADERS"):
+            values["geo_headers"] = [h.strip() for h in env["TAILOR_GEO_HEADERS"].split(",")]
+        if env.get("TAILOR_MAX_BODY_BYTES"):
+            values["max_body_bytes"] = int(env["TAILOR_MAX_BODY_BYTES"])
+        if env.get("TAILOR_DEMO"):
+            values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
+        return msgspec.convert(values, cls)
