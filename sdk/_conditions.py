@@ -48,11 +48,18 @@ def _comparable(a: Any, b: Any) -> bool:
     )
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """Equality that does not confuse booleans with the numbers 0 and 1."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
 def _compare(op: str, actual: Any, expected: Any) -> bool:
     if op == "$eq":
-        return actual is not _MISSING and actual == expected
+        return actual is not _MISSING and _equal(actual, expected)
     if op == "$ne":
-        return actual is _MISSING or actual != expected
+        return actual is _MISSING or not _equal(actual, expected)
     if actual is _MISSING or actual is None or not _comparable(actual, expected):
         return False
     if op == "$gt":
@@ -66,7 +73,7 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
 
 def _field_matches(actual: Any, spec: Any) -> bool:
     if not (isinstance(spec, Mapping) and spec and all(str(k).startswith("$") for k in spec)):
-        return actual is not _MISSING and actual == spec
+        return actual is not _MISSING and _equal(actual, spec)
     for op, expected in spec.items():
         if op in _COMPARE_OPS:
             ok = _compare(op, actual, expected)
@@ -88,9 +95,8 @@ def _field_matches(actual: Any, spec: Any) -> bool:
 def _in(actual: Any, options: list[Any]) -> bool:
     if actual is _MISSING:
         return False
-    if isinstance(actual, list):
-        return any(item in options for item in actual)
-    return actual in options
+    items = actual if isinstance(actual, list) else [actual]
+    return any(_equal(item, option) for item in items for option in options)
 
 
 def evaluate(condition: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:

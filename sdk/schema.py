@@ -49,6 +49,7 @@ __all__ = [
     "decision_decoder",
     "json_schema",
     "request_decoder",
+    "write_json_schema",
 ]
 
 #: Bumped on any incompatible change to the wire types below.
@@ -320,3 +321,12 @@ def json_schema() -> dict[str, Any]:
         "version": SCHEMA_VERSION,
         "$defs": dict(sorted(components.items())),
     }
+
+
+def write_json_schema(path: str) -> None:
+    """Write :func:`json_schema` to ``path`` (2-space indented, sorted, trailing newline)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(json_schema(), fh, indent=2, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")

@@ -57,6 +57,17 @@ async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
         raise
 
 
+def client_ip(request: Request[Any, Any, Any], hops: int) -> str | None:
+    """The visitor's IP: the socket peer, or with ``hops`` trusted proxies the ``hops``-th
+    address from the right of ``X-Forwarded-For`` (entries further left can be forged)."""
+    peer = request.client.host if request.client else None
+    if hops <= 0:
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",")]
+    forwarded = [a for a in forwarded if a]
+    return forwarded[-hops] if len(forwarded) >= hops else peer
+
+
 def _decode(body: bytes) -> DecideRequest:
     try:
         return request_decoder.decode(body)
@@ -81,7 +92,7 @@ async def decide(request: Request[Any, Any, Any], state: State) -> Response[byte
         updates["consent"] = Consent(personalization=False, storage=False)
     # a location sent by the client is not trusted: the server derives it
     location = (
-        engine.geo.resolve(request.headers, request.client.host if request.client else None)
+        engine.geo.resolve(request.headers, client_ip(request, engine.settings.trusted_proxy_hops))
         if engine.geo is not None
         else None
     )

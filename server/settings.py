@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         max_body_bytes: largest request body accepted; larger ones get 413.
         static_dir: where the demo page and the built tag live.
         demo: serve the demo page at ``/``.
+        trusted_proxy_hops: how many reverse proxies in front of the server append to
+            ``X-Forwarded-For``; 0 (default) uses the socket's peer address and ignores the header.
     """
 
     bundle_path: str = "var/bundles/demo"
@@ -40,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     static_dir: str = str(_STATIC)
     demo: bool = True
+    trusted_proxy_hops: Annotated[int, Meta(ge=0, le=10)] = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["geo_headers"] = [h.strip() for h in env["TAILOR_GEO_HEADERS"].split(",")]
         if env.get("TAILOR_MAX_BODY_BYTES"):
             values["max_body_bytes"] = int(env["TAILOR_MAX_BODY_BYTES"])
+        if env.get("TAILOR_TRUSTED_PROXY_HOPS"):
+            values["trusted_proxy_hops"] = int(env["TAILOR_TRUSTED_PROXY_HOPS"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         return msgspec.convert(values, cls)

@@ -1,0 +1,131 @@
+"""Shared fixtures: a small trained bundle, a decider, and a real server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model_export.build import TrainReport, train_bundle
+from model_export.train import TrainConfig
+from sdk import Decider, load_bundle
+from sdk.bundle import Bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXED_NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainReport:
+    """A bundle trained once per test session on 6,000 synthetic visits (seed 11)."""
+    out = tmp_path_factory.mktemp("bundles") / "test"
+    return train_bundle(out, n_visitors=6000, config=TrainConfig(seed=11), name="test")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained: TrainReport) -> Path:
+    return trained.path
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle that a test may tamper with."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_dir: Path) -> Bundle:
+    return load_bundle(bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def decider(bundle: Bundle) -> Decider:
+    return Decider(bundle, clock=lambda: FIXED_NOW)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def _start_server(bundle_path: Path, log: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
+    port = free_port()
+    env = dict(os.environ, TAILOR_BUNDLE=str(bundle_path), **(extra_env or {}))
+    with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return LiveServer(url=url, process=proc, log=log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # polling for readiness, not waiting for a result
+    proc.kill()
+    raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real uvicorn process serving the test bundle on 127.0.0.1."""
+    server = _start_server(bundle_dir, tmp_path_factory.mktemp("logs") / "server.log")
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture
+def make_request() -> Callable[..., dict[str, object]]:
+    """Factory of decide-request JSON objects (camelCase, as a browser would send)."""
+
+    def make(**overrides: object) -> dict[str, object]:
+        body: dict[str, object] = {
+            "visitorId": "visitor-1",
+            "sessionId": "session-1",
+            "consent": {"personalization": True, "storage": True},
+            "context": {
+                "page": {"url": "https://shop.example.com/", "path": "/"},
+                "userAgent": (
+                    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+                ),
+                "timezone": "Europe/London",
+                "locale": "en-GB",
+            },
+            "behavior": {"pageViews": 3, "sessionCount": 2},
+            "slots": ["hero", "banner", "recommendation"],
+            "timestamp": FIXED_NOW.isoformat(),
+        }
+        body.update(overrides)
+        return body
+
+    return make

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sdk import (
+    BundleFormatError,
+    BundleIntegrityError,
+    BundleModelError,
+    BundleParityError,
+    load_bundle,
+)
+from sdk.bundle import sha256_file
+
+
+def _rehash(bundle: Path, name: str) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][name] = sha256_file(bundle / name)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _edit_manifest(bundle: Path, edit: object) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    edit(manifest)  # type: ignore[operator]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_trained_bundle_loads_and_verifies(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.version.startswith("test-")
+    assert set(bundle.models) == {"segments", "offers"}
+    assert len(bundle.digest) == 64
+
+
+def test_tampered_model_is_refused(bundle_copy: Path) -> None:
+    with (bundle_copy / "offers.onnx").open("ab") as fh:
+        fh.write(b"\x00")
+    with pytest.raises(BundleIntegrityError, match="offers.onnx.*modified after export"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "parity.jsonl").unlink()
+    with pytest.raises(BundleIntegrityError, match="parity.jsonl.*missing"):
+        load_bundle(bundle_copy)
+
+
+def test_path_escape_is_refused(bundle_copy: Path) -> None:
+    _edit_manifest(bundle_copy, lambda m: m["files"].update({"../outside": "0" * 64}))
+    with pytest.raises(BundleIntegrityError, match="outside the bundle"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_manifest_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleFormatError, match="no manifest.json"):
+        load_bundle(tmp_path)
+    with pytest.raises(BundleFormatError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_manifest_unknown_field_is_an_error(bundle_copy: Path) -> None:
+    _edit_manifest(bundle_copy, lambda m: m.update({"modelVersoin": "typo"}))
+    with pytest.raises(BundleFormatError, match="modelVersoin"):
+        load_bundle(bundle_copy)
+
+
+def test_manifest_not_json(bundle_copy: Path) -> None:
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleFormatError, match="invalid manifest.json"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("formatVersion", 99, "format version 99"),
+        ("featureSetVersion", "0", "feature set version"),
+        ("schemaVersion", "0", "schema version"),
+    ],
+)
+def test_unsupported_versions_are_refused(
+    bundle_copy: Path, field: str, value: object, message: str
+) -> None:
+    _edit_manifest(bundle_copy, lambda m: m.update({field: value}))
+    with pytest.raises(BundleFormatError, match=message):
+        load_bundle(bundle_copy)
+
+
+def test_malformed_rule_is_refused(bundle_copy: Path) -> None:
+    _edit_manifest(
+        bundle_copy, lambda m: m["lifecycle"]["rules"][0].update({"when": {"x": {"$foo": 1}}})
+    )
+    with pytest.raises(BundleFormatError, match=r"\$foo.*lifecycle.rules\[0\]"):
+        load_bundle(bundle_copy)
+
+
+def test_swapped_model_is_refused(bundle_copy: Path) -> None:
+    shutil.copy(bundle_copy / "segments.onnx", bundle_copy / "offers.onnx")
+    _rehash(bundle_copy, "offers.onnx")
+    with pytest.raises(BundleModelError, match="offers"):
+        load_bundle(bundle_copy)
+
+
+def test_parity_drift_is_refused(bundle_copy: Path) -> None:
+    lines = (bundle_copy / "parity.jsonl").read_text().splitlines()
+    row = json.loads(lines[0])
+    row["outputs"]["offers"]["probabilities"][0] += 0.05
+    lines[0] = json.dumps(row)
+    (bundle_copy / "parity.jsonl").write_text("\n".join(lines) + "\n")
+    _rehash(bundle_copy, "parity.jsonl")
+    with pytest.raises(BundleParityError, match="line 1: offers.probabilities differs"):
+        load_bundle(bundle_copy)
+
+
+def test_feature_drift_is_refused(bundle_copy: Path) -> None:
+    lines = (bundle_copy / "parity.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    row["features"][0] = 123.0
+    lines[2] = json.dumps(row)
+    (bundle_copy / "parity.jsonl").write_text("\n".join(lines) + "\n")
+    _rehash(bundle_copy, "parity.jsonl")
+    with pytest.raises(BundleParityError, match="line 3: features differ"):
+        load_bundle(bundle_copy)
+
+
+def test_garbage_parity_is_a_typed_refusal(bundle_copy: Path) -> None:
+    (bundle_copy / "parity.jsonl").write_text('{"request": 1}\n')
+    _rehash(bundle_copy, "parity.jsonl")
+    with pytest.raises(BundleParityError, match="line 1"):
+        load_bundle(bundle_copy)
