@@ -122,9 +122,15 @@ def train_bundle(
     centroids, zscores, sizes = [], [], []
     for s in range(k):
         members = train_seg[train_labels == s]
-        centre = np.nanmean(members, axis=0) if len(members) else mean
-        centroids.append(dict(zip(SEGMENT_FEATURES, centre.tolist(), strict=True)))
-        zscores.append(dict(zip(SEGMENT_FEATURES, ((centre - mean) / std).tolist(), strict=True)))
+        known = ~np.isnan(members)
+        counts = known.sum(axis=0)
+        # mean of the known values only; a feature unknown for every member is left out
+        centre = np.where(counts > 0, np.where(known, members, 0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+        centroids.append(
+            {f: v for f, v in zip(SEGMENT_FEATURES, centre.tolist(), strict=True) if v == v}
+        )
+        z = np.nan_to_num((centre - mean) / std, nan=0.0)
+        zscores.append(dict(zip(SEGMENT_FEATURES, z.tolist(), strict=True)))
         sizes.append(len(members))
     persona_ids = assign_personas(zscores, catalogue.personas)
     templates = {t.id: t for t in catalogue.personas}

@@ -8,7 +8,8 @@ persona and the offer that visitor accepted. Five personas are planted:
 * ``bargain``: arrive from newsletters and coupon campaigns, low order value, full carts;
 * ``mobile``: phones, from social networks, many page views, almost never buy;
 * ``researcher``: desktop, from search engines, many searches (often without results), no buys;
-* ``dormant``: one or two purchases long ago, not seen for months.
+* ``dormant``: one or two purchases long ago, not seen for months;
+* ``newcomer``: a first visit, a few page views, no history, from anywhere.
 
 Must not import server.
 """
@@ -23,7 +24,7 @@ from sdk.schema import Behavior, Campaign, Consent, Context, DecideRequest, Page
 
 __all__ = ["PERSONAS", "Visit", "generate"]
 
-PERSONAS = ("loyal", "bargain", "mobile", "researcher", "dormant")
+PERSONAS = ("loyal", "bargain", "mobile", "researcher", "dormant", "newcomer")
 
 _UA = {
     "desktop": [
@@ -75,6 +76,7 @@ _OFFER_TASTE = {
     "mobile": {"app_download": 0.6, "clearance_sale": 0.25, "welcome_10": 0.15},
     "researcher": {"buying_guide": 0.6, "new_arrivals": 0.25, "welcome_10": 0.15},
     "dormant": {"winback_20": 0.7, "clearance_sale": 0.2, "coupon_15": 0.1},
+    "newcomer": {"welcome_10": 0.6, "new_arrivals": 0.25, "clearance_sale": 0.15},
 }
 _CATEGORY_TASTE = {
     "loyal": ["electronics", "home", "electronics", "books"],
@@ -82,6 +84,7 @@ _CATEGORY_TASTE = {
     "mobile": ["fashion", "beauty", "sports"],
     "researcher": ["electronics", "books", "electronics"],
     "dormant": ["home", "sports", "fashion"],
+    "newcomer": ["electronics", "fashion", "home", "beauty", "sports", "books"],
 }
 
 
@@ -148,6 +151,20 @@ def _visit(rng: random.Random, i: int, persona: str, base: datetime) -> Visit:
         fails = float(rng.randint(2, max(2, int(searches * 0.6))))
         cart = 0.0
         referrer, _ = rng.choice(_SEARCH)
+    elif persona == "newcomer":
+        device = rng.choices(["desktop", "mobile", "tablet"], [0.5, 0.4, 0.1])[0]
+        purchases, aov = 0.0, 0.0
+        recency, since_visit = 0.0, None
+        sessions, views = 1.0, float(rng.randint(1, 4))
+        searches, fails = float(rng.randint(0, 1)), 0.0
+        cart = 0.0
+        source = rng.choice(["direct", "search", "social", "paid"])
+        if source == "search":
+            referrer, _ = rng.choice(_SEARCH)
+        elif source == "social":
+            referrer = rng.choice(_SOCIAL)
+        elif source == "paid":
+            query = "?gclid=Cj0KCQ" + str(rng.randint(1000, 9999))
     else:  # dormant
         device = rng.choices(["desktop", "mobile"], [0.6, 0.4])[0]
         purchases = float(rng.randint(1, 2))
@@ -169,7 +186,7 @@ def _visit(rng: random.Random, i: int, persona: str, base: datetime) -> Visit:
         cart_value=round(cart * max(aov, 20.0) * u(0.6, 1.2), 2) if cart else 0.0,
         purchases=purchases,
         revenue=round(purchases * aov, 2),
-        days_since_last_visit=round(since_visit, 2),
+        days_since_last_visit=round(since_visit, 2) if since_visit is not None else None,
         days_since_last_purchase=round(recency, 2) if purchases else None,
     )
     path = rng.choice(["/", "/c/electronics", "/c/fashion", "/p/12345", "/search"])
@@ -201,5 +218,12 @@ def generate(n: int, seed: int = 7) -> list[Visit]:
     """
     rng = random.Random(seed)
     base = datetime(2026, 6, 1, tzinfo=UTC)
-    mix = {"loyal": 0.15, "bargain": 0.25, "mobile": 0.25, "researcher": 0.15, "dormant": 0.2}
+    mix = {
+        "loyal": 0.14,
+        "bargain": 0.2,
+        "mobile": 0.2,
+        "researcher": 0.14,
+        "dormant": 0.16,
+        "newcomer": 0.16,
+    }
     return [_visit(rng, i, _choice(rng, mix), base) for i in range(n)]

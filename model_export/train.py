@@ -48,6 +48,7 @@ SEGMENT_FEATURES: tuple[str, ...] = (
     "search_fail_ratio",
     "cart_items_log",
     "cart_value_log",
+    "first_visit",
     "device_mobile",
     "ref_direct",
     "ref_search",

@@ -11,7 +11,6 @@ Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -268,14 +267,14 @@ class Decider:
     def _choose_variant(
         self, slot: SlotDef, ranked: list[RankedOffer], attributes: Mapping[str, Any]
     ) -> SlotDecision:
+        for variant in slot.variants:
+            if variant.offer is None and variant.when and evaluate(variant.when, attributes):
+                return _slot_decision(variant, f"targeting rule of {variant.id} matched")
         by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
         for offer in ranked:
             variant = by_offer.get(offer.id)
             if variant is not None and evaluate(variant.when, attributes):
                 return _slot_decision(variant, f"offer {offer.id} ranked {offer.rank}")
-        for variant in slot.variants:
-            if variant.offer is None and variant.when and evaluate(variant.when, attributes):
-                return _slot_decision(variant, "targeting condition matched")
         default = next(v for v in slot.variants if v.id == slot.default)
         return _slot_decision(default, "default variant")
 
@@ -293,5 +292,3 @@ def _slot_decision(variant: Any, reason: str) -> SlotDecision:
     )
 
 
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0

@@ -74,6 +74,9 @@ def _spec() -> tuple[FeatureDef, ...]:
         FeatureDef("cart_items_log", "cart", "log1p(items in cart)"),
         FeatureDef("cart_value_log", "cart", "log1p(cart value)"),
         FeatureDef("categories_distinct", "behaviour", "distinct categories viewed"),
+        FeatureDef(
+            "first_visit", "behaviour", "1 in a first session with no purchase history"
+        ),
     ]
     categories = [
         FeatureDef(f"cat_{c}", "category", f"share of category views that were {c}")
@@ -223,6 +226,7 @@ def build_features(
         _log1p(b.cart_items),
         _log1p(b.cart_value),
         float(len(set(viewed))),
+        float((b.session_count or 1.0) <= 1.0 and purchases <= 0),
         *shares,
         float(device.type == "mobile"),
         float(device.type == "tablet"),

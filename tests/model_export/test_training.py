@@ -16,7 +16,7 @@ ARI_THRESHOLD = 0.9
 def test_planted_personas_are_recovered(trained: TrainReport) -> None:
     metrics = trained.manifest.training.metrics
     assert metrics["segments_ari_vs_planted"] >= ARI_THRESHOLD
-    assert metrics["segments_k"] == 5  # chosen by silhouette, not fixed
+    assert metrics["segments_k"] == 6  # chosen by silhouette, not fixed
 
 
 def test_each_planted_persona_maps_to_its_named_persona(trained: TrainReport) -> None:
@@ -26,6 +26,7 @@ def test_each_planted_persona_maps_to_its_named_persona(trained: TrainReport) ->
         "mobile": "mobile_browsers",
         "researcher": "researchers",
         "dormant": "dormant_one_timers",
+        "newcomer": "first_time_visitors",
     }
     seg_persona = {s.id: s.persona for s in trained.manifest.segments}
     by_planted: dict[str, Counter[str]] = {}

@@ -38,6 +38,7 @@ def test_planted_personas_get_their_persona(decider: Decider) -> None:
         "mobile": "mobile_browsers",
         "researcher": "researchers",
         "dormant": "dormant_one_timers",
+        "newcomer": "first_time_visitors",
     }
     visits = generate(300, seed=99)  # unseen visitors
     hits = sum(
