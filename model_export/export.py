@@ -2,8 +2,9 @@
 
 ONNX export uses float32 inputs, a pinned opset and ``zipmap=False`` (probabilities as a plain
 tensor). The sklearn pipelines are checked against onnxruntime on held-out rows before anything
-is written, and the bundle is written to a temporary sibling directory and renamed into place,
-so a reader never sees half a bundle.
+is written; the bundle is written to a temporary sibling directory, loaded back through
+``sdk.bundle.load_bundle`` (the exact checks serving makes), and only then renamed into place,
+so a reader never sees half a bundle and training never publishes one serving would refuse.
 
 Must not import server.
 """
@@ -35,7 +36,7 @@ from sdk._manifest import (
     ModelSpec,
     manifest_encoder,
 )
-from sdk.bundle import ParityRow, sha256_file
+from sdk.bundle import ParityRow, load_bundle, sha256_file
 from sdk.schema import DecideRequest
 
 __all__ = ["TARGET_OPSET", "onnx_bytes", "onnx_outputs", "sklearn_outputs", "write_bundle"]
@@ -174,6 +175,8 @@ def write_bundle(
         for p in tmp.iterdir():
             with p.open("rb") as fh:
                 os.fsync(fh.fileno())
+        # the reader's own checks (hashes, ONNX I/O, parity replay) before it goes live
+        load_bundle(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,62 @@
+# Every target bootstraps .venv itself; `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tailor-installed
+BUNDLE ?= var/bundles/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test check lint bench bundle schema tag system-deps js-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+js_snippet/node_modules/.package-lock.json: js_snippet/package-lock.json
+	cd js_snippet && npm ci --no-audit --no-fund --loglevel=error
+
+js-deps: js_snippet/node_modules/.package-lock.json
+
+# Debian packages the browser tests need (Chromium); installed only when missing.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || .ci/apt-install chromium
+
+## Train the demo bundle if missing, then serve the demo page on http://$(HOST):$(PORT)/
+run: $(STAMP)
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m server --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+bundle: $(STAMP)
+	$(BIN)/tailor train --out $(BUNDLE)
+
+## The whole test suite: the tag's node tests, then pytest (unit, server, contract, browser).
+test: $(STAMP) system-deps js-deps
+	cd js_snippet && npm test
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## Lint, types, import contracts, then every test.
+check: lint test
+
+bench: $(STAMP)
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m benchmarks.decide --bundle $(BUNDLE)
+
+## Regenerate committed artefacts: the JSON Schema and the built tag.
+schema: $(STAMP)
+	$(BIN)/python -c "from sdk.schema import write_json_schema; write_json_schema('sdk/data/schema.json')"
+
+tag: js-deps
+	cd js_snippet && npm run build
+
+clean:
+	rm -rf $(VENV) var js_snippet/node_modules .pytest_cache .mypy_cache .ruff_cache
