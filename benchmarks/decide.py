@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         decider.decide(requests[i % k])
 
     results = {
-        "features": _summary(_timings(lambda i: build_features(requests[i % k], None, now), args.n)),
+        "features": _summary(
+            _timings(lambda i: build_features(requests[i % k], None, now), args.n)
+        ),
         "onnx_models": _summary(_timings(lambda i: bundle.run(rows[i % k : i % k + 1]), args.n)),
         "decide": _summary(_timings(lambda i: decider.decide(requests[i % k]), args.n)),
         "decide_many_64_per_row": _summary(
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle {bundle.version}  python {platform.python_version()}  {platform.machine()}")
     print(f"{'measure':<26}{'median µs':>12}{'p99 µs':>12}{'÷ decide':>10}")
     for name, r in results.items():
-        print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['median_us'] / base:>10.2f}")
+        print(
+            f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['median_us'] / base:>10.2f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

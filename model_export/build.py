@@ -125,7 +125,9 @@ def train_bundle(
         known = ~np.isnan(members)
         counts = known.sum(axis=0)
         # mean of the known values only; a feature unknown for every member is left out
-        centre = np.where(counts > 0, np.where(known, members, 0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+        centre = np.where(
+            counts > 0, np.where(known, members, 0).sum(axis=0) / np.maximum(counts, 1), np.nan
+        )
         centroids.append(
             {f: v for f, v in zip(SEGMENT_FEATURES, centre.tolist(), strict=True) if v == v}
         )
@@ -136,8 +138,7 @@ def train_bundle(
     templates = {t.id: t for t in catalogue.personas}
     used = sorted(set(persona_ids), key=persona_ids.index)
     personas = [
-        PersonaDef(id=p, name=templates[p].name, description=templates[p].description)
-        for p in used
+        PersonaDef(id=p, name=templates[p].name, description=templates[p].description) for p in used
     ]
     segments = [
         SegmentDef(

@@ -59,8 +59,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:
-    from sdk.bundle import load_bundle
     from sdk import BundleError
+    from sdk.bundle import load_bundle
 
     try:
         bundle = load_bundle(args.bundle)

@@ -40,5 +40,6 @@ def assign_personas(
             used.add(t)
     for s in range(len(scores)):
         if s not in chosen:
-            chosen[s] = max(range(len(templates)), key=lambda t, s=s: scores[s][t])
+            row = scores[s]
+            chosen[s] = max(range(len(templates)), key=row.__getitem__)
     return [templates[chosen[s]].id for s in range(len(scores))]

@@ -49,7 +49,11 @@ _UA = {
         "Version/17.5 Mobile/15E148 Safari/604.1",
     ],
 }
-_SCREENS = {"desktop": (1920.0, 1080.0, 1.0), "mobile": (393.0, 852.0, 3.0), "tablet": (820.0, 1180.0, 2.0)}
+_SCREENS = {
+    "desktop": (1920.0, 1080.0, 1.0),
+    "mobile": (393.0, 852.0, 3.0),
+    "tablet": (820.0, 1180.0, 2.0),
+}
 _ZONES = [
     ("Europe/London", "en-GB"),
     ("Europe/Berlin", "de-DE"),
@@ -206,7 +210,9 @@ def _visit(rng: random.Random, i: int, persona: str, base: datetime) -> Visit:
         slots=["hero", "banner", "recommendation"],
     )
     now = base + timedelta(minutes=rng.randint(0, 60 * 24 * 28))
-    return Visit(request=request, now=now, persona=persona, offer=_choice(rng, _OFFER_TASTE[persona]))
+    return Visit(
+        request=request, now=now, persona=persona, offer=_choice(rng, _OFFER_TASTE[persona])
+    )
 
 
 def generate(n: int, seed: int = 7) -> list[Visit]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sdk._conditions import evaluate
-from sdk._manifest import SlotDef
+from sdk._manifest import SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk.bundle import Bundle
 from sdk.features import FeatureRow, build_features
@@ -169,9 +169,7 @@ class Decider:
                 return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
         return Lifecycle(stage=rules.default, rule="lifecycle.default")
 
-    def _finish(
-        self, req: DecideRequest, row: FeatureRow, distances: Any, probas: Any
-    ) -> Decision:
+    def _finish(self, req: DecideRequest, row: FeatureRow, distances: Any, probas: Any) -> Decision:
         m = self.bundle.manifest
         reasons: list[Reason] = []
         personalized = req.consent.personalization
@@ -272,14 +270,14 @@ class Decider:
                 return _slot_decision(variant, f"targeting rule of {variant.id} matched")
         by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
         for offer in ranked:
-            variant = by_offer.get(offer.id)
-            if variant is not None and evaluate(variant.when, attributes):
-                return _slot_decision(variant, f"offer {offer.id} ranked {offer.rank}")
+            candidate = by_offer.get(offer.id)
+            if candidate is not None and evaluate(candidate.when, attributes):
+                return _slot_decision(candidate, f"offer {offer.id} ranked {offer.rank}")
         default = next(v for v in slot.variants if v.id == slot.default)
         return _slot_decision(default, "default variant")
 
 
-def _slot_decision(variant: Any, reason: str) -> SlotDecision:
+def _slot_decision(variant: VariantDef, reason: str) -> SlotDecision:
     c = variant.content
     return SlotDecision(
         variant_id=variant.id,
@@ -290,5 +288,3 @@ def _slot_decision(variant: Any, reason: str) -> SlotDecision:
         propensity=1.0,
         reason=reason,
     )
-
-

@@ -46,7 +46,7 @@ class _Config(
     """Base of manifest types: immutable, camelCase, unknown fields are an error."""
 
 
-class ModelIO(_Config):
+class ModelIO(_Config, frozen=True, kw_only=True):
     """One ONNX input or output: name, element type and shape (None for a dynamic axis)."""
 
     name: str
@@ -54,7 +54,7 @@ class ModelIO(_Config):
     shape: list[int | None]
 
 
-class ModelSpec(_Config):
+class ModelSpec(_Config, frozen=True, kw_only=True):
     """One ONNX model of the bundle and the features (by name, in order) it consumes."""
 
     file: str
@@ -63,7 +63,7 @@ class ModelSpec(_Config):
     outputs: list[ModelIO]
 
 
-class PersonaDef(_Config):
+class PersonaDef(_Config, frozen=True, kw_only=True):
     """A human-readable persona that one or more segments map to."""
 
     id: Name
@@ -71,7 +71,7 @@ class PersonaDef(_Config):
     description: str
 
 
-class SegmentDef(_Config):
+class SegmentDef(_Config, frozen=True, kw_only=True):
     """A learned segment: its persona and profile in original units."""
 
     id: int
@@ -82,7 +82,7 @@ class SegmentDef(_Config):
     lift: dict[str, float]
 
 
-class ContentDef(_Config):
+class ContentDef(_Config, frozen=True, kw_only=True):
     """What a variant shows (see :class:`sdk.schema.Content`)."""
 
     type: Literal["text", "html", "image", "link"]
@@ -93,7 +93,7 @@ class ContentDef(_Config):
     alt: str | None = None
 
 
-class OfferDef(_Config):
+class OfferDef(_Config, frozen=True, kw_only=True):
     """An offer of the catalogue; ``eligibility`` is a condition over decision attributes."""
 
     id: Name
@@ -102,7 +102,7 @@ class OfferDef(_Config):
     eligibility: Condition = {}
 
 
-class VariantDef(_Config):
+class VariantDef(_Config, frozen=True, kw_only=True):
     """A slot variant: shown for ``offer`` when that offer ranks, or whenever ``when`` holds."""
 
     id: Name
@@ -111,7 +111,7 @@ class VariantDef(_Config):
     when: Condition = {}
 
 
-class SlotDef(_Config):
+class SlotDef(_Config, frozen=True, kw_only=True):
     """A page slot, its variants and the variant shown when nothing else applies."""
 
     id: Name
@@ -119,21 +119,21 @@ class SlotDef(_Config):
     variants: list[VariantDef]
 
 
-class LifecycleRule(_Config):
+class LifecycleRule(_Config, frozen=True, kw_only=True):
     """A lifecycle stage and the condition (over profile facts) that assigns it."""
 
     stage: Name
     when: Condition
 
 
-class LifecycleDef(_Config):
+class LifecycleDef(_Config, frozen=True, kw_only=True):
     """Lifecycle rules, evaluated in order; the first that matches wins."""
 
     rules: list[LifecycleRule]
     default: Name
 
 
-class TrainingInfo(_Config):
+class TrainingInfo(_Config, frozen=True, kw_only=True):
     """Where the training data came from and how good the models are."""
 
     data: dict[str, Any]
@@ -141,7 +141,7 @@ class TrainingInfo(_Config):
     metrics: dict[str, float]
 
 
-class Manifest(_Config):
+class Manifest(_Config, frozen=True, kw_only=True):
     """``manifest.json`` of a bundle."""
 
     format_version: int

@@ -87,9 +87,7 @@ class Bundle:
 
     def run(self, rows: Any) -> dict[str, dict[str, Any]]:
         """Run every model on a float32 matrix of full feature rows."""
-        return {
-            name: model.run(rows[:, self.columns[name]]) for name, model in self.models.items()
-        }
+        return {name: model.run(rows[:, self.columns[name]]) for name, model in self.models.items()}
 
 
 def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
@@ -152,7 +150,9 @@ def _verify_conditions(manifest: Manifest) -> None:
         for i, slot in enumerate(manifest.slots):
             ids = {v.id for v in slot.variants}
             if slot.default not in ids:
-                raise BundleFormatError(f"slot {slot.id!r}: default variant {slot.default!r} unknown")
+                raise BundleFormatError(
+                    f"slot {slot.id!r}: default variant {slot.default!r} unknown"
+                )
             for j, variant in enumerate(slot.variants):
                 check_condition(variant.when, f"$.slots[{i}].variants[{j}].when")
     except ConditionError as exc:

@@ -65,18 +65,14 @@ def _spec() -> tuple[FeatureDef, ...]:
         FeatureDef("purchases_log", "rfm", "log1p(purchases): RFM frequency"),
         FeatureDef("revenue_log", "rfm", "log1p(revenue): RFM monetary"),
         FeatureDef("aov_log", "rfm", "log1p(revenue / purchases), 0 without purchases"),
-        FeatureDef(
-            "recency_days", "rfm", "days since last purchase, capped at 365 (365 if never)"
-        ),
+        FeatureDef("recency_days", "rfm", "days since last purchase, capped at 365 (365 if never)"),
         FeatureDef("days_since_visit", "behaviour", "days since last visit, capped; NaN unknown"),
         FeatureDef("searches_log", "search", "log1p(searches)"),
         FeatureDef("search_fail_ratio", "search", "searches without results / searches"),
         FeatureDef("cart_items_log", "cart", "log1p(items in cart)"),
         FeatureDef("cart_value_log", "cart", "log1p(cart value)"),
         FeatureDef("categories_distinct", "behaviour", "distinct categories viewed"),
-        FeatureDef(
-            "first_visit", "behaviour", "1 in a first session with no purchase history"
-        ),
+        FeatureDef("first_visit", "behaviour", "1 in a first session with no purchase history"),
     ]
     categories = [
         FeatureDef(f"cat_{c}", "category", f"share of category views that were {c}")
@@ -162,9 +158,7 @@ def _log1p(value: float | None) -> float:
     return math.log1p(value) if value is not None else 0.0
 
 
-def build_features(
-    request: DecideRequest, profile: Behavior | None, now: datetime
-) -> FeatureRow:
+def build_features(request: DecideRequest, profile: Behavior | None, now: datetime) -> FeatureRow:
     """Build the feature row of one visit.
 
     Args:

@@ -75,7 +75,7 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 # --- decide request ------------------------------------------------------------------------
 
 
-class Page(_Wire):
+class Page(_Wire, frozen=True, kw_only=True):
     """The page being viewed (Segment's ``context.page``)."""
 
     url: UrlText | None = None
@@ -85,7 +85,7 @@ class Page(_Wire):
     search: UrlText | None = None
 
 
-class Campaign(_Wire):
+class Campaign(_Wire, frozen=True, kw_only=True):
     """UTM campaign parameters of the visit (Segment's ``context.campaign``)."""
 
     source: ShortText | None = None
@@ -95,14 +95,14 @@ class Campaign(_Wire):
     content: ShortText | None = None
 
 
-class UserAgentBrand(_Wire):
+class UserAgentBrand(_Wire, frozen=True, kw_only=True):
     """One entry of ``navigator.userAgentData.brands``."""
 
     brand: ShortText
     version: ShortText = ""
 
 
-class UserAgentData(_Wire):
+class UserAgentData(_Wire, frozen=True, kw_only=True):
     """User-Agent Client Hints, as ``navigator.userAgentData`` reports them."""
 
     brands: Annotated[list[UserAgentBrand], Meta(max_length=16)] = []
@@ -112,7 +112,7 @@ class UserAgentData(_Wire):
     model: ShortText | None = None
 
 
-class Screen(_Wire):
+class Screen(_Wire, frozen=True, kw_only=True):
     """Screen size in CSS pixels and device pixel ratio."""
 
     width: Pixels | None = None
@@ -121,7 +121,7 @@ class Screen(_Wire):
     touch: bool | None = None
 
 
-class Location(_Wire):
+class Location(_Wire, frozen=True, kw_only=True):
     """Where the visitor is. Filled by the server from trusted edge headers or a GeoIP database;
     a value sent by a browser is replaced by the server."""
 
@@ -131,7 +131,7 @@ class Location(_Wire):
     source: Literal["header", "mmdb", "timezone", "locale", "request"] | None = None
 
 
-class Context(_Wire):
+class Context(_Wire, frozen=True, kw_only=True):
     """Segment-style context of the visit."""
 
     page: Page = Page()
@@ -144,12 +144,14 @@ class Context(_Wire):
     location: Location | None = None
 
 
-class Behavior(_Wire):
+class Behavior(_Wire, frozen=True, kw_only=True):
     """What the page or the caller knows about the visitor's behaviour; every field optional."""
 
     page_views: Count | None = None
     session_count: Count | None = None
-    categories_viewed: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=200)] = []
+    categories_viewed: Annotated[
+        list[Annotated[str, Meta(max_length=64)]], Meta(max_length=200)
+    ] = []
     searches: Count | None = None
     searches_without_results: Count | None = None
     cart_items: Count | None = None
@@ -160,14 +162,14 @@ class Behavior(_Wire):
     days_since_last_purchase: Days | None = None
 
 
-class Consent(_Wire):
+class Consent(_Wire, frozen=True, kw_only=True):
     """What the visitor allowed. Absent consent means no personalization and nothing stored."""
 
     personalization: bool = False
     storage: bool = False
 
 
-class DecideRequest(_Wire):
+class DecideRequest(_Wire, frozen=True, kw_only=True):
     """One visit asking for a decision."""
 
     visitor_id: Id
@@ -183,14 +185,14 @@ class DecideRequest(_Wire):
 # --- decision ------------------------------------------------------------------------------
 
 
-class Reason(_Wire):
+class Reason(_Wire, frozen=True, kw_only=True):
     """Why the decision came out as it did, as a stable code plus a human message."""
 
     code: str
     message: str
 
 
-class PersonaResult(_Wire):
+class PersonaResult(_Wire, frozen=True, kw_only=True):
     """The visitor's persona and their affinity to every persona (sums to 1)."""
 
     id: str
@@ -198,21 +200,21 @@ class PersonaResult(_Wire):
     affinities: dict[str, float]
 
 
-class SegmentResult(_Wire):
+class SegmentResult(_Wire, frozen=True, kw_only=True):
     """The learned segment the visitor is closest to."""
 
     id: int
     distance: float
 
 
-class Lifecycle(_Wire):
+class Lifecycle(_Wire, frozen=True, kw_only=True):
     """The visitor's lifecycle stage and the rule that assigned it."""
 
     stage: str
     rule: str
 
 
-class RankedOffer(_Wire):
+class RankedOffer(_Wire, frozen=True, kw_only=True):
     """An eligible offer with its next-best-offer score."""
 
     id: str
@@ -221,7 +223,7 @@ class RankedOffer(_Wire):
     rank: int
 
 
-class Content(_Wire):
+class Content(_Wire, frozen=True, kw_only=True):
     """What a slot shows. ``html`` comes only from the bundle's catalogue and is sanitised by the
     tag before insertion."""
 
@@ -233,7 +235,7 @@ class Content(_Wire):
     alt: str | None = None
 
 
-class SlotDecision(_Wire):
+class SlotDecision(_Wire, frozen=True, kw_only=True):
     """The variant chosen for one slot and the probability with which it was chosen."""
 
     variant_id: str
@@ -243,7 +245,7 @@ class SlotDecision(_Wire):
     reason: str
 
 
-class Signals(_Wire):
+class Signals(_Wire, frozen=True, kw_only=True):
     """What enrichment derived from the context; returned so callers can see what was used."""
 
     device_type: str
@@ -258,7 +260,7 @@ class Signals(_Wire):
     local_weekday: int
 
 
-class Decision(_Wire):
+class Decision(_Wire, frozen=True, kw_only=True):
     """The answer to one :class:`DecideRequest`."""
 
     decision_id: str
@@ -280,7 +282,7 @@ class Decision(_Wire):
 # --- feedback events -----------------------------------------------------------------------
 
 
-class Event(_Wire):
+class Event(_Wire, frozen=True, kw_only=True):
     """One feedback event about a decision."""
 
     type: Literal["impression", "click", "conversion", "dismiss", "not_interested", "pageview"]
@@ -296,7 +298,7 @@ class Event(_Wire):
     properties: Annotated[dict[str, Any], Meta(max_length=32)] = {}
 
 
-class EventBatch(_Wire):
+class EventBatch(_Wire, frozen=True, kw_only=True):
     """Events sent together (the tag batches them and sends on page hide)."""
 
     events: Annotated[list[Event], Meta(min_length=1, max_length=100)]

@@ -68,7 +68,9 @@ class LiveServer:
     log: Path
 
 
-def _start_server(bundle_path: Path, log: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
+def _start_server(
+    bundle_path: Path, log: Path, extra_env: dict[str, str] | None = None
+) -> LiveServer:
     port = free_port()
     env = dict(os.environ, TAILOR_BUNDLE=str(bundle_path), **(extra_env or {}))
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor

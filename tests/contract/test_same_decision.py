@@ -40,8 +40,10 @@ def test_client_raises_typed_errors(live_server: LiveServer) -> None:
 
 
 def test_client_maps_problems_to_api_error(live_server: LiveServer) -> None:
-    with Client(live_server.url + "/missing-prefix", timeout=5) as client:
-        with pytest.raises(APIError) as info:
-            client.decide(DecideRequest(visitor_id="v"))
+    with (
+        Client(live_server.url + "/missing-prefix", timeout=5) as client,
+        pytest.raises(APIError) as info,
+    ):
+        client.decide(DecideRequest(visitor_id="v"))
     assert info.value.status == 404
     assert info.value.problem["type"].endswith("/not-found")

@@ -38,13 +38,13 @@ def test_trained_bundle_loads_and_verifies(bundle_dir: Path) -> None:
 def test_tampered_model_is_refused(bundle_copy: Path) -> None:
     with (bundle_copy / "offers.onnx").open("ab") as fh:
         fh.write(b"\x00")
-    with pytest.raises(BundleIntegrityError, match="offers.onnx.*modified after export"):
+    with pytest.raises(BundleIntegrityError, match=r"offers\.onnx.*modified after export"):
         load_bundle(bundle_copy)
 
 
 def test_missing_file_is_refused(bundle_copy: Path) -> None:
     (bundle_copy / "parity.jsonl").unlink()
-    with pytest.raises(BundleIntegrityError, match="parity.jsonl.*missing"):
+    with pytest.raises(BundleIntegrityError, match=r"parity\.jsonl.*missing"):
         load_bundle(bundle_copy)
 
 
@@ -55,7 +55,7 @@ def test_path_escape_is_refused(bundle_copy: Path) -> None:
 
 
 def test_missing_manifest_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(BundleFormatError, match="no manifest.json"):
+    with pytest.raises(BundleFormatError, match=r"no manifest\.json"):
         load_bundle(tmp_path)
     with pytest.raises(BundleFormatError, match="does not exist"):
         load_bundle(tmp_path / "nope")
@@ -69,7 +69,7 @@ def test_manifest_unknown_field_is_an_error(bundle_copy: Path) -> None:
 
 def test_manifest_not_json(bundle_copy: Path) -> None:
     (bundle_copy / "manifest.json").write_text("{not json")
-    with pytest.raises(BundleFormatError, match="invalid manifest.json"):
+    with pytest.raises(BundleFormatError, match=r"invalid manifest\.json"):
         load_bundle(bundle_copy)
 
 
@@ -111,7 +111,7 @@ def test_parity_drift_is_refused(bundle_copy: Path) -> None:
     lines[0] = json.dumps(row)
     (bundle_copy / "parity.jsonl").write_text("\n".join(lines) + "\n")
     _rehash(bundle_copy, "parity.jsonl")
-    with pytest.raises(BundleParityError, match="line 1: offers.probabilities differs"):
+    with pytest.raises(BundleParityError, match=r"line 1: offers\.probabilities differs"):
         load_bundle(bundle_copy)
 
 

@@ -64,7 +64,10 @@ def test_text_plain_body_is_accepted(client: TestClient, make_request: MakeReque
     ],
 )
 def test_bad_input_is_a_problem_not_a_500(
-    client: TestClient, body: bytes, status: int, needle: str  # type: ignore[type-arg]
+    client: TestClient,
+    body: bytes,
+    status: int,
+    needle: str,  # type: ignore[type-arg]
 ) -> None:
     r = client.post("/v1/decide", content=body, headers={"content-type": "application/json"})
     problem = _problem(r, status)
@@ -87,7 +90,9 @@ def test_chunked_oversized_body_is_413(client: TestClient) -> None:  # type: ign
 
 
 def test_wrong_media_type_is_415(client: TestClient) -> None:  # type: ignore[type-arg]
-    r = client.post("/v1/decide", content=b"a=b", headers={"content-type": "application/x-www-form-urlencoded"})
+    r = client.post(
+        "/v1/decide", content=b"a=b", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     _problem(r, 415)
 
 
@@ -97,7 +102,8 @@ def test_unknown_route_and_method_are_problems(client: TestClient) -> None:  # t
 
 
 def test_global_privacy_control_turns_personalization_off(
-    client: TestClient, make_request: MakeRequest  # type: ignore[type-arg]
+    client: TestClient,
+    make_request: MakeRequest,  # type: ignore[type-arg]
 ) -> None:
     r = client.post("/v1/decide", json=make_request(), headers={"Sec-GPC": "1"})
     assert r.status_code == 200
@@ -105,7 +111,8 @@ def test_global_privacy_control_turns_personalization_off(
 
 
 def test_trusted_edge_header_sets_country_and_client_location_is_ignored(
-    client: TestClient, make_request: MakeRequest  # type: ignore[type-arg]
+    client: TestClient,
+    make_request: MakeRequest,  # type: ignore[type-arg]
 ) -> None:
     ctx = make_request()["context"]
     ctx["location"] = {"country": "FR"}  # type: ignore[index]
