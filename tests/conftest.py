@@ -23,6 +23,15 @@ from sdk.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
+#: The persona each planted synthetic persona must be named after by training.
+PLANTED_PERSONAS = {
+    "loyal": "loyal_big_spenders",
+    "bargain": "bargain_hunters",
+    "mobile": "mobile_browsers",
+    "researcher": "researchers",
+    "dormant": "dormant_one_timers",
+    "newcomer": "first_time_visitors",
+}
 
 
 @pytest.fixture(scope="session")

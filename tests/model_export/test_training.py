@@ -8,6 +8,7 @@ from model_export.build import TrainReport, train_bundle
 from model_export.cli import main as cli_main
 from model_export.train import TrainConfig
 from sdk.bundle import load_bundle
+from tests.conftest import PLANTED_PERSONAS
 
 # Adjusted Rand index between learned segments and the planted personas on held-out visitors.
 ARI_THRESHOLD = 0.9
@@ -20,14 +21,7 @@ def test_planted_personas_are_recovered(trained: TrainReport) -> None:
 
 
 def test_each_planted_persona_maps_to_its_named_persona(trained: TrainReport) -> None:
-    names = {
-        "loyal": "loyal_big_spenders",
-        "bargain": "bargain_hunters",
-        "mobile": "mobile_browsers",
-        "researcher": "researchers",
-        "dormant": "dormant_one_timers",
-        "newcomer": "first_time_visitors",
-    }
+    names = PLANTED_PERSONAS
     seg_persona = {s.id: s.persona for s in trained.manifest.segments}
     by_planted: dict[str, Counter[str]] = {}
     for label, planted in zip(trained.holdout_labels, trained.holdout_planted, strict=True):

@@ -9,6 +9,7 @@ import pytest
 from model_export.synth import generate
 from sdk import Decider
 from sdk.schema import DecideRequest, Decision
+from tests.conftest import PLANTED_PERSONAS
 
 MakeRequest = Callable[..., dict[str, object]]
 
@@ -32,14 +33,7 @@ def test_decision_is_complete(decider: Decider, make_request: MakeRequest) -> No
 
 
 def test_planted_personas_get_their_persona(decider: Decider) -> None:
-    expected = {
-        "loyal": "loyal_big_spenders",
-        "bargain": "bargain_hunters",
-        "mobile": "mobile_browsers",
-        "researcher": "researchers",
-        "dormant": "dormant_one_timers",
-        "newcomer": "first_time_visitors",
-    }
+    expected = PLANTED_PERSONAS
     visits = generate(300, seed=99)  # unseen visitors
     hits = sum(
         decider.decide(v.request).persona.id == expected[v.persona]  # type: ignore[union-attr]

@@ -61,6 +61,9 @@ def test_text_plain_body_is_accepted(client: TestClient, make_request: MakeReque
         (b'{"visitorId": "v", "behavior": {"pageViews": 1e12}}', 422, "$.behavior.pageViews"),
         (b'{"visitorId": "v", "timestamp": "yesterday"}', 422, "$.timestamp"),
         (b'{"sessionId": "s"}', 422, "visitorId"),
+        (b'{"visitorId": "v", "context": {"location": {"source": "gps"}}}', 422, "source"),
+        (b'{"visitorId": "v", "consent": null}', 422, "$.consent"),
+        (b"\xff\xfe{}", 400, "malformed"),
     ],
 )
 def test_bad_input_is_a_problem_not_a_500(
