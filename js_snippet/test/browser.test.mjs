@@ -1,0 +1,360 @@
+// The built tag (server/static/tailor.js) in headless Chromium, against a stub decide API on
+// 127.0.0.1: slot hiding and timeout, CORS without preflight, sanitised rendering, the command
+// queue, consent and Global Privacy Control, the event beacon, and the demo page.
+// Fails when no Chromium is found: `make test` installs Debian's (CHROMIUM=/path overrides).
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+const STATIC = new URL('../../server/static/', import.meta.url);
+const CHROMIUM = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => p && existsSync(p));
+const ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** A decision of the schema's shape, with hostile content in places. */
+function decision(req, id = 'dec_1') {
+  const slot = (variantId, content) => ({ variantId, offerId: 'spring-sale', content, propensity: 0.9, reason: 'persona:deal_hunter' });
+  return {
+    decisionId: id,
+    modelVersion: 'test-1',
+    visitorId: req.visitorId,
+    sessionId: req.sessionId,
+    personalized: req.consent.personalization,
+    persona: { id: 'deal_hunter', name: 'Deal hunter', affinities: { deal_hunter: 0.7, techie: 0.3 } },
+    segment: { id: 3, distance: 0.42 },
+    lifecycle: { stage: 'returning', rule: 'sessionCount >= 2' },
+    offers: [{ id: 'spring-sale', name: 'Spring sale', score: 0.8, rank: 1 }],
+    slots: {
+      hero: slot('hero-html', {
+        type: 'html',
+        html:
+          '<h2 onclick="window.__pwned=1">Spring <em>sale</em></h2><script>window.__pwned=2</script>' +
+          '<img src="x" onerror="window.__pwned=3"><a href="javascript:window.__pwned=4">bad</a>' +
+          '<a href="/deals" style="color:red" target="_blank">Deals</a><iframe src="/x"></iframe><p class="fine">30% off</p>',
+      }),
+      banner: slot('banner-text', { type: 'text', text: '<b>Free shipping</b> today' }),
+      recommendation: slot('rec-link', { type: 'link', href: 'https://shop.test/p/1', text: 'Headphones' }),
+      unsafe: slot('bad-link', { type: 'link', href: ' JAVA\tscript:window.__pwned=5', text: 'Click' }),
+      picture: slot('img', { type: 'image', imageUrl: '/img.png', alt: 'A picture' }),
+      absent: slot('nowhere', { type: 'text', text: 'not on the page' }),
+    },
+    signals: { deviceType: 'desktop', os: 'Linux', browser: 'Chrome', touch: false, referrerClass: 'email', referrerSource: 'newsletter', searchTerms: null, country: null, localHour: 9, localWeekday: 1 },
+    reasons: [{ code: 'utm', message: 'campaign newsletter/email' }],
+    ttl: 1800,
+  };
+}
+
+/** A test page: slots with default content, the queue, the tag, and a script that reports. */
+function page({ api, timeout, consent, before = '', after: script }) {
+  const attrs = [`data-key="pk_test"`, `data-endpoint="${api}"`, timeout && `data-timeout="${timeout}"`, consent && `data-consent="${consent}"`, 'data-debug'];
+  return `<!doctype html><html><head><title>Test page</title>
+<script>
+window.tailor = window.tailor || [];
+window.decisions = [];
+tailor.push(["identify", "user_42"]);
+tailor.push(["track", "conversion", { value: 20, currency: "EUR" }]);
+tailor.push(["onDecision", function (d, applied) { decisions.push({ id: d.decisionId, applied: applied }); }]);
+window.report = function (extra) {
+  var slots = {};
+  document.querySelectorAll("[data-tailor-slot]").forEach(function (el) {
+    slots[el.dataset.tailorSlot] = { html: el.innerHTML, variant: el.dataset.tailorVariant || null, decision: el.dataset.tailorDecision || null };
+  });
+  var ls = {};
+  ["tailor.vid", "tailor.sid", "tailor.profile"].forEach(function (k) { ls[k] = localStorage.getItem(k); });
+  var body = Object.assign({ slots: slots, pending: document.documentElement.hasAttribute("data-tailor-pending"),
+    pwned: window.__pwned || null, version: window.tailor.version, decisions: decisions, storage: ls }, extra);
+  return fetch("report", { method: "POST", body: JSON.stringify(body) });
+};
+${before}
+</script>
+<script async src="/tag/v1/tailor.js" ${attrs.filter(Boolean).join(' ')}></script>
+</head><body>
+<div data-tailor-slot="hero"><h1>Default hero</h1></div>
+<div data-tailor-slot="banner">Default banner</div>
+<div data-tailor-slot="recommendation"><a href="/best">Bestsellers</a></div>
+<div data-tailor-slot="unsafe">Default unsafe</div>
+<div data-tailor-slot="picture">Default picture</div>
+<p data-tailor-category="electronics">TV</p><p data-tailor-category="audio">Speakers</p>
+<script>${script}</script>
+</body></html>`;
+}
+
+test('a Chromium binary is available', () => {
+  assert.ok(CHROMIUM, 'no Chromium found: install Debian chromium or set CHROMIUM');
+});
+
+describe('the tag in Chromium', () => {
+  let site;
+  let api;
+  let apiBase;
+  const scenarios = new Map(); // name -> {page, delay, requests, reports}
+
+  /** Both servers: /s/<scenario>/{page,report,v1/...}; paths without /s/ belong to the demo. */
+  const handler = (req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const [, name, path] = /^\/s\/([^/]+)(\/.*)$/.exec(url.pathname) || [0, 'demo', url.pathname];
+    const sc = scenarios.get(name);
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (path.startsWith('/v1/')) {
+        res.setHeader('Access-Control-Allow-Origin', '*');
+        sc.requests.push({ method: req.method, path, query: url.search, type: req.headers['content-type'], body });
+        if (req.method !== 'POST') return res.writeHead(405).end();
+        if (path === '/v1/events') return res.writeHead(204).end();
+        if (sc.status) return res.writeHead(sc.status).end('{"title":"unavailable"}');
+        const n = sc.requests.filter((r) => r.path === '/v1/decide').length;
+        const dec = decision(JSON.parse(body), 'dec_' + n);
+        return setTimeout(() => res.setHeader('Content-Type', 'application/json').end(JSON.stringify(dec)), n === 1 ? sc.delay || 0 : 0);
+      }
+      if (path === '/tag/v1/tailor.js' || path === '/tag/v1/tailor.js.map') {
+        return res.setHeader('Content-Type', 'text/javascript').end(readFileSync(new URL(path.split('/').pop(), STATIC)));
+      }
+      if (path === '/report') {
+        sc.reports.push(JSON.parse(body));
+        sc.onReport && sc.onReport();
+        return res.end('ok');
+      }
+      if (path === '/page') return res.setHeader('Content-Type', 'text/html; charset=utf-8').end(sc.page);
+      res.writeHead(404).end();
+    });
+  };
+
+  const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+
+  before(async () => {
+    site = http.createServer(handler);
+    api = http.createServer(handler); // another port: another origin, so requests to it are cross-origin
+    await listen(site);
+    apiBase = `http://127.0.0.1:${await listen(api)}`;
+  });
+  after(() => {
+    site.close();
+    api.close();
+  });
+
+  /** Opens the scenario's page in a fresh browser profile; resolves when it has reported `reports` times. */
+  async function run(name, opts, reports = 1, query = '') {
+    const sc = { ...opts, requests: [], reports: [] };
+    sc.page = opts.page || page({ ...opts, api: `${apiBase}/s/${name}` });
+    scenarios.set(name, sc);
+    const profile = mkdtempSync(join(tmpdir(), 'tailor-chromium-'));
+    const url = `http://127.0.0.1:${site.address().port}/s/${name}/page${query}`;
+    const args = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-extensions', `--user-data-dir=${profile}`, url];
+    const browser = spawn(CHROMIUM, args, { stdio: 'ignore', detached: true });
+    try {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${name}: no report within 15 s`)), 15_000);
+        sc.onReport = () => sc.reports.length >= reports && (clearTimeout(timer), resolve());
+      });
+      await new Promise((r) => setTimeout(r, 300)); // let a beacon sent with the last report land
+    } finally {
+      try {
+        process.kill(-browser.pid, 'SIGKILL'); // the browser's own process group
+      } catch {}
+      rmSync(profile, { recursive: true, force: true });
+    }
+    return sc;
+  }
+
+  test('applies a decision: sanitised content, CORS-simple request, queue, beacon', async () => {
+    const sc = await run(
+      'apply',
+      {
+        after: `tailor.push(["onDecision", function () {
+          report().then(function () {
+            tailor.track("click", { slot: "hero" });
+            tailor.track("search", { results: 0 });
+            dispatchEvent(new Event("pagehide"));
+          });
+        }]);`,
+      },
+      1,
+      '?utm_source=newsletter&utm_medium=email&utm_campaign=spring',
+    );
+    const [r] = sc.reports;
+    assert.equal(r.pwned, null);
+    assert.equal(r.pending, false);
+    assert.match(r.version, /^\d+\.\d+\.\d+/);
+    assert.deepEqual(r.decisions, [{ id: 'dec_1', applied: true }]);
+    assert.deepEqual(r.slots.hero, { html: '<h2>Spring <em>sale</em></h2><img src="x"><a>bad</a><a href="/deals">Deals</a><p class="fine">30% off</p>', variant: 'hero-html', decision: 'dec_1' });
+    assert.equal(r.slots.banner.html, '&lt;b&gt;Free shipping&lt;/b&gt; today');
+    assert.equal(r.slots.recommendation.html, '<a href="https://shop.test/p/1">Headphones</a>');
+    assert.deepEqual(r.slots.unsafe, { html: 'Default unsafe', variant: null, decision: null });
+    assert.equal(r.slots.picture.html, '<img src="/img.png" alt="A picture">');
+
+    assert.ok(!sc.requests.some((q) => q.method === 'OPTIONS'), 'no CORS preflight');
+    const decide = sc.requests.find((q) => q.path === '/v1/decide');
+    assert.equal(decide.method, 'POST');
+    assert.equal(decide.query, '?key=pk_test');
+    assert.equal(decide.type, 'text/plain;charset=UTF-8');
+    const body = JSON.parse(decide.body);
+    assert.match(body.visitorId, ID);
+    assert.equal(body.visitorId, r.storage['tailor.vid']);
+    assert.equal(body.sessionId, JSON.parse(r.storage['tailor.sid']).id);
+    assert.equal(body.userId, 'user_42');
+    assert.deepEqual(body.consent, { personalization: true, storage: true });
+    assert.deepEqual(body.slots, ['hero', 'banner', 'recommendation', 'unsafe', 'picture']);
+    assert.deepEqual(body.context.campaign, { source: 'newsletter', medium: 'email', name: 'spring' });
+    assert.equal(body.context.page.title, 'Test page');
+    assert.equal(body.context.page.search, '?utm_source=newsletter&utm_medium=email&utm_campaign=spring');
+    assert.ok(body.context.userAgent.includes('Chrome'));
+    assert.equal(typeof body.context.userAgentData.mobile, 'boolean');
+    assert.ok(Array.isArray(body.context.userAgentData.brands));
+    assert.equal(typeof body.context.timezone, 'string');
+    assert.equal(typeof body.context.screen.width, 'number');
+    assert.equal(body.behavior.sessionCount, 1);
+    assert.equal(body.behavior.pageViews, 1);
+    assert.equal(body.behavior.purchases, 1); // the queued conversion ran before the request
+    assert.equal(body.behavior.revenue, 20);
+    assert.deepEqual(body.behavior.categoriesViewed, ['electronics', 'audio']);
+
+    const beacon = sc.requests.find((q) => q.path === '/v1/events');
+    assert.ok(beacon, 'events sent on pagehide');
+    assert.equal(beacon.query, '?key=pk_test');
+    assert.match(beacon.type, /^text\/plain/);
+    const batch = JSON.parse(beacon.body);
+    assert.deepEqual(Object.keys(batch), ['events']);
+    const { events } = batch;
+    assert.ok(events.every((e) => !isNaN(Date.parse(e.timestamp))));
+    assert.deepEqual(
+      events.map((e) => [e.type, e.slot, e.value, e.currency, e.decisionId, e.variantId, e.visitorId === body.visitorId]),
+      [
+        ['conversion', undefined, 20, 'EUR', undefined, undefined, true],
+        ['click', 'hero', undefined, undefined, 'dec_1', 'hero-html', true],
+      ],
+    );
+  });
+
+  test('hides only the slots, shows the defaults at the timeout, never applies a late decision', async () => {
+    const sc = await run('timeout', {
+      timeout: 300,
+      delay: 1500,
+      // 100 ms after the tag starts (it sets data-tailor-pending), and again after its timeout.
+      before: `new MutationObserver(function (m, observer) {
+        observer.disconnect();
+        setTimeout(function () {
+          var hero = document.querySelector("[data-tailor-slot=hero]");
+          window.early = { hero: getComputedStyle(hero).visibility, body: getComputedStyle(document.body).visibility,
+            pending: document.documentElement.hasAttribute("data-tailor-pending") };
+        }, 100);
+        setTimeout(function () {
+          var hero = document.querySelector("[data-tailor-slot=hero]");
+          window.atTimeout = { hero: getComputedStyle(hero).visibility, html: hero.innerHTML };
+        }, 500);
+      }).observe(document.documentElement, { attributeFilter: ["data-tailor-pending"] });`,
+      after: `tailor.push(["onDecision", function (d, applied) {
+        if (d.decisionId !== "dec_1") return;
+        report({ early: window.early, atTimeout: window.atTimeout }).then(function () {
+          return tailor.decide();
+        }).then(function (d2) { report({ explicit: d2 && d2.decisionId }); });
+      }]);`,
+    }, 2);
+    const [late, explicit] = sc.reports;
+    assert.deepEqual(late.early, { hero: 'hidden', body: 'visible', pending: true });
+    assert.deepEqual(late.atTimeout, { hero: 'visible', html: '<h1>Default hero</h1>' });
+    assert.equal(late.pending, false);
+    assert.deepEqual(late.slots.hero, { html: '<h1>Default hero</h1>', variant: null, decision: null });
+    assert.deepEqual(late.decisions, [{ id: 'dec_1', applied: false }]);
+    // tailor.decide() asked for by the page applies.
+    assert.equal(explicit.explicit, 'dec_2');
+    assert.equal(explicit.slots.hero.variant, 'hero-html');
+    assert.deepEqual(explicit.decisions.at(-1), { id: 'dec_2', applied: true });
+  });
+
+  test('Global Privacy Control: no storage, stored data erased, no personal data sent', async () => {
+    const sc = await run('gpc', {
+      before: `Object.defineProperty(navigator, "globalPrivacyControl", { value: true });
+        localStorage.setItem("tailor.vid", "old-visitor");
+        localStorage.setItem("tailor.profile", '{"sessionCount":9}');`,
+      after: `tailor.push(["onDecision", function () {
+        tailor.setConsent({ personalization: true, storage: true }); // GPC still wins
+        report();
+      }]);`,
+    });
+    const [r] = sc.reports;
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+    const body = JSON.parse(sc.requests.find((q) => q.path === '/v1/decide').body);
+    assert.deepEqual(body.consent, { personalization: false, storage: false });
+    assert.notEqual(body.visitorId, 'old-visitor');
+    assert.match(body.visitorId, ID);
+    assert.equal(body.userId, undefined);
+    assert.deepEqual(body.behavior, {});
+  });
+
+  test('consent pending, then granted: stored from then on, same visitor', async () => {
+    const sc = await run('pending', {
+      consent: 'pending',
+      after: `tailor.push(["onDecision", function (d) {
+        if (d.decisionId !== "dec_1") return;
+        var before = localStorage.getItem("tailor.vid");
+        tailor.setConsent({ personalization: true, storage: true });
+        tailor.decide().then(function () { report({ before: before }); });
+      }]);`,
+    });
+    const [r] = sc.reports;
+    const [first, second] = sc.requests.filter((q) => q.path === '/v1/decide').map((q) => JSON.parse(q.body));
+    assert.equal(r.before, null);
+    assert.deepEqual(first.consent, { personalization: false, storage: false });
+    assert.deepEqual(second.consent, { personalization: true, storage: true });
+    assert.equal(second.visitorId, first.visitorId);
+    assert.equal(r.storage['tailor.vid'], first.visitorId);
+    assert.equal(second.userId, 'user_42');
+    assert.equal(second.behavior.pageViews, 1);
+  });
+
+  test('a failing API shows the defaults at once, before the timeout', async () => {
+    const sc = await run('down', {
+      status: 503,
+      timeout: 5000,
+      after: `setTimeout(report, 400);`,
+    });
+    const [r] = sc.reports;
+    assert.equal(r.pending, false);
+    assert.deepEqual(r.decisions, []);
+    assert.deepEqual(r.slots.hero, { html: '<h1>Default hero</h1>', variant: null, decision: null });
+  });
+
+  test('the demo page: same-origin endpoint, slots filled, debug panel from the decision', async () => {
+    const reporter = `<script>
+      tailor.push(["onDecision", function () {
+        setTimeout(function () {
+          var text = function (sel) { return document.querySelector(sel).textContent.trim(); };
+          fetch("/s/demo/report", { method: "POST", body: JSON.stringify({
+            hero: document.querySelector("[data-tailor-slot=hero]").innerHTML,
+            banner: text("[data-tailor-slot=banner]"),
+            pending: document.documentElement.hasAttribute("data-tailor-pending"),
+            status: text("#d-status"), persona: text("#d-persona"), segment: text("#d-segment"),
+            lifecycle: text("#d-lifecycle"), device: text("#d-device"), referrer: text("#d-referrer"),
+            reasons: text("#d-reasons"), slots: text("#d-slots"), pwned: window.__pwned || null
+          }) });
+        }, 50);
+      }]);
+    </script></body>`;
+    const html = readFileSync(new URL('demo.html', STATIC), 'utf8');
+    assert.ok(!/\b(src|href)="(https?:)?\/\//.test(html), 'the demo loads nothing from elsewhere');
+    const sc = await run('demo', { page: html.replace('</body>', reporter) }, 1, '?utm_source=newsletter&utm_medium=email&utm_campaign=spring');
+    const [r] = sc.reports;
+    const decide = sc.requests.find((q) => q.path === '/v1/decide');
+    assert.equal(decide.query, '?key=pk_demo');
+    const body = JSON.parse(decide.body);
+    assert.deepEqual(body.slots, ['banner', 'hero', 'recommendation']);
+    assert.deepEqual(body.context.campaign, { source: 'newsletter', medium: 'email', name: 'spring' });
+    assert.deepEqual(body.behavior.categoriesViewed, ['electronics', 'audio', 'home']);
+    assert.equal(r.pwned, null);
+    assert.equal(r.pending, false);
+    assert.ok(r.hero.startsWith('<h2>Spring <em>sale</em></h2>'), r.hero);
+    assert.equal(r.banner, '<b>Free shipping</b> today');
+    assert.equal(r.status, 'personalized');
+    assert.equal(r.persona, 'Deal hunter (deal_hunter)');
+    assert.equal(r.segment, '#3 · distance 0.420');
+    assert.equal(r.lifecycle, 'returning · rule sessionCount >= 2');
+    assert.equal(r.device, 'desktop · Linux · Chrome');
+    assert.equal(r.referrer, 'email · newsletter');
+    assert.equal(r.reasons, 'utm: campaign newsletter/email');
+    assert.ok(r.slots.includes('hero → hero-html (spring-sale) · p=0.90 · persona:deal_hunter'), r.slots);
+  });
+});
