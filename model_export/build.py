@@ -23,7 +23,6 @@ from model_export.export import (
 from model_export.personas import assign_personas
 from model_export.synth import Visit, generate
 from model_export.train import (
-    OFFER_FEATURES,
     SEGMENT_FEATURES,
     Progress,
     TrainConfig,
@@ -35,7 +34,7 @@ from model_export.train import (
     segment_recovery,
 )
 from sdk._manifest import Manifest, PersonaDef, SegmentDef, TrainingInfo
-from sdk.features import FEATURE_NAMES, FEATURE_SET_VERSION
+from sdk.features import feature_names
 from sdk.schema import SCHEMA_VERSION
 
 __all__ = ["PARITY_ROWS", "TrainReport", "train_bundle"]
@@ -88,12 +87,14 @@ def train_bundle(
         say(f"generating {n_visitors} synthetic visits (seed {config.seed})")
         visits = generate(n_visitors, seed=config.seed)
     say("building feature rows with sdk.features.build_features")
-    x = feature_matrix([v.request for v in visits], [v.now for v in visits])
+    version = config.feature_set_version
+    x = feature_matrix([v.request for v in visits], [v.now for v in visits], version=version)
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(visits))
     n_test = max(PARITY_ROWS, int(len(visits) * config.holdout))
     test, train = order[:n_test], order[n_test:]
-    seg_cols, off_cols = columns(SEGMENT_FEATURES), columns(OFFER_FEATURES)
+    offer_features = feature_names(version)
+    seg_cols, off_cols = columns(SEGMENT_FEATURES, version), columns(offer_features, version)
 
     say("fitting segments (impute, scale, KMeans)")
     seg_pipe, metrics = fit_segments(x[train][:, seg_cols], config, say)
@@ -179,14 +180,14 @@ def train_bundle(
     say(f"writing bundle to {out_dir}")
     manifest = write_bundle(
         Path(out_dir),
-        models={"segments": (seg_onnx, SEGMENT_FEATURES), "offers": (off_onnx, OFFER_FEATURES)},
+        models={"segments": (seg_onnx, SEGMENT_FEATURES), "offers": (off_onnx, offer_features)},
         parity=parity,
         name=name,
         created_at=datetime.now(UTC),
         manifest_fields={
             "schema_version": SCHEMA_VERSION,
-            "feature_set_version": FEATURE_SET_VERSION,
-            "feature_names": list(FEATURE_NAMES),
+            "feature_set_version": version,
+            "feature_names": list(feature_names(version)),
             "offer_classes": offer_classes,
             "personas": personas,
             "segments": segments,

@@ -192,6 +192,9 @@ def _visit(rng: random.Random, i: int, persona: str, base: datetime) -> Visit:
         revenue=round(purchases * aov, 2),
         days_since_last_visit=round(since_visit, 2) if since_visit is not None else None,
         days_since_last_purchase=round(recency, 2) if purchases else None,
+        days_since_first_purchase=(
+            round(recency + (purchases - 1) * u(10, 60), 2) if purchases else None
+        ),
     )
     path = rng.choice(["/", "/c/electronics", "/c/fashion", "/p/12345", "/search"])
     request = DecideRequest(

@@ -22,7 +22,7 @@ from sklearn.metrics import adjusted_rand_score, log_loss, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sdk.features import FEATURE_NAMES, build_features
+from sdk.features import FEATURE_NAMES, FEATURE_SET_VERSION, build_features, feature_names
 from sdk.schema import Behavior, DecideRequest
 
 __all__ = [
@@ -55,7 +55,7 @@ SEGMENT_FEATURES: tuple[str, ...] = (
     "ref_social",
     "ref_email",
 )
-#: The offer model sees every feature.
+#: The offer model sees every feature (of the newest feature set).
 OFFER_FEATURES: tuple[str, ...] = FEATURE_NAMES
 
 Progress = Callable[[str], None]
@@ -66,6 +66,7 @@ class TrainConfig:
     """Parameters of one training run."""
 
     seed: int = 7
+    feature_set_version: str = FEATURE_SET_VERSION
     k: int | None = None
     k_min: int = 3
     k_max: int = 8
@@ -84,9 +85,9 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def columns(names: Sequence[str]) -> list[int]:
-    """Column indexes of ``names`` in a full feature row."""
-    index = {n: i for i, n in enumerate(FEATURE_NAMES)}
+def columns(names: Sequence[str], version: str = FEATURE_SET_VERSION) -> list[int]:
+    """Column indexes of ``names`` in a full feature row of feature set ``version``."""
+    index = {n: i for i, n in enumerate(feature_names(version))}
     return [index[n] for n in names]
 
 
@@ -94,11 +95,13 @@ def feature_matrix(
     requests: Sequence[DecideRequest],
     nows: Sequence[datetime],
     profiles: Sequence[Behavior | None] | None = None,
+    version: str = FEATURE_SET_VERSION,
 ) -> npt.NDArray[np.float64]:
     """Full feature rows for many requests, through the serving feature function."""
     profiles = profiles if profiles is not None else [None] * len(requests)
     rows = [
-        build_features(r, p, n).values for r, p, n in zip(requests, profiles, nows, strict=True)
+        build_features(r, p, n, version).values
+        for r, p, n in zip(requests, profiles, nows, strict=True)
     ]
     return np.asarray(rows, dtype=np.float64)
 

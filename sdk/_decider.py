@@ -104,6 +104,7 @@ class Decider:
         self._new_id = new_id
         self._np, _ = require_local()
         m = bundle.manifest
+        self._version = m.feature_set_version
         self._personas = {p.id: p for p in m.personas}
         self._segment_persona = {s.id: s.persona for s in m.segments}
         self._offers = {o.id: o for o in m.offers}
@@ -130,14 +131,14 @@ class Decider:
         rows: list[FeatureRow] = []
         for req, profile in zip(requests, profiles, strict=True):
             if req.consent.personalization:
-                rows.append(build_features(req, profile, now))
+                rows.append(build_features(req, profile, now, self._version))
             else:  # contextual only: no behaviour, no stored profile
                 bare = DecideRequest(
                     visitor_id=req.visitor_id,
                     context=req.context,
                     timestamp=req.timestamp,
                 )
-                rows.append(build_features(bare, None, now))
+                rows.append(build_features(bare, None, now, self._version))
         if not rows:
             return []
         matrix = np.asarray([r.values for r in rows], dtype=np.float32)

@@ -36,7 +36,7 @@ from sdk._errors import (
 )
 from sdk._manifest import BUNDLE_FORMAT_VERSION, Manifest, manifest_decoder
 from sdk._onnx import OnnxModel, require_local
-from sdk.features import FEATURE_NAMES, FEATURE_SET_VERSION, build_features
+from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
 
 __all__ = ["PARITY_ATOL", "Bundle", "ParityRow", "load_bundle", "sha256_file"]
@@ -111,13 +111,15 @@ def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
         raise BundleFormatError(
             f"bundle schema version {manifest.schema_version} != {SCHEMA_VERSION}"
         )
-    if manifest.feature_set_version != FEATURE_SET_VERSION:
+    if manifest.feature_set_version not in FEATURE_SPECS:
         raise BundleFormatError(
-            f"bundle feature set version {manifest.feature_set_version} != "
-            f"{FEATURE_SET_VERSION}: retrain the bundle with this version of Tailor"
+            f"bundle feature set version {manifest.feature_set_version} is unknown to this "
+            f"code (it builds {sorted(FEATURE_SPECS)}): upgrade Tailor or retrain the bundle"
         )
-    if tuple(manifest.feature_names) != FEATURE_NAMES:
-        raise BundleFormatError("bundle feature names differ from this code's FEATURE_SPEC")
+    if tuple(manifest.feature_names) != feature_names(manifest.feature_set_version):
+        raise BundleFormatError(
+            f"bundle feature names differ from feature set {manifest.feature_set_version}"
+        )
     return manifest, raw
 
 
@@ -186,7 +188,8 @@ def _replay_parity(bundle: Bundle) -> int:
             rows.append(_parity_decoder.decode(line))
         except msgspec.DecodeError as exc:
             raise BundleParityError(f"parity.jsonl line {n}: {exc}") from exc
-    features = [build_features(r.request, r.profile, r.now) for r in rows]
+    version = bundle.manifest.feature_set_version
+    features = [build_features(r.request, r.profile, r.now, version) for r in rows]
     for n, (row, feat) in enumerate(zip(rows, features, strict=True), 1):
         if len(row.features) != len(feat.values) or not all(
             _close(a, b, FEATURE_ATOL) for a, b in zip(row.features, feat.values, strict=True)
@@ -236,7 +239,7 @@ def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
     manifest, raw = _read_manifest(directory)
     _verify_files(directory, manifest)
     _verify_conditions(manifest)
-    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    index = {name: i for i, name in enumerate(manifest.feature_names)}
     columns: dict[str, list[int]] = {}
     models: dict[str, OnnxModel] = {}
     for name, spec in manifest.models.items():

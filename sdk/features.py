@@ -32,21 +32,24 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_SET_VERSION",
     "FEATURE_SPEC",
+    "FEATURE_SPECS",
     "FeatureDef",
     "FeatureRow",
     "build_features",
+    "feature_names",
     "merge_behavior",
 ]
 
-#: Bumped whenever a feature is added, removed, reordered or computed differently. A bundle
-#: trained on another feature set version is refused by the loader.
-FEATURE_SET_VERSION = "1"
+#: The newest feature set. Bumped whenever a feature is added, removed, reordered or computed
+#: differently; older sets stay buildable (see :data:`FEATURE_SPECS`) so older bundles still load.
+FEATURE_SET_VERSION = "2"
 
 #: Product categories with a share feature each (views of the category / all category views).
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books")
 
 #: Caps applied before encoding, so absurd-but-valid inputs cannot dominate a distance.
 RECENCY_CAP_DAYS = 365.0
+TENURE_CAP_DAYS = 3650.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class FeatureDef:
     description: str
 
 
-def _spec() -> tuple[FeatureDef, ...]:
+def _spec_v1() -> tuple[FeatureDef, ...]:
     behaviour = [
         FeatureDef("page_views_log", "behaviour", "log1p(page views this session)"),
         FeatureDef("sessions_log", "behaviour", "log1p(session count, this one included)"),
@@ -102,9 +105,38 @@ def _spec() -> tuple[FeatureDef, ...]:
     return tuple(behaviour + categories + device + referrer + time)
 
 
-#: The versioned feature specification: names and order of every feature in a row.
-FEATURE_SPEC: tuple[FeatureDef, ...] = _spec()
+def _spec_v2() -> tuple[FeatureDef, ...]:
+    """Version 2 adds customer tenure and the inter-purchase interval (from order histories)."""
+    return (
+        *_spec_v1(),
+        FeatureDef(
+            "tenure_days",
+            "rfm",
+            "days since the first purchase, capped at 3650; 0 if never purchased; NaN unknown",
+        ),
+        FeatureDef(
+            "interpurchase_days",
+            "rfm",
+            "mean days between purchases (first to last); 365 with fewer than 2; NaN unknown",
+        ),
+    )
+
+
+#: Every feature set this code can build, by version: names and order of a row's values.
+FEATURE_SPECS: dict[str, tuple[FeatureDef, ...]] = {"1": _spec_v1(), "2": _spec_v2()}
+#: The newest feature specification.
+FEATURE_SPEC: tuple[FeatureDef, ...] = FEATURE_SPECS[FEATURE_SET_VERSION]
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURE_SPEC)
+_NAMES_BY_VERSION = {v: tuple(f.name for f in spec) for v, spec in FEATURE_SPECS.items()}
+
+
+def feature_names(version: str = FEATURE_SET_VERSION) -> tuple[str, ...]:
+    """Feature names, in row order, of feature set ``version``.
+
+    Raises:
+        KeyError: the version is unknown to this code.
+    """
+    return _NAMES_BY_VERSION[version]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +146,11 @@ class FeatureRow:
     values: tuple[float, ...]
     signals: Signals
     behavior: Behavior
+    version: str = FEATURE_SET_VERSION
 
     def as_dict(self) -> dict[str, float]:
         """The row as ``{feature name: value}``."""
-        return dict(zip(FEATURE_NAMES, self.values, strict=True))
+        return dict(zip(_NAMES_BY_VERSION[self.version], self.values, strict=True))
 
 
 def merge_behavior(request: Behavior, profile: Behavior | None) -> Behavior:
@@ -158,17 +191,25 @@ def _log1p(value: float | None) -> float:
     return math.log1p(value) if value is not None else 0.0
 
 
-def build_features(request: DecideRequest, profile: Behavior | None, now: datetime) -> FeatureRow:
+def build_features(
+    request: DecideRequest,
+    profile: Behavior | None,
+    now: datetime,
+    version: str = FEATURE_SET_VERSION,
+) -> FeatureRow:
     """Build the feature row of one visit.
 
     Args:
         request: the decoded decide request; its ``timestamp`` wins over ``now`` when set.
         profile: stored behaviour of the visitor, or None (no consent, or first visit).
         now: timezone-aware current time, used when the request carries no timestamp.
+        version: the feature set to build (a bundle's ``featureSetVersion``).
 
     Returns:
         The row, its signals and the merged behaviour it was computed from.
     """
+    if version not in _NAMES_BY_VERSION:
+        raise KeyError(f"unknown feature set version {version!r}")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     when = request.timestamp if request.timestamp is not None else now
@@ -195,6 +236,19 @@ def build_features(request: DecideRequest, profile: Behavior | None, now: dateti
         if b.days_since_last_visit is None
         else min(b.days_since_last_visit, RECENCY_CAP_DAYS)
     )
+    if purchases <= 0:
+        tenure = 0.0
+    elif b.days_since_first_purchase is None:
+        tenure = math.nan
+    else:
+        tenure = min(b.days_since_first_purchase, TENURE_CAP_DAYS)
+    if purchases < 2:
+        interpurchase = RECENCY_CAP_DAYS
+    elif b.days_since_first_purchase is None or b.days_since_last_purchase is None:
+        interpurchase = math.nan
+    else:
+        span = max(b.days_since_first_purchase - b.days_since_last_purchase, 0.0)
+        interpurchase = min(span / (purchases - 1), RECENCY_CAP_DAYS)
     searches = b.searches or 0.0
     fails = min(b.searches_without_results or 0.0, searches)
     viewed = [c.lower() for c in b.categories_viewed]
@@ -235,6 +289,8 @@ def build_features(request: DecideRequest, profile: Behavior | None, now: dateti
         math.cos(dow_angle),
         float(local.weekday() >= 5),
     ]
+    if version != "1":
+        values += [tenure, interpurchase]
     signals = Signals(
         device_type=device.type,
         os=device.os,
@@ -247,4 +303,4 @@ def build_features(request: DecideRequest, profile: Behavior | None, now: dateti
         local_hour=local.hour,
         local_weekday=local.weekday(),
     )
-    return FeatureRow(values=tuple(values), signals=signals, behavior=b)
+    return FeatureRow(values=tuple(values), signals=signals, behavior=b, version=version)

@@ -160,6 +160,7 @@ class Behavior(_Wire, frozen=True, kw_only=True):
     revenue: Money | None = None
     days_since_last_visit: Days | None = None
     days_since_last_purchase: Days | None = None
+    days_since_first_purchase: Days | None = None
 
 
 class Consent(_Wire, frozen=True, kw_only=True):

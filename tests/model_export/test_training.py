@@ -77,3 +77,16 @@ def test_retraining_replaces_the_bundle_atomically(tmp_path: Path) -> None:
     second = train_bundle(out, n_visitors=1500, config=TrainConfig(seed=2, k=5))
     assert load_bundle(out).version == second.manifest.model_version
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_bundles_of_an_older_feature_set_still_load(tmp_path: Path) -> None:
+    report = train_bundle(
+        tmp_path / "v1", n_visitors=1500, config=TrainConfig(seed=3, k=5, feature_set_version="1")
+    )
+    bundle = load_bundle(report.path)
+    assert bundle.manifest.feature_set_version == "1"
+    assert len(bundle.manifest.feature_names) == 37
+    from sdk import Decider, DecideRequest
+
+    decision = Decider(bundle).decide(DecideRequest(visitor_id="v"))
+    assert decision.model_version == bundle.version

@@ -116,3 +116,26 @@ def test_merge_prefers_request_values_and_keeps_profile_history() -> None:
     assert merged.purchases == 5 and merged.page_views == 4
     assert merged.categories_viewed == ["home", "books"]
     assert merge_behavior(Behavior(purchases=1), profile).purchases == 1
+
+
+def test_older_feature_sets_are_prefixes_computed_identically() -> None:
+    visit = generate(1, seed=8)[0]
+    v1 = build_features(visit.request, None, visit.now, "1")
+    v2 = build_features(visit.request, None, visit.now, "2")
+    assert len(v1.values) == 37 and len(v2.values) == 39
+    assert v2.values[:37] == v1.values or all(
+        (math.isnan(a) and math.isnan(b)) or a == b
+        for a, b in zip(v1.values, v2.values[:37], strict=True)
+    )
+    with pytest.raises(KeyError, match="unknown feature set"):
+        build_features(visit.request, None, visit.now, "99")
+
+
+def test_tenure_and_interpurchase() -> None:
+    row = _row(
+        behavior=Behavior(purchases=5, days_since_first_purchase=410, days_since_last_purchase=10)
+    )
+    assert row["tenure_days"] == 410
+    assert row["interpurchase_days"] == 100
+    assert _row()["tenure_days"] == 0 and _row()["interpurchase_days"] == 365
+    assert math.isnan(_row(behavior=Behavior(purchases=3))["interpurchase_days"])
