@@ -25,6 +25,7 @@ __all__ = [
     "ModelSpec",
     "OfferDef",
     "PersonaDef",
+    "RfmDef",
     "SegmentDef",
     "SlotDef",
     "TrainingInfo",
@@ -134,11 +135,27 @@ class LifecycleDef(_Config, frozen=True, kw_only=True):
 
 
 class TrainingInfo(_Config, frozen=True, kw_only=True):
-    """Where the training data came from and how good the models are."""
+    """Where the training data came from and how good the models are.
+
+    ``data`` summarises what was read and rejected per input; ``metrics`` are the held-out
+    numbers; ``diagnostics`` holds what the model card plots (curves, importances, tables)."""
 
     data: dict[str, Any]
     rows: int
     metrics: dict[str, float]
+    diagnostics: dict[str, Any] = {}
+
+
+class RfmDef(_Config, frozen=True, kw_only=True):
+    """RFM quintile edges learned from the customer base, so serving scores a profile the way
+    training did. Each ``*_edges`` holds the 4 inner quintile boundaries, ascending. Recency
+    scores 5 for the most recent fifth; frequency and monetary score 5 for the highest fifth.
+    ``weights`` (keys r, f, m) define the weighted score sum(w*score)/sum(w), from 1 to 5."""
+
+    recency_edges: Annotated[list[float], Meta(min_length=4, max_length=4)]
+    frequency_edges: Annotated[list[float], Meta(min_length=4, max_length=4)]
+    monetary_edges: Annotated[list[float], Meta(min_length=4, max_length=4)]
+    weights: dict[str, float]
 
 
 class Manifest(_Config, frozen=True, kw_only=True):
@@ -162,6 +179,7 @@ class Manifest(_Config, frozen=True, kw_only=True):
     producer: dict[str, str]
     files: dict[str, Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]]
     experiments: list[dict[str, Any]] = []
+    rfm: RfmDef | None = None
 
 
 manifest_encoder = msgspec.json.Encoder(order="deterministic")

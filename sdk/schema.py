@@ -40,6 +40,7 @@ __all__ = [
     "PersonaResult",
     "RankedOffer",
     "Reason",
+    "RfmResult",
     "Screen",
     "SegmentResult",
     "Signals",
@@ -246,6 +247,16 @@ class SlotDecision(_Wire, frozen=True, kw_only=True):
     reason: str
 
 
+class RfmResult(_Wire, frozen=True, kw_only=True):
+    """RFM quintile scores (1-5) of the visitor's profile, its code and weighted score."""
+
+    code: str
+    r: int
+    f: int
+    m: int
+    score: float
+
+
 class Signals(_Wire, frozen=True, kw_only=True):
     """What enrichment derived from the context; returned so callers can see what was used."""
 
@@ -278,6 +289,8 @@ class Decision(_Wire, frozen=True, kw_only=True):
     reasons: list[Reason]
     experiment: dict[str, str] | None = None
     ttl: int = 1800
+    rfm: RfmResult | None = None
+    scores: dict[str, float] | None = None
 
 
 # --- feedback events -----------------------------------------------------------------------
