@@ -38,6 +38,12 @@ __all__ = ["Decider", "decision_attributes"]
 
 #: How long a client may reuse a decision for the same visit, in seconds.
 DECISION_TTL = 1800
+#: Optional bundle models and the name of the score each adds to ``Decision.scores``.
+PREDICTIVE_SCORES = (
+    ("churn", "churnProbability"),
+    ("purchases", "expectedPurchases"),
+    ("value", "expectedValue"),
+)
 
 
 def _utcnow() -> datetime:
@@ -113,6 +119,12 @@ class Decider:
         self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
         self._proba_output = next(o.name for o in off_out if o.dtype == "float32")
+        # optional predictive models: (bundle model name, decision score name)
+        self._score_models = [
+            (model, score, next(o.name for o in m.models[model].outputs if o.dtype == "float32"))
+            for model, score in PREDICTIVE_SCORES
+            if model in m.models
+        ]
 
     def decide(self, request: DecideRequest, *, profile: Behavior | None = None) -> Decision:
         """Decide one visit. ``profile`` is used only when the request's consent allows."""
@@ -145,10 +157,22 @@ class Decider:
         outputs = self.bundle.run(matrix)
         distances = outputs["segments"][self._distance_output]
         probas = outputs["offers"][self._proba_output]
+        scores = self._scores(outputs, len(rows))
         return [
-            self._finish(req, row, distances[i], probas[i])
+            self._finish(req, row, distances[i], probas[i], scores[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
+
+    def _scores(self, outputs: dict[str, dict[str, Any]], n: int) -> list[dict[str, float]]:
+        """Predictive scores per row: a classifier's positive-class probability, or a
+        regressor's prediction (never negative)."""
+        per_row: list[dict[str, float]] = [{} for _ in range(n)]
+        for model, score, output in self._score_models:
+            values = self._np.asarray(outputs[model][output], dtype=self._np.float64)
+            column = values[:, -1] if values.ndim == 2 else values
+            for i in range(n):
+                per_row[i][score] = round(max(float(column[i]), 0.0), 6)
+        return per_row
 
     def _affinities(self, distances: Any) -> tuple[int, dict[str, float]]:
         np = self._np
@@ -170,7 +194,14 @@ class Decider:
                 return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
         return Lifecycle(stage=rules.default, rule="lifecycle.default")
 
-    def _finish(self, req: DecideRequest, row: FeatureRow, distances: Any, probas: Any) -> Decision:
+    def _finish(
+        self,
+        req: DecideRequest,
+        row: FeatureRow,
+        distances: Any,
+        probas: Any,
+        scores: dict[str, float],
+    ) -> Decision:
         m = self.bundle.manifest
         reasons: list[Reason] = []
         personalized = req.consent.personalization
@@ -261,6 +292,7 @@ class Decider:
             signals=signals,
             reasons=reasons,
             ttl=DECISION_TTL,
+            scores=scores if personalized and scores else None,
         )
 
     def _choose_variant(
