@@ -20,7 +20,7 @@ from model_export.export import (
     sklearn_outputs,
     write_bundle,
 )
-from model_export.personas import assign_personas
+from model_export.personas import describe_segments
 from model_export.synth import Visit, generate
 from model_export.train import (
     SEGMENT_FEATURES,
@@ -33,7 +33,7 @@ from model_export.train import (
     offer_metrics,
     segment_recovery,
 )
-from sdk._manifest import Manifest, PersonaDef, SegmentDef, TrainingInfo
+from sdk._manifest import Manifest, TrainingInfo
 from sdk.features import feature_names
 from sdk.schema import SCHEMA_VERSION
 
@@ -115,43 +115,9 @@ def train_bundle(
     metrics.update(offer_metrics(off_pipe, x[test][:, off_cols], test_y, train_y))
 
     say("naming segments as personas")
-    train_seg = x[train][:, seg_cols]
-    mean = np.nanmean(train_seg, axis=0)
-    std = np.nanstd(train_seg, axis=0)
-    std[std == 0] = 1.0
-    train_labels = seg_pipe[-1].labels_
-    centroids, zscores, sizes = [], [], []
-    for s in range(k):
-        members = train_seg[train_labels == s]
-        known = ~np.isnan(members)
-        counts = known.sum(axis=0)
-        # mean of the known values only; a feature unknown for every member is left out
-        centre = np.where(
-            counts > 0, np.where(known, members, 0).sum(axis=0) / np.maximum(counts, 1), np.nan
-        )
-        centroids.append(
-            {f: v for f, v in zip(SEGMENT_FEATURES, centre.tolist(), strict=True) if v == v}
-        )
-        z = np.nan_to_num((centre - mean) / std, nan=0.0)
-        zscores.append(dict(zip(SEGMENT_FEATURES, z.tolist(), strict=True)))
-        sizes.append(len(members))
-    persona_ids = assign_personas(zscores, catalogue.personas)
-    templates = {t.id: t for t in catalogue.personas}
-    used = sorted(set(persona_ids), key=persona_ids.index)
-    personas = [
-        PersonaDef(id=p, name=templates[p].name, description=templates[p].description) for p in used
-    ]
-    segments = [
-        SegmentDef(
-            id=s,
-            persona=persona_ids[s],
-            size=sizes[s],
-            share=round(sizes[s] / len(train), 4),
-            centroid={f: round(v, 4) for f, v in centroids[s].items()},
-            lift={f: round(v, 3) for f, v in zscores[s].items()},
-        )
-        for s in range(k)
-    ]
+    personas, segments = describe_segments(
+        x[train][:, seg_cols], seg_pipe[-1].labels_, SEGMENT_FEATURES, catalogue.personas
+    )
 
     say("exporting to ONNX and checking sklearn against onnxruntime on held-out rows")
     seg_onnx = onnx_bytes(seg_pipe, len(seg_cols), f"{name}_segments")

@@ -16,7 +16,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,14 @@ from sdk._manifest import (
 from sdk.bundle import ParityRow, load_bundle, sha256_file
 from sdk.schema import DecideRequest
 
-__all__ = ["TARGET_OPSET", "onnx_bytes", "onnx_outputs", "sklearn_outputs", "write_bundle"]
+__all__ = [
+    "TARGET_OPSET",
+    "convert_and_check",
+    "onnx_bytes",
+    "onnx_outputs",
+    "sklearn_outputs",
+    "write_bundle",
+]
 
 #: Pinned opsets, so the same code exports the same graph across skl2onnx releases.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -60,11 +67,15 @@ def onnx_bytes(pipe: Pipeline, n_features: int, name: str) -> bytes:
 
 
 def sklearn_outputs(pipe: Pipeline, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """What training expects the ONNX model's score output to be: distances to every centroid
-    for the segment pipeline, class probabilities for the offer pipeline."""
-    if hasattr(pipe[-1], "predict_proba"):
+    """What training expects the ONNX model's score output to be: class probabilities for a
+    classifier, distances to every centroid for a clusterer, predictions (one column) for a
+    regressor."""
+    last = pipe[-1]
+    if hasattr(last, "predict_proba"):
         return np.asarray(pipe.predict_proba(x), dtype=np.float64)
-    return np.asarray(pipe.transform(x), dtype=np.float64)
+    if hasattr(last, "cluster_centers_"):
+        return np.asarray(pipe.transform(x), dtype=np.float64)
+    return np.asarray(pipe.predict(x), dtype=np.float64).reshape(len(x), 1)
 
 
 def onnx_outputs(model: bytes, x: npt.NDArray[np.float64]) -> dict[str, Any]:
@@ -144,10 +155,14 @@ def write_bundle(
     manifest_fields: dict[str, Any],
     name: str,
     created_at: datetime,
+    render_report: Callable[[Manifest], str] | None = None,
 ) -> Manifest:
-    """Write ``models``, ``parity.jsonl`` and the manifest atomically into ``out_dir``.
+    """Write ``models``, ``parity.jsonl``, ``report.html`` and the manifest atomically into
+    ``out_dir``.
 
-    The model version is ``{name}-{first 12 hex of the sha256 over the model files}``.
+    The model version is ``{name}-{first 12 hex of the sha256 over the model and parity
+    files}``. The report is rendered from the manifest as it is before file hashes are added,
+    then hashed with the other files.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -167,9 +182,13 @@ def write_bundle(
             created_at=created_at,
             models=specs,
             producer=producer_versions(),
-            files=files,
+            files={},
             **manifest_fields,
         )
+        if render_report is not None:
+            (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        manifest = msgspec.structs.replace(manifest, files=files)
         raw = manifest_encoder.encode(manifest)
         (tmp / "manifest.json").write_bytes(msgspec.json.format(raw, indent=2) + b"\n")
         for p in tmp.iterdir():
@@ -189,3 +208,36 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def convert_and_check(
+    pipes: dict[str, tuple[Pipeline, Sequence[int], str]],
+    x_check: npt.NDArray[np.float64],
+    name: str,
+) -> tuple[dict[str, bytes], dict[str, npt.NDArray[np.float64]], dict[str, float]]:
+    """Export each pipeline to ONNX and compare it with sklearn on held-out rows.
+
+    Args:
+        pipes: model name -> (fitted pipeline, its column indexes in a full row, ONNX output
+            that carries its scores).
+        x_check: held-out full feature rows.
+        name: bundle name, used in the ONNX graph names.
+
+    Returns:
+        ONNX bytes per model, sklearn's expected outputs on ``x_check`` (computed on the same
+        float32-rounded inputs onnxruntime sees), and ``parity_<model>_max_abs_diff`` metrics.
+    """
+    x32 = x_check.astype(np.float32).astype(np.float64)
+    blobs: dict[str, bytes] = {}
+    expected: dict[str, npt.NDArray[np.float64]] = {}
+    metrics: dict[str, float] = {}
+    for model, (pipe, cols, output) in pipes.items():
+        blob = onnx_bytes(pipe, len(cols), f"{name}_{model}")
+        want = sklearn_outputs(pipe, x32[:, cols])
+        got = np.asarray(onnx_outputs(blob, x_check[:, cols])[output], dtype=np.float64)
+        got = got.reshape(want.shape)
+        blobs[model] = blob
+        expected[model] = want
+        metrics[f"parity_{model}_max_abs_diff"] = float(np.max(np.abs(got - want)))
+    metrics["parity_rows_checked"] = float(len(x_check))
+    return blobs, expected, metrics
