@@ -36,7 +36,6 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, PoissonRegressor, TweedieRegressor
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
@@ -119,10 +118,18 @@ def roc_auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
 
 
+def _ranks(values: npt.ArrayLike) -> Array:
+    """Ranks from 1, ties sharing their average rank."""
+    _, inverse, counts = np.unique(
+        np.asarray(values, dtype=np.float64), return_inverse=True, return_counts=True
+    )
+    average = np.cumsum(counts) - (counts - 1) / 2.0
+    return np.asarray(average[inverse], dtype=np.float64)
+
+
 def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    ra = rankdata(np.asarray(a, dtype=np.float64))
-    rb = rankdata(np.asarray(b, dtype=np.float64))
+    ra, rb = _ranks(a), _ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
