@@ -21,6 +21,7 @@ from model_export.export import (
     write_bundle,
 )
 from model_export.personas import describe_segments
+from model_export.report import render_report
 from model_export.synth import Visit, generate
 from model_export.train import (
     SEGMENT_FEATURES,
@@ -150,6 +151,7 @@ def train_bundle(
         parity=parity,
         name=name,
         created_at=datetime.now(UTC),
+        render_report=render_report,
         manifest_fields={
             "schema_version": SCHEMA_VERSION,
             "feature_set_version": version,

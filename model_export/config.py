@@ -13,6 +13,8 @@ typo fails before a long run starts. Example::
     traits = "crm/customers.csv"      # optional: CRM columns, used only when listed below
     timezone = "Europe/Berlin"        # for timestamps without an offset
     max_amount = 50000                # larger order amounts are rejected as absurd
+    date_formats = ["%d/%m/%Y %H:%M"] # tried before ISO 8601 and epoch numbers
+    order_lines = false               # true: rows sharing an order id are lines of one order
 
     [columns.transactions]
     customer_id = "Customer ID"
@@ -53,8 +55,8 @@ __all__ = [
     "PredictConfig",
     "SegmentsConfig",
     "TrainingConfig",
-    "TransactionColumns",
     "TraitsConfig",
+    "TransactionColumns",
     "load_config",
 ]
 
@@ -110,6 +112,9 @@ class DataConfig(_Cfg, frozen=True, kw_only=True):
     timezone: str = "UTC"
     max_amount: Annotated[float, Meta(gt=0)] = 100_000.0
     date_formats: list[str] = []
+    #: True when transactions rows are order lines (several rows share an order id); False
+    #: (default) when each row is an order, so a repeated order id is a duplicate export row.
+    order_lines: bool = False
 
 
 class TraitsConfig(_Cfg, frozen=True, kw_only=True):

@@ -165,9 +165,7 @@ def fit_segments(
             if progress:
                 progress(f"k={k}: silhouette {score:.3f}, stability {stable:.3f}")
         ok = [c for c in candidates if c[2] >= config.min_stability]
-        best_k = (
-            max(ok, key=lambda c: c[1])[0] if ok else max(candidates, key=lambda c: c[2])[0]
-        )
+        best_k = max(ok, key=lambda c: c[1])[0] if ok else max(candidates, key=lambda c: c[2])[0]
     k = best_k
     pipe = _segment_pipeline(k, config.seed).fit(x)
     merged = 0

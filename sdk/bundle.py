@@ -234,7 +234,8 @@ def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
         BundleFormatError, BundleIntegrityError, BundleModelError, BundleParityError: the bundle
             is refused; the message says which file and why.
     """
-    directory = Path(path)
+    # resolve a symlinked "live" path once, so a swap during loading cannot mix two bundles
+    directory = Path(path).resolve()
     if not directory.is_dir():
         raise BundleFormatError(f"bundle directory {directory} does not exist")
     manifest, raw = _read_manifest(directory)
