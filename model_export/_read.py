@@ -333,7 +333,9 @@ def _iso_text(text: pl.Series) -> pl.Series:
     frame = text.to_frame("t").select(pl.col("t").str.replace("T", " ", literal=True))
     t = pl.col("t")
     return frame.select(
-        pl.when(t.str.ends_with("Z")).then(t.str.strip_suffix("Z") + "+00:00").otherwise(t)
+        pl.when(t.str.ends_with("Z") | t.str.ends_with("z"))
+        .then(t.str.slice(0, t.str.len_bytes() - 1) + "+00:00")
+        .otherwise(t)
     ).to_series()
 
 

@@ -99,7 +99,6 @@ def train_bundle(
 
     say("fitting segments (impute, scale, KMeans)")
     seg_pipe, metrics = fit_segments(x[train][:, seg_cols], config, say)
-    k = int(metrics["segments_k"])
     say(f"fitting the next-best-offer model over {len(catalogue.offers)} offers")
     y = [visits[i].offer for i in range(len(visits))]
     train_y = [y[i] for i in train]

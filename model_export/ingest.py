@@ -7,8 +7,9 @@ reason (the first that applies, in the order of :data:`TRANSACTION_REASONS`,
 :data:`EVENT_REASONS` or :data:`TRAIT_REASONS`) and the first three of each reason are quoted as
 ``file:row`` examples in the :class:`InputReport`. A file that cannot be read at all is one
 ``unreadable_file`` and the others are still read; a configured column that is in none of the
-files is a :class:`ColumnError`, since then the config (not the data) is wrong. A column missing
-from only some files makes those files unreadable.
+files is a :class:`ColumnError`, since then the config (not the data) is wrong. A required
+column (ids, timestamp, amount, listed traits) missing from only some files makes those files
+unreadable; an optional one (quantity, category, channel, event details) is null there.
 
 Timestamps are tried, per value, as: each of ``data.date_formats`` (chrono/strftime syntax, e.g.
 ``"%d/%m/%Y %H:%M"`` for day-first dates, which are never guessed), then ISO 8601 with ``T`` or a
@@ -136,6 +137,7 @@ EVENTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 MAX_EXAMPLES = 3
+_STRING = pl.String()
 _FILE = "__file"
 _REASON = "__reason"
 _RAW = "__raw_"
@@ -197,7 +199,7 @@ class _Field:
     name: str
     column: str | None
     parse: Literal["id", "lower", "text", "number", "timestamp"]
-    dtype: pl.DataType = pl.String()
+    dtype: pl.DataType = _STRING
     required: bool = False
     #: The column's default name: when the configured name is still the default and the data
     #: has no such column, the clean column is null (the export simply lacks it).
@@ -315,26 +317,23 @@ def _read(
     tally = _Tally({}, {})
     frames: list[pl.DataFrame] = []
     rows_read = 0
-    readable = 0
-    missing_in: dict[str, int] = {}
+    seen: set[str] | None = None  # columns of the files whose header could be read
     for index, (path, name) in enumerate(zip(files, names, strict=True)):
         fmt = file_format(path)
         assert fmt is not None
         try:
             schema = read_schema(path, fmt)
+            seen = set(schema) if seen is None else seen | set(schema)
             missing = [
                 f.column
                 for f in fields
-                if f.column is not None and f.column not in schema and not f.optional_if_absent
+                if f.required and f.column is not None and f.column not in schema
             ]
-            for column in missing:
-                missing_in[column] = missing_in.get(column, 0) + 1
             if missing:
                 raise Unreadable(
                     f"no column {', '.join(map(repr, missing))} "
                     f"(it has {', '.join(map(repr, list(schema)[:12]))})"
                 )
-            readable += 1
             wanted = [f.column for f in fields if f.column is not None and f.column in schema]
             raw, malformed = read_rows(path, fmt, list(dict.fromkeys(wanted)), schema)
         except Unreadable as exc:
@@ -351,10 +350,18 @@ def _read(
             ROW, *(f.name for f in fields), pl.lit(index, pl.UInt32()).alias(_FILE)
         )
         frames.append(good)
-    if readable == 0 and missing_in:
+    absent = [
+        f.column
+        for f in fields
+        if seen is not None
+        and f.column is not None
+        and f.column not in seen
+        and not f.optional_if_absent
+    ]
+    if absent:
         raise ColumnError(
-            f"{kind}: column(s) {', '.join(map(repr, sorted(missing_in)))} named in the config "
-            f"are in none of the files of {source} (set [columns.{kind}] to the names they use)"
+            f"{kind}: column(s) {', '.join(map(repr, absent))} named in the config are in "
+            f"none of the files of {source} (set [columns.{kind}] to the names they use)"
         )
     empty = {ROW: pl.UInt32(), **{f.name: f.dtype for f in fields}, _FILE: pl.UInt32()}
     data = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=empty)

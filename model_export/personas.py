@@ -72,8 +72,11 @@ def describe_segments(
     """
     overrides = overrides or {}
     k = int(labels.max()) + 1 if len(labels) else 0
-    mean = np.nanmean(x, axis=0)
-    std = np.nanstd(x, axis=0)
+    known_all = ~np.isnan(x)
+    n_known = np.maximum(known_all.sum(axis=0), 1)
+    filled = np.where(known_all, x, 0.0)
+    mean = filled.sum(axis=0) / n_known  # columns with no known value get mean 0, std 1
+    std = np.sqrt((np.where(known_all, x - mean, 0.0) ** 2).sum(axis=0) / n_known)
     std[~(std > 0)] = 1.0
     centroids, zscores, sizes = [], [], []
     for s in range(k):

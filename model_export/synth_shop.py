@@ -227,8 +227,8 @@ GROUP_SPECS: dict[str, GroupSpec] = {
         channels={},
         devices={"mobile": 0.75, "desktop": 0.15, "tablet": 0.1},
         arrivals={"social": 0.6, "search": 0.4},
-        visit_gap_days=12.0,
-        views=(4, 12),
+        visit_gap_days=8.0,
+        views=(6, 16),
         search_rate=0.3,
         best_offer="buying_guide",
     ),
@@ -364,7 +364,7 @@ def _session_times(
         if o["channel"] in ("web", "app")
     ]
     if spec.gap_days is None:
-        active_end = min(END, c.start + timedelta(days=rng.expovariate(1 / 150)))
+        active_end = min(END, c.start + timedelta(days=rng.expovariate(1 / 200)))
     elif c.dropout_at is not None:
         active_end = min(END, c.dropout_at + timedelta(days=30))
     else:
@@ -767,6 +767,7 @@ def _bad_transactions(
 
     return {
         "missing_customer_id": [bad(**{"Customer ID": v}) for v in ("", "   ", None, "")],
+        "missing_order_id": [bad(Invoice=v) for v in ("", None)],
         "unparseable_timestamp": [
             bad(InvoiceDate=v) for v in ("not a date", "2025-13-45 10:00:00", "31/02/2025 10:00:00")
         ],
@@ -891,7 +892,9 @@ def generate_shop(
             rng, tx_parts, formats, _bad_transactions(rng, valid, END), injected["transactions"]
         )
         # Duplicates repeat an order id of the first part, later in reading order.
-        first = [i for i in tx_parts[0] if isinstance(i, dict) and i["Invoice"].startswith("INV")]
+        first = [
+            i for i in tx_parts[0] if isinstance(i, dict) and str(i["Invoice"]).startswith("INV")
+        ]
         for original in rng.sample(first, 3):
             tx_parts[-1].append(original | {"Total": round(original["Total"] + 1.0, 2)})
         injected["transactions"]["duplicate_order_id"] = 3

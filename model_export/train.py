@@ -112,7 +112,7 @@ def feature_matrix(
 def _segment_pipeline(k: int, seed: int) -> Pipeline:
     return Pipeline(
         [
-            ("impute", SimpleImputer(strategy="median")),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
             ("kmeans", KMeans(n_clusters=k, n_init=8, random_state=seed)),
         ]
@@ -189,7 +189,7 @@ def fit_offers(x: npt.NDArray[np.float64], y: Sequence[str], seed: int) -> Pipel
     """Fit the next-best-offer pipeline: impute, scale, multinomial logistic regression."""
     pipe = Pipeline(
         [
-            ("impute", SimpleImputer(strategy="median")),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
             ("clf", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
         ]

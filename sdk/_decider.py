@@ -20,6 +20,7 @@ from sdk._conditions import evaluate
 from sdk._manifest import SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk.bundle import Bundle
+from sdk.rfm import score_rfm
 from sdk.features import FeatureRow, build_features
 from sdk.schema import (
     Behavior,
@@ -30,6 +31,7 @@ from sdk.schema import (
     PersonaResult,
     RankedOffer,
     Reason,
+    RfmResult,
     SegmentResult,
     SlotDecision,
 )
@@ -186,6 +188,15 @@ class Decider:
             affinity[self._segment_persona[seg_id]] += float(w)
         return int(np.argmin(d)), {k: round(v, 6) for k, v in affinity.items()}
 
+    def _rfm(self, behavior: Behavior) -> RfmResult | None:
+        edges = self.bundle.manifest.rfm
+        if edges is None:
+            return None
+        s = score_rfm(
+            edges, behavior.days_since_last_purchase, behavior.purchases, behavior.revenue
+        )
+        return RfmResult(code=s.code, r=s.r, f=s.f, m=s.m, score=round(s.score, 4))
+
     def _lifecycle(self, behavior: Behavior) -> Lifecycle:
         facts = _lifecycle_facts(behavior)
         rules = self.bundle.manifest.lifecycle
@@ -293,6 +304,7 @@ class Decider:
             reasons=reasons,
             ttl=DECISION_TTL,
             scores=scores if personalized and scores else None,
+            rfm=self._rfm(row.behavior) if personalized else None,
         )
 
     def _choose_variant(

@@ -106,7 +106,8 @@ def _spec_v1() -> tuple[FeatureDef, ...]:
 
 
 def _spec_v2() -> tuple[FeatureDef, ...]:
-    """Version 2 adds customer tenure and the inter-purchase interval (from order histories)."""
+    """Version 2 adds customer tenure, the inter-purchase interval and how overdue the next
+    purchase is (from order histories)."""
     return (
         *_spec_v1(),
         FeatureDef(
@@ -118,6 +119,11 @@ def _spec_v2() -> tuple[FeatureDef, ...]:
             "interpurchase_days",
             "rfm",
             "mean days between purchases (first to last); 365 with fewer than 2; NaN unknown",
+        ),
+        FeatureDef(
+            "overdue_log",
+            "rfm",
+            "log1p(recency_days / interpurchase_days): how overdue the next purchase is",
         ),
     )
 
@@ -290,7 +296,8 @@ def build_features(
         float(local.weekday() >= 5),
     ]
     if version != "1":
-        values += [tenure, interpurchase]
+        overdue = math.log1p(recency / max(interpurchase, 1.0))  # NaN propagates
+        values += [tenure, interpurchase, overdue]
     signals = Signals(
         device_type=device.type,
         os=device.os,

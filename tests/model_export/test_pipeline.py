@@ -1,0 +1,115 @@
+"""Training from a customer's own (messy) data, end to end, against planted structure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from model_export import ingest, profiles
+from model_export.pipeline import DataTrainReport, train_from_config
+from model_export.synth_shop import ShopExport, generate_shop
+from sdk import Decider, load_bundle
+
+# Thresholds (the synthetic shop's groups overlap in behaviour, as real customers do):
+ARI_MIN = 0.35  # segments vs planted groups (0 = chance)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> ShopExport:
+    return generate_shop(
+        tmp_path_factory.mktemp("shop"),
+        customers=2500,
+        seed=21,
+        fmt="mixed",
+        files=3,
+        messy=True,
+        mixed_timezones=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(shop: ShopExport, tmp_path_factory: pytest.TempPathFactory) -> DataTrainReport:
+    out = tmp_path_factory.mktemp("bundle") / "shop"
+    return train_from_config(shop.config, out, now=shop.now)
+
+
+def test_rejects_are_counted_exactly_and_stored(shop: ShopExport, trained: DataTrainReport) -> None:
+    inputs = trained.manifest.training.data["inputs"]
+    for kind, injected in shop.injected.items():
+        assert injected, f"the messy export injected no bad {kind} rows"
+        rejected = inputs[kind]["rejected"]
+        assert {k: v for k, v in rejected.items() if v} == injected, kind
+    report = (trained.path / "report.html").read_text()
+    for reason, count in shop.injected["transactions"].items():
+        assert reason in report and str(count) in report
+
+
+def test_bundle_verifies_and_decides_with_scores(trained: DataTrainReport) -> None:
+    bundle = load_bundle(trained.path)
+    assert {"segments", "offers", "churn", "purchases", "value"} <= set(bundle.models)
+    assert bundle.manifest.rfm is not None
+    assert "report.html" in bundle.manifest.files
+
+
+def test_segments_recover_planted_groups(shop: ShopExport, trained: DataTrainReport) -> None:
+    cutoff = datetime.fromisoformat(trained.manifest.training.data["cutoff"])
+    data = ingest.read_all(shop.config, now=shop.now)
+    prof = profiles.build_profiles(
+        data["transactions"].frame, cutoff, events=data["events"].frame, include_visitors=False
+    )
+    decisions = Decider(load_bundle(trained.path)).decide_many(
+        profiles.profile_requests(prof, cutoff)
+    )
+    groups = dict(zip(shop.labels["customer_id"], shop.labels["group"], strict=True))
+    planted = [groups[c] for c in prof["customer_id"]]
+    segments = [d.segment.id for d in decisions]  # type: ignore[union-attr]
+    assert adjusted_rand_score(planted, segments) >= ARI_MIN
+    personas = Counter(zip(planted, [d.persona.id for d in decisions], strict=True))  # type: ignore[union-attr]
+    top = {g: max((n, p) for (gg, p), n in personas.items() if gg == g)[1] for g in set(planted)}
+    assert top["loyal"] == "loyal_big_spenders"
+    assert top["bargain"] == "bargain_hunters"
+    assert top["one_time"] == "dormant_one_timers"
+    for d in decisions[:50]:
+        assert d.rfm is not None and d.rfm.code.startswith("R")
+        assert d.scores is not None and 0 <= d.scores["churnProbability"] <= 1
+
+
+def test_churn_beats_the_recency_baseline_out_of_time(trained: DataTrainReport) -> None:
+    m = trained.manifest.training.metrics
+    assert m["churn_auc"] > m["churn_auc_recency_baseline"]
+    assert m["churn_auc_active"] > m["churn_auc_active_recency_baseline"]
+    assert m["purchases_mae"] < m["purchases_mae_baseline"]
+    assert m["value_mae"] < m["value_mae_baseline"]
+    roc = trained.manifest.training.diagnostics["churn_roc"]
+    assert roc[0] == [0.0, 0.0] and roc[-1] == [1.0, 1.0]
+
+
+def test_learned_offer_policy_beats_logging_policy_with_ci(trained: DataTrainReport) -> None:
+    m = trained.manifest.training.metrics
+    assert m["policy_value_snips_ci_low"] > m["logging_policy_value_ci_high"]
+    assert trained.manifest.training.data["offerPolicy"]["method"] == "outcome_weighted_learning"
+
+
+def test_parity_of_every_model(trained: DataTrainReport) -> None:
+    m = trained.manifest.training.metrics
+    for model in ("segments", "offers", "churn", "purchases"):
+        assert m[f"parity_{model}_max_abs_diff"] < 1e-3
+    assert m["parity_value_max_abs_diff"] < 1e-2  # money-valued: relative 1e-5 in the loader
+
+
+def test_without_an_offer_log_the_affinity_model_is_used(shop: ShopExport, tmp_path: Path) -> None:
+    import msgspec
+
+    config = msgspec.structs.replace(
+        shop.config, data=msgspec.structs.replace(shop.config.data, events=None)
+    )
+    report = train_from_config(config, tmp_path / "b", now=shop.now)
+    meta = report.manifest.training.data["offerPolicy"]
+    assert meta["method"] == "affinity" and "no logged" in meta["why"]
+    assert not any(k.startswith("policy_value") for k in report.manifest.training.metrics)
+    assert np.isfinite(report.manifest.training.metrics["churn_auc"])
