@@ -35,23 +35,27 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if args.if_missing and (out / "manifest.json").is_file():
         console.print(f"[green]bundle exists[/] at {out}; not retraining (--if-missing)")
         return 0
-    config = TrainConfig(seed=args.seed, k=args.segments)
-    catalogue = load_catalogue(args.catalogue) if args.catalogue else None
     with console.status("training...") as status:
 
         def progress(message: str) -> None:
             status.update(message)
             console.log(message)
 
-        report = train_bundle(
-            out,
-            n_visitors=args.visitors,
-            config=config,
-            catalogue=catalogue,
-            name=args.name,
-            progress=progress,
-        )
-    m = report.manifest
+        if args.config:
+            m = _train_from_config(args, out, progress, console)
+            if m is None:
+                return 1
+        else:
+            config = TrainConfig(seed=args.seed, k=args.segments)
+            catalogue = load_catalogue(args.catalogue) if args.catalogue else None
+            m = train_bundle(
+                out,
+                n_visitors=args.visitors,
+                config=config,
+                catalogue=catalogue,
+                name=args.name,
+                progress=progress,
+            ).manifest
     table = Table(title=f"bundle {m.model_version}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -69,6 +73,32 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if args.report:
         _write_card(Path(args.report), m, console)
     return 0
+
+
+def _train_from_config(
+    args: argparse.Namespace, out: Path, progress: Any, console: Console
+) -> Any:
+    """Train from the TOML config; print what was read and rejected. None when refused."""
+    import msgspec
+
+    from model_export.config import load_config
+    from model_export.ingest import IngestError
+    from model_export.pipeline import TrainingDataError, train_from_config
+
+    try:
+        config = load_config(args.config)
+        report = train_from_config(config, out, progress=progress)
+    except (OSError, ValueError, msgspec.ValidationError, IngestError, TrainingDataError) as exc:
+        console.print(f"[red]cannot train:[/] {exc}")
+        return None
+    table = Table(title="inputs")
+    for col in ("input", "files", "rows read", "accepted", "rejected"):
+        table.add_column(col, justify="right" if col != "input" else "left")
+    for kind, r in report.inputs.items():
+        why = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items()) if v) or "none"
+        table.add_row(kind, str(len(r.files)), str(r.rows_read), str(r.rows_accepted), why)
+    console.print(table)
+    return report.manifest
 
 
 def _write_card(path: Path, manifest: Any, console: Console) -> None:
@@ -362,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--catalogue", default=None, help="catalogue JSON (default: demo)")
     train.add_argument("--name", default="demo", help="model version prefix")
     train.add_argument("--if-missing", action="store_true", help="skip if a bundle exists")
+    train.add_argument(
+        "--config",
+        default=None,
+        metavar="TOML",
+        help="train from your own data described by this config (else: synthetic demo data)",
+    )
     train.add_argument("--report", default=None, metavar="PATH", help="also write the model card")
     inspect = sub.add_parser("inspect", help="verify a bundle and show its version")
     inspect.add_argument("bundle")

@@ -260,6 +260,16 @@ def _offer_policy(
     return pipe, {}, _jsonable(meta)
 
 
+def _camel(summary: dict[str, Any]) -> dict[str, Any]:
+    """An input summary with camelCase keys, as the manifest and the model card spell them."""
+
+    def camel(key: str) -> str:
+        head, *rest = key.split("_")
+        return head + "".join(w.title() for w in rest)
+
+    return {camel(k): v for k, v in summary.items()}
+
+
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in meta.items():
@@ -386,19 +396,23 @@ def train_from_config(
         diagnostics["segment_traits"] = _segment_traits(now_frame, labels, config.traits.use)
 
     data: dict[str, Any] = {
-        "source": "customer data",
-        "inputs": {k: r.report.to_builtins() for k, r in results.items()},
-        "summary": ingest.summarize(results),
-        "cutoff": cutoff.isoformat(),
-        "horizonDays": horizon,
-        "windows": {
-            "predictTrainFeaturesAt": (t_cal - timedelta(days=horizon)).isoformat(),
-            "predictHoldoutFeaturesAt": t_cal.isoformat(),
-            "offerLog": [t_cal.isoformat(), cutoff.isoformat()],
-        },
-        "customers": now_frame.height,
-        "offerPolicy": pol_meta,
+        kind: _camel(summary)
+        for kind, summary in ingest.summarize(results).items()
+        if kind != "total"
     }
+    data.update(
+        {
+            "cutoff": cutoff.isoformat(),
+            "horizonDays": horizon,
+            "windows": {
+                "predictTrainFeaturesAt": (t_cal - timedelta(days=horizon)).isoformat(),
+                "predictHoldoutFeaturesAt": t_cal.isoformat(),
+                "offerLog": [t_cal.isoformat(), cutoff.isoformat()],
+            },
+            "customers": now_frame.height,
+            "offerPolicy": pol_meta,
+        }
+    )
     if skipped:
         data["predictiveSkipped"] = skipped
     say(f"writing bundle to {out_dir}")

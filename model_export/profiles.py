@@ -32,11 +32,10 @@ Must not import server.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -347,32 +346,31 @@ def future_labels(
 
 # --- requests ------------------------------------------------------------------------------
 
-_REQUEST_COLUMNS = (
-    "visitor_id",
-    "purchases",
-    "revenue",
-    "recency_days",
-    "tenure_days",
-    "sessions",
-    "page_views",
-    "searches",
-    "days_since_last_visit",
-    "recent_categories",
-    "last_url",
-    "last_referrer",
-    "last_user_agent",
-    "last_timezone",
-)
 
+def _request_frame(profiles: pl.DataFrame) -> pl.DataFrame:
+    """The request fields of each profile, clipped and truncated to the schema's limits."""
 
-def _clip(value: float | None, top: float) -> float | None:
-    if value is None or math.isnan(value):
-        return None
-    return min(max(float(value), 0.0), top)
+    def clip(column: str, top: float) -> pl.Expr:
+        return pl.col(column).cast(pl.Float64).fill_nan(None).clip(0.0, top)
 
-
-def _text(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value is not None else None
+    bought = pl.col("purchases").cast(pl.Float64) > 0
+    timezone = pl.col("last_timezone")
+    return profiles.select(
+        "visitor_id",
+        clip("page_views", _MAX_COUNT),
+        clip("sessions", _MAX_COUNT),
+        pl.col("recent_categories").list.eval(pl.element().str.slice(0, 64)),
+        clip("searches", _MAX_COUNT),
+        clip("purchases", _MAX_COUNT),
+        clip("revenue", _MAX_MONEY),
+        clip("days_since_last_visit", _MAX_DAYS),
+        pl.when(bought).then(clip("recency_days", _MAX_DAYS)),
+        pl.when(bought).then(clip("tenure_days", _MAX_DAYS)),
+        pl.col("last_url").str.slice(0, 4096),
+        pl.col("last_referrer").str.slice(0, 4096),
+        pl.col("last_user_agent").str.slice(0, 1024),
+        pl.when(timezone.str.len_chars() <= 64).then(timezone),
+    )
 
 
 def _path(url: str | None) -> str | None:
@@ -384,44 +382,45 @@ def _path(url: str | None) -> str | None:
         return None
 
 
-def _request(row: tuple[Any, ...], when: datetime, consent: Consent) -> DecideRequest:
-    (vid, purchases, revenue, recency, tenure, sessions, views, searches, since_visit, cats) = row[
-        :10
-    ]
-    url, referrer, user_agent, timezone = row[10:]
-    bought = purchases is not None and purchases > 0
-    behavior = Behavior(
-        page_views=_clip(views, _MAX_COUNT),
-        session_count=_clip(sessions, _MAX_COUNT),
-        categories_viewed=[c[:64] for c in cats] if cats else [],
-        searches=_clip(searches, _MAX_COUNT),
-        purchases=_clip(purchases, _MAX_COUNT),
-        revenue=_clip(revenue, _MAX_MONEY),
-        days_since_last_visit=_clip(since_visit, _MAX_DAYS),
-        days_since_last_purchase=_clip(recency, _MAX_DAYS) if bought else None,
-        days_since_first_purchase=_clip(tenure, _MAX_DAYS) if bought else None,
-    )
-    page = Page(url=_text(url, 4096), path=_path(url), referrer=_text(referrer, 4096))
-    context = Context(
-        page=page,
-        user_agent=_text(user_agent, 1024),
-        timezone=timezone if timezone is not None and len(timezone) <= 64 else None,
-    )
-    return DecideRequest(
-        visitor_id=vid, consent=consent, context=context, behavior=behavior, timestamp=when
-    )
-
-
 def iter_profile_requests(
     profiles: pl.DataFrame, cutoff: datetime, *, chunk_size: int = 50_000
 ) -> Iterator[DecideRequest]:
     """Yield :func:`profile_requests` one at a time, reading the frame in chunks."""
     when = _aware(cutoff, "cutoff")
     consent = Consent(personalization=True, storage=True)
-    frame = profiles.select(_REQUEST_COLUMNS)
-    for chunk in frame.iter_slices(n_rows=chunk_size):
-        for row in chunk.iter_rows():
-            yield _request(row, when, consent)
+    for chunk in _request_frame(profiles).iter_slices(n_rows=chunk_size):
+        for (
+            vid,
+            views,
+            sessions,
+            cats,
+            searches,
+            purchases,
+            revenue,
+            since_visit,
+            recency,
+            tenure,
+            url,
+            referrer,
+            agent,
+            zone,
+        ) in chunk.iter_rows():
+            behavior = Behavior(
+                page_views=views,
+                session_count=sessions,
+                categories_viewed=cats,
+                searches=searches,
+                purchases=purchases,
+                revenue=revenue,
+                days_since_last_visit=since_visit,
+                days_since_last_purchase=recency,
+                days_since_first_purchase=tenure,
+            )
+            page = Page(url=url, path=_path(url), referrer=referrer)
+            context = Context(page=page, user_agent=agent, timezone=zone)
+            yield DecideRequest(
+                visitor_id=vid, consent=consent, context=context, behavior=behavior, timestamp=when
+            )
 
 
 def profile_requests(profiles: pl.DataFrame, cutoff: datetime) -> list[DecideRequest]:

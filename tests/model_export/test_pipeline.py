@@ -39,10 +39,11 @@ def trained(shop: ShopExport, tmp_path_factory: pytest.TempPathFactory) -> DataT
 
 
 def test_rejects_are_counted_exactly_and_stored(shop: ShopExport, trained: DataTrainReport) -> None:
-    inputs = trained.manifest.training.data["inputs"]
+    data = trained.manifest.training.data
     for kind, injected in shop.injected.items():
         assert injected, f"the messy export injected no bad {kind} rows"
-        rejected = inputs[kind]["rejected"]
+        assert data[kind]["rowsRead"] >= data[kind]["rowsAccepted"] > 0
+        rejected = data[kind]["rejected"]
         assert {k: v for k, v in rejected.items() if v} == injected, kind
     report = (trained.path / "report.html").read_text()
     for reason, count in shop.injected["transactions"].items():
