@@ -3,7 +3,10 @@ record-by-record fallback, and the parsers of ids, numbers and timestamps.
 
 A CSV or JSON Lines file that polars cannot read in one go (a ragged record, a broken line) is
 read again record by record, so a bad record costs that record, not the file; a file that
-cannot be read at all raises :class:`Unreadable`. Parsers never raise on bad values: they return
+cannot be read at all raises :class:`Unreadable`. Only the configured columns of a CSV are
+parsed (memory stays proportional to what is used), so polars ignores surplus trailing fields
+of a record there; fields shifted by an unquoted separator usually fail to parse and are
+rejected row by row. Parsers never raise on bad values: they return
 null, which ingest turns into a counted reject reason. See :mod:`model_export.ingest` for the
 accepted timestamp and number forms.
 
@@ -13,7 +16,7 @@ Must not import server.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +49,6 @@ FORMATS: dict[str, str] = {
 ROW = "__row"
 
 _UTC = pl.Datetime("us", "UTC")
-_ISO_AWARE = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
-_ISO_NAIVE = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 _EPOCH_STRING = r"^\d{9,}(\.\d+)?$"
 _NUMBER_JUNK = r"[\s$€£¥]"
 #: Times before this are placeholders (0, 1900-01-01), not events of an online shop.
@@ -299,18 +300,40 @@ def _has_offset(fmt: str) -> bool:
     return any(token in fmt for token in ("%z", "%:z", "%::z", "%#z"))
 
 
-def _parsers(timezone: str, formats: Iterable[str]) -> list[tuple[str, Any]]:
-    """(name, function of (text, iso text) -> UTC datetimes) in default precedence order."""
-    out: list[tuple[str, Any]] = []
+_DATE = ("%Y-%m-%dT", "%Y-%m-%d ")
+#: ISO 8601 layouts, most specific first; chrono parses layouts without ``%.f`` or an offset
+#: several times faster, so those come first where they overlap.
+_ISO_UTC = tuple(
+    f"{d}{t}{z}" for z in ("Z", "z") for d in _DATE for t in ("%H:%M:%S", "%H:%M:%S%.f")
+)
+_ISO_AWARE = tuple(f"{d}{t}%z" for d in _DATE for t in ("%H:%M:%S", "%H:%M:%S%.f", "%H:%M"))
+_ISO_NAIVE = (
+    *(f"{d}{t}" for d in _DATE for t in ("%H:%M:%S", "%H:%M:%S%.f", "%H:%M")),
+    "%Y-%m-%d",
+)
+
+
+Parser = Callable[[pl.Series], pl.Series]
+
+
+def _parsers(timezone: str, formats: Iterable[str]) -> list[tuple[str, Parser]]:
+    """(name, text -> UTC datetimes) in precedence order: config formats, ISO, epoch."""
+    out: list[tuple[str, Parser]] = []
+
+    def aware(fmt: str) -> Parser:
+        return lambda t: _to_dt(t, fmt).dt.convert_time_zone("UTC")
+
+    def utc(fmt: str) -> Parser:
+        return lambda t: _to_dt(t, fmt).dt.replace_time_zone("UTC")
+
+    def local(fmt: str) -> Parser:
+        return lambda t: _localize(_to_dt(t, fmt), timezone)
+
     for fmt in formats:
-        if _has_offset(fmt):
-            out.append((fmt, lambda t, _i, f=fmt: _to_dt(t, f).dt.convert_time_zone("UTC")))
-        else:
-            out.append((fmt, lambda t, _i, f=fmt: _localize(_to_dt(t, f), timezone)))
-    for fmt in _ISO_AWARE:
-        out.append((fmt, lambda _t, i, f=fmt: _to_dt(i, f).dt.convert_time_zone("UTC")))
-    for fmt in _ISO_NAIVE:
-        out.append((fmt, lambda _t, i, f=fmt: _localize(_to_dt(i, f), timezone)))
+        out.append((fmt, aware(fmt) if _has_offset(fmt) else local(fmt)))
+    out += [(fmt, utc(fmt)) for fmt in _ISO_UTC]
+    out += [(fmt, aware(fmt)) for fmt in _ISO_AWARE]
+    out += [(fmt, local(fmt)) for fmt in _ISO_NAIVE]
     out.append(("epoch", _epoch_text))
     return out
 
@@ -319,24 +342,13 @@ def _to_dt(text: pl.Series, fmt: str) -> pl.Series:
     return text.str.to_datetime(fmt, time_unit="us", strict=False, exact=True)
 
 
-def _epoch_text(text: pl.Series, _iso: pl.Series) -> pl.Series:
+def _epoch_text(text: pl.Series) -> pl.Series:
     numeric = text.to_frame("t").select(
         pl.when(pl.col("t").str.contains(_EPOCH_STRING)).then(
             pl.col("t").cast(pl.Float64, strict=False)
         )
     )
     return _epoch(numeric.to_series())
-
-
-def _iso_text(text: pl.Series) -> pl.Series:
-    """ISO 8601 normalised for chrono: a space for ``T``, ``+00:00`` for ``Z``."""
-    frame = text.to_frame("t").select(pl.col("t").str.replace("T", " ", literal=True))
-    t = pl.col("t")
-    return frame.select(
-        pl.when(t.str.ends_with("Z") | t.str.ends_with("z"))
-        .then(t.str.slice(0, t.str.len_bytes() - 1) + "+00:00")
-        .otherwise(t)
-    ).to_series()
 
 
 def parse_timestamps(
@@ -378,14 +390,13 @@ def parse_timestamps(
 
 def _parse_text(values: pl.Series, timezone: str, formats: Iterable[str]) -> pl.Series:
     text = values.to_frame("t").select(text_expr("t", values.dtype)).to_series()
-    result = pl.Series(values.name, [None] * len(text), dtype=_UTC)
     pending = text.is_not_null().arg_true()
+    result = pl.Series(values.name, [None] * len(text), dtype=_UTC)
     if pending.len() == 0:
         return result
     parsers = _parsers(timezone, formats)
     sample = text.gather(pending.head(_SAMPLE))
-    sample_iso = _iso_text(sample)
-    hits = [p(sample, sample_iso).is_not_null().any() for _, p in parsers]
+    hits = [p(sample).is_not_null().any() for _, p in parsers]
     # Parsers that match some of the sample go first, in precedence order (config formats,
     # ISO, epoch); the others then see only what is left, usually nothing.
     order = [i for i in range(len(parsers)) if hits[i]]
@@ -393,9 +404,11 @@ def _parse_text(values: pl.Series, timezone: str, formats: Iterable[str]) -> pl.
     for i in order:
         if pending.len() == 0:
             break
-        chunk = text.gather(pending)
-        parsed = parsers[i][1](chunk, _iso_text(chunk))
+        whole = pending.len() == len(text)
+        parsed = parsers[i][1](text if whole else text.gather(pending))
         ok = parsed.is_not_null()
+        if whole and ok.all():
+            return parsed.alias(values.name)  # one format throughout: no scatter needed
         if ok.any():
             result = result.scatter(pending.filter(ok), parsed.filter(ok))
             pending = pending.filter(~ok)

@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: Substrings of a metric name that mean lower values are better.
-LOWER_IS_BETTER = ("loss", "mae", "brier", "diff")
+LOWER_IS_BETTER = ("loss", "mae", "rmse", "brier", "diff")
 #: Label of rows that get no segment because the request gives no personalization consent.
 NOT_PERSONALIZED = "(not personalized)"
 #: Slack for float noise when comparing metric deltas.
@@ -261,7 +261,7 @@ class PromoteResult(_Result, frozen=True, kw_only=True):
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether lower values of ``metric`` are better (its name contains loss/mae/brier/diff)."""
+    """Whether lower is better for ``metric``: its name has loss, mae, rmse, brier or diff."""
     name = metric.lower()
     return any(word in name for word in LOWER_IS_BETTER)
 

@@ -75,9 +75,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _train_from_config(
-    args: argparse.Namespace, out: Path, progress: Any, console: Console
-) -> Any:
+def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, console: Console) -> Any:
     """Train from the TOML config; print what was read and rejected. None when refused."""
     import msgspec
 

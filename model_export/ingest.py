@@ -214,21 +214,24 @@ class _Field:
 
 
 def _parse(frame: pl.DataFrame, fields: list[_Field], config: TrainingConfig) -> pl.DataFrame:
-    """Clean columns from raw ones, plus ``__raw_<name>`` text of timestamps and numbers."""
+    """Clean columns from raw ones, plus ``__raw_<name>``: timestamps, numbers and types as read."""
     exprs: list[pl.Expr] = [pl.col(ROW)]
     stamps: dict[str, pl.Series] = {}
     for f in fields:
         if f.column is None or f.column not in frame.columns:
             exprs.append(pl.lit(None, f.dtype).alias(f.name))
             if f.parse in ("timestamp", "number") or f.name == "type":
-                exprs.append(pl.lit(None, pl.String()).alias(_RAW + f.name))
+                exprs.append(pl.lit(None, f.dtype).alias(_RAW + f.name))
             continue
         dtype = frame.schema[f.column]
         if f.parse in ("timestamp", "number") or f.name == "type":
-            exprs.append(text_expr(f.column, dtype).alias(_RAW + f.name))
+            # Quoted in examples: text as read (empty is null), native values as they are.
+            raw = text_expr(f.column, dtype) if dtype == pl.String else pl.col(f.column)
+            exprs.append(raw.alias(_RAW + f.name))
         if f.parse == "timestamp":
-            raw = frame.get_column(f.column)
-            stamps[f.name] = parse_timestamps(raw, config.data.timezone, config.data.date_formats)
+            stamps[f.name] = parse_timestamps(
+                frame.get_column(f.column), config.data.timezone, config.data.date_formats
+            )
             continue
         if f.parse == "id":
             expr = id_expr(f.column, dtype)

@@ -127,7 +127,7 @@ def _predictive(
     t_cal = cutoff - timedelta(days=horizon)
     t_train = t_cal - timedelta(days=horizon)
     first = tx["ts"].min()
-    if first is None or first >= t_train:
+    if not isinstance(first, datetime) or first >= t_train:
         return {}, {}, {}, f"needs history before {t_train.date()} (2 x {horizon} days)"
     cols = columns(PREDICT_FEATURES)
 
@@ -227,13 +227,13 @@ def _offer_policy(
     if log.height >= 200:
         say(f"offer policy from {log.height} logged impressions (outcome-weighted learning)")
         x = x_cal[rows]
-        actions = np.asarray(log["offer_id"].to_list())
+        actions: list[str] = log["offer_id"].to_list()
         rewards = log["reward"].to_numpy().astype(np.float64)
         props = log["propensity"].to_numpy() if log["propensity"].null_count() == 0 else None
         held = _holdout_mask(log["key"].to_list(), 0.3, seed)
         pipe, meta = policy.fit_policy(
             x[~held],
-            actions[~held],
+            [a for a, h in zip(actions, held, strict=True) if not h],
             rewards[~held],
             None if props is None else props[~held],
             offers,
@@ -242,7 +242,7 @@ def _offer_policy(
         metrics = policy.evaluate_policy(
             pipe,
             x[held],
-            actions[held],
+            [a for a, h in zip(actions, held, strict=True) if h],
             rewards[held],
             None if props is None else props[held],
             offers,
@@ -256,7 +256,7 @@ def _offer_policy(
     labels = [by_category.get(c or "", fallback) for c in now_frame["top_category"].to_list()]
     if len(set(labels)) < 2:
         labels = [offers[i % 2] for i in range(len(labels))]
-    pipe, meta = policy.fit_affinity_model(x_now, np.asarray(labels), seed)
+    pipe, meta = policy.fit_affinity_model(x_now, labels, seed)
     return pipe, {}, _jsonable(meta)
 
 
@@ -362,7 +362,7 @@ def train_from_config(
     say("exporting to ONNX and checking against sklearn")
     all_names = feature_names(FEATURE_SET_VERSION)
     pred_cols = columns(PREDICT_FEATURES)
-    models: dict[str, tuple[Pipeline, list[int], str]] = {
+    models: dict[str, tuple[Pipeline, Sequence[int], str]] = {
         "segments": (seg_pipe, seg_cols, "scores"),
         "offers": (offer_pipe, list(range(len(all_names))), "probabilities"),
     }

@@ -31,6 +31,7 @@ Must not import server.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
 from collections.abc import Iterator
@@ -134,20 +135,20 @@ def _days(since: pl.Expr, cutoff: datetime) -> pl.Expr:
 
 def _mix(lines: pl.LazyFrame, column: str) -> pl.LazyFrame:
     """Per customer: the values of ``column`` by share of rows (desc), as names and structs."""
-    counts = (
+    plural = "categories" if column == "category" else f"{column}s"
+    return (
         lines.filter(pl.col(column).is_not_null())
         .group_by("customer_id", column)
         .agg(n=pl.len())
         .with_columns(share=pl.col("n") / pl.col("n").sum().over("customer_id"))
-    )
-    order = {"by": ["share", column], "descending": [True, False]}
-    plural = "categories" if column == "category" else f"{column}s"
-    return counts.group_by("customer_id").agg(
-        pl.col(column).sort_by(**order).alias(plural),  # type: ignore[arg-type]
-        pl.struct(name=pl.col(column), share=pl.col("share"))
-        .sort_by(**order)  # type: ignore[arg-type]
-        .alias(f"{column}_mix"),
-        pl.col(column).sort_by(**order).first().alias(f"top_{column}"),  # type: ignore[arg-type]
+        # One global sort, then order-keeping groups: cheaper than sorting inside each group.
+        .sort(["customer_id", "share", column], descending=[False, True, False])
+        .group_by("customer_id", maintain_order=True)
+        .agg(
+            pl.col(column).alias(plural),
+            pl.struct(name=pl.col(column), share=pl.col("share")).alias(f"{column}_mix"),
+            pl.col(column).first().alias(f"top_{column}"),
+        )
     )
 
 
@@ -357,7 +358,14 @@ def _request_frame(profiles: pl.DataFrame) -> pl.DataFrame:
     timezone = pl.col("last_timezone")
     return profiles.select(
         "visitor_id",
-        clip("page_views", _MAX_COUNT),
+        # the wire field means page views *this session*: the profile's mean session stands in
+        (
+            pl.col("page_views").cast(pl.Float64)
+            / pl.when(pl.col("sessions") > 0).then(pl.col("sessions")).otherwise(1)
+        )
+        .fill_nan(None)
+        .clip(0.0, _MAX_COUNT)
+        .alias("page_views"),
         clip("sessions", _MAX_COUNT),
         pl.col("recent_categories").list.eval(pl.element().str.slice(0, 64)),
         clip("searches", _MAX_COUNT),
@@ -427,8 +435,17 @@ def profile_requests(profiles: pl.DataFrame, cutoff: datetime) -> list[DecideReq
     """One decide request per profile, in frame order, as a visit at ``cutoff`` would send it.
 
     The request has the profile's ``visitor_id``, full consent, behaviour from the profile
-    (counts clipped to the schema's limits; page views and sessions are lifetime totals; purchase
+    (counts clipped to the schema's limits; sessions is the lifetime count, page views the mean
+    per session, since the wire field means "this session"; purchase
     recency and tenure only when the customer bought), the context of the last arrival (URL,
     path, referrer, user agent, time zone) when events were given, and ``timestamp=cutoff``.
     """
-    return list(iter_profile_requests(profiles, cutoff))
+    # A million new Structs would set off the cyclic garbage collector again and again (about
+    # 7x slower at 1M profiles); they form no cycles, so collection waits until the list is built.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return list(iter_profile_requests(profiles, cutoff))
+    finally:
+        if enabled:
+            gc.enable()

@@ -27,9 +27,6 @@ Must not import server.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +37,21 @@ from zoneinfo import ZoneInfo
 import msgspec
 import polars as pl
 
+from model_export._shop_files import (
+    DAYFIRST,
+    NATIVE,
+    SUFFIX,
+    TS_STYLES,
+    Item,
+    bad_events,
+    bad_transactions,
+    inject,
+    part_formats,
+    render_ts,
+    split,
+    write_part,
+    write_parts,
+)
 from model_export.config import (
     Columns,
     DataConfig,
@@ -47,8 +59,10 @@ from model_export.config import (
     TraitsConfig,
     TransactionColumns,
 )
+from model_export.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA
 
 __all__ = [
+    "DAYFIRST",
     "END",
     "GROUPS",
     "GROUP_SPECS",
@@ -112,8 +126,6 @@ TX_COLUMNS_ORDER = (
     "Category",
     "Channel",
 )
-#: Day-first format of some timestamps when ``mixed_timezones`` (listed in the config).
-DAYFIRST = "%d/%m/%Y %H:%M:%S"
 MAX_AMOUNT = 50_000.0
 
 
@@ -227,8 +239,8 @@ GROUP_SPECS: dict[str, GroupSpec] = {
         channels={},
         devices={"mobile": 0.75, "desktop": 0.15, "tablet": 0.1},
         arrivals={"social": 0.6, "search": 0.4},
-        visit_gap_days=8.0,
-        views=(6, 16),
+        visit_gap_days=12.0,
+        views=(4, 12),
         search_rate=0.3,
         best_offer="buying_guide",
     ),
@@ -263,7 +275,6 @@ _UA = {
 _ZONES = {"Europe/Berlin": 0.7, "Europe/Vienna": 0.1, "Europe/Zurich": 0.1, "Europe/London": 0.1}
 _SOCIAL = ("https://l.facebook.com/", "https://www.instagram.com/", "https://t.co/x1")
 _TERMS = ("headphones", "sneakers", "lamp", "serum", "tent", "novel", "charger")
-_TS_STYLES = ("iso_z", "iso_offset", "naive_space", "naive_t", "epoch_s", "epoch_ms", "dayfirst")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,9 +340,7 @@ def _between(rng: random.Random, lo: datetime, hi: datetime) -> datetime:
 # --- simulation ----------------------------------------------------------------------------
 
 
-def _simulate_orders(
-    rng: random.Random, c: _Customer, spec: GroupSpec, start: datetime, cutoff: datetime
-) -> None:
+def _simulate_orders(rng: random.Random, c: _Customer, spec: GroupSpec) -> None:
     if spec.gap_days is None:
         return
     t = c.start
@@ -364,7 +373,7 @@ def _session_times(
         if o["channel"] in ("web", "app")
     ]
     if spec.gap_days is None:
-        active_end = min(END, c.start + timedelta(days=rng.expovariate(1 / 200)))
+        active_end = min(END, c.start + timedelta(days=rng.expovariate(1 / 150)))
     elif c.dropout_at is not None:
         active_end = min(END, c.dropout_at + timedelta(days=30))
     else:
@@ -502,7 +511,7 @@ def _simulate(
             device=_pick(rng, spec.devices),
             start=first,
         )
-        _simulate_orders(rng, c, spec, start, cutoff)
+        _simulate_orders(rng, c, spec)
         people.append(c)
     orders = sorted(
         (o for c in people for o in c.orders), key=lambda o: (o["ts"], o["customer_id"])
@@ -537,30 +546,9 @@ def _simulate(
 
 # --- truth frames ----------------------------------------------------------------------------
 
-_TX_SCHEMA: dict[str, pl.DataType] = {
-    "customer_id": pl.String(),
-    "order_id": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "amount": pl.Float64(),
-    "quantity": pl.Float64(),
-    "category": pl.String(),
-    "channel": pl.String(),
-}
-_EV_SCHEMA: dict[str, pl.DataType] = {
-    "visitor_id": pl.String(),
-    "customer_id": pl.String(),
-    "type": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "session_id": pl.String(),
-    "offer_id": pl.String(),
-    "value": pl.Float64(),
-    "propensity": pl.Float64(),
-    "category": pl.String(),
-    "url": pl.String(),
-    "referrer": pl.String(),
-    "user_agent": pl.String(),
-    "timezone": pl.String(),
-}
+# the generator's truth has exactly the clean frames' columns and dtypes
+_TX_SCHEMA = TRANSACTIONS_SCHEMA
+_EV_SCHEMA = EVENTS_SCHEMA
 _EV_EXPORT = {
     "visitor_id": "visitorId",
     "customer_id": "userId",
@@ -625,42 +613,10 @@ def _labels(people: list[_Customer], cutoff: datetime, horizon_days: int) -> pl.
 # --- rendering -----------------------------------------------------------------------------
 
 
-class _Malformed(msgspec.Struct, frozen=True):
-    """A raw line that cannot be parsed as a record (CSV and JSON Lines only)."""
-
-    text: str
-
-
-Item = dict[str, Any] | _Malformed
-#: Key of an item's native values, used by typed parquet parts instead of the text renderings.
-_NATIVE = "__native"
-
-
-def _ambiguous(local: datetime) -> bool:
-    return local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset()
-
-
-def _render_ts(ts: datetime, style: str, zone: ZoneInfo) -> str | int:
-    if style == "iso_z":
-        return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if style == "epoch_s":
-        return int(ts.timestamp())
-    if style == "epoch_ms":
-        return int(ts.timestamp()) * 1000
-    local = ts.astimezone(zone)
-    if style == "iso_offset" or _ambiguous(local):
-        return local.isoformat()
-    if style == "naive_t":
-        return local.strftime("%Y-%m-%dT%H:%M:%S")
-    if style == "dayfirst":
-        return local.strftime(DAYFIRST)
-    return local.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _tx_item(
     o: dict[str, Any], rng: random.Random, zone: ZoneInfo, mixed: bool, messy: bool
 ) -> dict[str, Any]:
-    ts = _render_ts(o["ts"], rng.choice(_TS_STYLES) if mixed else "iso_z", zone)
+    ts = render_ts(o["ts"], rng.choice(TS_STYLES) if mixed else "iso_z", zone)
     category = o["category"].title() if o["category"] else None
     if messy and category and rng.random() < 0.05:
         category = f"  {category.upper()} "  # accepted: trimmed and lower-cased
@@ -672,7 +628,7 @@ def _tx_item(
         "Quantity": int(o["quantity"]),
         "Category": category,
         "Channel": o["channel"].title() if o["channel"] else None,
-        _NATIVE: {"InvoiceDate": o["ts"]},
+        NATIVE: {"InvoiceDate": o["ts"]},
     }
 
 
@@ -680,147 +636,8 @@ def _ev_item(e: dict[str, Any]) -> dict[str, Any]:
     out = {_EV_EXPORT[k]: e.get(k) for k in _EV_SCHEMA}
     ts = e["ts"]
     out["timestamp"] = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-    out[_NATIVE] = {"timestamp": ts}
+    out[NATIVE] = {"timestamp": ts}
     return out
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _write(
-    path: Path,
-    fmt: str,
-    columns: list[str],
-    items: list[Item],
-    typed: dict[str, pl.DataType] | None,
-) -> None:
-    """Write one part. ``typed`` gives parquet dtypes; None writes every column as text."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        for item in items:
-            if isinstance(item, _Malformed):
-                buf.write(item.text + "\n")
-            else:
-                writer.writerow([_text(item.get(c)) for c in columns])
-        path.write_text(buf.getvalue(), encoding="utf-8")
-    elif fmt == "jsonl":
-        encoder = msgspec.json.Encoder()
-        with path.open("wb") as fh:
-            for item in items:
-                if isinstance(item, _Malformed):
-                    fh.write(item.text.encode() + b"\n")
-                else:
-                    fh.write(encoder.encode({c: item.get(c) for c in columns}) + b"\n")
-    else:
-        rows = [i for i in items if not isinstance(i, _Malformed)]
-        if typed is None:
-            data = {
-                c: [None if r.get(c) is None else _text(r.get(c)) for r in rows] for c in columns
-            }
-            frame = pl.DataFrame(data, schema=dict.fromkeys(columns, pl.String()))
-        else:
-            # Typed parts take native values (e.g. datetimes) over their text renderings.
-            data = {c: [r.get(_NATIVE, {}).get(c, r.get(c)) for r in rows] for c in columns}
-            frame = pl.DataFrame(
-                data, schema={c: typed.get(c, pl.String()) for c in columns}, strict=False
-            )
-        frame.write_parquet(path)
-
-
-def _split(items: list[Item], parts: int) -> list[list[Item]]:
-    size = -(-len(items) // parts) if items else 0
-    return [items[i * size : (i + 1) * size] for i in range(parts)]
-
-
-def _formats(fmt: Format, parts: int) -> list[str]:
-    if fmt == "mixed":
-        return [("csv", "jsonl", "parquet")[i % 3] for i in range(parts)]
-    return [fmt] * parts
-
-
-_SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
-
-
-# --- messy rows ----------------------------------------------------------------------------
-
-
-def _bad_transactions(
-    rng: random.Random, valid: list[dict[str, Any]], now: datetime
-) -> dict[str, list[dict[str, Any]]]:
-    """Bad rows per reason; each has exactly one defect."""
-    n = [0]
-
-    def fresh() -> dict[str, Any]:
-        n[0] += 1
-        row = dict(rng.choice(valid))
-        row["Invoice"] = f"BAD{n[0]:05d}"
-        return row
-
-    def bad(**change: Any) -> dict[str, Any]:
-        return fresh() | change
-
-    return {
-        "missing_customer_id": [bad(**{"Customer ID": v}) for v in ("", "   ", None, "")],
-        "missing_order_id": [bad(Invoice=v) for v in ("", None)],
-        "unparseable_timestamp": [
-            bad(InvoiceDate=v) for v in ("not a date", "2025-13-45 10:00:00", "31/02/2025 10:00:00")
-        ],
-        "future_timestamp": [
-            bad(InvoiceDate=(now + timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ"))
-            for d in (30, 90, 400)
-        ],
-        "unparseable_amount": [bad(Total=v) for v in ("abc", "", "12.3.4")],
-        "negative_amount": [bad(Total=v) for v in (-19.99, -5.0)],
-        "absurd_amount": [bad(Total=v) for v in (250_000.0, 1e9)],
-    }
-
-
-def _bad_events(
-    rng: random.Random, valid: list[dict[str, Any]], now: datetime
-) -> dict[str, list[dict[str, Any]]]:
-    pageviews = [e for e in valid if e["type"].lower() == "pageview"]
-    impressions = [e for e in valid if e["type"].lower() == "impression"]
-    conversions = [e for e in valid if e["type"].lower() == "conversion"] or impressions
-
-    def bad(pool: list[dict[str, Any]], **change: Any) -> dict[str, Any]:
-        return dict(rng.choice(pool)) | change
-
-    future = (now + timedelta(days=45)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    return {
-        "missing_visitor_id": [bad(pageviews, visitorId=v) for v in ("", None, " ")],
-        "unknown_event_type": [bad(pageviews, type=v) for v in ("hover", "page_view", "")],
-        "unparseable_timestamp": [bad(pageviews, timestamp=v) for v in ("yesterday", "2025-02-30")],
-        "future_timestamp": [bad(pageviews, timestamp=future), bad(impressions, timestamp=future)],
-        "unparseable_value": [bad(conversions, value=v) for v in ("lots", "1.2.3")],
-        "negative_value": [bad(conversions, value=-10.0)],
-        "invalid_propensity": [bad(impressions, propensity=v) for v in (0.0, 1.5)],
-    }
-
-
-def _inject(
-    rng: random.Random,
-    parts: list[list[Item]],
-    formats: list[str],
-    bad: dict[str, list[dict[str, Any]]],
-    counts: dict[str, int],
-) -> None:
-    for reason, rows in bad.items():
-        for row in rows:
-            part = rng.randrange(len(parts))
-            parts[part].insert(rng.randint(0, len(parts[part])), row)
-            counts[reason] = counts.get(reason, 0) + 1
-    text_parts = [i for i, f in enumerate(formats) if f in ("csv", "jsonl")]
-    for k in range(2 if text_parts else 0):
-        part = text_parts[k % len(text_parts)]
-        line = '{"broken": ' if formats[part] == "jsonl" else "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p"
-        parts[part].insert(rng.randint(0, len(parts[part])), _Malformed(line))
-        counts["malformed_row"] = counts.get("malformed_row", 0) + 1
 
 
 # --- entry point -----------------------------------------------------------------------------
@@ -842,9 +659,10 @@ def generate_shop(
 ) -> ShopExport:
     """Simulate a shop and write its export under ``out``.
 
-    Layout: ``transactions``, ``events`` and ``traits`` are single files (``transactions.csv``
-    ...) when ``files == 1`` and not messy, otherwise folders of parts ``part-000.csv`` ...;
-    ``labels.csv`` holds the planted truth and ``tailor.toml`` a config that reads it all.
+    Layout: ``transactions`` and ``events`` are single files (``transactions.csv`` ...) when
+    ``files == 1`` and not messy, otherwise folders of parts ``part-000.csv`` ...; traits are
+    always ``traits.csv``; ``labels.csv`` holds the planted truth and ``tailor.toml`` a config
+    that reads it all.
 
     Args:
         out: output folder (created).
@@ -852,8 +670,9 @@ def generate_shop(
         seed: the same seed writes the same export.
         fmt: csv, jsonl, parquet, or mixed (parts cycle csv, jsonl, parquet).
         files: parts per input.
-        messy: inject bad rows of every reject reason (counted in ``injected``), a corrupt file
-            per input, and harmless mess (padded, upper-case categories; event types in capitals).
+        messy: inject bad rows of every reject reason (counted in ``injected``), a corrupt
+            parquet part among the transactions and among the events, and harmless mess
+            (padded, upper-case categories; event types in capitals).
         mixed_timezones: write transaction times in mixed styles: ISO with Z or an offset, naive
             wall time in :data:`SHOP_TIMEZONE` (ISO or day-first, listed in the config), epoch
             seconds and milliseconds; all denote the true instant.
@@ -873,7 +692,7 @@ def generate_shop(
     )
     zone = ZoneInfo(SHOP_TIMEZONE)
     folder = files > 1 or messy
-    formats = _formats(fmt, files)
+    formats = part_formats(fmt, files)
     injected: dict[str, dict[str, int]] = {"transactions": {}, "events": {}, "traits": {}}
     written: dict[str, list[str]] = {}
 
@@ -885,12 +704,18 @@ def generate_shop(
         if native_tx
         else None
     )
-    tx_parts = _split(tx_items, files)
+    tx_parts = split(tx_items, files)
     if messy:
         valid = [i for i in tx_items if isinstance(i, dict)]
-        _inject(
-            rng, tx_parts, formats, _bad_transactions(rng, valid, END), injected["transactions"]
-        )
+        inject(rng, tx_parts, formats, bad_transactions(rng, valid, END), injected["transactions"])
+        # Rows without an order id come from their own generator, so that adding them left the
+        # rest of the export (and the tests tuned on it) unchanged.
+        extra = random.Random(seed + 1_000_003)
+        for value in ("", None):
+            row = dict(extra.choice(valid)) | {"Invoice": value}
+            part = extra.randrange(len(tx_parts))
+            tx_parts[part].insert(extra.randint(0, len(tx_parts[part])), row)
+        injected["transactions"]["missing_order_id"] = 2
         # Duplicates repeat an order id of the first part, later in reading order.
         first = [
             i for i in tx_parts[0] if isinstance(i, dict) and str(i["Invoice"]).startswith("INV")
@@ -898,7 +723,7 @@ def generate_shop(
         for original in rng.sample(first, 3):
             tx_parts[-1].append(original | {"Total": round(original["Total"] + 1.0, 2)})
         injected["transactions"]["duplicate_order_id"] = 3
-    written["transactions"] = _write_parts(
+    written["transactions"] = write_parts(
         root, "transactions", folder, formats, list(TX_COLUMNS_ORDER), tx_parts, typed_tx, messy
     )
     if messy:
@@ -910,10 +735,10 @@ def generate_shop(
         for item in ev_items[:: max(1, len(ev_items) // 7)]:
             assert isinstance(item, dict)
             item["type"] = item["type"].upper()  # accepted: types compare lower-case
-    ev_parts = _split(ev_items, files)
+    ev_parts = split(ev_items, files)
     if messy:
         valid_ev = [e for e in ev_items if isinstance(e, dict)]
-        _inject(rng, ev_parts, formats, _bad_events(rng, valid_ev, END), injected["events"])
+        inject(rng, ev_parts, formats, bad_events(rng, valid_ev, END), injected["events"])
     typed_ev: dict[str, pl.DataType] | None = (
         None
         if messy
@@ -923,7 +748,7 @@ def generate_shop(
             "propensity": pl.Float64(),
         }
     )
-    written["events"] = _write_parts(
+    written["events"] = write_parts(
         root, "events", folder, formats, list(_EV_EXPORT.values()), ev_parts, typed_ev, messy
     )
     if messy:
@@ -942,7 +767,7 @@ def generate_shop(
             trait_items.append(original | {"loyalty_tier": "platinum"})
         injected["traits"] = {"missing_customer_id": 2, "duplicate_customer_id": 2}
     traits_path = root / "traits.csv"
-    _write(traits_path, "csv", ["customer_id", "loyalty_tier", "age"], trait_items, None)
+    write_part(traits_path, "csv", ["customer_id", "loyalty_tier", "age"], trait_items, None)
     written["traits"] = ["traits.csv"]
 
     labels = _labels(people, cutoff, horizon_days)
@@ -973,28 +798,6 @@ def generate_shop(
     )
 
 
-def _write_parts(
-    root: Path,
-    kind: str,
-    folder: bool,
-    formats: list[str],
-    columns: list[str],
-    parts: list[list[Item]],
-    typed: dict[str, pl.DataType] | None,
-    corrupt: bool,
-) -> list[str]:
-    names = []
-    for i, (fmt, items) in enumerate(zip(formats, parts, strict=True)):
-        name = f"{kind}/part-{i:03d}{_SUFFIX[fmt]}" if folder else f"{kind}{_SUFFIX[fmt]}"
-        _write(root / name, fmt, columns, items, typed if fmt == "parquet" else None)
-        names.append(name)
-    if corrupt:
-        name = f"{kind}/part-999.parquet"
-        (root / name).write_bytes(b"PAR1" + hashlib.sha256(kind.encode()).digest() * 8)
-        names.append(name)
-    return names
-
-
 def _traits(rng: random.Random, people: list[_Customer]) -> list[dict[str, Any]]:
     tiers = {
         "loyal": {"gold": 0.7, "silver": 0.3},
@@ -1016,7 +819,7 @@ def _traits(rng: random.Random, people: list[_Customer]) -> list[dict[str, Any]]
 
 def _config(root: Path, folder: bool, fmt: str, mixed: bool) -> TrainingConfig:
     def where(kind: str) -> str:
-        return str(root / kind) if folder else str(root / f"{kind}{_SUFFIX[fmt]}")
+        return str(root / kind) if folder else str(root / f"{kind}{SUFFIX[fmt]}")
 
     return TrainingConfig(
         name="synthshop",

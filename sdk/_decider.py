@@ -20,8 +20,8 @@ from sdk._conditions import evaluate
 from sdk._manifest import SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk.bundle import Bundle
-from sdk.rfm import score_rfm
 from sdk.features import FeatureRow, build_features
+from sdk.rfm import score_rfm
 from sdk.schema import (
     Behavior,
     Content,

@@ -24,9 +24,7 @@ log = logging.getLogger("tailor.server")
 class Problem(Exception):
     """Raise from a handler to answer with a problem document."""
 
-    def __init__(
-        self, status: int, slug: str, title: str, detail: str, **extra: Any
-    ) -> None:
+    def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug

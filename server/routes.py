@@ -123,7 +123,9 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     return Response({"status": "ready", "modelVersion": engine.decider.bundle.version})
 
 
-def _asset(engine: Engine, name: str, request: Request[Any, Any, Any], cache: str) -> Response[bytes]:
+def _asset(
+    engine: Engine, name: str, request: Request[Any, Any, Any], cache: str
+) -> Response[bytes]:
     asset = engine.assets.get(name)
     if asset is None:
         raise Problem(404, "not-found", "Not found", f"{name} is not built")
