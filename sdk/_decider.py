@@ -128,20 +128,34 @@ class Decider:
             if model in m.models
         ]
 
-    def decide(self, request: DecideRequest, *, profile: Behavior | None = None) -> Decision:
-        """Decide one visit. ``profile`` is used only when the request's consent allows."""
-        return self.decide_many([request], profiles=[profile])[0]
+    def decide(
+        self,
+        request: DecideRequest,
+        *,
+        profile: Behavior | None = None,
+        suppressed: frozenset[str] = frozenset(),
+    ) -> Decision:
+        """Decide one visit.
+
+        Args:
+            request: the visit.
+            profile: stored behaviour, used only when the request's consent allows.
+            suppressed: offers the visitor said "not interested" to; never ranked.
+        """
+        return self.decide_many([request], profiles=[profile], suppressed=[suppressed])[0]
 
     def decide_many(
         self,
         requests: list[DecideRequest],
         *,
         profiles: list[Behavior | None] | None = None,
+        suppressed: list[frozenset[str]] | None = None,
     ) -> list[Decision]:
         """Decide many visits with one batched ONNX call per model."""
         np = self._np
         now = self._clock()
         profiles = profiles if profiles is not None else [None] * len(requests)
+        hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
         rows: list[FeatureRow] = []
         for req, profile in zip(requests, profiles, strict=True):
             if req.consent.personalization:
@@ -161,7 +175,7 @@ class Decider:
         probas = outputs["offers"][self._proba_output]
         scores = self._scores(outputs, len(rows))
         return [
-            self._finish(req, row, distances[i], probas[i], scores[i])
+            self._finish(req, row, distances[i], probas[i], scores[i], hidden[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
 
@@ -212,6 +226,7 @@ class Decider:
         distances: Any,
         probas: Any,
         scores: dict[str, float],
+        suppressed: frozenset[str] = frozenset(),
     ) -> Decision:
         m = self.bundle.manifest
         reasons: list[Reason] = []
@@ -254,6 +269,8 @@ class Decider:
         )
         for offer_id, score in scored:
             offer = self._offers[offer_id]
+            if offer_id in suppressed:
+                continue
             if evaluate(offer.eligibility, attributes):
                 ranked.append(
                     RankedOffer(id=offer_id, name=offer.name, score=round(score, 6), rank=0)
@@ -262,6 +279,14 @@ class Decider:
             RankedOffer(id=o.id, name=o.name, score=o.score, rank=i + 1)
             for i, o in enumerate(ranked)
         ]
+        if suppressed:
+            reasons.append(
+                Reason(
+                    code="offer.suppressed",
+                    message="not shown, the visitor said not interested: "
+                    + ", ".join(sorted(suppressed)),
+                )
+            )
         if ranked:
             reasons.append(
                 Reason(

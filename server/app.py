@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from litestar import Litestar
 
-from sdk import BundleError, Decider, load_bundle
 from sdk._geo import GeoHeaderGroup, GeoResolver
 from server.problems import exception_handlers
+from server.reloader import BundleHolder
 from server.routes import route_handlers
 from server.settings import Settings
 from server.state import Engine
@@ -27,6 +28,13 @@ from server.state import Engine
 __all__ = ["create_app"]
 
 log = logging.getLogger("tailor.server")
+
+
+async def _watch(engine: Engine, interval: float) -> None:
+    """Poll the bundle path; a changed bundle is verified off the event loop, then swapped."""
+    while True:
+        await anyio.sleep(interval)
+        await anyio.to_thread.run_sync(engine.holder.check)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -39,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = Engine(settings=settings)
+        engine = Engine(settings=settings, holder=BundleHolder(settings.bundle_path))
         engine.geo = GeoResolver(
             header_names=(
                 tuple(GeoHeaderGroup(h.lower()) for h in settings.geo_headers)
@@ -48,21 +56,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             mmdb_path=settings.mmdb_path,
         )
-        try:
-            bundle = load_bundle(settings.bundle_path)
-        except BundleError as exc:
-            engine.error = str(exc)
-            log.error("bundle refused, not ready: %s", exc)
-        else:
-            engine.decider = Decider(bundle)
-            log.info("serving bundle %s from %s", bundle.version, bundle.path)
-        static = Path(settings.static_dir)
-        engine.load_static(static)
+        await anyio.to_thread.run_sync(engine.holder.check)
+        engine.load_static(Path(settings.static_dir))
         app.state.engine = engine
-        try:
-            yield
-        finally:
-            engine.geo.close()
+        async with anyio.create_task_group() as tasks:
+            if settings.reload_interval > 0:
+                tasks.start_soon(_watch, engine, settings.reload_interval)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+                engine.geo.close()
 
     return Litestar(
         route_handlers=route_handlers,

@@ -11,14 +11,21 @@ Must not import model_export.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
+from litestar.params import FromPath
+from msgspec import Meta
 
-from sdk.schema import Consent, DecideRequest, request_decoder
+from sdk import Decider
+from sdk.schema import Behavior, Consent, DecideRequest, Decision, request_decoder
 from server.problems import Problem
 from server.state import Engine
 
@@ -77,33 +84,228 @@ def _decode(body: bytes) -> DecideRequest:
         raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
 
 
-@post("/v1/decide", status_code=200, include_in_schema=True)
-async def decide(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    """Decide one visit: persona, segment, lifecycle, ranked offers and slot variants."""
-    engine = _engine(state)
-    body = await _read_body(request, engine.settings.max_body_bytes)
-    decide_request = _decode(body)
-    if engine.decider is None:
+_batch_decoder = msgspec.json.Decoder(Annotated[list[DecideRequest], Meta(min_length=1)])
+MAX_BATCH = 100
+
+
+def _decode_batch(body: bytes) -> list[DecideRequest]:
+    try:
+        requests: list[DecideRequest] = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, "invalid-request", "Invalid decide batch", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
+    if len(requests) > MAX_BATCH:
+        raise Problem(
+            422,
+            "invalid-request",
+            "Invalid decide batch",
+            f"a batch holds at most {MAX_BATCH} requests, got {len(requests)} - at `$`",
+        )
+    return requests
+
+
+def _decider(engine: Engine) -> Decider:
+    decider = engine.decider
+    if decider is None:
         raise Problem(
             503, "not-ready", "No verified bundle", engine.error or "bundle not loaded yet"
         )
+    return decider
+
+
+def _key_kind(request: Request[Any, Any, Any]) -> str | None:
+    key = request.scope.get("state", {}).get("tailor_key")
+    return getattr(key, "kind", None)
+
+
+def _prepare(
+    request: Request[Any, Any, Any], decide_request: DecideRequest, engine: Engine
+) -> DecideRequest:
+    """Apply the consent signals and derive the location the server trusts."""
     updates: dict[str, Any] = {}
-    if request.headers.get("sec-gpc") == "1" and decide_request.consent.personalization:
+    if request.headers.get("sec-gpc") == "1" and (
+        decide_request.consent.personalization or decide_request.consent.storage
+    ):
         updates["consent"] = Consent(personalization=False, storage=False)
-    # a location sent by the client is not trusted: the server derives it
-    location = (
-        engine.geo.resolve(request.headers, client_ip(request, engine.settings.trusted_proxy_hops))
-        if engine.geo is not None
-        else None
+    trusted_body = _key_kind(request) == "secret" and decide_request.context.location is not None
+    if not trusted_body:
+        # a location sent by a browser is not trusted: the server derives it
+        location = (
+            engine.geo.resolve(
+                request.headers, client_ip(request, engine.settings.trusted_proxy_hops)
+            )
+            if engine.geo is not None
+            else None
+        )
+        updates["context"] = msgspec.structs.replace(decide_request.context, location=location)
+    return msgspec.structs.replace(decide_request, **updates) if updates else decide_request
+
+
+def _decide_one(engine: Engine, decider: Decider, req: DecideRequest) -> Decision:
+    """Profile in, decision out, visit recorded and logged: the stateful shell around the
+    pure decider."""
+    now = datetime.now(UTC)
+    profile: Behavior | None = None
+    suppressed: frozenset[str] = frozenset()
+    store = engine.profiles
+    if store is not None and req.consent.personalization and req.consent.storage:
+        profile = store.get(req.visitor_id)
+        suppressed = frozenset(store.suppressed(req.visitor_id))
+    decision = decider.decide(req, profile=profile, suppressed=suppressed)
+    if store is not None and req.consent.storage:
+        store.record_visit(req.visitor_id, req, now=now)
+    if engine.eventlog is not None:
+        engine.eventlog.append_decision(decision, req)
+    if engine.metrics is not None:
+        engine.metrics.observe_decision(decision)
+    return decision
+
+
+def _timing(pairs: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in pairs)
+
+
+@post("/v1/decide", status_code=200, include_in_schema=True)
+async def decide(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Decide one visit: persona, segment, lifecycle, ranked offers and slot variants.
+
+    The decision of a visit (visitor + session) is cached and re-served for the session, so
+    the visitor keeps the same persona and variants; a new session sees the updated profile.
+    """
+    engine = _engine(state)
+    t0 = time.perf_counter()
+    body = await _read_body(request, engine.settings.max_body_bytes)
+    decide_request = _prepare(request, _decode(body), engine)
+    decider = _decider(engine)
+    t1 = time.perf_counter()
+    key = engine.decision_cache.key(decide_request, decider.bundle.version)
+    decision = engine.decision_cache.get(key, decide_request.slots)
+    cache = "hit"
+    if decision is None:
+        cache = "miss"
+        decision = _decide_one(engine, decider, decide_request)
+        engine.decision_cache.put(key, decision)
+    t2 = time.perf_counter()
+    payload = _encoder.encode(decision)
+    t3 = time.perf_counter()
+    timing = _timing(
+        [
+            ("decode", (t1 - t0) * 1000),
+            ("decide", (t2 - t1) * 1000),
+            ("encode", (t3 - t2) * 1000),
+        ]
     )
-    updates["context"] = msgspec.structs.replace(decide_request.context, location=location)
-    decide_request = msgspec.structs.replace(decide_request, **updates)
-    decision = engine.decider.decide(decide_request)
     return Response(
-        _encoder.encode(decision),
+        payload,
         media_type="application/json",
-        headers={"cache-control": "no-store"},
+        headers={"cache-control": "no-store", "server-timing": timing, "x-tailor-cache": cache},
     )
+
+
+@post("/v1/decide/batch", status_code=200, include_in_schema=True)
+async def decide_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """Decide up to 100 visits in one call (backend callers): one batched ONNX run, profiles
+    and suppressions applied, no per-visit cache (each call is fresh)."""
+    engine = _engine(state)
+    t0 = time.perf_counter()
+    body = await _read_body(request, engine.settings.max_body_bytes * 16)
+    requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
+    decider = _decider(engine)
+    t1 = time.perf_counter()
+    store = engine.profiles
+    profiles: list[Behavior | None] = []
+    suppressed: list[frozenset[str]] = []
+    for r in requests:
+        allowed = store is not None and r.consent.personalization and r.consent.storage
+        profiles.append(store.get(r.visitor_id) if allowed and store else None)
+        suppressed.append(
+            frozenset(store.suppressed(r.visitor_id)) if allowed and store else frozenset()
+        )
+    decisions = decider.decide_many(requests, profiles=profiles, suppressed=suppressed)
+    now = datetime.now(UTC)
+    for r, d in zip(requests, decisions, strict=True):
+        if store is not None and r.consent.storage:
+            store.record_visit(r.visitor_id, r, now=now)
+        if engine.eventlog is not None:
+            engine.eventlog.append_decision(d, r)
+        if engine.metrics is not None:
+            engine.metrics.observe_decision(d)
+    t2 = time.perf_counter()
+    payload = _batch_encoder.encode(decisions)
+    timing = _timing([("decode", (t1 - t0) * 1000), ("decide", (t2 - t1) * 1000)])
+    return Response(
+        payload,
+        media_type="application/json",
+        headers={"cache-control": "no-store", "server-timing": timing},
+    )
+
+
+_batch_encoder = msgspec.json.Encoder()
+
+
+@get("/v1/bundle", include_in_schema=True)
+async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """The serving bundle's version and file hashes, with the manifest digest as ETag, for SDKs
+    that decide locally and refresh by ``If-None-Match``."""
+    decider = _decider(_engine(state))
+    bundle = decider.bundle
+    etag = f'"{bundle.digest}"'
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    m = bundle.manifest
+    body = {
+        "modelVersion": m.model_version,
+        "digest": bundle.digest,
+        "createdAt": m.created_at.isoformat(),
+        "formatVersion": m.format_version,
+        "featureSetVersion": m.feature_set_version,
+        "schemaVersion": m.schema_version,
+        "files": {"manifest.json": bundle.digest, **m.files},
+    }
+    return Response(body, headers=headers)
+
+
+@get("/v1/bundle/files/{name:str}", include_in_schema=True)
+async def bundle_file(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State
+) -> Response[bytes]:
+    """One file of the serving bundle (``manifest.json`` or a file it lists), ETag = sha256."""
+    bundle = _decider(_engine(state)).bundle
+    if name == "manifest.json":
+        digest = bundle.digest
+    elif name in bundle.manifest.files:
+        digest = bundle.manifest.files[name]
+    else:
+        raise Problem(404, "not-found", "Not found", f"the bundle has no file {name!r}")
+    etag = f'"{digest}"'
+    headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
+    data = await anyio.Path(bundle.path / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise Problem(
+            409, "bundle-changed", "Bundle changed", "the bundle on disk changed; fetch /v1/bundle"
+        )
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@post("/v1/admin/reload", status_code=200, include_in_schema=True)
+async def admin_reload(state: State) -> Response[dict[str, Any]]:
+    """Check the bundle path now: a changed, verified bundle is swapped in; a refused one
+    leaves the old one serving (409 problem with the reason). Secret key required."""
+    engine = _engine(state)
+    result = await anyio.to_thread.run_sync(lambda: engine.holder.check(force=True))
+    if result.refused is not None:
+        raise Problem(
+            409,
+            "bundle-refused",
+            "Bundle refused",
+            result.refused,
+            serving=result.version,
+        )
+    return Response({"modelVersion": result.version, "changed": result.changed})
 
 
 @get("/healthz", include_in_schema=False)
@@ -116,11 +318,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """Readiness: a verified bundle is loaded."""
     engine = _engine(state)
-    if engine.decider is None:
-        raise Problem(
-            503, "not-ready", "No verified bundle", engine.error or "bundle not loaded yet"
-        )
-    return Response({"status": "ready", "modelVersion": engine.decider.bundle.version})
+    decider = _decider(engine)
+    body: dict[str, Any] = {"status": "ready", "modelVersion": decider.bundle.version}
+    if engine.error:  # a newer bundle was refused; the old one keeps serving
+        body["lastReloadRefused"] = engine.error
+    return Response(body)
 
 
 def _asset(
@@ -158,4 +360,15 @@ async def tag_map(request: Request[Any, Any, Any], state: State) -> Response[byt
     return _asset(_engine(state), "tailor.js.map", request, "public, max-age=3600")
 
 
-route_handlers = [decide, healthz, readyz, demo_page, tag, tag_map]
+route_handlers = [
+    decide,
+    decide_batch,
+    bundle_info,
+    bundle_file,
+    admin_reload,
+    healthz,
+    readyz,
+    demo_page,
+    tag,
+    tag_map,
+]

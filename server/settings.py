@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         demo: serve the demo page at ``/``.
         trusted_proxy_hops: how many reverse proxies in front of the server append to
             ``X-Forwarded-For``; 0 (default) uses the socket's peer address and ignores the header.
+        reload_interval: seconds between checks of the bundle path for a new bundle (0: off).
     """
 
     bundle_path: str = "var/bundles/demo"
@@ -43,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     static_dir: str = str(_STATIC)
     demo: bool = True
     trusted_proxy_hops: Annotated[int, Meta(ge=0, le=10)] = 0
+    reload_interval: Annotated[float, Meta(ge=0, le=3600)] = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -59,6 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["max_body_bytes"] = int(env["TAILOR_MAX_BODY_BYTES"])
         if env.get("TAILOR_TRUSTED_PROXY_HOPS"):
             values["trusted_proxy_hops"] = int(env["TAILOR_TRUSTED_PROXY_HOPS"])
+        if env.get("TAILOR_RELOAD_INTERVAL"):
+            values["reload_interval"] = float(env["TAILOR_RELOAD_INTERVAL"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         return msgspec.convert(values, cls)

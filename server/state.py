@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sdk import Decider
 from sdk._geo import GeoResolver
+from server.decisions import DecisionCache
+from server.reloader import BundleHolder
 from server.settings import Settings
 
 __all__ = ["Asset", "Engine"]
@@ -29,14 +32,28 @@ class Asset:
 
 @dataclass
 class Engine:
-    """What handlers need: settings, the current decider (None until a bundle is verified),
-    why the bundle was refused, the geo resolver and static assets."""
+    """What handlers need: settings, the bundle holder (its decider is None until a bundle is
+    verified), the geo resolver, the per-visit decision cache, the profile store, the event
+    log, metrics and static assets."""
 
     settings: Settings
-    decider: Decider | None = None
-    error: str | None = None
+    holder: BundleHolder
     geo: GeoResolver | None = None
+    decision_cache: DecisionCache = field(default_factory=DecisionCache)
+    profiles: Any = None
+    eventlog: Any = None
+    metrics: Any = None
     assets: dict[str, Asset] = field(default_factory=dict)
+
+    @property
+    def decider(self) -> Decider | None:
+        """The serving decider (swapped atomically on reload)."""
+        return self.holder.decider
+
+    @property
+    def error(self) -> str | None:
+        """Why the last bundle was refused, if it was."""
+        return self.holder.error
 
     def load_static(self, directory: Path) -> None:
         """Read the demo page and the built tag into memory (missing files are skipped)."""

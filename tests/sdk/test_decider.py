@@ -127,3 +127,13 @@ def test_decide_many_equals_decide(decider: Decider) -> None:
         assert {k: v.variant_id for k, v in single.slots.items()} == {
             k: v.variant_id for k, v in batched.slots.items()
         }
+
+
+def test_suppressed_offers_are_never_ranked(decider: Decider, make_request: MakeRequest) -> None:
+    request = msgspec.convert(make_request(), DecideRequest)
+    first = decider.decide(request)
+    top = first.offers[0].id
+    again = decider.decide(request, suppressed=frozenset({top}))
+    assert top not in {o.id for o in again.offers}
+    assert all(s.offer_id != top for s in again.slots.values())
+    assert any(r.code == "offer.suppressed" and top in r.message for r in again.reasons)

@@ -119,9 +119,13 @@ def test_trusted_edge_header_sets_country_and_client_location_is_ignored(
 ) -> None:
     ctx = make_request()["context"]
     ctx["location"] = {"country": "FR"}  # type: ignore[index]
-    r = client.post("/v1/decide", json=make_request(context=ctx), headers={"CF-IPCountry": "JP"})
+    r = client.post(
+        "/v1/decide",
+        json=make_request(context=ctx, sessionId="s-jp"),
+        headers={"CF-IPCountry": "JP"},
+    )
     assert r.json()["signals"]["country"] == "JP"
-    r = client.post("/v1/decide", json=make_request(context=ctx))
+    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-gb"))
     assert r.json()["signals"]["country"] == "GB"  # from Europe/London, not the client's "FR"
 
 
@@ -131,7 +135,7 @@ def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -
         mmdb_path=str(GEO / "GeoLite2-City-Test.mmdb"),
         trusted_proxy_hops=1,
     )
-    req = make_request(context={"timezone": "Asia/Tokyo"})
+    req = make_request(context={"timezone": "Asia/Tokyo"}, sessionId=None)  # no per-visit cache
     with TestClient(create_app(settings)) as c:
         # one trusted proxy: the right-most X-Forwarded-For entry is the visitor
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "1.2.3.4, 81.2.69.142"})

@@ -1,0 +1,91 @@
+"""Per-visit decision stability: a bounded TTL cache of decisions by visit.
+
+A visitor keeps the same persona, segment and variants for the whole visit: the decision is
+cached under (visitor, session, model version, consent) and re-served while the session lasts
+(at most the decision's ``ttl``). A new session, new consent or a new bundle make a new key, so
+the next visit reflects what the profile store learned from this one (read-your-writes across
+visits). Requests without a session id (backend callers) are not cached. cachetools caches are
+not thread-safe, so every access holds a lock.
+
+Must not import model_export.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from cachetools import TTLCache
+
+from sdk.schema import DecideRequest, Decision
+
+__all__ = ["DecisionCache"]
+
+Key = tuple[str, str, str, bool, bool]
+
+
+class DecisionCache:
+    """Bounded TTL cache of decisions by visit.
+
+    Args:
+        maxsize: most visits remembered (least recently used are dropped first).
+        ttl: seconds a decision is re-served.
+    """
+
+    def __init__(self, maxsize: int = 100_000, ttl: float = 1800.0) -> None:
+        self._cache: TTLCache[Key, Decision] = TTLCache(maxsize=maxsize, ttl=ttl)
+        self._by_visitor: dict[str, set[Key]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(request: DecideRequest, version: str) -> Key | None:
+        """The visit key of a request, or None when it has no session id (not cached)."""
+        if request.session_id is None:
+            return None
+        consent = request.consent
+        return (
+            request.visitor_id,
+            request.session_id,
+            version,
+            consent.personalization,
+            consent.storage,
+        )
+
+    def get(self, key: Key | None, slots: list[str]) -> Decision | None:
+        """The cached decision of this visit, if it covers every slot asked for."""
+        if key is None:
+            return None
+        with self._lock:
+            decision = self._cache.get(key)
+            if decision is not None and all(s in decision.slots for s in slots):
+                self.hits += 1
+                return decision
+            self.misses += 1
+            return None
+
+    def put(self, key: Key | None, decision: Decision) -> None:
+        """Remember the decision of a visit."""
+        if key is None:
+            return
+        with self._lock:
+            self._cache[key] = decision
+            keys = self._by_visitor.setdefault(key[0], set())
+            keys.add(key)
+            if len(self._by_visitor) > 2 * self._cache.maxsize:  # drop stale index entries
+                live = set(self._cache.keys())
+                self._by_visitor = {
+                    v: {k for k in ks if k in live}
+                    for v, ks in self._by_visitor.items()
+                    if any(k in live for k in ks)
+                }
+
+    def invalidate(self, visitor_id: str) -> int:
+        """Forget every cached decision of a visitor (erasure); returns how many."""
+        with self._lock:
+            keys = self._by_visitor.pop(visitor_id, set())
+            return sum(self._cache.pop(k, None) is not None for k in keys)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)

@@ -1,0 +1,111 @@
+"""Hot bundle reload: verify a new bundle, then swap it in atomically; keep the old one when the
+new one is refused.
+
+:class:`BundleHolder` owns the current :class:`sdk.Decider`. :meth:`BundleHolder.check` looks at
+the bundle path (a directory, or a ``LIVE`` symlink that ``tailor bundle promote`` swaps), and
+when its resolved target or its ``manifest.json`` changed, loads and verifies the new bundle
+(hashes, ONNX inputs/outputs, parity replay) and only then replaces the decider: a single
+attribute assignment, so a request sees the old decider or the new one, never a mixture. A
+refused bundle leaves the old one serving; the refusal is kept for ``/readyz``, logs and
+metrics. Each worker process runs its own holder and polls on its own (``reload_interval``), so
+every worker converges on the new bundle within one interval; ``POST /v1/admin/reload`` makes
+the worker that receives it check at once.
+
+Must not import model_export.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sdk import BundleError, Decider, load_bundle
+
+__all__ = ["BundleHolder", "ReloadResult"]
+
+log = logging.getLogger("tailor.server")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a check did: ``changed`` (a new bundle is serving), ``refused`` (why not)."""
+
+    changed: bool
+    version: str | None
+    refused: str | None = None
+
+
+def _fingerprint(path: Path) -> tuple[str, int, int] | None:
+    """Resolved target and manifest mtime/size: cheap to compute on every poll."""
+    try:
+        target = path.resolve()
+        stat = (target / "manifest.json").stat()
+    except OSError:
+        return None
+    return (str(target), stat.st_mtime_ns, stat.st_size)
+
+
+class BundleHolder:
+    """The serving decider of one worker process, and its reload logic.
+
+    Args:
+        path: the bundle directory or ``LIVE`` symlink.
+        on_loaded: called with the model version after each successful (re)load.
+        on_refused: called with the reason after each refused bundle.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        on_loaded: Callable[[str], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.decider: Decider | None = None
+        self.error: str | None = None
+        self.loaded_at: datetime | None = None
+        self.reloads = 0
+        self.refusals = 0
+        self._seen: tuple[str, int, int] | None = None
+        self._lock = threading.Lock()
+        self._on_loaded = on_loaded
+        self._on_refused = on_refused
+
+    @property
+    def version(self) -> str | None:
+        """The serving model version, or None before the first verified bundle."""
+        return self.decider.bundle.version if self.decider is not None else None
+
+    def check(self, *, force: bool = False) -> ReloadResult:
+        """Load the bundle if it changed since the last check (or ``force``); thread-safe."""
+        with self._lock:
+            seen = _fingerprint(self.path)
+            if not force and seen is not None and seen == self._seen:
+                return ReloadResult(changed=False, version=self.version)
+            self._seen = seen
+            try:
+                bundle = load_bundle(self.path)
+            except BundleError as exc:
+                self.error = str(exc)
+                self.refusals += 1
+                serving = self.version or "nothing"
+                log.error("bundle at %s refused (still serving %s): %s", self.path, serving, exc)
+                if self._on_refused:
+                    self._on_refused(str(exc))
+                return ReloadResult(changed=False, version=self.version, refused=str(exc))
+            if self.decider is not None and bundle.digest == self.decider.bundle.digest:
+                self.error = None
+                return ReloadResult(changed=False, version=self.version)
+            self.decider = Decider(bundle)  # the swap: one reference assignment
+            self.error = None
+            self.loaded_at = datetime.now(UTC)
+            self.reloads += 1
+            log.info("serving bundle %s from %s", bundle.version, bundle.path)
+            if self._on_loaded:
+                self._on_loaded(bundle.version)
+            return ReloadResult(changed=True, version=bundle.version)
