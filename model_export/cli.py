@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -380,6 +381,10 @@ def _bundle_parser(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailor`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        # a separate program, not an import: model_export and server stay independent
+        os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
     parser = argparse.ArgumentParser(prog="tailor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train models and write a bundle")
@@ -397,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train from your own data described by this config (else: synthetic demo data)",
     )
     train.add_argument("--report", default=None, metavar="PATH", help="also write the model card")
+    sub.add_parser(
+        "serve",
+        help="run the decision server (python -m server): same options",
+        add_help=False,
+    )
     inspect = sub.add_parser("inspect", help="verify a bundle and show its version")
     inspect.add_argument("bundle")
     inspect.add_argument("--report", default=None, metavar="PATH", help="write the model card")

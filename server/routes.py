@@ -12,6 +12,7 @@ Must not import model_export.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -322,7 +323,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"status": "ready", "modelVersion": decider.bundle.version}
     if engine.error:  # a newer bundle was refused; the old one keeps serving
         body["lastReloadRefused"] = engine.error
-    return Response(body)
+    return Response(body, headers={"x-tailor-worker": str(os.getpid())})
 
 
 def _asset(

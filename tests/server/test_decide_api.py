@@ -185,3 +185,47 @@ def _wait_for(url: str, done: Callable[[dict[str, str]], bool]) -> dict[str, str
             return body  # type: ignore[no-any-return]
         time.sleep(0.05)
     raise AssertionError(f"server never reported the expected state: {body}")
+
+
+def test_tailor_serve_runs_several_workers(bundle_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "model_export.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--bundle",
+                str(bundle_dir),
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        pids: set[str] = set()
+        while time.monotonic() < deadline and len(pids) < 2:
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2)
+                if r.status_code == 200:
+                    pids.add(r.headers["x-tailor-worker"])
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)  # polling a starting server
+        assert len(pids) == 2, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
