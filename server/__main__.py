@@ -25,12 +25,19 @@ def main() -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("tailor.server").info(
-        "Tailor demo server on http://%s:%d/ (keyless: the demo accepts unauthenticated "
-        "requests; do not expose it beyond loopback)",
-        args.host,
-        args.port,
-    )
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    settings.security_config()  # refuse to start without keys unless this is the demo
+    logger = logging.getLogger("tailor.server")
+    if settings.demo:
+        logger.warning(
+            "DEMO MODE on http://%s:%d/: keyless requests are accepted from loopback only "
+            "(127.0.0.0/8, ::1, with a loopback Host); %s",
+            args.host,
+            args.port,
+            "API keys are also accepted" if settings.security else "no API keys are configured",
+        )
     uvicorn.run(
         "server.app:create_app",
         factory=True,

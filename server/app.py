@@ -21,6 +21,7 @@ from litestar import Litestar
 from sdk._geo import GeoHeaderGroup, GeoResolver
 from server.problems import exception_handlers
 from server.reloader import BundleHolder
+from server.security import SecurityMiddleware
 from server.routes import route_handlers
 from server.settings import Settings
 from server.state import Engine
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings: the configuration; read from ``TAILOR_*`` environment variables when None.
     """
     settings = settings if settings is not None else Settings.from_env()
+    security = settings.security_config()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
+        middleware=[SecurityMiddleware.factory(security)],
         openapi_config=None,
         debug=False,
     )

@@ -16,6 +16,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from server.security import SecurityConfig
+
 __all__ = ["Settings"]
 
 _STATIC = Path(__file__).resolve().parent / "static"
@@ -31,7 +33,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             None uses the defaults of ``sdk._geo``. Trust them only behind a CDN that sets them.
         max_body_bytes: largest request body accepted; larger ones get 413.
         static_dir: where the demo page and the built tag live.
-        demo: serve the demo page at ``/``.
+        demo: the local demo: serve the demo page at ``/`` and accept keyless requests from
+            loopback (127.0.0.0/8, ::1) with a loopback Host. Without ``demo``, keys are required.
+        security: API keys (public keys with their allowed origins, secret keys), rate limits;
+            read from ``TAILOR_KEYS_FILE`` (JSON or TOML) by :meth:`from_env`.
         trusted_proxy_hops: how many reverse proxies in front of the server append to
             ``X-Forwarded-For``; 0 (default) uses the socket's peer address and ignores the header.
         reload_interval: seconds between checks of the bundle path for a new bundle (0: off).
@@ -45,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     demo: bool = True
     trusted_proxy_hops: Annotated[int, Meta(ge=0, le=10)] = 0
     reload_interval: Annotated[float, Meta(ge=0, le=3600)] = 2.0
+    security: SecurityConfig | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,4 +71,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["reload_interval"] = float(env["TAILOR_RELOAD_INTERVAL"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
-        return msgspec.convert(values, cls)
+        settings = msgspec.convert(values, cls)
+        if env.get("TAILOR_KEYS_FILE"):
+            security = SecurityConfig.from_file(env["TAILOR_KEYS_FILE"])
+            settings = msgspec.structs.replace(settings, security=security)
+        return settings
+
+    def security_config(self) -> SecurityConfig:
+        """The effective security configuration.
+
+        Raises:
+            ValueError: neither keys nor the loopback demo are configured: any configuration
+                other than the local demo requires keys.
+        """
+        security = self.security or SecurityConfig(keys=[])
+        if self.demo:
+            security = msgspec.structs.replace(security, demo_keyless_loopback=True)
+        elif not security.keys:
+            raise ValueError(
+                "no API keys configured: set TAILOR_KEYS_FILE (or Settings.security), or run "
+                "the local demo (TAILOR_DEMO=1), which accepts keyless requests from loopback"
+            )
+        return msgspec.structs.replace(security, trusted_proxy_hops=self.trusted_proxy_hops)

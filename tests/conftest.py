@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -140,3 +142,43 @@ def make_request() -> Callable[..., dict[str, object]]:
         return body
 
     return make
+
+
+#: Keys the in-process tests authenticate with (only their sha256 is configured).
+TEST_SECRET_KEY = "sk_test_0123456789abcdefghijklmnop"
+TEST_PUBLIC_KEY = "pk_test_0123456789abcdefghijklmnop"
+TEST_ORIGIN = "https://shop.example.com"
+
+
+def security_for_tests() -> Any:
+    """A security config with one secret and one public key (origin TEST_ORIGIN)."""
+    from server.security import ApiKey, SecurityConfig, hash_key
+
+    return SecurityConfig(
+        keys=[
+            ApiKey(id="backend", kind="secret", sha256=hash_key(TEST_SECRET_KEY)),
+            ApiKey(
+                id="site",
+                kind="public",
+                sha256=hash_key(TEST_PUBLIC_KEY),
+                origins=[TEST_ORIGIN],
+            ),
+        ]
+    )
+
+
+@contextmanager
+def app_client(**settings: Any) -> Iterator[Any]:
+    """A Litestar TestClient (lifespan running) on ``create_app(Settings(**settings))``, with
+    the test keys configured and the secret key sent on every request."""
+    from litestar.testing import TestClient
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    if settings.get("security") is None:
+        settings["security"] = security_for_tests()
+    settings.setdefault("reload_interval", 0)
+    with TestClient(create_app(Settings(**settings))) as client:
+        client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
+        yield client

@@ -339,7 +339,7 @@ describe('the tag in Chromium', () => {
     const sc = await run('demo', { page: html.replace('</body>', reporter) }, 1, '?utm_source=newsletter&utm_medium=email&utm_campaign=spring');
     const [r] = sc.reports;
     const decide = sc.requests.find((q) => q.path === '/v1/decide');
-    assert.equal(decide.query, '?key=pk_demo');
+    assert.equal(decide.query, '', 'the keyless loopback demo sends no key');
     const body = JSON.parse(decide.body);
     assert.deepEqual(body.slots, ['banner', 'hero', 'recommendation']);
     assert.deepEqual(body.context.campaign, { source: 'newsletter', medium: 'email', name: 'spring' });

@@ -4,11 +4,12 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from server.app import create_app
 from server.settings import Settings
+from tests.conftest import TEST_ORIGIN, TEST_PUBLIC_KEY, app_client
 
 MakeRequest = Callable[..., dict[str, object]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,8 +18,7 @@ GEO = ROOT / "tests" / "fixtures" / "geo"
 
 @pytest.fixture
 def client(bundle_dir: Path) -> Iterator[TestClient]:  # type: ignore[type-arg]
-    app = create_app(Settings(bundle_path=str(bundle_dir)))
-    with TestClient(app) as c:
+    with app_client(bundle_path=str(bundle_dir)) as c:
         yield c
 
 
@@ -119,14 +119,18 @@ def test_trusted_edge_header_sets_country_and_client_location_is_ignored(
 ) -> None:
     ctx = make_request()["context"]
     ctx["location"] = {"country": "FR"}  # type: ignore[index]
+    browser = {"authorization": f"Bearer {TEST_PUBLIC_KEY}", "origin": TEST_ORIGIN}
     r = client.post(
         "/v1/decide",
         json=make_request(context=ctx, sessionId="s-jp"),
-        headers={"CF-IPCountry": "JP"},
+        headers={**browser, "CF-IPCountry": "JP"},
     )
     assert r.json()["signals"]["country"] == "JP"
-    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-gb"))
-    assert r.json()["signals"]["country"] == "GB"  # from Europe/London, not the client's "FR"
+    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-gb"), headers=browser)
+    assert r.json()["signals"]["country"] == "GB"  # from Europe/London, not the browser's "FR"
+    # a backend caller with a secret key is trusted with the visitor's location
+    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-fr"))
+    assert r.json()["signals"]["country"] == "FR"
 
 
 def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -> None:
@@ -136,7 +140,7 @@ def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -
         trusted_proxy_hops=1,
     )
     req = make_request(context={"timezone": "Asia/Tokyo"}, sessionId=None)  # no per-visit cache
-    with TestClient(create_app(settings)) as c:
+    with app_client(**msgspec.structs.asdict(settings)) as c:
         # one trusted proxy: the right-most X-Forwarded-For entry is the visitor
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "1.2.3.4, 81.2.69.142"})
         assert r.json()["signals"]["country"] == "GB"
@@ -144,7 +148,7 @@ def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "10.0.0.1"})
         assert r.json()["signals"]["country"] == "JP"
     settings = Settings(bundle_path=str(bundle_dir), mmdb_path=str(GEO / "GeoLite2-City-Test.mmdb"))
-    with TestClient(create_app(settings)) as c:
+    with app_client(**msgspec.structs.asdict(settings)) as c:
         # no trusted proxy: a forged header is ignored
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "81.2.69.142"})
         assert r.json()["signals"]["country"] == "JP"
@@ -161,7 +165,7 @@ def test_tampered_bundle_is_refused_and_not_ready(
 ) -> None:
     with (bundle_copy / "segments.onnx").open("ab") as fh:
         fh.write(b"tamper")
-    with TestClient(create_app(Settings(bundle_path=str(bundle_copy)))) as c:
+    with app_client(bundle_path=str(bundle_copy)) as c:
         assert c.get("/healthz").status_code == 200
         problem = _problem(c.get("/readyz"), 503)
         assert "segments.onnx" in str(problem["detail"])

@@ -10,21 +10,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from model_export.build import train_bundle
 from model_export.train import TrainConfig
-from server.app import create_app
 from server.settings import Settings
-from tests.conftest import _start_server
+from tests.conftest import _start_server, app_client
 
 MakeRequest = Callable[..., dict[str, object]]
 
 
 @pytest.fixture
 def client(bundle_dir: Path) -> Iterator[TestClient]:  # type: ignore[type-arg]
-    with TestClient(create_app(Settings(bundle_path=str(bundle_dir), reload_interval=0))) as c:
+    with app_client(bundle_path=str(bundle_dir), reload_interval=0) as c:
         yield c
 
 
@@ -124,7 +124,7 @@ def test_admin_reload_swaps_a_good_bundle_and_keeps_the_old_on_refusal(
     with (broken / "offers.onnx").open("ab") as fh:
         fh.write(b"x")
     settings = Settings(bundle_path=str(live), reload_interval=0)
-    with TestClient(create_app(settings)) as c:
+    with app_client(**msgspec.structs.asdict(settings)) as c:
         before = c.get("/readyz").json()["modelVersion"]
         assert before.startswith("test-")
         _swap(live, broken)
