@@ -187,6 +187,8 @@ def bad_events(
 
     future = (now + timedelta(days=45)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return {
+        # the server's own log interleaves decision and erasure records with events
+        "not_an_event": [bad(pageviews, type=v) for v in ("decision", "erasure")],
         "missing_visitor_id": [bad(pageviews, visitorId=v) for v in ("", None, " ")],
         "unknown_event_type": [bad(pageviews, type=v) for v in ("hover", "page_view", "")],
         "unparseable_timestamp": [bad(pageviews, timestamp=v) for v in ("yesterday", "2025-02-30")],

@@ -76,6 +76,8 @@ Kind = Literal["transactions", "events", "traits"]
 
 #: The event types of Tailor's event log (:class:`sdk.schema.Event`); any other is rejected.
 EVENT_TYPES = ("impression", "click", "conversion", "dismiss", "not_interested", "pageview")
+#: Record types of the server's event log that are not feedback events (read, then skipped).
+LOG_RECORD_TYPES = ("decision", "erasure")
 #: Reject reasons of transactions, in the order they are checked.
 TRANSACTION_REASONS = (
     "unreadable_file",
@@ -93,6 +95,7 @@ TRANSACTION_REASONS = (
 EVENT_REASONS = (
     "unreadable_file",
     "malformed_row",
+    "not_an_event",
     "missing_visitor_id",
     "unknown_event_type",
     "unparseable_timestamp",
@@ -543,6 +546,11 @@ def read_events(
         c: pl.col(c).is_null() & pl.col(_RAW + c).is_not_null() for c in ("value", "propensity")
     }
     rules: dict[str, tuple[pl.Expr, str | None]] = {
+        # the server's event log also holds its decision and erasure records: skipped, counted
+        "not_an_event": (
+            pl.col("type").is_in(LOG_RECORD_TYPES).fill_null(False),
+            _RAW + "type",
+        ),
         "missing_visitor_id": (pl.col("visitor_id").is_null(), None),
         "unknown_event_type": (~pl.col("type").is_in(EVENT_TYPES).fill_null(False), _RAW + "type"),
         "unparseable_timestamp": (pl.col("ts").is_null(), _RAW + "ts"),

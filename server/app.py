@@ -20,7 +20,10 @@ from litestar import Litestar
 
 from sdk._geo import GeoHeaderGroup, GeoResolver
 from server.problems import exception_handlers
+from server.eventlog import EventLog
+from server.events import route_handlers as event_handlers
 from server.reloader import BundleHolder
+from server.stores import MemoryProfileStore
 from server.security import SecurityMiddleware
 from server.routes import route_handlers
 from server.settings import Settings
@@ -59,6 +62,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             mmdb_path=settings.mmdb_path,
         )
         await anyio.to_thread.run_sync(engine.holder.check)
+        engine.profiles = MemoryProfileStore(
+            max_visitors=settings.max_visitors,
+            ttl_seconds=settings.profile_ttl_days * 86_400,
+        )
+        if settings.event_log_dir is not None:
+            engine.eventlog = EventLog(settings.event_log_dir)
         engine.load_static(Path(settings.static_dir))
         app.state.engine = engine
         async with anyio.create_task_group() as tasks:
@@ -69,9 +78,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             finally:
                 tasks.cancel_scope.cancel()
                 engine.geo.close()
+                if engine.eventlog is not None:
+                    await anyio.to_thread.run_sync(engine.eventlog.close)
 
     return Litestar(
-        route_handlers=route_handlers,
+        route_handlers=[*route_handlers, *event_handlers],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,

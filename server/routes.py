@@ -157,7 +157,7 @@ def _decide_one(engine: Engine, decider: Decider, req: DecideRequest) -> Decisio
     if store is not None and req.consent.storage:
         store.record_visit(req.visitor_id, req, now=now)
     if engine.eventlog is not None:
-        engine.eventlog.append_decision(decision, req)
+        engine.eventlog.append_decision(decision, req, profile=profile)
     if engine.metrics is not None:
         engine.metrics.observe_decision(decision)
     return decision

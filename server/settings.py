@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         trusted_proxy_hops: how many reverse proxies in front of the server append to
             ``X-Forwarded-For``; 0 (default) uses the socket's peer address and ignores the header.
         reload_interval: seconds between checks of the bundle path for a new bundle (0: off).
+        event_log_dir: where decisions and events are appended as JSON Lines (None: no log).
+        max_visitors: visitor profiles kept in memory per process (least recent dropped).
+        profile_ttl_days: a profile not seen for this long is forgotten.
     """
 
     bundle_path: str = "var/bundles/demo"
@@ -51,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trusted_proxy_hops: Annotated[int, Meta(ge=0, le=10)] = 0
     reload_interval: Annotated[float, Meta(ge=0, le=3600)] = 2.0
     security: SecurityConfig | None = None
+    event_log_dir: str | None = "var/events"
+    max_visitors: Annotated[int, Meta(ge=1)] = 100_000
+    profile_ttl_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -69,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["trusted_proxy_hops"] = int(env["TAILOR_TRUSTED_PROXY_HOPS"])
         if env.get("TAILOR_RELOAD_INTERVAL"):
             values["reload_interval"] = float(env["TAILOR_RELOAD_INTERVAL"])
+        if "TAILOR_EVENT_LOG_DIR" in env:
+            values["event_log_dir"] = env["TAILOR_EVENT_LOG_DIR"] or None
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         settings = msgspec.convert(values, cls)

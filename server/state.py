@@ -15,8 +15,10 @@ from typing import Any
 from sdk import Decider
 from sdk._geo import GeoResolver
 from server.decisions import DecisionCache
+from server.eventlog import EventLog
 from server.reloader import BundleHolder
 from server.settings import Settings
+from server.stores import ProfileStore
 
 __all__ = ["Asset", "Engine"]
 
@@ -40,8 +42,8 @@ class Engine:
     holder: BundleHolder
     geo: GeoResolver | None = None
     decision_cache: DecisionCache = field(default_factory=DecisionCache)
-    profiles: Any = None
-    eventlog: Any = None
+    profiles: ProfileStore | None = None
+    eventlog: EventLog | None = None
     metrics: Any = None
     assets: dict[str, Asset] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -83,7 +84,12 @@ def _start_server(
     bundle_path: Path, log: Path, extra_env: dict[str, str] | None = None
 ) -> LiveServer:
     port = free_port()
-    env = dict(os.environ, TAILOR_BUNDLE=str(bundle_path), **(extra_env or {}))
+    env = dict(
+        os.environ,
+        TAILOR_BUNDLE=str(bundle_path),
+        TAILOR_EVENT_LOG_DIR=str(log.parent / f"events-{port}"),
+        **(extra_env or {}),
+    )
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
@@ -179,6 +185,8 @@ def app_client(**settings: Any) -> Iterator[Any]:
     if settings.get("security") is None:
         settings["security"] = security_for_tests()
     settings.setdefault("reload_interval", 0)
-    with TestClient(create_app(Settings(**settings))) as client:
-        client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
-        yield client
+    with tempfile.TemporaryDirectory(prefix="tailor-events-") as events:
+        settings.setdefault("event_log_dir", events)
+        with TestClient(create_app(Settings(**settings))) as client:
+            client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
+            yield client

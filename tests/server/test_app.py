@@ -4,7 +4,6 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 from litestar.testing import TestClient
 
@@ -140,7 +139,7 @@ def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -
         trusted_proxy_hops=1,
     )
     req = make_request(context={"timezone": "Asia/Tokyo"}, sessionId=None)  # no per-visit cache
-    with app_client(**msgspec.structs.asdict(settings)) as c:
+    with app_client(**_explicit(settings)) as c:
         # one trusted proxy: the right-most X-Forwarded-For entry is the visitor
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "1.2.3.4, 81.2.69.142"})
         assert r.json()["signals"]["country"] == "GB"
@@ -148,7 +147,7 @@ def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "10.0.0.1"})
         assert r.json()["signals"]["country"] == "JP"
     settings = Settings(bundle_path=str(bundle_dir), mmdb_path=str(GEO / "GeoLite2-City-Test.mmdb"))
-    with app_client(**msgspec.structs.asdict(settings)) as c:
+    with app_client(**_explicit(settings)) as c:
         # no trusted proxy: a forged header is ignored
         r = c.post("/v1/decide", json=req, headers={"X-Forwarded-For": "81.2.69.142"})
         assert r.json()["signals"]["country"] == "JP"
@@ -186,3 +185,13 @@ def test_settings_from_env_rejects_nonsense() -> None:
     assert s.bundle_path == "/b" and s.geo_headers == ["CF-IPCountry", "X-Geo"]
     with pytest.raises(Exception, match="max_body_bytes"):
         Settings.from_env({"TAILOR_MAX_BODY_BYTES": "1"})
+
+
+def _explicit(settings: Settings) -> dict[str, object]:
+    """The fields of ``settings`` that differ from the defaults (so test defaults still apply)."""
+    default = Settings()
+    return {
+        f: getattr(settings, f)
+        for f in settings.__struct_fields__
+        if getattr(settings, f) != getattr(default, f)
+    }

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 from litestar.testing import TestClient
 
@@ -124,7 +123,7 @@ def test_admin_reload_swaps_a_good_bundle_and_keeps_the_old_on_refusal(
     with (broken / "offers.onnx").open("ab") as fh:
         fh.write(b"x")
     settings = Settings(bundle_path=str(live), reload_interval=0)
-    with app_client(**msgspec.structs.asdict(settings)) as c:
+    with app_client(**_explicit(settings)) as c:
         before = c.get("/readyz").json()["modelVersion"]
         assert before.startswith("test-")
         _swap(live, broken)
@@ -229,3 +228,13 @@ def test_tailor_serve_runs_several_workers(bundle_dir: Path, tmp_path: Path) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def _explicit(settings: Settings) -> dict[str, object]:
+    """The fields of ``settings`` that differ from the defaults (so test defaults still apply)."""
+    default = Settings()
+    return {
+        f: getattr(settings, f)
+        for f in settings.__struct_fields__
+        if getattr(settings, f) != getattr(default, f)
+    }
