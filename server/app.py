@@ -19,15 +19,15 @@ import anyio
 from litestar import Litestar
 
 from sdk._geo import GeoHeaderGroup, GeoResolver
-from server.problems import exception_handlers
 from server.eventlog import EventLog
 from server.events import route_handlers as event_handlers
+from server.problems import exception_handlers
 from server.reloader import BundleHolder
-from server.stores import MemoryProfileStore
-from server.security import SecurityMiddleware
 from server.routes import route_handlers
+from server.security import SecurityMiddleware
 from server.settings import Settings
 from server.state import Engine
+from server.stores import MemoryProfileStore
 
 __all__ = ["create_app"]
 
