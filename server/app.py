@@ -17,10 +17,13 @@ from pathlib import Path
 
 import anyio
 from litestar import Litestar
+from litestar.datastructures import State
 
 from sdk._geo import GeoHeaderGroup, GeoResolver
 from server.eventlog import EventLog
 from server.events import route_handlers as event_handlers
+from server.observability import Metrics, MetricsMiddleware, metrics_handler
+from server.openapi import openapi_config
 from server.problems import exception_handlers
 from server.reloader import BundleHolder
 from server.routes import route_handlers
@@ -49,10 +52,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings if settings is not None else Settings.from_env()
     security = settings.security_config()
+    metrics = Metrics.from_env()  # one per worker process: uvicorn calls the factory in each
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = Engine(settings=settings, holder=BundleHolder(settings.bundle_path))
+        engine = Engine(
+            settings=settings,
+            holder=BundleHolder(
+                settings.bundle_path,
+                on_loaded=metrics.bundle_loaded,
+                on_refused=metrics.bundle_refused,
+            ),
+        )
+        engine.metrics = metrics
         engine.geo = GeoResolver(
             header_names=(
                 tuple(GeoHeaderGroup(h.lower()) for h in settings.geo_headers)
@@ -81,12 +93,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 if engine.eventlog is not None:
                     await anyio.to_thread.run_sync(engine.eventlog.close)
 
-    return Litestar(
-        route_handlers=[*route_handlers, *event_handlers],
+    app = Litestar(
+        route_handlers=[*route_handlers, *event_handlers, metrics_handler],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
         middleware=[SecurityMiddleware.factory(security)],
-        openapi_config=None,
+        state=State({"metrics": metrics}),
+        openapi_config=openapi_config(),
         debug=False,
     )
+    # around the whole ASGI handler, so 404/405 and refusals of the key check are timed too
+    app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics)
+    return app

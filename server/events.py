@@ -44,6 +44,7 @@ from litestar.params import FromPath
 
 from sdk.schema import Event, EventBatch, Id
 from server.eventlog import EventLog
+from server.openapi import EVENTS_DOCS, VISITOR_DELETE_DOCS, VISITOR_GET_DOCS
 from server.problems import Problem
 from server.stores import ProfileStore
 
@@ -152,7 +153,7 @@ def _json(body: object, status: int = 200) -> Response[bytes]:
     )
 
 
-@post("/v1/events", status_code=202)
+@post("/v1/events", status_code=202, **EVENTS_DOCS)
 async def ingest_events(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Feedback events (impressions, clicks, conversions...): applied to stored profiles and
     appended to the event log."""
@@ -173,10 +174,13 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
             engine.decision_cache.invalidate(visitor_id)
     if engine.eventlog is not None:
         engine.eventlog.append_events(batch.events, received_at=received_at)
+    metrics = getattr(engine, "metrics", None)
+    if metrics is not None:
+        metrics.observe_events(batch.events)  # incl. the tag's flicker timings
     return _json({"accepted": len(batch.events)}, 202)
 
 
-@get("/v1/visitors/{visitor_id:str}")
+@get("/v1/visitors/{visitor_id:str}", **VISITOR_GET_DOCS)
 async def get_visitor(visitor_id: FromPath[str], state: State) -> Response[bytes]:
     """Everything stored about a visitor: behaviour, suppressed and dismissed offers."""
     engine = _engine(state)
@@ -186,7 +190,7 @@ async def get_visitor(visitor_id: FromPath[str], state: State) -> Response[bytes
     return _json(profile)
 
 
-@delete("/v1/visitors/{visitor_id:str}", status_code=204)
+@delete("/v1/visitors/{visitor_id:str}", status_code=204, **VISITOR_DELETE_DOCS)
 async def delete_visitor(visitor_id: FromPath[str], state: State) -> None:
     """Erase a visitor: profile, suppressions, cached decisions; mark the event log."""
     engine = _engine(state)

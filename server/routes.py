@@ -27,6 +27,14 @@ from msgspec import Meta
 
 from sdk import Decider
 from sdk.schema import Behavior, Consent, DecideRequest, Decision, request_decoder
+from server.observability import ServerTiming
+from server.openapi import (
+    ADMIN_RELOAD_DOCS,
+    BUNDLE_DOCS,
+    BUNDLE_FILE_DOCS,
+    DECIDE_BATCH_DOCS,
+    DECIDE_DOCS,
+)
 from server.problems import Problem
 from server.state import Engine
 
@@ -163,11 +171,7 @@ def _decide_one(engine: Engine, decider: Decider, req: DecideRequest) -> Decisio
     return decision
 
 
-def _timing(pairs: list[tuple[str, float]]) -> str:
-    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in pairs)
-
-
-@post("/v1/decide", status_code=200, include_in_schema=True)
+@post("/v1/decide", status_code=200, **DECIDE_DOCS)
 async def decide(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Decide one visit: persona, segment, lifecycle, ranked offers and slot variants.
 
@@ -190,21 +194,18 @@ async def decide(request: Request[Any, Any, Any], state: State) -> Response[byte
     t2 = time.perf_counter()
     payload = _encoder.encode(decision)
     t3 = time.perf_counter()
-    timing = _timing(
-        [
-            ("decode", (t1 - t0) * 1000),
-            ("decide", (t2 - t1) * 1000),
-            ("encode", (t3 - t2) * 1000),
-        ]
-    )
+    timing = ServerTiming.from_scope(request.scope)  # sent by the metrics middleware
+    timing.add("decode", t1 - t0)
+    timing.add("decide", t2 - t1)
+    timing.add("encode", t3 - t2)
     return Response(
         payload,
         media_type="application/json",
-        headers={"cache-control": "no-store", "server-timing": timing, "x-tailor-cache": cache},
+        headers={"cache-control": "no-store", "x-tailor-cache": cache},
     )
 
 
-@post("/v1/decide/batch", status_code=200, include_in_schema=True)
+@post("/v1/decide/batch", status_code=200, **DECIDE_BATCH_DOCS)
 async def decide_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Decide up to 100 visits in one call (backend callers): one batched ONNX run, profiles
     and suppressions applied, no per-visit cache (each call is fresh)."""
@@ -234,18 +235,20 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
             engine.metrics.observe_decision(d)
     t2 = time.perf_counter()
     payload = _batch_encoder.encode(decisions)
-    timing = _timing([("decode", (t1 - t0) * 1000), ("decide", (t2 - t1) * 1000)])
+    timing = ServerTiming.from_scope(request.scope)
+    timing.add("decode", t1 - t0)
+    timing.add("decide", t2 - t1)
     return Response(
         payload,
         media_type="application/json",
-        headers={"cache-control": "no-store", "server-timing": timing},
+        headers={"cache-control": "no-store"},
     )
 
 
 _batch_encoder = msgspec.json.Encoder()
 
 
-@get("/v1/bundle", include_in_schema=True)
+@get("/v1/bundle", **BUNDLE_DOCS)
 async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """The serving bundle's version and file hashes, with the manifest digest as ETag, for SDKs
     that decide locally and refresh by ``If-None-Match``."""
@@ -268,7 +271,7 @@ async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response
     return Response(body, headers=headers)
 
 
-@get("/v1/bundle/files/{name:str}", include_in_schema=True)
+@get("/v1/bundle/files/{name:str}", **BUNDLE_FILE_DOCS)
 async def bundle_file(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[bytes]:
@@ -292,7 +295,7 @@ async def bundle_file(
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
-@post("/v1/admin/reload", status_code=200, include_in_schema=True)
+@post("/v1/admin/reload", status_code=200, **ADMIN_RELOAD_DOCS)
 async def admin_reload(state: State) -> Response[dict[str, Any]]:
     """Check the bundle path now: a changed, verified bundle is swapped in; a refused one
     leaves the old one serving (409 problem with the reason). Secret key required."""

@@ -51,7 +51,7 @@ def test_consent_change_is_a_new_decision(client: TestClient, make_request: Make
 def test_server_timing_header(client: TestClient, make_request: MakeRequest) -> None:  # type: ignore[type-arg]
     timing = client.post("/v1/decide", json=make_request()).headers["server-timing"]
     names = [part.split(";")[0].strip() for part in timing.split(",")]
-    assert names == ["decode", "decide", "encode"]
+    assert names == ["decode", "decide", "encode", "total"]
     assert all(float(p.split("dur=")[1]) >= 0 for p in timing.split(","))
 
 
