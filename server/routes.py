@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import anyio
@@ -93,6 +93,9 @@ def _decode(body: bytes) -> DecideRequest:
         raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
 
 
+#: How far a request's own timestamp may be from the server's clock.
+MAX_TIMESTAMP_SKEW = timedelta(days=7)
+
 _batch_decoder = msgspec.json.Decoder(Annotated[list[DecideRequest], Meta(min_length=1)])
 MAX_BATCH = 100
 
@@ -131,7 +134,19 @@ def _key_kind(request: Request[Any, Any, Any]) -> str | None:
 def _prepare(
     request: Request[Any, Any, Any], decide_request: DecideRequest, engine: Engine
 ) -> DecideRequest:
-    """Apply the consent signals and derive the location the server trusts."""
+    """Check the timestamp, apply the consent signals and derive the location the server
+    trusts."""
+    stamp = decide_request.timestamp
+    if stamp is not None:
+        aware = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+        if abs(aware - datetime.now(UTC)) > MAX_TIMESTAMP_SKEW:
+            raise Problem(
+                422,
+                "invalid-request",
+                "Invalid decide request",
+                f"timestamp is more than {MAX_TIMESTAMP_SKEW.days} days from the server's clock "
+                "(replays of old visits belong in the SDK's local mode) - at `$.timestamp`",
+            )
     updates: dict[str, Any] = {}
     if request.headers.get("sec-gpc") == "1" and (
         decide_request.consent.personalization or decide_request.consent.storage

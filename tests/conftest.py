@@ -25,7 +25,9 @@ from sdk import Decider, load_bundle
 from sdk.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXED_NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
+#: "Now" for a test session: fixed for the session, and close to the server's clock (the server
+#: refuses request timestamps more than 7 days away).
+FIXED_NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 #: The persona each planted synthetic persona must be named after by training.
 PLANTED_PERSONAS = {
     "loyal": "loyal_big_spenders",

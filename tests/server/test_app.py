@@ -195,3 +195,9 @@ def _explicit(settings: Settings) -> dict[str, object]:
         for f in settings.__struct_fields__
         if getattr(settings, f) != getattr(default, f)
     }
+
+
+def test_absurd_timestamps_are_refused(client: TestClient, make_request: MakeRequest) -> None:  # type: ignore[type-arg]
+    for stamp in ("9999-12-31T00:00:00Z", "1970-01-01T00:00:00Z"):
+        r = client.post("/v1/decide", json=make_request(timestamp=stamp, sessionId=None))
+        assert _problem(r, 422)["detail"].endswith("at `$.timestamp`")  # type: ignore[union-attr]
