@@ -34,27 +34,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException
 from litestar.params import FromPath
 
 from sdk.schema import Event, EventBatch, Id
+from server.bodies import decode_body, read_body
 from server.eventlog import EventLog
 from server.openapi import EVENTS_DOCS, VISITOR_DELETE_DOCS, VISITOR_GET_DOCS
 from server.problems import Problem
 from server.stores import ProfileStore
 
-__all__ = ["DecisionCache", "EventsEngine", "decode_body", "read_body", "route_handlers"]
+__all__ = ["DecisionCache", "EventsEngine", "route_handlers"]
 
-T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _batch_decoder = msgspec.json.Decoder(EventBatch)
-_JSON_TYPES = ("application/json", "text/plain")
 #: Event types after which a visit's cached decision is recomputed.
 _DECISIVE = frozenset({"conversion", "not_interested"})
 
@@ -91,48 +89,6 @@ class EventsEngine(Protocol):
 def _engine(state: State) -> EventsEngine:
     engine: EventsEngine = state.engine
     return engine
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(413, "body-too-large", "Request body too large", f"the limit is {limit} bytes")
-
-
-async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
-    """The body of a JSON request sent as JSON or ``text/plain``, at most ``limit`` bytes.
-
-    Raises:
-        Problem: 415 for another media type, 413 for a larger body (chunked ones included).
-    """
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media and not (media in _JSON_TYPES or media.endswith("+json")):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"send JSON as application/json or text/plain, not {media}",
-        )
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    try:
-        body = await request.body()
-    except ClientException as exc:
-        if exc.status_code == 413:
-            raise _too_large(limit) from exc
-        raise
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
-
-
-def decode_body(body: bytes, decoder: msgspec.json.Decoder[T], what: str) -> T:
-    """Decode ``body``; a problem names the field (422) or says the JSON is malformed (400)."""
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise Problem(422, "invalid-request", f"Invalid {what}", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
 
 
 def _visitor_id(value: str) -> str:

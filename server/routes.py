@@ -21,12 +21,12 @@ import anyio
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions import ClientException
 from litestar.params import FromPath
 from msgspec import Meta
 
 from sdk import Decider
 from sdk.schema import Behavior, Consent, DecideRequest, Decision, request_decoder
+from server.bodies import decode_body, read_body
 from server.observability import ServerTiming
 from server.openapi import (
     ADMIN_RELOAD_DOCS,
@@ -41,36 +41,11 @@ from server.state import Engine
 __all__ = ["route_handlers"]
 
 _encoder = msgspec.json.Encoder()
-_JSON_TYPES = ("application/json", "text/plain", "application/problem+json")
 
 
 def _engine(state: State) -> Engine:
     engine: Engine = state.engine
     return engine
-
-
-async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media and not (media in _JSON_TYPES or media.endswith("+json")):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"send JSON as application/json or text/plain, not {media}",
-        )
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise Problem(
-            413, "body-too-large", "Request body too large", f"the limit is {limit} bytes"
-        )
-    try:
-        return await request.body()
-    except ClientException as exc:
-        if exc.status_code == 413:
-            raise Problem(
-                413, "body-too-large", "Request body too large", f"the limit is {limit} bytes"
-            ) from exc
-        raise
 
 
 def client_ip(request: Request[Any, Any, Any], hops: int) -> str | None:
@@ -85,12 +60,7 @@ def client_ip(request: Request[Any, Any, Any], hops: int) -> str | None:
 
 
 def _decode(body: bytes) -> DecideRequest:
-    try:
-        return request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise Problem(422, "invalid-request", "Invalid decide request", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
+    return decode_body(body, request_decoder, "decide request")
 
 
 #: How far a request's own timestamp may be from the server's clock.
@@ -101,12 +71,7 @@ MAX_BATCH = 100
 
 
 def _decode_batch(body: bytes) -> list[DecideRequest]:
-    try:
-        requests: list[DecideRequest] = _batch_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise Problem(422, "invalid-request", "Invalid decide batch", str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise Problem(400, "malformed-json", "Malformed JSON", str(exc)) from exc
+    requests: list[DecideRequest] = decode_body(body, _batch_decoder, "decide batch")
     if len(requests) > MAX_BATCH:
         raise Problem(
             422,
@@ -195,7 +160,7 @@ async def decide(request: Request[Any, Any, Any], state: State) -> Response[byte
     """
     engine = _engine(state)
     t0 = time.perf_counter()
-    body = await _read_body(request, engine.settings.max_body_bytes)
+    body = await read_body(request, engine.settings.max_body_bytes)
     decide_request = _prepare(request, _decode(body), engine)
     decider = _decider(engine)
     t1 = time.perf_counter()
@@ -226,7 +191,7 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     and suppressions applied, no per-visit cache (each call is fresh)."""
     engine = _engine(state)
     t0 = time.perf_counter()
-    body = await _read_body(request, engine.settings.max_body_bytes * 16)
+    body = await read_body(request, engine.settings.max_body_bytes * 16)
     requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
     decider = _decider(engine)
     t1 = time.perf_counter()
