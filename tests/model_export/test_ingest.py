@@ -34,6 +34,7 @@ from model_export.ingest import (
     summarize,
 )
 from model_export.synth_shop import ShopExport, generate_shop
+from tests.model_export.conftest import messy_shop
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 COLUMNS = Columns(
@@ -47,15 +48,7 @@ HEADER = "cust,oid,when,amt,cat\n"
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory: pytest.TempPathFactory) -> ShopExport:
     """A messy export: mixed formats in folders, mixed time-zone styles, every bad row kind."""
-    return generate_shop(
-        tmp_path_factory.mktemp("messy"),
-        customers=500,
-        seed=21,
-        fmt="mixed",
-        files=3,
-        messy=True,
-        mixed_timezones=True,
-    )
+    return messy_shop(tmp_path_factory.mktemp("messy"), 500)
 
 
 @pytest.fixture(scope="module")

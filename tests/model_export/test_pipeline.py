@@ -12,8 +12,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from model_export import ingest, profiles
 from model_export.pipeline import DataTrainReport, train_from_config
-from model_export.synth_shop import ShopExport, generate_shop
+from model_export.synth_shop import ShopExport
 from sdk import Decider, load_bundle
+from tests.model_export.conftest import messy_shop
 
 # Thresholds (the synthetic shop's groups overlap in behaviour, as real customers do):
 ARI_MIN = 0.35  # segments vs planted groups (0 = chance)
@@ -21,15 +22,7 @@ ARI_MIN = 0.35  # segments vs planted groups (0 = chance)
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> ShopExport:
-    return generate_shop(
-        tmp_path_factory.mktemp("shop"),
-        customers=2500,
-        seed=21,
-        fmt="mixed",
-        files=3,
-        messy=True,
-        mixed_timezones=True,
-    )
+    return messy_shop(tmp_path_factory.mktemp("shop"), 2500)
 
 
 @pytest.fixture(scope="module")

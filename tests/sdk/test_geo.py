@@ -326,6 +326,6 @@ def test_timezone_table() -> None:
     assert all(len(c) == 2 and c.isascii() and c.isupper() for c in zones.values())
     assert not [z for z in zones if z.startswith("Etc/") or z in ("UTC", "GMT")]
     known = zoneinfo.available_timezones()
-    if not known:
-        pytest.skip("no IANA time zone database on this machine")
+    # tzdata is a dependency of the local extra, so the database is always there
+    assert len(known) > 300
     assert sorted(z for z in zones if z not in known) == []

@@ -551,7 +551,6 @@ def test_a_torn_last_line_is_purged_by_its_text(
     assert b"gone" not in path.read_bytes()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_writes_its_own_file_without_the_parents_buffer(
     make_log: Callable[..., EventLog],
 ) -> None:
