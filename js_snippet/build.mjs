@@ -15,7 +15,7 @@ import * as esbuild from 'esbuild';
 const here = dirname(fileURLToPath(import.meta.url));
 export const OUTFILE = join(here, '..', 'server', 'static', 'tailor.js');
 /** Gzipped bytes the tag may weigh; test/build.test.mjs enforces it. */
-export const GZIP_BUDGET = 3072;
+export const GZIP_BUDGET = 4096;
 
 export const gzipSize = (bytes) => gzipSync(bytes, { level: 9 }).length;
 

@@ -24,6 +24,9 @@ Precedence, first match wins:
 or the referring host. ``search_terms`` is ``utm_term`` for paid, email and search visits, else
 the decoded query of a known search engine's referrer (Google usually strips it: ``None``).
 ``click_id`` names the first known click-id parameter in the page URL, whatever decided the class.
+
+:func:`campaign_from_query` reads the ``utm_*`` parameters of a query string by the browser tag's
+rule (``parseUtm``); ``tests/contract/vectors/utm.json`` holds the cases both must pass.
 """
 
 from __future__ import annotations
@@ -33,18 +36,27 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
 
 from sdk.schema import Campaign, Page
 
-__all__ = ["REFERRER_CLASSES", "Referrer", "classify_referrer"]
+__all__ = ["REFERRER_CLASSES", "Referrer", "campaign_from_query", "classify_referrer"]
 
 #: Every referrer class, in feature-encoding order: never reorder, only append.
 REFERRER_CLASSES = ("direct", "internal", "search", "social", "email", "paid", "referral")
 
 _MAX_TERMS_LENGTH = 256
+_MAX_UTM_LENGTH = 256
+_UTM_FIELDS = {
+    "utm_source": "source",
+    "utm_medium": "medium",
+    "utm_campaign": "name",
+    "utm_term": "term",
+    "utm_content": "content",
+}
+_NO_CAMPAIGN = Campaign()
 _MEDIUM_ORDER = ("paid", "email", "social", "search", "referral")
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
 _HOST = re.compile(r"^[0-9a-z_:.\-]+$")
@@ -170,24 +182,53 @@ def _host(url: str | None) -> tuple[str, str] | None:
     return (host, parts.query) if _HOST.match(host) else None
 
 
-def _query(page: Page) -> dict[str, str]:
-    """The page's query parameters, keys lowercased, first non-empty value of each."""
+def _page_search(page: Page) -> str:
+    """The page's query string as ``location.search`` has it: from the URL, else ``page.search``."""
     query = ""
     if page.url:
         try:
             query = urlsplit(page.url).query
         except ValueError:
             query = ""
-    if not query and page.search:
-        query = page.search.lstrip("?")
+    return "?" + query if query else page.search or ""
+
+
+def _query(search: str) -> dict[str, str]:
+    """The parameters of ``search``, keys lowercased, first non-empty value of each."""
     params: dict[str, str] = {}
     try:
-        pairs = parse_qsl(query, max_num_fields=200)
+        pairs = parse_qsl(search.removeprefix("?"), max_num_fields=200)
     except ValueError:
         return params
     for key, value in pairs:
         params.setdefault(key.lower(), value)
     return params
+
+
+def campaign_from_query(query: str) -> Campaign | None:
+    """The ``utm_*`` parameters of a query string, by the rule of the tag's ``parseUtm``.
+
+    As WHATWG ``URLSearchParams`` reads it: one leading ``?`` is dropped, pairs are split on
+    ``&`` and then on the first ``=``, ``+`` is a space, names and values are percent-decoded as
+    UTF-8 (invalid UTF-8 becomes U+FFFD, a malformed escape stays text). Names are
+    case-sensitive and the first of repeated parameters wins, even when empty. Values are cut
+    to 256 code points; empty ones are left out; whitespace is kept.
+
+    Args:
+        query: A query string such as ``location.search``, with or without its ``?``.
+
+    Returns:
+        The campaign (``utm_campaign`` is its ``name``), or ``None`` when no ``utm_*``
+        parameter has a value. Never raises.
+    """
+    found: dict[str, str] = {}
+    for pair in query.removeprefix("?").split("&"):
+        name, _, value = pair.partition("=")
+        field = _UTM_FIELDS.get(unquote(name.replace("+", " ")))
+        if field is not None and field not in found:
+            found[field] = unquote(value.replace("+", " "))[:_MAX_UTM_LENGTH]
+    values = {field: value for field, value in found.items() if value}
+    return Campaign(**values) if values else None
 
 
 def _search_terms(query: str, names: tuple[str, ...]) -> str | None:
@@ -244,10 +285,12 @@ def classify_referrer(page: Page, campaign: Campaign) -> Referrer:
         The referrer class, source, search terms and click id. Never raises.
     """
     table = _table()
-    params = _query(page)
-    medium = (campaign.medium or "").strip() or params.get("utm_medium")
-    source = _clean_source(campaign.source) or _clean_source(params.get("utm_source"))
-    term = _clean_terms(campaign.term) or _clean_terms(params.get("utm_term"))
+    search = _page_search(page)
+    params = _query(search)
+    from_url = campaign_from_query(search) or _NO_CAMPAIGN
+    medium = (campaign.medium or "").strip() or from_url.medium
+    source = _clean_source(campaign.source) or _clean_source(from_url.source)
+    term = _clean_terms(campaign.term) or _clean_terms(from_url.term)
     click = next(((n, r) for n, r in table.click_ids if params.get(n)), None)
     click_id = click[0] if click else None
 

@@ -317,6 +317,10 @@ class EventBatch(_Wire, frozen=True, kw_only=True):
 
     events: Annotated[list[Event], Meta(min_length=1, max_length=100)]
     sent_at: datetime | None = None
+    #: The visitor's consent when the batch was sent (the tag always sends it). Absent means
+    #: unknown: events then change only profiles that a consented decide request created.
+    #: Neither personalization nor storage is a refusal: the batch is dropped, like ``Sec-GPC``.
+    consent: Consent | None = None
 
 
 # --- codecs, built once ---------------------------------------------------------------------

@@ -6,7 +6,9 @@ decoded with msgspec so that a problem names the field (``... - at `$.events[0].
 answers ``202 {"accepted": n}``. Consent rules, since an event carries no consent of its own:
 
 * ``Sec-GPC: 1`` (Global Privacy Control) is a refusal: the batch is dropped, nothing is applied
-  or logged, and the answer is ``202 {"accepted": 0}`` (a beacon cannot act on an error).
+  or logged, and the answer is ``202 {"accepted": 0}`` (a beacon cannot act on an error). So is
+  a batch whose ``consent`` (the tag sends the visitor's) grants neither personalization nor
+  storage; one without storage consent is logged but changes no profile.
 * Events change a visitor's profile only when the store already holds one, i.e. when a decide
   request with storage consent recorded a visit: the tag sends events whatever the consent, and
   no profile is ever created from events alone. The next read of the profile sees them
@@ -116,13 +118,17 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     engine = _engine(state)
     body = await read_body(request, engine.settings.max_body_bytes)
     batch = decode_body(body, _batch_decoder, "event batch")
-    if request.headers.get("sec-gpc") == "1":
+    consent = batch.consent
+    refused = consent is not None and not (consent.personalization or consent.storage)
+    if refused or request.headers.get("sec-gpc") == "1":
         return _json({"accepted": 0}, 202)
     received_at = datetime.now(UTC)
     by_visitor: defaultdict[str, list[Event]] = defaultdict(list)
     for event in batch.events:
         by_visitor[event.visitor_id].append(event)
     for visitor_id, events in by_visitor.items():
+        if consent is not None and not consent.storage:
+            continue  # the visitor allows personalization but no stored profile
         if engine.profiles.get(visitor_id, now=received_at) is None:
             continue  # no stored profile: no storage consent was seen for this visitor
         engine.profiles.apply(visitor_id, events, now=received_at)

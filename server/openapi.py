@@ -372,7 +372,9 @@ EVENTS_DOCS: Final = wire_docs(
     description=(
         "Impressions, clicks, conversions and the other feedback events about decisions, in "
         "batches of 1 to 100. Accepted as `application/json` or `text/plain` (the tag sends "
-        "them with `navigator.sendBeacon` when the page is hidden)."
+        "them with `navigator.sendBeacon` when the page is hidden). A batch whose `consent` "
+        "grants neither personalization nor storage, or sent with `Sec-GPC: 1`, is dropped "
+        "(`accepted: 0`); without storage consent no profile changes."
     ),
     request=EventBatch,
     request_media_types=(JSON_MEDIA_TYPE, "text/plain"),

@@ -131,6 +131,23 @@ export function behavior(p, now) {
   return { ...b, daysSinceLastVisit: days(pl), daysSinceLastPurchase: days(lp) };
 }
 
+// --- event delivery --------------------------------------------------------------------------
+
+/** Events sent per request; the schema's EventBatch takes at most 100. */
+export const BATCH = 50;
+
+/**
+ * Milliseconds to wait before sending a batch of events again after an answer with `status`,
+ * or -1 when it is not sent again: only 429 (rate limited) and 503 (unavailable) are retried,
+ * `attempt` (0 for the first retry) up to 2. A Retry-After of whole seconds is obeyed (up to
+ * 60 s); otherwise the wait is 1 s, 2 s, 4 s with up to 50% jitter (`rand` in [0, 1)).
+ */
+export function retryDelay(status, retryAfter, attempt, rand) {
+  if ((status != 429 && status != 503) || attempt > 2) return -1;
+  const s = /^\d+$/.test(retryAfter) ? Math.min(+retryAfter, 60) : 0;
+  return s ? s * 1e3 : (1 + rand / 2) * 1e3 * 2 ** attempt;
+}
+
 // --- wire bodies -----------------------------------------------------------------------------
 
 /**

@@ -8,13 +8,16 @@
  * with consent; errors never reach the page (console.debug when data-debug is set).
  * Must import nothing but ./core.js: the tag has zero runtime dependencies.
  */
-import { ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, safeUrl, sanitize, startSession, toEvent } from './core.js';
+import { BATCH, ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, retryDelay, safeUrl, sanitize, startSession, toEvent } from './core.js';
 
 const w = window;
 const d = document;
 const html = d.documentElement;
-const PENDING = 'data-tailor-pending';
-const slots = () => d.querySelectorAll('[data-tailor-slot]');
+const P = 'data-tailor-pending';
+const SLOT = '[data-tailor-slot]';
+const slots = () => [...d.querySelectorAll(SLOT)];
+const perf = () => Math.round(performance.now());
+const page = () => location.href.split('#')[0];
 
 let debug;
 const log = (e) => debug && console.debug('tailor:', e);
@@ -28,7 +31,7 @@ const safe =
       log(e);
     }
   };
-const reveal = () => html.removeAttribute(PENDING);
+const reveal = () => html.removeAttribute(P);
 
 function start() {
   const queued = w.tailor;
@@ -36,36 +39,68 @@ function start() {
   // currentScript is null in some async cases: then find the tag by its attributes.
   const script = d.currentScript || d.querySelector('script[data-endpoint][src*="tailor"]') || {};
   const opt = script.dataset || {};
-  const timeout = parseInt(opt.timeout);
+  let timeout = parseInt(opt.timeout);
+  timeout = timeout >= 0 ? timeout : 600;
   debug = opt.debug != null;
 
-  // Hide the slots, and only them, until a decision is applied or the timeout fires.
-  let done;
-  const finish = () => reveal((done = 1));
-  html.setAttribute(PENDING, '');
-  setTimeout(finish, timeout >= 0 ? timeout : 600);
+  // Hide the slots, and only them: every slot while <html> has the attribute (until the page
+  // is parsed or the timeout fires), then each slot waiting for a decision carries it itself.
+  const t0 = perf();
+  html.setAttribute(P, '');
+  setTimeout(reveal, timeout);
   const style = d.createElement('style');
   style.nonce = script.nonce || '';
-  style.textContent = `html[${PENDING}] [data-tailor-slot]{visibility:hidden}`;
+  style.textContent = `html[${P}] ${SLOT},${SLOT}[${P}]{visibility:hidden}`;
   d.head.appendChild(style);
 
   const base = (opt.endpoint || new URL(script.src || location).origin).replace(/\/+$/, '');
   const url = (path) => `${base}/v1/${path}` + (opt.key ? '?key=' + encodeURIComponent(opt.key) : '');
 
+  // Feedback events wait in `events` and leave in batches: after a second, at BATCH events, and
+  // with sendBeacon when the page is hidden. Nothing leaves while consent is pending; a refusal
+  // drops them.
+  const events = [];
+  let timer;
+  let consent;
+  let pending;
+  const refused = () => !pending && !consent.personalization && !consent.storage;
+  const post = (batch, attempt) =>
+    fetch(url('events'), { method: 'POST', body: JSON.stringify({ events: batch, consent }), keepalive: true }).then((r) => {
+      const wait = retryDelay(r.status, r.headers.get('retry-after'), attempt, Math.random());
+      if (wait >= 0) setTimeout(() => post(batch, attempt + 1), wait);
+    }, log);
+  const flush = safe((hidden) => {
+    clearTimeout(timer);
+    timer = 0;
+    if (pending) return;
+    while (events.length) {
+      const batch = events.splice(0, BATCH);
+      // A string body goes as "text/plain;charset=UTF-8": a CORS-simple request, no preflight.
+      if (!(hidden && navigator.sendBeacon(url('events'), JSON.stringify({ events: batch, consent })))) post(batch, 0);
+    }
+  });
+  const queue = (e) => {
+    if (e && !refused()) {
+      events.push(e);
+      if (events.length < BATCH) timer = timer || setTimeout(flush, 1000);
+      else flush();
+    }
+  };
+
   // State lives in memory and is written through to localStorage (tailor.vid, tailor.sid,
   // tailor.profile) only with storage consent.
   const state = { profile: {} };
-  let consent;
   const save = safe((k) => consent.storage && localStorage.setItem('tailor.' + k, k == 'vid' ? state.vid : JSON.stringify(state[k])));
   const update = (k, v) => save(k, (state[k] = v));
   const rid = () => crypto.getRandomValues(new Uint32Array(4)).join('-'); // 128 random bits
   /**
    * With storage consent, loads what is stored (stored values win) and saves the rest; without,
-   * erases it, unless the answer is still `pending` (then storage is neither read nor written).
+   * erases it, unless the answer is still pending (then storage is neither read nor written).
    */
-  const setConsent = (personalization, storage, pending) => {
+  const setConsent = (personalization, storage, wait) => {
     const gpc = navigator.globalPrivacyControl === true; // Global Privacy Control: a denial
     consent = { personalization: !gpc && personalization, storage: !gpc && storage };
+    pending = !gpc && wait;
     ['vid', 'sid', 'profile'].map(
       safe((k) => {
         const key = 'tailor.' + k;
@@ -77,6 +112,8 @@ function start() {
       }),
     );
     if (!ok(ID, state.vid)) update('vid', rid());
+    if (refused()) events.length = 0;
+    else flush();
   };
   const granted = (opt.consent || 'granted') == 'granted';
   setConsent(granted, granted, opt.consent == 'pending');
@@ -99,8 +136,10 @@ function start() {
   let userId;
   let last;
   let lastApplied;
+  let lastPage;
   const listeners = [];
-  const events = [];
+  const known = new WeakSet(); // slot elements given to a decision
+  const filled = new WeakMap(); // slot element -> the Event fields of what fills it
 
   /** The node showing Content `c`, or nothing to keep the slot's default content. */
   const render = (c, el) => {
@@ -122,14 +161,56 @@ function start() {
     return el;
   };
 
+  // Impressions: once per filled slot and variant, when at least half of the slot is visible.
+  const feedback = (type, el) => filled.has(el) && api.track(type, filled.get(el));
+  const seen =
+    w.IntersectionObserver &&
+    new IntersectionObserver(
+      (entries) =>
+        entries.map(
+          safe((en) => {
+            if (en.isIntersecting) {
+              seen.unobserve(en.target);
+              feedback('impression', en.target);
+            }
+          }),
+        ),
+      { threshold: 0.5 },
+    );
+
+  /** Shows decision `dec` in slot `el` (unless it shows that variant already). */
+  const fill = (el, dec) => {
+    const sd = dec.slots[el.dataset.tailorSlot];
+    const node = sd && el.dataset.tailorVariant != sd.variantId && render(sd.content);
+    if (node) {
+      el.textContent = '';
+      el.appendChild(node);
+      el.dataset.tailorVariant = sd.variantId;
+      el.dataset.tailorDecision = dec.decisionId;
+      filled.set(el, { slot: el.dataset.tailorSlot, decisionId: dec.decisionId, variantId: sd.variantId, offerId: sd.offerId });
+      if (seen) seen.unobserve(el), seen.observe(el);
+    }
+  };
+
   /**
-   * Fetches a decision, applies it and tells the listeners; resolves to it (null on failure).
-   * The first decision of the page (`first`) is not applied once the timeout has fired.
+   * Fetches a decision for the slots on the page, applies it and tells the listeners; resolves
+   * to it (null on failure). `hide` lists the slots waiting for it: they stay hidden until it is
+   * applied or until `deadline` (performance.now() ms), after which their default content shows
+   * and stays. Without `hide` (tailor.decide()), it is applied to every slot. `t` receives the
+   * timings: {late, shown, decided}.
    */
-  const decide = (first) =>
-    Promise.resolve()
+  const decide = (hide, deadline, t = {}) => {
+    const show = () => {
+      clearTimeout(t.timer);
+      t.shown = t.shown || perf();
+      if (hide) hide.map((el) => el.removeAttribute(P));
+    };
+    if (hide) {
+      hide.map((el) => known.add(el) && el.setAttribute(P, ''));
+      t.timer = setTimeout(() => show((t.late = 1)), deadline - perf());
+    }
+    return Promise.resolve()
       .then(() =>
-        // A string body goes as "text/plain;charset=UTF-8": a CORS-simple request, no preflight.
         fetch(url('decide'), {
           method: 'POST',
           body: JSON.stringify(
@@ -141,7 +222,7 @@ function start() {
                 userId,
                 consent,
                 behavior: behavior(state.profile, Date.now()),
-                slots: [...slots()].map((el) => el.dataset.tailorSlot),
+                slots: [...new Set(slots().map((el) => el.dataset.tailorSlot))],
               },
               state.sid.utm,
               Intl.DateTimeFormat().resolvedOptions().timeZone,
@@ -155,40 +236,96 @@ function start() {
       })
       .then(
         (dec) => {
+          t.decided = perf();
           last = dec;
-          lastApplied = !(first && done); // after the timeout the default content stays
-          if (lastApplied)
-            slots().forEach(
-              safe((slot) => {
-                const sd = dec.slots[slot.dataset.tailorSlot];
-                const node = sd && render(sd.content);
-                if (node) {
-                  slot.textContent = '';
-                  slot.appendChild(node);
-                  slot.dataset.tailorVariant = sd.variantId;
-                  slot.dataset.tailorDecision = dec.decisionId;
-                }
-              }),
-            );
-          finish();
+          lastPage = page();
+          lastApplied = !t.late; // after the timeout the default content stays
+          if (lastApplied) (hide || slots()).map(safe((el) => fill(el, dec)));
+          show();
           listeners.map((cb) => safe(cb)(dec, lastApplied));
           return dec;
         },
         (e) => {
-          finish(log(e));
+          show(log(e));
           return null;
         },
       );
+  };
 
-  w.addEventListener(
-    'pagehide',
-    safe(() => {
-      while (events.length) {
-        const body = JSON.stringify({ events: events.splice(0, 100) });
-        navigator.sendBeacon(url('events'), new Blob([body], { type: 'text/plain' }));
-      }
+  /**
+   * A page view: counted in the profile with its categories and campaign, then a decision for
+   * the slots not yet given one (`extra` too), and a pageview event; the first page view's
+   * event carries the anti-flicker timings (ms since navigation start and since hiding began).
+   */
+  const view = (first, extra = []) => {
+    session();
+    const utm = parseUtm(location.search);
+    if (utm) save('sid', (state.sid.utm = utm));
+    const cats = [...d.querySelectorAll('[data-tailor-category]')].map((e) => e.dataset.tailorCategory);
+    update('profile', pageView(state.profile, Date.now(), cats));
+    const t = {};
+    decide(extra.concat(slots().filter((el) => !known.has(el))), first ? t0 + timeout : perf() + timeout, t).then((dec) => {
+      const properties = first ? { timeToDecisionMs: t.decided, slotsHiddenMs: t.shown - t0, timedOut: !!t.late } : {};
+      api.track('pageview', { decisionId: dec ? dec.decisionId : undefined, properties });
+    });
+    if (first) reveal(); // the slots hide themselves from here on
+  };
+
+  // Single-page apps: a history navigation is a page view (decided once the app has rendered
+  // it); slots added later get a decision of their own, or the last one when it covers them.
+  let href = page();
+  let fresh = [];
+  let navigated;
+  let tick;
+  let ready;
+  const later = () =>
+    (tick =
+      tick ||
+      setTimeout(
+        safe(() => {
+          const els = fresh.filter((el) => el.isConnected);
+          tick = 0;
+          fresh = [];
+          if (navigated) return view((navigated = 0), els);
+          const rest = els.filter((el) => !(last && lastPage == page() && last.slots[el.dataset.tailorSlot]));
+          els.map((el) => rest.includes(el) || (fill(el, last), el.removeAttribute(P)));
+          if (rest.length) decide(rest, perf() + timeout);
+        }),
+      ));
+  const nav = () => {
+    if (page() != href) {
+      href = page();
+      later((navigated = 1));
+    }
+  };
+  ['pushState', 'replaceState'].map((m) => {
+    const f = history[m];
+    history[m] = function () {
+      const r = f.apply(this, arguments);
+      safe(nav)();
+      return r;
+    };
+  });
+  w.addEventListener('popstate', safe(nav));
+  new MutationObserver(
+    safe((records) => {
+      if (ready)
+        for (const r of records)
+        for (const n of r.addedNodes)
+          if (n.querySelectorAll)
+            for (const el of [n, ...n.querySelectorAll(SLOT)])
+              if (el.matches(SLOT) && !known.has(el)) {
+                known.add(el);
+                el.setAttribute(P, '');
+                fresh.push(el);
+                later();
+              }
     }),
-  );
+  ).observe(html, { childList: true, subtree: true });
+
+  d.addEventListener('click', safe((e) => feedback('click', e.target.closest(SLOT))), true);
+  d.addEventListener('visibilitychange', () => d.visibilityState == 'hidden' && flush(1));
+  w.addEventListener('pagehide', () => flush(1));
 
   const api = {
     push: (...commands) => commands.map(safe((c) => api[c[0]](...c.slice(1)))),
@@ -203,8 +340,7 @@ function start() {
       const sessionId = session();
       const now = Date.now();
       update('profile', applyEvent(state.profile, type, props, now));
-      const e = toEvent(type, props, { visitorId: state.vid, sessionId, decision: last, now });
-      if (e) events.push(e);
+      queue(toEvent(type, props, { visitorId: state.vid, sessionId, decision: last, now }));
     },
     identify: (id) => {
       userId = ok(ID, id) ? id : undefined;
@@ -215,15 +351,8 @@ function start() {
   w.tailor = api;
   if (Array.isArray(queued)) api.push(...queued);
 
-  // The page view and the first decision, once the slots are in the DOM.
-  const run = safe(() => {
-    session();
-    const utm = parseUtm(location.search);
-    if (utm) save('sid', (state.sid.utm = utm));
-    const cats = [...d.querySelectorAll('[data-tailor-category]')].map((e) => e.dataset.tailorCategory);
-    update('profile', pageView(state.profile, Date.now(), cats));
-    decide(1);
-  });
+  // The first page view, once the page is parsed; the MutationObserver waits for it.
+  const run = safe(() => view((ready = 1)));
   if (d.readyState == 'loading') d.addEventListener('DOMContentLoaded', run);
   else run();
 }

@@ -40,6 +40,7 @@ function decision(req, id = 'dec_1') {
       unsafe: slot('bad-link', { type: 'link', href: ' JAVA\tscript:window.__pwned=5', text: 'Click' }),
       picture: slot('img', { type: 'image', imageUrl: '/img.png', alt: 'A picture' }),
       absent: slot('nowhere', { type: 'text', text: 'not on the page' }),
+      ...Object.fromEntries(req.slots.filter((s) => s.startsWith('extra')).map((s) => [s, slot(s + '-text', { type: 'text', text: 'for ' + s })])),
     },
     signals: { deviceType: 'desktop', os: 'Linux', browser: 'Chrome', touch: false, referrerClass: 'email', referrerSource: 'newsletter', searchTerms: null, country: null, localHour: 9, localWeekday: 1 },
     reasons: [{ code: 'utm', message: 'campaign newsletter/email' }],
@@ -104,7 +105,10 @@ describe('the tag in Chromium', () => {
         res.setHeader('Access-Control-Allow-Origin', '*');
         sc.requests.push({ method: req.method, path, query: url.search, type: req.headers['content-type'], body });
         if (req.method !== 'POST') return res.writeHead(405).end();
-        if (path === '/v1/events') return res.writeHead(204).end();
+        if (path === '/v1/events') {
+          const status = (sc.eventStatus || []).shift() || 202;
+          return res.writeHead(status, status === 429 ? { 'Retry-After': '1', 'Access-Control-Expose-Headers': 'Retry-After' } : {}).end();
+        }
         if (sc.status) return res.writeHead(sc.status).end('{"title":"unavailable"}');
         const n = sc.requests.filter((r) => r.path === '/v1/decide').length;
         const dec = decision(JSON.parse(body), 'dec_' + n);
@@ -164,12 +168,14 @@ describe('the tag in Chromium', () => {
     const sc = await run(
       'apply',
       {
+        // Once impressions had time to be seen: a click, a search, the page hides, then the report.
         after: `tailor.push(["onDecision", function () {
-          report().then(function () {
+          setTimeout(function () {
             tailor.track("click", { slot: "hero" });
             tailor.track("search", { results: 0 });
             dispatchEvent(new Event("pagehide"));
-          });
+            report();
+          }, 300);
         }]);`,
       },
       1,
@@ -212,21 +218,28 @@ describe('the tag in Chromium', () => {
     assert.equal(body.behavior.revenue, 20);
     assert.deepEqual(body.behavior.categoriesViewed, ['electronics', 'audio']);
 
-    const beacon = sc.requests.find((q) => q.path === '/v1/events');
-    assert.ok(beacon, 'events sent on pagehide');
-    assert.equal(beacon.query, '?key=pk_test');
-    assert.match(beacon.type, /^text\/plain/);
-    const batch = JSON.parse(beacon.body);
-    assert.deepEqual(Object.keys(batch), ['events']);
-    const { events } = batch;
-    assert.ok(events.every((e) => !isNaN(Date.parse(e.timestamp))));
-    assert.deepEqual(
-      events.map((e) => [e.type, e.slot, e.value, e.currency, e.decisionId, e.variantId, e.visitorId === body.visitorId]),
-      [
-        ['conversion', undefined, 20, 'EUR', undefined, undefined, true],
-        ['click', 'hero', undefined, undefined, 'dec_1', 'hero-html', true],
-      ],
-    );
+    const beacons = sc.requests.filter((q) => q.path === '/v1/events');
+    assert.ok(beacons.length, 'events sent on pagehide');
+    const events = [];
+    for (const beacon of beacons) {
+      assert.equal(beacon.query, '?key=pk_test');
+      assert.match(beacon.type, /^text\/plain/);
+      const batch = JSON.parse(beacon.body);
+      assert.deepEqual(Object.keys(batch), ['events', 'consent']);
+      assert.deepEqual(batch.consent, { personalization: true, storage: true });
+      events.push(...batch.events);
+    }
+    assert.ok(events.every((e) => !isNaN(Date.parse(e.timestamp)) && e.visitorId === body.visitorId));
+    const row = (e) => [e.type, e.slot, e.value, e.currency, e.decisionId, e.variantId];
+    assert.deepEqual(row(events[0]), ['conversion', undefined, 20, 'EUR', undefined, undefined]);
+    assert.deepEqual(row(events.find((e) => e.type === 'click')), ['click', 'hero', undefined, undefined, 'dec_1', 'hero-html']);
+    const view = events.find((e) => e.type === 'pageview');
+    assert.equal(view.decisionId, 'dec_1');
+    assert.equal(view.properties.timedOut, false);
+    assert.ok(view.properties.timeToDecisionMs > 0 && view.properties.slotsHiddenMs >= 0, JSON.stringify(view));
+    // Impressions of the visible filled slots (the viewport shows them all), once each.
+    const shown = events.filter((e) => e.type === 'impression').map((e) => [e.slot, e.variantId, e.decisionId]);
+    assert.deepEqual(shown.sort(), [['banner', 'banner-text', 'dec_1'], ['hero', 'hero-html', 'dec_1'], ['picture', 'img', 'dec_1'], ['recommendation', 'rec-link', 'dec_1']]);
   });
 
   test('hides only the slots, shows the defaults at the timeout, never applies a late decision', async () => {
@@ -239,7 +252,7 @@ describe('the tag in Chromium', () => {
         setTimeout(function () {
           var hero = document.querySelector("[data-tailor-slot=hero]");
           window.early = { hero: getComputedStyle(hero).visibility, body: getComputedStyle(document.body).visibility,
-            pending: document.documentElement.hasAttribute("data-tailor-pending") };
+            pending: hero.hasAttribute("data-tailor-pending") };
         }, 100);
         setTimeout(function () {
           var hero = document.querySelector("[data-tailor-slot=hero]");
@@ -316,6 +329,102 @@ describe('the tag in Chromium', () => {
     assert.equal(r.pending, false);
     assert.deepEqual(r.decisions, []);
     assert.deepEqual(r.slots.hero, { html: '<h1>Default hero</h1>', variant: null, decision: null });
+  });
+
+  test('events: batched with fetch keepalive, retried on 429 and 503 only, consent sent along', async () => {
+    const sc = await run('retry', {
+      eventStatus: [503, 429, 400],
+      after: `tailor.push(["onDecision", function () {
+        tailor.track("conversion", { value: 5 });
+        // The batch leaves after a second (503), again after ~1 s of backoff (429), again after
+        // the 1 s Retry-After (202). A later batch answered 400 is not sent again.
+        var wait = function () {
+          var n = performance.getEntriesByType("resource").filter(function (e) { return e.name.indexOf("/v1/events") >= 0; }).length;
+          if (n < 3) return setTimeout(wait, 50);
+          tailor.track("dismiss", { slot: "hero" });
+          setTimeout(function () { report(); }, 2500);
+        };
+        wait();
+      }]);`,
+    });
+    const posts = sc.requests.filter((q) => q.path === '/v1/events').map((q) => JSON.parse(q.body));
+    assert.equal(posts.length, 4, JSON.stringify(posts));
+    const types = (b) => b.events.map((e) => e.type).sort().join(',');
+    assert.equal(types(posts[0]), types(posts[1]));
+    assert.equal(types(posts[0]), types(posts[2]));
+    assert.ok(types(posts[0]).includes('conversion'), types(posts[0]));
+    assert.equal(types(posts[3]), 'dismiss');
+    assert.ok(posts.every((b) => b.consent.personalization === true && b.consent.storage === true));
+    assert.ok(sc.requests.filter((q) => q.path === '/v1/events').every((q) => /^text\/plain/.test(q.type)));
+  });
+
+  test('consent pending: events wait; refused: they are dropped and none follow', async () => {
+    const sc = await run('refuse', {
+      consent: 'pending',
+      after: `tailor.push(["onDecision", function () {
+        tailor.track("conversion", { value: 5 });
+        setTimeout(function () {
+          window.queuedWhilePending = performance.getEntriesByType("resource").filter(function (e) { return e.name.indexOf("/v1/events") >= 0; }).length;
+          tailor.setConsent({ personalization: false, storage: false });
+          tailor.track("click", { slot: "hero" });
+          dispatchEvent(new Event("pagehide"));
+          setTimeout(function () { report({ queuedWhilePending: window.queuedWhilePending }); }, 1300);
+        }, 1300);
+      }]);`,
+    });
+    const [r] = sc.reports;
+    assert.equal(r.queuedWhilePending, 0);
+    assert.deepEqual(sc.requests.filter((q) => q.path === '/v1/events'), []);
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+  });
+
+  test('consent pending, then granted: the queued events leave with the new consent', async () => {
+    const sc = await run('grant', {
+      consent: 'pending',
+      after: `tailor.push(["onDecision", function () {
+        tailor.track("conversion", { value: 5 });
+        setTimeout(function () {
+          tailor.setConsent({ personalization: true, storage: false });
+          setTimeout(report, 300);
+        }, 1300);
+      }]);`,
+    });
+    const posts = sc.requests.filter((q) => q.path === '/v1/events').map((q) => JSON.parse(q.body));
+    assert.equal(posts.length, 1);
+    assert.deepEqual(posts[0].consent, { personalization: true, storage: false });
+    const types = posts[0].events.map((e) => e.type).filter((t) => t !== 'impression');
+    assert.deepEqual(types.sort(), ['conversion', 'conversion', 'pageview']); // queued before the tag, and in the callback
+    assert.deepEqual(sc.reports[0].storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+  });
+
+  test('slots added later: covered ones filled from the decision, new ones decided, hidden meanwhile', async () => {
+    const sc = await run('later', {
+      after: `tailor.push(["onDecision", function (d) {
+        if (d.decisionId !== "dec_1") return;
+        var again = document.createElement("div");      // the same slot id, re-rendered
+        again.setAttribute("data-tailor-slot", "banner");
+        again.textContent = "Default banner, again";
+        var fresh = document.createElement("section");  // a slot id the first decision lacks
+        fresh.innerHTML = '<div data-tailor-slot="extra1">Default extra</div>';
+        document.body.append(again, fresh);
+        var hiddenAtOnce; // before the next paint: the MutationObserver's microtask ran first
+        queueMicrotask(function () { hiddenAtOnce = getComputedStyle(fresh.firstChild).visibility; });
+        tailor.push(["onDecision", function (d2) {
+          if (d2.decisionId === "dec_2") report({ again: again.innerHTML, againDecision: again.dataset.tailorDecision,
+            fresh: fresh.firstChild.innerHTML, freshDecision: fresh.firstChild.dataset.tailorDecision, hiddenAtOnce: hiddenAtOnce,
+            pendingAfter: fresh.firstChild.hasAttribute("data-tailor-pending") });
+        }]);
+      }]);`,
+    });
+    const [r] = sc.reports;
+    assert.equal(r.again, '&lt;b&gt;Free shipping&lt;/b&gt; today');
+    assert.equal(r.againDecision, 'dec_1');
+    assert.equal(r.hiddenAtOnce, 'hidden');
+    assert.equal(r.fresh, 'for extra1');
+    assert.equal(r.freshDecision, 'dec_2');
+    assert.equal(r.pendingAfter, false);
+    const second = JSON.parse(sc.requests.filter((q) => q.path === '/v1/decide')[1].body);
+    assert.ok(second.slots.includes('extra1'), second.slots);
   });
 
   test('the demo page: same-origin endpoint, slots filled, debug panel from the decision', async () => {
