@@ -8,7 +8,7 @@ BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check lint bench bundle schema tag system-deps js-deps clean
+.PHONY: run test check lint bench bundle schema tag screenshots system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ schema: $(STAMP)
 
 tag: js-deps
 	cd js_snippet && npm run build
+
+## The README's demo screenshots (docs/img), taken in headless Chromium against the demo bundle.
+screenshots: $(STAMP) system-deps
+	$(BIN)/tailor train --if-missing --out $(BUNDLE)
+	$(BIN)/python -m docs.screenshots --bundle $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) var js_snippet/node_modules .pytest_cache .mypy_cache .ruff_cache

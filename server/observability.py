@@ -331,7 +331,7 @@ class Metrics:
         )
         self.tag_time_to_decision = Histogram(
             f"{ns}_tag_time_to_decision_seconds",
-            "Tag-reported time from tag start to the decision being applied.",
+            "Tag-reported time from navigation start to the first decision's arrival.",
             buckets=TAG_TIMING_BUCKETS,
             registry=reg,
         )
