@@ -49,7 +49,7 @@ function decision(req, id = 'dec_1') {
 }
 
 /** A test page: slots with default content, the queue, the tag, and a script that reports. */
-function page({ api, timeout, consent, before = '', after: script }) {
+function page({ api, timeout, consent, before = '', after: script, load = 'async' }) {
   const attrs = [`data-key="pk_test"`, `data-endpoint="${api}"`, timeout && `data-timeout="${timeout}"`, consent && `data-consent="${consent}"`, 'data-debug'];
   return `<!doctype html><html><head><title>Test page</title>
 <script>
@@ -71,7 +71,7 @@ window.report = function (extra) {
 };
 ${before}
 </script>
-<script async src="/tag/v1/tailor.js" ${attrs.filter(Boolean).join(' ')}></script>
+<script ${load} src="/tag/v1/tailor.js" ${attrs.filter(Boolean).join(' ')}></script>
 </head><body>
 <div data-tailor-slot="hero"><h1>Default hero</h1></div>
 <div data-tailor-slot="banner">Default banner</div>
@@ -317,6 +317,22 @@ describe('the tag in Chromium', () => {
     assert.equal(r.storage['tailor.vid'], first.visitorId);
     assert.equal(second.userId, 'user_42');
     assert.equal(second.behavior.pageViews, 1);
+  });
+
+  test('loaded with defer: slots hidden, filled, the queue replayed', async () => {
+    const sc = await run('defer', {
+      load: 'defer',
+      before: `document.addEventListener("DOMContentLoaded", function () {
+        window.atReady = { pending: document.querySelector("[data-tailor-slot=hero]").hasAttribute("data-tailor-pending") };
+      });`,
+      after: `tailor.push(["onDecision", function () { report({ atReady: window.atReady }); }]);`,
+    });
+    const [r] = sc.reports;
+    assert.deepEqual(r.atReady, { pending: true });
+    assert.deepEqual(r.decisions, [{ id: 'dec_1', applied: true }]);
+    assert.equal(r.slots.hero.variant, 'hero-html');
+    const body = JSON.parse(sc.requests.find((q) => q.path === '/v1/decide').body);
+    assert.equal(body.userId, 'user_42'); // identify, queued before the tag ran
   });
 
   test('a failing API shows the defaults at once, before the timeout', async () => {
