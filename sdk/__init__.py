@@ -1,4 +1,4 @@
-"""Tailor SDK: the wire schema, the in-process decision engine and the HTTP client.
+"""Tailor SDK: the wire schema, the in-process decision engine and the clients.
 
 ``import sdk`` is light: it loads msgspec, cachetools and httpx only. The engine
 (:class:`Decider`, :func:`load_bundle`) imports numpy and onnxruntime when a bundle is loaded,
@@ -7,7 +7,8 @@ and raises an ImportError naming the ``local`` extra if they are missing.
 
 from __future__ import annotations
 
-from sdk._client import Client
+from sdk._cache import VisitCache
+from sdk._client import AsyncClient, Client
 from sdk._decider import Decider
 from sdk._errors import (
     APIError,
@@ -16,12 +17,15 @@ from sdk._errors import (
     BundleIntegrityError,
     BundleModelError,
     BundleParityError,
+    CircuitOpenError,
     ConditionError,
     GeoDatabaseError,
     MissingExtraError,
     TailorError,
     TransportError,
 )
+from sdk._fallback import Fallback
+from sdk._resilience import CircuitBreaker, Retry
 from sdk.bundle import Bundle, load_bundle
 from sdk.features import FEATURE_SET_VERSION, build_features
 from sdk.schema import (
@@ -42,6 +46,7 @@ __all__ = [
     "FEATURE_SET_VERSION",
     "SCHEMA_VERSION",
     "APIError",
+    "AsyncClient",
     "Behavior",
     "Bundle",
     "BundleError",
@@ -50,6 +55,8 @@ __all__ = [
     "BundleModelError",
     "BundleParityError",
     "Campaign",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "Client",
     "ConditionError",
     "Consent",
@@ -59,12 +66,15 @@ __all__ = [
     "Decision",
     "Event",
     "EventBatch",
+    "Fallback",
     "GeoDatabaseError",
     "MissingExtraError",
     "Page",
+    "Retry",
     "Screen",
     "TailorError",
     "TransportError",
+    "VisitCache",
     "build_features",
     "load_bundle",
 ]

@@ -9,6 +9,7 @@
     ├── ConditionError              a targeting/rule condition is malformed
     ├── GeoDatabaseError            a GeoIP database cannot be read
     ├── TransportError              the server could not be reached or timed out (client)
+    │   └── CircuitOpenError        the client's circuit breaker refused the call
     └── APIError                    the server answered with a problem (client); has .problem
 
 ``MissingExtraError`` is an ``ImportError`` naming the extra that provides a missing package.
@@ -27,6 +28,7 @@ __all__ = [
     "BundleIntegrityError",
     "BundleModelError",
     "BundleParityError",
+    "CircuitOpenError",
     "ConditionError",
     "GeoDatabaseError",
     "MissingExtraError",
@@ -71,6 +73,11 @@ class GeoDatabaseError(TailorError):
 
 class TransportError(TailorError):
     """Raised by the client when the server cannot be reached, or does not answer in time."""
+
+
+class CircuitOpenError(TransportError):
+    """Raised by the client, without calling the server, while its circuit breaker is open
+    (the server failed repeatedly a moment ago)."""
 
 
 class APIError(TailorError):

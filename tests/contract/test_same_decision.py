@@ -35,8 +35,15 @@ def test_client_raises_typed_errors(live_server: LiveServer) -> None:
         response = client._http.post("/v1/decide", content=b'{"visitorId": 1}')
         assert response.status_code == 422
         assert client.decide(bad).visitor_id == "v"
-    with Client("http://127.0.0.1:9", timeout=0.5) as down, pytest.raises(TransportError):
+    with (
+        Client("http://127.0.0.1:9", timeout=0.5, fallback=False) as down,
+        pytest.raises(TransportError),
+    ):
         down.decide(DecideRequest(visitor_id="v"))
+    with Client("http://127.0.0.1:9", timeout=0.5) as down:
+        fallback = down.decide(DecideRequest(visitor_id="v"))
+    assert fallback.model_version == "fallback"
+    assert fallback.reasons[0].code == "fallback.unreachable"
 
 
 def test_client_maps_problems_to_api_error(live_server: LiveServer) -> None:

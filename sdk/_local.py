@@ -1,0 +1,233 @@
+"""Local mode: decide in-process with a bundle, kept fresh from a server in the background.
+
+:class:`LocalEngine` holds the current :class:`~sdk._decider.Decider`. It is built from a bundle
+directory (or a loaded :class:`~sdk.bundle.Bundle`), from a server's ``/v1/bundle``, or both:
+a directory to start with, a server to refresh from.
+
+* Nothing happens at construction: the bundle is loaded on the first decision, and the
+  refresher thread starts then (fork-safe: a forked child starts its own when it first decides).
+* The refresher asks ``GET /v1/bundle`` with ``If-None-Match`` every ``refresh_interval``
+  seconds. On a new digest it downloads the files into ``cache_dir/<digest>`` (each checked
+  against its sha256), loads and verifies the bundle (hashes, ONNX, parity) and swaps it in.
+* Any failure (server down, a tampered or refused bundle) is logged and counted; the last good
+  bundle keeps serving, forever if need be.
+* Without a starting bundle, the first decision waits at most ``wait`` seconds for the first
+  download and otherwise gets None (the client then answers with its fallback).
+
+Must not import litestar or sklearn; numpy and onnxruntime come only through sdk's loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from sdk._decider import Decider
+from sdk.bundle import Bundle, load_bundle
+
+__all__ = ["LocalEngine", "default_cache_dir"]
+
+log = logging.getLogger("tailor")
+
+_info_decoder = msgspec.json.Decoder(dict[str, Any])
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/tailor/bundles`` (``~/.cache/tailor/bundles`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tailor" / "bundles"
+
+
+class LocalEngine:
+    """The in-process decider of local mode, with its optional background refresh.
+
+    Args:
+        bundle: a bundle directory or a loaded bundle to start with, or None.
+        source: a server's base URL to refresh from (``/v1/bundle``), or None.
+        headers: HTTP headers for the server (the API key).
+        refresh_interval: seconds between checks of the server.
+        cache_dir: where downloaded bundles are kept (default :func:`default_cache_dir`).
+        timeout: seconds for each HTTP request of the refresher.
+        transport: an httpx transport for the refresher (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        bundle: str | os.PathLike[str] | Bundle | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+        refresh_interval: float = 60.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if bundle is None and source is None:
+            raise ValueError("local mode needs a bundle, a server to fetch it from, or both")
+        self._start = bundle
+        self.source = source.rstrip("/") if source else None
+        self._headers = dict(headers or {})
+        self.refresh_interval = refresh_interval
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._timeout = timeout
+        self._transport = transport
+        self.refreshes = 0
+        self.refresh_failures = 0
+        self.last_error: str | None = None
+        self._decider: Decider | None = None
+        self._init_process_state()
+        _live.add(self)
+
+    def _init_process_state(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        if self._decider is not None:
+            self._ready.set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decider(self, wait: float = 0.0) -> Decider | None:
+        """The current decider (loading the starting bundle on first use), or None when there
+        is none yet after waiting ``wait`` seconds for the first download.
+
+        Raises:
+            BundleError: the starting bundle directory is refused.
+        """
+        decider = self._decider
+        if decider is None:
+            with self._lock:
+                if self._decider is None and self._start is not None:
+                    start = self._start
+                    loaded = start if isinstance(start, Bundle) else load_bundle(Path(start))
+                    self._decider = Decider(loaded)
+                    self._ready.set()
+                decider = self._decider
+        if self.source is not None and self._thread is None:
+            self._start_refresher()
+        if decider is None and wait > 0 and self._ready.wait(wait):
+            decider = self._decider
+        return decider
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The bundle deciding now (None before the first one is loaded)."""
+        decider = self._decider
+        return decider.bundle if decider is not None else None
+
+    # -- refreshing --------------------------------------------------------------------------
+
+    def _start_refresher(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tailor-bundle-refresh", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(
+            base_url=self.source or "",
+            headers=self._headers,
+            timeout=self._timeout,
+            transport=self._transport,
+        ) as http:
+            while not self._stop.is_set():
+                self.refresh(http)
+                self._stop.wait(self.refresh_interval)
+
+    def refresh(self, http: httpx.Client) -> bool:
+        """Check the server once; True when a new bundle was swapped in. Never raises."""
+        try:
+            changed = self._refresh(http)
+        except Exception as exc:  # keep the last good bundle whatever went wrong
+            self.refresh_failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("tailor: bundle refresh from %s failed: %s", self.source, self.last_error)
+            return False
+        self.last_error = None
+        return changed
+
+    def _refresh(self, http: httpx.Client) -> bool:
+        current = self._decider.bundle.digest if self._decider is not None else None
+        headers = {"if-none-match": f'"{current}"'} if current else {}
+        response = http.get("/v1/bundle", headers=headers)
+        if response.status_code == 304:
+            return False
+        response.raise_for_status()
+        info = _info_decoder.decode(response.content)
+        digest = str(info.get("digest", ""))
+        files = info.get("files")
+        if len(digest) != 64 or not set(digest) <= _HEX64 or not isinstance(files, dict):
+            raise ValueError("GET /v1/bundle answered without a digest and a file list")
+        if digest == current:
+            return False
+        directory = self._download(http, digest, files)
+        bundle = load_bundle(directory)
+        if bundle.digest != digest:
+            raise ValueError(f"downloaded bundle has digest {bundle.digest}, expected {digest}")
+        decider = Decider(bundle)
+        with self._lock:
+            self._decider = decider
+            self._ready.set()
+        self.refreshes += 1
+        log.info("tailor: local bundle is now %s", bundle.manifest.model_version)
+        return True
+
+    def _download(self, http: httpx.Client, digest: str, files: dict[str, Any]) -> Path:
+        target = self.cache_dir / digest
+        if (target / "manifest.json").is_file():
+            return target  # verified again by load_bundle
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.cache_dir))
+        try:
+            for name, sha in files.items():
+                if not isinstance(name, str) or "/" in name or name.startswith("."):
+                    raise ValueError(f"unsafe bundle file name {name!r}")
+                response = http.get(f"/v1/bundle/files/{name}")
+                response.raise_for_status()
+                if hashlib.sha256(response.content).hexdigest() != sha:
+                    raise ValueError(f"bundle file {name} does not match its sha256")
+                (tmp / name).write_bytes(response.content)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process won the race: use its copy
+                if not (target / "manifest.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the refresher."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        _live.discard(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._init_process_state()
+
+
+_live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_live):
+        engine._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
