@@ -427,6 +427,18 @@ class Page:
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
         )
 
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send any DevTools command on this page's session and return its result (for what the
+        helpers above do not cover: network emulation, input events, window bounds).
+
+        Raises:
+            CDPError: the browser answered with an error.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        return self._send(method, params, timeout=timeout)
+
     def _send(
         self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
