@@ -151,21 +151,28 @@ class _Core:
                 f"retrying in at most {self.breaker.reset_after:g} s"
             )
 
-    def outcome(self, response: httpx.Response) -> bool:
-        """Records ``response`` in the breaker; True when it may be retried."""
+    def outcome(self, response: httpx.Response, last: bool) -> bool:
+        """True when ``response`` should be retried; otherwise records the call's result in the
+        breaker (once per call, not per attempt)."""
         status = response.status_code
+        if status in self.retry.statuses and not last:
+            return True
         if self.breaker is not None:
             if status == 429 or status >= 500:
                 self.breaker.failure()
             else:
                 self.breaker.success()
-        return status in self.retry.statuses
+        return False
 
-    def failed(self, exc: httpx.HTTPError) -> bool:
-        """Records a transport failure; True when it may be retried (nothing was sent)."""
+    def failed(self, exc: httpx.HTTPError, last: bool) -> bool:
+        """True when a transport failure should be retried (nothing was sent); otherwise
+        records the call's failure in the breaker."""
+        safe = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        if safe and not last:
+            return True
         if self.breaker is not None:
             self.breaker.failure()
-        return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        return False
 
     def wait(self, attempt: int, response: httpx.Response | None) -> float:
         after = response.headers.get("retry-after") if response is not None else None
@@ -427,11 +434,11 @@ class Client:
             try:
                 response = self._http.request(method, path, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                if core.failed(exc) and not last:
+                if core.failed(exc, last):
                     time.sleep(core.wait(attempt, None))
                     continue
                 raise _transport_error(method, path, exc) from exc
-            if core.outcome(response) and not last:
+            if core.outcome(response, last):
                 time.sleep(core.wait(attempt, response))
                 continue
             return _check(response)
@@ -623,11 +630,11 @@ class AsyncClient:
             try:
                 response = await self._http.request(method, path, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                if core.failed(exc) and not last:
+                if core.failed(exc, last):
                     await asyncio.sleep(core.wait(attempt, None))
                     continue
                 raise _transport_error(method, path, exc) from exc
-            if core.outcome(response) and not last:
+            if core.outcome(response, last):
                 await asyncio.sleep(core.wait(attempt, response))
                 continue
             return _check(response)

@@ -11,8 +11,11 @@ a directory to start with, a server to refresh from.
   against its sha256), loads and verifies the bundle (hashes, ONNX, parity) and swaps it in.
 * Any failure (server down, a tampered or refused bundle) is logged and counted; the last good
   bundle keeps serving, forever if need be.
-* Without a starting bundle, the first decision waits at most ``wait`` seconds for the first
-  download and otherwise gets None (the client then answers with its fallback).
+* Without a starting bundle, the newest verified bundle in ``cache_dir`` (from an earlier
+  run) is the start, so a restart while the server is down still decides. With none there,
+  decisions wait at most ``wait`` seconds for the first download attempt and otherwise get
+  None (the client then answers with its fallback); once that attempt has failed, they get
+  None at once until a later refresh succeeds.
 
 Must not import litestar or sklearn; numpy and onnxruntime come only through sdk's loaders.
 """
@@ -86,14 +89,15 @@ class LocalEngine:
         self.refresh_failures = 0
         self.last_error: str | None = None
         self._decider: Decider | None = None
+        self._looked = False  # cache_dir searched for a starting bundle
         self._init_process_state()
         _live.add(self)
 
     def _init_process_state(self) -> None:
         self._lock = threading.Lock()
-        self._ready = threading.Event()
+        self._attempted = threading.Event()  # a first download finished, well or not
         if self._decider is not None:
-            self._ready.set()
+            self._attempted.set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -109,17 +113,36 @@ class LocalEngine:
         decider = self._decider
         if decider is None:
             with self._lock:
-                if self._decider is None and self._start is not None:
+                if self._decider is None:
                     start = self._start
-                    loaded = start if isinstance(start, Bundle) else load_bundle(Path(start))
-                    self._decider = Decider(loaded)
-                    self._ready.set()
+                    if start is not None:
+                        loaded = start if isinstance(start, Bundle) else load_bundle(Path(start))
+                        self._decider = Decider(loaded)
+                    elif not self._looked:
+                        self._looked = True
+                        self._decider = self._newest_cached()
+                    if self._decider is not None:
+                        self._attempted.set()
                 decider = self._decider
         if self.source is not None and self._thread is None:
             self._start_refresher()
-        if decider is None and wait > 0 and self._ready.wait(wait):
+        if decider is None and wait > 0 and not self._attempted.is_set():
+            self._attempted.wait(wait)
             decider = self._decider
         return decider
+
+    def _newest_cached(self) -> Decider | None:
+        """The newest bundle in ``cache_dir`` that loads and verifies, or None."""
+        try:
+            found = [d for d in self.cache_dir.iterdir() if (d / "manifest.json").is_file()]
+        except OSError:
+            return None
+        for directory in sorted(found, key=lambda d: d.stat().st_mtime, reverse=True):
+            try:
+                return Decider(load_bundle(directory))
+            except Exception as exc:  # a damaged copy: try the next one
+                log.warning("tailor: cached bundle %s refused: %s", directory.name, exc)
+        return None
 
     @property
     def bundle(self) -> Bundle | None:
@@ -157,6 +180,8 @@ class LocalEngine:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("tailor: bundle refresh from %s failed: %s", self.source, self.last_error)
             return False
+        finally:
+            self._attempted.set()
         self.last_error = None
         return changed
 
@@ -175,13 +200,16 @@ class LocalEngine:
         if digest == current:
             return False
         directory = self._download(http, digest, files)
-        bundle = load_bundle(directory)
-        if bundle.digest != digest:
-            raise ValueError(f"downloaded bundle has digest {bundle.digest}, expected {digest}")
-        decider = Decider(bundle)
+        try:
+            bundle = load_bundle(directory)
+            if bundle.digest != digest:
+                raise ValueError(f"downloaded bundle has digest {bundle.digest}, expected {digest}")
+            decider = Decider(bundle)
+        except Exception:
+            shutil.rmtree(directory, ignore_errors=True)  # never start from a refused copy
+            raise
         with self._lock:
             self._decider = decider
-            self._ready.set()
         self.refreshes += 1
         log.info("tailor: local bundle is now %s", bundle.manifest.model_version)
         return True
@@ -189,7 +217,9 @@ class LocalEngine:
     def _download(self, http: httpx.Client, digest: str, files: dict[str, Any]) -> Path:
         target = self.cache_dir / digest
         if (target / "manifest.json").is_file():
-            return target  # verified again by load_bundle
+            if all(_sha256_of(target / name) == sha for name, sha in files.items()):
+                return target
+            shutil.rmtree(target, ignore_errors=True)  # a damaged copy: fetch it again
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.cache_dir))
         try:
@@ -220,6 +250,13 @@ class LocalEngine:
 
     def _after_fork_in_child(self) -> None:
         self._init_process_state()
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 _live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()

@@ -26,7 +26,7 @@ from server.observability import Metrics, MetricsMiddleware, metrics_handler
 from server.openapi import openapi_config
 from server.problems import exception_handlers
 from server.reloader import BundleHolder
-from server.routes import route_handlers
+from server.routes import BATCH_BODY_FACTOR, route_handlers
 from server.security import SecurityMiddleware
 from server.settings import Settings
 from server.state import Engine
@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[*route_handlers, *event_handlers, metrics_handler],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
-        request_max_body_size=settings.max_body_bytes,
+        # the largest any route accepts (a decide batch); each handler's read_body enforces its own
+        request_max_body_size=settings.max_body_bytes * BATCH_BODY_FACTOR,
         middleware=[SecurityMiddleware.factory(security)],
         state=State({"metrics": metrics}),
         openapi_config=openapi_config(),

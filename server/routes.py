@@ -38,7 +38,7 @@ from server.openapi import (
 from server.problems import Problem
 from server.state import Engine
 
-__all__ = ["route_handlers"]
+__all__ = ["BATCH_BODY_FACTOR", "route_handlers"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -68,6 +68,8 @@ MAX_TIMESTAMP_SKEW = timedelta(days=7)
 
 _batch_decoder = msgspec.json.Decoder(Annotated[list[DecideRequest], Meta(min_length=1)])
 MAX_BATCH = 100
+#: A decide batch may be this many times larger than ``Settings.max_body_bytes``.
+BATCH_BODY_FACTOR = 16
 
 
 def _decode_batch(body: bytes) -> list[DecideRequest]:
@@ -191,7 +193,7 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     and suppressions applied, no per-visit cache (each call is fresh)."""
     engine = _engine(state)
     t0 = time.perf_counter()
-    body = await read_body(request, engine.settings.max_body_bytes * 16)
+    body = await read_body(request, engine.settings.max_body_bytes * BATCH_BODY_FACTOR)
     requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
     decider = _decider(engine)
     t1 = time.perf_counter()

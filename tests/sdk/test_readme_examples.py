@@ -25,10 +25,7 @@ def test_batch_job_example_scores_a_customer_file(bundle_dir: Path, tmp_path: Pa
     assert '"var/bundles/live"' in code
     code = code.replace('"var/bundles/live"', repr(str(bundle_dir)))
     (tmp_path / "customers.csv").write_text(
-        "customer_id,orders,revenue,days_since_order\n"
-        "c1,12,2400,5\n"
-        "c2,1,30,300\n"
-        "c3,0,0,0\n",
+        "customer_id,orders,revenue,days_since_order\nc1,12,2400,5\nc2,1,30,300\nc3,0,0,0\n",
         encoding="utf-8",
     )
     out = subprocess.run(
