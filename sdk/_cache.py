@@ -89,9 +89,8 @@ class VisitCache:
         """Drop every cached decision of a visitor; returns how many."""
         with self._lock:
             keys = [k for k in self._cache if k[0] == visitor_id]
-            for k in keys:
-                del self._cache[k]
-            return len(keys)
+            # pop: an entry may expire between listing and removing it
+            return sum(self._cache.pop(k, None) is not None for k in keys)
 
     def clear(self) -> None:
         """Drop everything."""
@@ -141,27 +140,34 @@ class Coalescer(Generic[T]):
 
 
 class AsyncCoalescer(Generic[T]):
-    """:class:`Coalescer` for coroutines of one event loop."""
+    """:class:`Coalescer` for coroutines of one event loop.
+
+    The shared call runs in its own task, and every caller (the first included) awaits it
+    through :func:`asyncio.shield`: a caller that is cancelled (a client disconnecting, a
+    ``wait_for`` timing out) stops waiting, while the call goes on for the others.
+    """
 
     def __init__(self) -> None:
-        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Task[T]] = {}
         self.shared = 0
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()``, or the result of the identical call already running."""
-        future = self._inflight.get(key)
-        if future is not None:
+        task = self._inflight.get(key)
+        if task is not None:
             self.shared += 1
-            return await asyncio.shield(future)
-        future = self._inflight[key] = asyncio.get_running_loop().create_future()
-        try:
-            result = await call()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody shared it
-            raise
         else:
-            future.set_result(result)
-            return result
-        finally:
+
+            async def run_call() -> T:
+                return await call()
+
+            task = asyncio.get_running_loop().create_task(run_call())
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)
+
+    def _done(self, key: Hashable, task: asyncio.Task[T]) -> None:
+        if self._inflight.get(key) is task:
             del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" report when nobody waited

@@ -40,6 +40,7 @@ import asyncio
 import os
 import random
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -54,7 +55,7 @@ from sdk._fallback import Fallback
 from sdk._local import LocalEngine
 from sdk._resilience import CircuitBreaker, Retry
 from sdk.bundle import Bundle
-from sdk.schema import Content, DecideRequest, Decision, Event, EventBatch, SlotDecision
+from sdk.schema import Content, DecideRequest, Decision, Event, EventBatch, Id, SlotDecision
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client"]
 
@@ -104,8 +105,14 @@ class _Core:
             self.headers["authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.retry = retry if retry is not None else Retry()
-        self.breaker = CircuitBreaker() if breaker is True else breaker or None
-        self.cache = VisitCache() if cache is True else cache or None
+        self.breaker = (
+            breaker
+            if isinstance(breaker, CircuitBreaker)
+            else CircuitBreaker()
+            if breaker
+            else None
+        )
+        self.cache = cache if isinstance(cache, VisitCache) else VisitCache() if cache else None
         self.local: LocalEngine | None = None
         if mode == "local":
             from sdk._onnx import require_local
@@ -144,35 +151,32 @@ class _Core:
 
     # -- HTTP outcomes -----------------------------------------------------------------------
 
-    def before_call(self) -> None:
-        if self.breaker is not None and not self.breaker.allow():
+    def before_call(self, breaker: CircuitBreaker | None) -> None:
+        if breaker is not None and not breaker.allow():
             raise CircuitOpenError(
                 f"circuit breaker open after repeated failures of {self.base_url}; "
-                f"retrying in at most {self.breaker.reset_after:g} s"
+                f"retrying in at most {breaker.reset_after:g} s"
             )
 
-    def outcome(self, response: httpx.Response, last: bool) -> bool:
-        """True when ``response`` should be retried; otherwise records the call's result in the
-        breaker (once per call, not per attempt)."""
-        status = response.status_code
-        if status in self.retry.statuses and not last:
-            return True
-        if self.breaker is not None:
-            if status == 429 or status >= 500:
-                self.breaker.failure()
-            else:
-                self.breaker.success()
-        return False
+    def retry_status(self, response: httpx.Response, last: bool) -> bool:
+        """True when ``response`` should be retried (429/503 before the last attempt)."""
+        return response.status_code in self.retry.statuses and not last
 
-    def failed(self, exc: httpx.HTTPError, last: bool) -> bool:
-        """True when a transport failure should be retried (nothing was sent); otherwise
-        records the call's failure in the breaker."""
+    @staticmethod
+    def retry_error(exc: httpx.HTTPError, last: bool) -> bool:
+        """True when a transport failure should be retried: nothing was sent."""
         safe = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-        if safe and not last:
-            return True
-        if self.breaker is not None:
-            self.breaker.failure()
-        return False
+        return safe and not last
+
+    @staticmethod
+    def settle(breaker: CircuitBreaker | None, response: httpx.Response) -> None:
+        """Record the call's answer in the breaker: 408, 429 and 5xx are failures."""
+        if breaker is not None:
+            status = response.status_code
+            if status in (408, 429) or status >= 500:
+                breaker.failure()
+            else:
+                breaker.success()
 
     def wait(self, attempt: int, response: httpx.Response | None) -> float:
         after = response.headers.get("retry-after") if response is not None else None
@@ -199,12 +203,36 @@ def _problem_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], response: httpx.Response) -> Any:
+    """The answer decoded; one that does not decode is the server's (or a proxy's) fault,
+    reported as a 502 problem, which gets the caller a fallback."""
     try:
         return decoder.decode(response.content)
     except msgspec.DecodeError as exc:
+        raise APIError(502, {"title": "invalid answer from server", "detail": str(exc)}) from exc
+
+
+def _batch(response: httpx.Response, sent: int) -> list[Decision]:
+    decisions: list[Decision] = _decode(_decisions, response)
+    if len(decisions) != sent:
         raise APIError(
-            response.status_code, {"title": "invalid answer from server", "detail": str(exc)}
-        ) from exc
+            502,
+            {
+                "title": "invalid answer from server",
+                "detail": f"{len(decisions)} decisions for {sent} requests",
+            },
+        )
+    return decisions
+
+
+def _visitor_path(visitor_id: str) -> str:
+    """``/v1/visitors/{id}`` for a valid schema id (never another path)."""
+    try:
+        valid = msgspec.convert(visitor_id, Id)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid visitor id {visitor_id!r}: {exc}") from exc
+    if valid in (".", ".."):
+        raise ValueError(f"invalid visitor id {visitor_id!r}")
+    return f"/v1/visitors/{valid}"
 
 
 def _cause(exc: Exception) -> str:
@@ -278,13 +306,16 @@ class Client:
             bundle_cache_dir=bundle_cache_dir,
             local_transport=transport,
         )
-        self._http = httpx.Client(
-            base_url=self._core.base_url or "http://localhost",
-            headers=self._core.headers,
-            timeout=timeout,
-            transport=transport,
-        )
+        self._http_args: dict[str, Any] = {
+            "base_url": self._core.base_url or "http://localhost",
+            "headers": self._core.headers,
+            "timeout": timeout,
+            "transport": transport,
+        }
+        self._http = httpx.Client(**self._http_args)
         self._coalescer: Coalescer[Decision] = Coalescer()
+        self._closed = False
+        _clients.add(self)
         self._events = EventSender(
             self._post_events,
             batch_size=event_batch_size,
@@ -329,6 +360,8 @@ class Client:
             TransportError: fallbacks are off and the server cannot be reached.
             BundleError: local mode's starting bundle is refused.
         """
+        if self._closed:
+            raise TailorError("the client is closed")
         cache = self._core.cache
         if cache is not None:
             hit = cache.get(request)
@@ -355,7 +388,7 @@ class Client:
                 continue
             try:
                 response = self._call("POST", "/v1/decide/batch", _encoder.encode(chunk))
-                out.extend(_decode(_decisions, response))
+                out.extend(_batch(response, len(chunk)))
             except (TransportError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status not in _UNAVAILABLE:
                     raise
@@ -379,14 +412,16 @@ class Client:
         Raises:
             APIError, TransportError: the server did not confirm the erasure.
         """
+        path = _visitor_path(visitor_id)
         if self._core.cache is not None:
             self._core.cache.forget(visitor_id)
         if self._core.base_url is not None:
-            self._call("DELETE", f"/v1/visitors/{visitor_id}", None)
+            self._call("DELETE", path, None)
 
     def close(self) -> None:
         """Flush events (up to 5 s), stop background work, close connections."""
         self._events.close()
+        self._closed = True
         if self._core.local is not None:
             self._core.local.close()
         self._http.close()
@@ -425,27 +460,50 @@ class Client:
             core.cache.put(request, decision)
         return decision
 
-    def _call(self, method: str, path: str, body: bytes | None) -> httpx.Response:
+    def _call(
+        self, method: str, path: str, body: bytes | None, *, guarded: bool = True
+    ) -> httpx.Response:
+        """One call with its retries. The breaker (when ``guarded``) records it once, whatever
+        ends it: an answer, a transport error, or an exception such as a cancellation."""
+        if self._closed:
+            raise TailorError("the client is closed")
         core = self._core
-        core.before_call()
+        breaker = core.breaker if guarded else None
+        core.before_call(breaker)
+        settled = False
         headers = {"content-type": "application/json"} if body is not None else None
-        for attempt in range(core.retry.attempts):
-            last = attempt == core.retry.attempts - 1
-            try:
-                response = self._http.request(method, path, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                if core.failed(exc, last):
-                    time.sleep(core.wait(attempt, None))
+        try:
+            for attempt in range(core.retry.attempts):
+                last = attempt == core.retry.attempts - 1
+                try:
+                    response = self._http.request(method, path, content=body, headers=headers)
+                except httpx.HTTPError as exc:
+                    if core.retry_error(exc, last):
+                        time.sleep(core.wait(attempt, None))
+                        continue
+                    raise _transport_error(method, path, exc) from exc
+                if core.retry_status(response, last):
+                    time.sleep(core.wait(attempt, response))
                     continue
-                raise _transport_error(method, path, exc) from exc
-            if core.outcome(response, last):
-                time.sleep(core.wait(attempt, response))
-                continue
-            return _check(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+                core.settle(breaker, response)
+                settled = True
+                return _check(response)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if not settled and breaker is not None:
+                breaker.failure()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's in-flight calls, breaker state and pooled sockets are not the child's.
+        self._coalescer.reset()
+        if self._core.breaker is not None:
+            self._core.breaker.reset()
+        self._http = httpx.Client(**self._http_args)  # the parent's pool is left to the parent
 
     def _post_events(self, events: list[Event]) -> None:
-        self._call("POST", "/v1/events", _encoder.encode(EventBatch(events=events)))
+        # events do not use the breaker: a background batch must not spend the trial call
+        body = _encoder.encode(EventBatch(events=events))
+        self._call("POST", "/v1/events", body, guarded=False)
 
 
 class AsyncClient:
@@ -499,6 +557,7 @@ class AsyncClient:
             transport=transport,
         )
         self._coalescer: AsyncCoalescer[Decision] = AsyncCoalescer()
+        self._closed = False
         self._events = AsyncEventSender(
             self._post_events,
             batch_size=event_batch_size,
@@ -533,6 +592,8 @@ class AsyncClient:
 
     async def decide(self, request: DecideRequest) -> Decision:
         """See :meth:`Client.decide`."""
+        if self._closed:
+            raise TailorError("the client is closed")
         cache = self._core.cache
         if cache is not None:
             hit = cache.get(request)
@@ -556,7 +617,7 @@ class AsyncClient:
                 continue
             try:
                 response = await self._call("POST", "/v1/decide/batch", _encoder.encode(chunk))
-                out.extend(_decode(_decisions, response))
+                out.extend(_batch(response, len(chunk)))
             except (TransportError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status not in _UNAVAILABLE:
                     raise
@@ -575,14 +636,16 @@ class AsyncClient:
 
     async def forget(self, visitor_id: str) -> None:
         """See :meth:`Client.forget`."""
+        path = _visitor_path(visitor_id)
         if self._core.cache is not None:
             self._core.cache.forget(visitor_id)
         if self._core.base_url is not None:
-            await self._call("DELETE", f"/v1/visitors/{visitor_id}", None)
+            await self._call("DELETE", path, None)
 
     async def close(self) -> None:
         """Flush events (up to 5 s), stop background work, close connections."""
         await self._events.close()
+        self._closed = True
         if self._core.local is not None:
             await asyncio.to_thread(self._core.local.close)
         await self._http.aclose()
@@ -621,24 +684,51 @@ class AsyncClient:
             core.cache.put(request, decision)
         return decision
 
-    async def _call(self, method: str, path: str, body: bytes | None) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, body: bytes | None, *, guarded: bool = True
+    ) -> httpx.Response:
+        """One call with its retries. The breaker (when ``guarded``) records it once, whatever
+        ends it: an answer, a transport error, or an exception such as a cancellation."""
+        if self._closed:
+            raise TailorError("the client is closed")
         core = self._core
-        core.before_call()
+        breaker = core.breaker if guarded else None
+        core.before_call(breaker)
+        settled = False
         headers = {"content-type": "application/json"} if body is not None else None
-        for attempt in range(core.retry.attempts):
-            last = attempt == core.retry.attempts - 1
-            try:
-                response = await self._http.request(method, path, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                if core.failed(exc, last):
-                    await asyncio.sleep(core.wait(attempt, None))
+        try:
+            for attempt in range(core.retry.attempts):
+                last = attempt == core.retry.attempts - 1
+                try:
+                    response = await self._http.request(method, path, content=body, headers=headers)
+                except httpx.HTTPError as exc:
+                    if core.retry_error(exc, last):
+                        await asyncio.sleep(core.wait(attempt, None))
+                        continue
+                    raise _transport_error(method, path, exc) from exc
+                if core.retry_status(response, last):
+                    await asyncio.sleep(core.wait(attempt, response))
                     continue
-                raise _transport_error(method, path, exc) from exc
-            if core.outcome(response, last):
-                await asyncio.sleep(core.wait(attempt, response))
-                continue
-            return _check(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+                core.settle(breaker, response)
+                settled = True
+                return _check(response)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if not settled and breaker is not None:
+                breaker.failure()
 
     async def _post_events(self, events: list[Event]) -> None:
-        await self._call("POST", "/v1/events", _encoder.encode(EventBatch(events=events)))
+        # events do not use the breaker: a background batch must not spend the trial call
+        body = _encoder.encode(EventBatch(events=events))
+        await self._call("POST", "/v1/events", body, guarded=False)
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -30,7 +30,8 @@ class Retry:
     could not be opened, and the statuses in ``statuses`` (429 rate limited, 503 unavailable).
     A read timeout is not retried: the server may have acted on the request. The wait before
     retry ``n`` (0-based) is drawn uniformly from ``[0, min(cap, base * 2**n)]`` ("full
-    jitter"), or is the server's ``Retry-After`` when that is shorter than ``cap``.
+    jitter"), or is the server's ``Retry-After`` (whole seconds), capped at ``cap``: a caller
+    waiting for a decision cannot wait longer than that.
 
     Attributes:
         attempts: total attempts, the first included (1 turns retries off).
@@ -57,8 +58,9 @@ class Retry:
         rand: Callable[[], float] = random.random,
     ) -> float:
         """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
-        if retry_after is not None and retry_after.strip().isdigit():
-            return min(float(retry_after.strip()), self.cap)
+        after = retry_after.strip() if retry_after is not None else ""
+        if after.isascii() and after.isdigit():
+            return min(float(after), self.cap)
         return rand() * min(self.cap, self.base * 2.0**retry)
 
 
