@@ -39,14 +39,25 @@ log = logging.getLogger("tailor")
 MAX_BATCH = 100
 
 
-class _Counters:
-    def __init__(self) -> None:
+class _Sender:
+    """Settings and counters shared by both senders."""
+
+    def __init__(self, batch_size: int, interval: float, max_queue: int) -> None:
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be in 1..{MAX_BATCH}")
+        self.batch_size = batch_size
+        self.interval = interval
+        self.max_queue = max_queue
         self.sent = 0
         self.dropped = 0
         self.failed = 0
+        self._queue: deque[Event] = deque()
+
+    def _take(self) -> list[Event]:
+        return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
 
 
-class EventSender(_Counters):
+class EventSender(_Sender):
     """Queues events and sends them in batches from a daemon thread.
 
     Args:
@@ -64,13 +75,8 @@ class EventSender(_Counters):
         interval: float = 1.0,
         max_queue: int = 10_000,
     ) -> None:
-        super().__init__()
-        if not 1 <= batch_size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be in 1..{MAX_BATCH}")
+        super().__init__(batch_size, interval, max_queue)
         self._post = post
-        self.batch_size = batch_size
-        self.interval = interval
-        self.max_queue = max_queue
         self._init_process_state()
         _live.add(self)
 
@@ -134,9 +140,6 @@ class EventSender(_Counters):
                     self._busy -= 1
                     self._cond.notify_all()
 
-    def _take(self) -> list[Event]:
-        return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-
     def pending(self) -> int:
         """Events queued or being sent."""
         with self._cond:
@@ -176,7 +179,7 @@ class EventSender(_Counters):
         self._init_process_state()
 
 
-class AsyncEventSender(_Counters):
+class AsyncEventSender(_Sender):
     """:class:`EventSender` for one asyncio event loop: the worker is a task."""
 
     def __init__(
@@ -187,14 +190,8 @@ class AsyncEventSender(_Counters):
         interval: float = 1.0,
         max_queue: int = 10_000,
     ) -> None:
-        super().__init__()
-        if not 1 <= batch_size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be in 1..{MAX_BATCH}")
+        super().__init__(batch_size, interval, max_queue)
         self._post = post
-        self.batch_size = batch_size
-        self.interval = interval
-        self.max_queue = max_queue
-        self._queue: deque[Event] = deque()
         self._busy = 0
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -246,9 +243,6 @@ class AsyncEventSender(_Counters):
                 log.warning("tailor: %d events not delivered: %s", len(batch), exc)
             finally:
                 self._busy -= 1
-
-    def _take(self) -> list[Event]:
-        return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
 
     def pending(self) -> int:
         """Events queued or being sent."""
