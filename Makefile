@@ -50,6 +50,7 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing
 	$(BIN)/python -m benchmarks.decide --bundle $(BUNDLE)
+	$(BIN)/python -m benchmarks.sdk --bundle $(BUNDLE)
 
 ## Regenerate committed artefacts: the JSON Schema and the built tag.
 schema: $(STAMP)
