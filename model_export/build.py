@@ -162,6 +162,9 @@ def train_bundle(
             "offers": catalogue.offers,
             "slots": catalogue.slots,
             "lifecycle": catalogue.lifecycle,
+            "experiments": catalogue.experiments,
+            "holdout": catalogue.holdout,
+            "exploration": catalogue.exploration,
             "training": TrainingInfo(
                 data={
                     "source": "synthetic" if n_visitors else "given",

@@ -49,8 +49,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from sdk._errors import BundleError
-from sdk._manifest import Manifest, manifest_decoder
+from sdk._conditions import check_condition
+from sdk._errors import BundleError, ConditionError
+from sdk._manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest, manifest_decoder
 from sdk.bundle import Bundle, ParityRow, load_bundle
 from sdk.features import build_features
 from sdk.schema import Behavior, DecideRequest
@@ -890,4 +891,102 @@ def rollback(live: str | Path) -> PromoteResult:
         _replace_link(prev, forward)
     return PromoteResult(
         live=str(live), target=back, previous=forward, model_version=bundle.version, changed=True
+    )
+
+
+# --- policy ------------------------------------------------------------------------------------
+
+
+class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bundle's policy: the global holdout, the experiments and exploration (TOML or JSON;
+    the keys of :class:`sdk._manifest.ExperimentDef` and friends, camelCase)."""
+
+    experiments: list[ExperimentDef] = []
+    holdout: HoldoutDef | None = None
+    exploration: ExplorationDef | None = None
+
+
+def load_policy(path: str | Path) -> PolicyConfig:
+    """Read a policy file (``.toml`` or ``.json``).
+
+    Raises:
+        RequirementError: the file is not valid or names unknown fields (the message says
+            where).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+        if file.suffix.lower() == ".toml":
+            return msgspec.toml.decode(data, type=PolicyConfig)
+        return msgspec.json.decode(data, type=PolicyConfig)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise RequirementError(f"{file}: {exc}") from exc
+
+
+def with_policy(src: str | Path, out: str | Path, policy: PolicyConfig, name: str) -> Manifest:
+    """Write a copy of the bundle at ``src`` to ``out`` with ``policy`` in its manifest.
+
+    The models and parity rows are the source's; the manifest, the model card and the hashes
+    are new, and the model version is ``{name}-{hash of the models}``, so decisions say which
+    policy made them. Experiment slots, arm variants and conditions are checked against the
+    catalogue before anything is written.
+
+    Raises:
+        BundleRefused: the source bundle is refused.
+        RequirementError: the policy names an unknown slot or variant.
+    """
+    from model_export.export import write_bundle  # onnx/sklearn only when writing
+    from model_export.report import render_report
+
+    source = _load(Path(src), "source")
+    m = source.manifest
+    variants = {s.id: {v.id for v in s.variants} for s in m.slots}
+    for exp in policy.experiments:
+        for slot in exp.slots:
+            if slot not in variants:
+                raise RequirementError(f"experiment {exp.key}: unknown slot {slot!r}")
+        for arm in exp.arms:
+            for slot, variant in arm.variants.items():
+                if variant not in variants.get(slot, set()):
+                    raise RequirementError(
+                        f"experiment {exp.key}, arm {arm.key}: slot {slot!r} has no variant "
+                        f"{variant!r}"
+                    )
+        try:
+            check_condition(exp.condition, f"experiments.{exp.key}.condition")
+        except ConditionError as exc:
+            raise RequirementError(str(exc)) from exc
+    keep = {
+        f: getattr(m, f)
+        for f in m.__struct_fields__
+        if f
+        not in (
+            "format_version",
+            "model_version",
+            "created_at",
+            "models",
+            "producer",
+            "files",
+            "experiments",
+            "holdout",
+            "exploration",
+        )
+    }
+    models: dict[str, tuple[bytes, Sequence[str]]] = {
+        key: ((source.path / spec.file).read_bytes(), list(spec.features))
+        for key, spec in m.models.items()
+    }
+    return write_bundle(
+        Path(out),
+        models=models,
+        parity=(source.path / "parity.jsonl").read_bytes(),
+        manifest_fields={
+            **keep,
+            "experiments": policy.experiments,
+            "holdout": policy.holdout,
+            "exploration": policy.exploration,
+        },
+        name=name,
+        created_at=datetime.now(UTC),
+        render_report=render_report,
     )

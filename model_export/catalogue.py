@@ -13,7 +13,14 @@ from pathlib import Path
 
 import msgspec
 
-from sdk._manifest import LifecycleDef, OfferDef, SlotDef
+from sdk._manifest import (
+    ExperimentDef,
+    ExplorationDef,
+    HoldoutDef,
+    LifecycleDef,
+    OfferDef,
+    SlotDef,
+)
 
 __all__ = ["Catalogue", "PersonaTemplate", "load_catalogue"]
 
@@ -36,6 +43,9 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     slots: list[SlotDef]
     lifecycle: LifecycleDef
     personas: list[PersonaTemplate]
+    experiments: list[ExperimentDef] = []
+    holdout: HoldoutDef | None = None
+    exploration: ExplorationDef | None = None
 
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:

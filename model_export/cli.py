@@ -332,6 +332,26 @@ def _bundle_rollback(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _bundle_policy(args: argparse.Namespace, console: Console) -> int:
+    from model_export.bundles import LifecycleError, load_policy, with_policy
+
+    try:
+        manifest = with_policy(args.bundle, args.out, load_policy(args.policy), args.name)
+    except LifecycleError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        return 1
+    if args.json:
+        _json_out(manifest)
+        return 0
+    console.print(
+        f"[green]wrote[/] {args.out} ({manifest.model_version}): "
+        f"{len(manifest.experiments)} experiments, holdout "
+        f"{manifest.holdout.share if manifest.holdout else 0:g}, exploration epsilon "
+        f"{manifest.exploration.epsilon if manifest.exploration else 0:g}"
+    )
+    return 0
+
+
 def _bundle_parser(sub: Any) -> None:
     bundle = sub.add_parser(
         "bundle",
@@ -375,7 +395,16 @@ def _bundle_parser(sub: Any) -> None:
     rollback = cmds.add_parser("rollback", help="point LIVE back at LIVE.previous")
     rollback.add_argument("live")
     rollback.set_defaults(run=_bundle_rollback)
-    for cmd in (verify, diff, promote, rollback):
+    policy = cmds.add_parser(
+        "policy",
+        help="copy BUNDLE to --out with the holdout, experiments and exploration of a policy file",
+    )
+    policy.add_argument("bundle")
+    policy.add_argument("--policy", required=True, metavar="FILE", help="policy TOML or JSON")
+    policy.add_argument("--out", required=True, help="bundle directory to write")
+    policy.add_argument("--name", default="policy", help="model version prefix")
+    policy.set_defaults(run=_bundle_policy)
+    for cmd in (verify, diff, promote, rollback, policy):
         cmd.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

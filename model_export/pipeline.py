@@ -434,6 +434,9 @@ def train_from_config(
             "offers": catalogue.offers,
             "slots": catalogue.slots,
             "lifecycle": catalogue.lifecycle,
+            "experiments": catalogue.experiments,
+            "holdout": catalogue.holdout,
+            "exploration": catalogue.exploration,
             "rfm": rfm_edges,
             "training": TrainingInfo(
                 data=data,

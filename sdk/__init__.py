@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sdk._cache import VisitCache
 from sdk._client import AsyncClient, Client
+from sdk._conditions import evaluate_condition
 from sdk._decider import Decider
 from sdk._errors import (
     APIError,
@@ -76,5 +77,6 @@ __all__ = [
     "TransportError",
     "VisitCache",
     "build_features",
+    "evaluate_condition",
     "load_bundle",
 ]

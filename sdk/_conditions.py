@@ -299,7 +299,9 @@ def _in(actual: Any, expected: Any) -> bool:
     if actual is _MISSING:
         return False
     if _is_array(actual):
-        return _any_equal([actual], expected) or _any_equal(actual, expected)
+        if any(_equal(actual, option) for option in expected if _is_array(option)):
+            return True
+        return _any_equal(actual, expected)
     return _any_equal((actual,), expected)
 
 
@@ -310,11 +312,17 @@ def _nin(actual: Any, expected: Any) -> bool:
 def _all(actual: Any, expected: Any) -> bool:
     if not _is_array(actual):
         return False
+    index: set[tuple[Any, ...] | None] | None = None  # keys of the elements, built once
     for item in expected:
         if _is_operators(item):
-            if not any(_field_matches(element, item) for element in actual):
-                return False
-        elif not _any_equal(actual, (item,)):
+            found = any(_field_matches(element, item) for element in actual)
+        elif (key := _key(item)) is None or len(actual) <= _LINEAR_PAIRS:
+            found = any(_equal(element, item) for element in actual)
+        else:
+            if index is None:
+                index = {_key(element) for element in actual}
+            found = key in index
+        if not found:
             return False
     return True
 
@@ -446,10 +454,10 @@ def _check_condition(condition: Any, depth: int) -> None:
 
 
 def _check_literal(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise _Malformed(f"nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, bool | int | float | str):
         return
+    if depth > MAX_DEPTH:
+        raise _Malformed(f"nested deeper than {MAX_DEPTH} levels")
     if _is_array(value):
         for item in value:
             _check_literal(item, depth + 1)
@@ -484,6 +492,8 @@ def _check_spec(spec: Any, depth: int) -> None:
 def _check_operator(op: str, expected: Any, depth: int) -> None:
     if op not in _OPERATORS:
         raise _Malformed(f"unknown operator {op!r}")
+    if depth > MAX_DEPTH and isinstance(expected, Mapping | list | tuple):
+        raise _Malformed(f"nested deeper than {MAX_DEPTH} levels")
     if op in ("$eq", "$ne"):
         _check_literal(expected, depth)
     elif op in ("$gt", "$gte", "$lt", "$lte"):

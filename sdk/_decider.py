@@ -16,14 +16,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from sdk._conditions import evaluate
-from sdk._manifest import SlotDef, VariantDef
+from sdk._manifest import ArmDef, SlotDef, VariantDef
 from sdk._onnx import require_local
+from sdk._policy import assign, epsilon_for, explore
 from sdk.bundle import Bundle
 from sdk.features import FeatureRow, build_features
 from sdk.rfm import score_rfm
 from sdk.schema import (
     Behavior,
+    Candidate,
     Content,
     DecideRequest,
     Decision,
@@ -117,6 +121,7 @@ class Decider:
         self._segment_persona = {s.id: s.persona for s in m.segments}
         self._offers = {o.id: o for o in m.offers}
         self._slots = {s.id: s for s in m.slots}
+        self._defaults = {s.id: next(v for v in s.variants if v.id == s.default) for s in m.slots}
         seg_out = m.models["segments"].outputs
         self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
@@ -134,6 +139,7 @@ class Decider:
         *,
         profile: Behavior | None = None,
         suppressed: frozenset[str] = frozenset(),
+        rows: list[FeatureRow] | None = None,
     ) -> Decision:
         """Decide one visit.
 
@@ -141,8 +147,12 @@ class Decider:
             request: the visit.
             profile: stored behaviour, used only when the request's consent allows.
             suppressed: offers the visitor said "not interested" to; never ranked.
+            rows: when given, the feature row the decision was made from is appended (the
+                server logs it for offline evaluation).
         """
-        return self.decide_many([request], profiles=[profile], suppressed=[suppressed])[0]
+        return self.decide_many([request], profiles=[profile], suppressed=[suppressed], rows=rows)[
+            0
+        ]
 
     def decide_many(
         self,
@@ -150,12 +160,37 @@ class Decider:
         *,
         profiles: list[Behavior | None] | None = None,
         suppressed: list[frozenset[str]] | None = None,
+        rows: list[FeatureRow] | None = None,
     ) -> list[Decision]:
-        """Decide many visits with one batched ONNX call per model."""
-        np = self._np
+        """Decide many visits with one batched ONNX call per model (``rows``: see
+        :meth:`decide`)."""
+        built = self._rows(requests, profiles)
+        if rows is not None:
+            rows.extend(built)
+        return self._decide_rows(requests, built, suppressed)
+
+    def replay(self, requests: list[DecideRequest], rows: list[FeatureRow]) -> list[Decision]:
+        """Decide logged visits again from their logged feature rows (offline evaluation).
+
+        ``requests`` carry what the rules read besides the row (ids, consent, page path,
+        campaign, slots); ``rows`` the logged feature values, signals and behaviour, which must
+        be of this bundle's feature set.
+
+        Raises:
+            ValueError: a row is of another feature set version.
+        """
+        for row in rows:
+            if row.version != self._version:
+                raise ValueError(
+                    f"logged features are set {row.version}; this bundle reads {self._version}"
+                )
+        return self._decide_rows(requests, rows, None)
+
+    def _rows(
+        self, requests: list[DecideRequest], profiles: list[Behavior | None] | None
+    ) -> list[FeatureRow]:
         now = self._clock()
         profiles = profiles if profiles is not None else [None] * len(requests)
-        hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
         rows: list[FeatureRow] = []
         for req, profile in zip(requests, profiles, strict=True):
             if req.consent.personalization:
@@ -167,6 +202,16 @@ class Decider:
                     timestamp=req.timestamp,
                 )
                 rows.append(build_features(bare, None, now, self._version))
+        return rows
+
+    def _decide_rows(
+        self,
+        requests: list[DecideRequest],
+        rows: list[FeatureRow],
+        suppressed: list[frozenset[str]] | None,
+    ) -> list[Decision]:
+        np = self._np
+        hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
         if not rows:
             return []
         matrix = np.asarray([r.values for r in rows], dtype=np.float32)
@@ -305,6 +350,22 @@ class Decider:
             )
         )
         wanted = req.slots or list(self._slots)
+        attributes["visitorId"] = req.visitor_id
+        attributes["userId"] = req.user_id
+        attributes["sessionId"] = req.session_id
+        attributes["segment"] = segment.id if segment is not None else None
+        plan = assign(m.experiments, m.holdout, attributes, wanted, personalized)
+        if plan.holdout:
+            reasons.append(
+                Reason(
+                    code="experiment.holdout",
+                    message="in the global holdout: generic content, no experiment",
+                )
+            )
+        epsilon = (
+            epsilon_for(m.exploration, segment.id if segment else None) if personalized else 0.0
+        )
+        visit = f"{req.visitor_id}|{req.session_id or ''}"
         slots: dict[str, SlotDecision] = {}
         for slot_id in wanted:
             slot = self._slots.get(slot_id)
@@ -313,7 +374,15 @@ class Decider:
                     Reason(code="slot.unknown", message=f"slot {slot_id!r} is not in the catalogue")
                 )
                 continue
-            slots[slot_id] = self._choose_variant(slot, ranked, attributes)
+            if plan.holdout:
+                slots[slot_id] = _slot_decision(self._defaults[slot_id], "global holdout")
+                continue
+            arm = plan.slots.get(slot_id)
+            fixed = self._arm_variant(slot, arm[0], arm[1]) if arm else None
+            chosen = fixed or self._choose_variant(slot, ranked, attributes, epsilon, visit)
+            if arm is not None:
+                chosen = msgspec.structs.replace(chosen, arm=f"{arm[0]}:{arm[1].key}")
+            slots[slot_id] = chosen
         return Decision(
             decision_id=self._new_id(),
             model_version=m.model_version,
@@ -330,21 +399,53 @@ class Decider:
             ttl=DECISION_TTL,
             scores=scores if personalized and scores else None,
             rfm=self._rfm(row.behavior) if personalized else None,
+            experiment=plan.arms or None,
         )
 
     def _choose_variant(
-        self, slot: SlotDef, ranked: list[RankedOffer], attributes: Mapping[str, Any]
+        self,
+        slot: SlotDef,
+        ranked: list[RankedOffer],
+        attributes: Mapping[str, Any],
+        epsilon: float,
+        visit: str,
     ) -> SlotDecision:
         for variant in slot.variants:
             if variant.offer is None and variant.when and evaluate(variant.when, attributes):
                 return _slot_decision(variant, f"targeting rule of {variant.id} matched")
+        default = self._defaults[slot.id]
         by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
+        eligible: list[tuple[VariantDef, str]] = []
         for offer in ranked:
             candidate = by_offer.get(offer.id)
             if candidate is not None and evaluate(candidate.when, attributes):
-                return _slot_decision(candidate, f"offer {offer.id} ranked {offer.rank}")
-        default = next(v for v in slot.variants if v.id == slot.default)
-        return _slot_decision(default, "default variant")
+                eligible.append((candidate, f"offer {offer.id} ranked {offer.rank}"))
+        greedy, reason = eligible[0] if eligible else (default, "default variant")
+        if epsilon <= 0:
+            return _slot_decision(greedy, reason)
+        chosen_ids = {v.id for v, _ in eligible} | {default.id}
+        ids = [v.id for v in slot.variants if v.id in chosen_ids]  # catalogue order
+        pick, probabilities = explore(ids, greedy.id, epsilon, f"{visit}|{slot.id}")
+        candidates = [Candidate(variant_id=v, probability=round(p, 6)) for v, p in probabilities]
+        if pick != greedy.id:
+            greedy = next(v for v in slot.variants if v.id == pick)
+            reason = f"exploring (epsilon {epsilon:g}) among {len(ids)} candidates"
+        propensity = next(c.probability for c in candidates if c.variant_id == greedy.id)
+        return msgspec.structs.replace(
+            _slot_decision(greedy, reason), propensity=propensity, candidates=candidates
+        )
+
+    def _arm_variant(self, slot: SlotDef, experiment: str, arm: ArmDef) -> SlotDecision | None:
+        """The slot decision a non-model arm imposes, or None to let the model decide."""
+        if arm.policy == "default":
+            variant: VariantDef | None = self._defaults[slot.id]
+        elif arm.policy == "variants" and slot.id in arm.variants:
+            variant = next((v for v in slot.variants if v.id == arm.variants[slot.id]), None)
+        else:
+            return None
+        if variant is None:
+            return None
+        return _slot_decision(variant, f"experiment {experiment}, arm {arm.key}")
 
 
 def _slot_decision(variant: VariantDef, reason: str) -> SlotDecision:

@@ -17,12 +17,17 @@ from msgspec import Meta
 
 __all__ = [
     "BUNDLE_FORMAT_VERSION",
+    "ArmDef",
     "ContentDef",
+    "ExperimentDef",
+    "ExplorationDef",
+    "HoldoutDef",
     "LifecycleDef",
     "LifecycleRule",
     "Manifest",
     "ModelIO",
     "ModelSpec",
+    "NamespaceDef",
     "OfferDef",
     "PersonaDef",
     "RfmDef",
@@ -158,6 +163,80 @@ class RfmDef(_Config, frozen=True, kw_only=True):
     weights: dict[str, float]
 
 
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+
+class ArmDef(_Config, frozen=True, kw_only=True):
+    """One arm of an experiment and what it shows in the experiment's slots.
+
+    ``policy``: ``model`` (the personalized choice, with exploration), ``default`` (each slot's
+    default variant: the generic experience) or ``variants`` (the fixed ``variants``,
+    slot -> variant id; slots not listed get the personalized choice).
+    """
+
+    key: Name
+    weight: Annotated[float, Meta(ge=0.0)] = 1.0
+    policy: Literal["model", "default", "variants"] = "model"
+    variants: dict[str, Name] = {}
+
+
+class NamespaceDef(_Config, frozen=True, kw_only=True):
+    """A share ``[start, end)`` of a namespace's hash space: experiments with disjoint ranges of
+    one namespace never share a visitor (mutual exclusion)."""
+
+    name: Name
+    start: Share = 0.0
+    end: Share = 1.0
+
+
+class ExperimentDef(_Config, frozen=True, kw_only=True):
+    """A declarative A/B/n test over some slots.
+
+    A visitor is in it when ``status`` is running, ``condition`` holds over the decision
+    attributes (persona, segment, lifecycle, context, behaviour), the ``hash_attribute``
+    (an attribute path, ``visitorId`` by default) has a value, the visitor falls in the
+    ``namespace`` range (if any) and within ``coverage``. The arm is then
+    ``hash_unit(seed, value)`` (FNV-1a, :mod:`sdk.hashing`) against the cumulative weights:
+    sticky, and independent of other experiments (each has its own seed). The first arm is the
+    control unless ``control`` names another.
+    """
+
+    key: Name
+    arms: Annotated[list[ArmDef], Meta(min_length=2, max_length=26)]
+    slots: list[Name] = []
+    seed: str | None = None
+    hash_attribute: str = "visitorId"
+    coverage: Share = 1.0
+    condition: Condition = {}
+    namespace: NamespaceDef | None = None
+    status: Literal["running", "stopped"] = "running"
+    control: Name | None = None
+
+
+class HoldoutDef(_Config, frozen=True, kw_only=True):
+    """The global holdout: a stable ``share`` of consenting visitors always gets the generic
+    experience (every slot's default) and no experiment, so personalization's lift can be
+    measured against it. Recorded as experiment ``holdout`` (arms ``holdout`` /
+    ``personalized``)."""
+
+    share: Annotated[float, Meta(ge=0.0, le=0.5)]
+    seed: str = "tailor-holdout"
+
+
+class ExplorationDef(_Config, frozen=True, kw_only=True):
+    """Epsilon-greedy exploration of slot variants chosen by the model.
+
+    With probability ``epsilon`` (per segment: ``by_segment`` overrides it) a decision shows a
+    variant drawn uniformly from the slot's eligible candidates instead of the greedy one. The
+    draw is a hash of the visit (visitor, session, slot, model version): stable within a visit,
+    uniform across visitors. Variants chosen by a marketer's targeting rule are not explored.
+    Every slot decision carries its candidates with their probabilities.
+    """
+
+    epsilon: Share = 0.05
+    by_segment: dict[str, Share] = {}
+
+
 class Manifest(_Config, frozen=True, kw_only=True):
     """``manifest.json`` of a bundle."""
 
@@ -178,7 +257,9 @@ class Manifest(_Config, frozen=True, kw_only=True):
     training: TrainingInfo
     producer: dict[str, str]
     files: dict[str, Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]]
-    experiments: list[dict[str, Any]] = []
+    experiments: list[ExperimentDef] = []
+    holdout: HoldoutDef | None = None
+    exploration: ExplorationDef | None = None
     rfm: RfmDef | None = None
 
 

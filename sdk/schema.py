@@ -237,14 +237,28 @@ class Content(_Wire, frozen=True, kw_only=True):
     alt: str | None = None
 
 
+class Candidate(_Wire, frozen=True, kw_only=True):
+    """A variant the slot could have shown, with the probability the policy gave it."""
+
+    variant_id: str
+    probability: Probability
+
+
 class SlotDecision(_Wire, frozen=True, kw_only=True):
-    """The variant chosen for one slot and the probability with which it was chosen."""
+    """The variant chosen for one slot and the probability with which it was chosen.
+
+    ``candidates`` lists every variant the policy could have chosen with its probability (they
+    sum to 1; ``propensity`` is the chosen one's), when the choice was randomized (exploration);
+    ``arm`` is the experiment arm that decided the slot, if any.
+    """
 
     variant_id: str
     offer_id: str | None
     content: Content
     propensity: Probability
     reason: str
+    candidates: list[Candidate] | None = None
+    arm: str | None = None
 
 
 class RfmResult(_Wire, frozen=True, kw_only=True):

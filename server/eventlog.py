@@ -28,7 +28,10 @@ read every file of the directory (it counts decision and erasure lines as reject
   session and user ids, consent, the feature-relevant context (enrichment signals without
   search terms, time zone, behaviour counters when personalization was allowed), persona,
   segment, lifecycle, experiment arms, ranked candidate offers with scores, and per slot the
-  chosen variant, offer and propensity. Never an IP address, a raw user agent or a page URL.
+  chosen variant, offer and propensity, the candidate variants with their probabilities and
+  the deciding arm. A decision line with ``experiment`` arms is the **exposure** record of
+  those experiments (reports count visitors from it). Never an IP address, a raw user agent
+  or a page URL.
 * ``event``: one :class:`sdk.schema.Event` flattened to the columns of
   ``model_export.config.EventColumns``; ``propensity`` (and a missing ``offerId``/``userId``/
   ``timezone``) is copied from the decision when this process still remembers the event's
@@ -62,8 +65,8 @@ from typing import Any, Literal
 import msgspec
 from cachetools import TTLCache
 
-from sdk.features import merge_behavior
-from sdk.schema import Behavior, Consent, DecideRequest, Decision, Event
+from sdk.features import FeatureRow, merge_behavior
+from sdk.schema import Behavior, Campaign, Consent, DecideRequest, Decision, Event
 
 __all__ = [
     "LOG_VERSION",
@@ -138,11 +141,15 @@ class LoggedOffer(_Part, frozen=True, kw_only=True):
 
 
 class LoggedSlot(_Part, frozen=True, kw_only=True):
-    """The variant chosen for a slot, its offer and the probability it was chosen with."""
+    """The variant chosen for a slot, its offer and the probability it was chosen with; the
+    candidate variants with their probabilities (when the choice was randomized) and the
+    experiment arm (``experiment:arm``) that decided the slot, if any."""
 
     variant_id: str
     offer_id: str | None = None
     propensity: float
+    candidates: dict[str, float] | None = None
+    arm: str | None = None
 
 
 class DecisionRecord(_Record, frozen=True, kw_only=True, tag="decision"):
@@ -166,6 +173,12 @@ class DecisionRecord(_Record, frozen=True, kw_only=True, tag="decision"):
     experiment: dict[str, str] | None = None
     offers: list[LoggedOffer]
     slots: dict[str, LoggedSlot]
+    #: for replaying the decision offline (:meth:`sdk.Decider.replay`): the feature row it was
+    #: made from, its feature set, the page path (no host, no query) and the UTM campaign
+    features: list[float] | None = None
+    feature_set: str | None = None
+    path: str | None = None
+    campaign: dict[str, str] | None = None
 
 
 class EventRecord(_Record, frozen=True, kw_only=True, tag="event"):
@@ -365,7 +378,12 @@ class EventLog:
         return self._path
 
     def append_decision(
-        self, decision: Decision, request: DecideRequest, *, profile: Behavior | None = None
+        self,
+        decision: Decision,
+        request: DecideRequest,
+        *,
+        profile: Behavior | None = None,
+        row: FeatureRow | None = None,
     ) -> None:
         """Log a decision and remember its slots for the events that follow.
 
@@ -374,11 +392,22 @@ class EventLog:
             request: the request as the decider saw it (after consent gate and enrichment).
             profile: the stored profile passed to the decider, if any: the behaviour logged
                 is then the merged one the features were built from.
+            row: the feature row the decision was made from (logged for offline replay).
         """
         personal = request.consent.personalization
         behavior = merge_behavior(request.behavior, profile) if personal else None
         slots = {
-            name: LoggedSlot(variant_id=s.variant_id, offer_id=s.offer_id, propensity=s.propensity)
+            name: LoggedSlot(
+                variant_id=s.variant_id,
+                offer_id=s.offer_id,
+                propensity=s.propensity,
+                candidates=(
+                    {c.variant_id: c.probability for c in s.candidates}
+                    if s.candidates is not None
+                    else None
+                ),
+                arm=s.arm,
+            )
             for name, s in decision.slots.items()
         }
         sig = decision.signals
@@ -412,6 +441,10 @@ class EventLog:
             experiment=decision.experiment,
             offers=[LoggedOffer(id=o.id, score=o.score, rank=o.rank) for o in decision.offers],
             slots=slots,
+            features=list(row.values) if row is not None else None,
+            feature_set=row.version if row is not None else None,
+            path=(request.context.page.path or None),
+            campaign=_campaign(request.context.campaign),
         )
         line = _encoder.encode(record) + b"\n"
         remembered = _Remembered(
@@ -730,3 +763,9 @@ def _belongs(line: bytes, erased: Callable[[str], bool]) -> bool:
     if view is not None:
         return view.visitor_id is not None and erased(view.visitor_id)
     return any(erased(m.decode(errors="replace")) for m in _VISITOR_RE.findall(line))
+
+
+def _campaign(c: Campaign) -> dict[str, str] | None:
+    fields = {"source": c.source, "medium": c.medium, "name": c.name, "content": c.content}
+    kept = {k: v for k, v in fields.items() if v}
+    return kept or None

@@ -25,6 +25,7 @@ from litestar.params import FromPath
 from msgspec import Meta
 
 from sdk import Decider
+from sdk.features import FeatureRow
 from sdk.schema import Behavior, Consent, DecideRequest, Decision, request_decoder
 from server.bodies import decode_body, read_body
 from server.observability import ServerTiming
@@ -143,11 +144,12 @@ def _decide_one(engine: Engine, decider: Decider, req: DecideRequest) -> Decisio
     if store is not None and req.consent.personalization and req.consent.storage:
         profile = store.get(req.visitor_id)
         suppressed = frozenset(store.suppressed(req.visitor_id))
-    decision = decider.decide(req, profile=profile, suppressed=suppressed)
+    rows: list[FeatureRow] = []
+    decision = decider.decide(req, profile=profile, suppressed=suppressed, rows=rows)
     if store is not None and req.consent.storage:
         store.record_visit(req.visitor_id, req, now=now)
     if engine.eventlog is not None:
-        engine.eventlog.append_decision(decision, req, profile=profile)
+        engine.eventlog.append_decision(decision, req, profile=profile, row=rows[0])
     if engine.metrics is not None:
         engine.metrics.observe_decision(decision)
     return decision
@@ -206,13 +208,14 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
         suppressed.append(
             frozenset(store.suppressed(r.visitor_id)) if allowed and store else frozenset()
         )
-    decisions = decider.decide_many(requests, profiles=profiles, suppressed=suppressed)
+    rows: list[FeatureRow] = []
+    decisions = decider.decide_many(requests, profiles=profiles, suppressed=suppressed, rows=rows)
     now = datetime.now(UTC)
-    for r, d in zip(requests, decisions, strict=True):
+    for r, d, p, row in zip(requests, decisions, profiles, rows, strict=True):
         if store is not None and r.consent.storage:
             store.record_visit(r.visitor_id, r, now=now)
         if engine.eventlog is not None:
-            engine.eventlog.append_decision(d, r)
+            engine.eventlog.append_decision(d, r, profile=p, row=row)
         if engine.metrics is not None:
             engine.metrics.observe_decision(d)
     t2 = time.perf_counter()

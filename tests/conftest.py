@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from model_export.build import TrainReport, train_bundle
+from model_export.catalogue import load_catalogue
 from model_export.train import TrainConfig
 from sdk import Decider, load_bundle
 from sdk.bundle import Bundle
@@ -41,14 +43,65 @@ PLANTED_PERSONAS = {
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainReport:
-    """A bundle trained once per test session on 6,000 synthetic visits (seed 11)."""
+    """A bundle trained once per test session on 6,000 synthetic visits (seed 11).
+
+    Greedy on purpose: no holdout, no experiment, no exploration, so a test can compare two
+    visitors' content. The policy layer is tested with ``policy_bundle_dir``.
+    """
     out = tmp_path_factory.mktemp("bundles") / "test"
-    return train_bundle(out, n_visitors=6000, config=TrainConfig(seed=11), name="test")
+    greedy = msgspec.structs.replace(
+        load_catalogue(), experiments=[], holdout=None, exploration=None
+    )
+    return train_bundle(
+        out, n_visitors=6000, config=TrainConfig(seed=11), catalogue=greedy, name="test"
+    )
 
 
 @pytest.fixture(scope="session")
 def bundle_dir(trained: TrainReport) -> Path:
     return trained.path
+
+
+#: The policy of ``policy_bundle_dir``: the demo catalogue's kind of holdout, experiment and
+#: exploration, with larger shares so that tests see every path often.
+TEST_POLICY: dict[str, Any] = {
+    "holdout": {"share": 0.1},
+    "exploration": {"epsilon": 0.2, "bySegment": {"0": 0.0}},
+    "experiments": [
+        {
+            "key": "hero_test",
+            "slots": ["hero"],
+            "arms": [
+                {"key": "control"},
+                {"key": "generic", "policy": "default"},
+                {"key": "guide", "policy": "variants", "variants": {"hero": "hero_guide"}},
+            ],
+        },
+        {
+            "key": "banner_prospects",
+            "slots": ["banner"],
+            "condition": {"lifecycle": "prospect"},
+            "namespace": {"name": "banner", "start": 0.0, "end": 0.5},
+            "arms": [{"key": "a"}, {"key": "b", "weight": 3}],
+        },
+        {
+            "key": "banner_others",
+            "slots": ["banner"],
+            "namespace": {"name": "banner", "start": 0.5, "end": 1.0},
+            "arms": [{"key": "a"}, {"key": "b"}],
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def policy_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test bundle with :data:`TEST_POLICY` (holdout, three experiments, exploration)."""
+    from model_export.bundles import PolicyConfig, with_policy
+
+    out = tmp_path_factory.mktemp("bundles") / "policy"
+    with_policy(bundle_dir, out, msgspec.convert(TEST_POLICY, PolicyConfig), "test-policy")
+    return out
 
 
 @pytest.fixture

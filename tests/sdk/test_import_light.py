@@ -54,6 +54,7 @@ def test_public_names_are_pinned() -> None:
             "TransportError",
             "VisitCache",
             "build_features",
+            "evaluate_condition",
             "load_bundle",
         ]
     )

@@ -1,0 +1,134 @@
+"""The policy step of a decision: holdout, experiment arms and exploration.
+
+Pure functions of the manifest's :class:`~sdk._manifest.HoldoutDef`,
+:class:`~sdk._manifest.ExperimentDef` list and :class:`~sdk._manifest.ExplorationDef` and of
+the decision attributes. Every draw is a deterministic hash (FNV-1a, :mod:`sdk.hashing`), so
+the server and the SDK's local mode make the same choice for the same visit, a visitor keeps
+an arm, and a logged propensity is the probability of the choice over visitors.
+
+* **Holdout** (consenting visitors only): ``hash_unit(seed, visitorId) < share`` puts the
+  visitor in the holdout: generic content everywhere and no experiment. Recorded as
+  ``experiment["holdout"]`` = ``holdout`` or ``personalized``.
+* **Experiments** are taken in manifest order. A slot belongs to the first experiment the
+  visitor is in that lists it (an experiment with no slots lists all of them); a later
+  experiment still records its arm but cannot take that slot. Make experiments on the same
+  slot mutually exclusive with one namespace and disjoint ranges.
+* **Exploration**: for a slot decided by the model (not by a targeting rule or a fixed arm),
+  with probability epsilon a uniformly drawn eligible candidate replaces the greedy one.
+
+Must import only the standard library and sdk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdk._conditions import evaluate_condition
+from sdk._manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
+from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace
+
+__all__ = ["Assignment", "assign", "epsilon_for", "explore"]
+
+HOLDOUT = "holdout"
+PERSONALIZED = "personalized"
+
+
+@dataclass
+class Assignment:
+    """The arms of one decision.
+
+    Attributes:
+        arms: experiment key -> arm key, for every experiment the visitor is in (and
+            ``holdout`` when a holdout is configured and the visitor consented).
+        slots: slot id -> (experiment key, arm) of the experiment that decides the slot.
+        holdout: the visitor is in the global holdout.
+    """
+
+    arms: dict[str, str] = field(default_factory=dict)
+    slots: dict[str, tuple[str, ArmDef]] = field(default_factory=dict)
+    holdout: bool = False
+
+
+def _lookup(attributes: Mapping[str, Any], path: str) -> Any:
+    value: Any = attributes
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def assign(
+    experiments: Sequence[ExperimentDef],
+    holdout: HoldoutDef | None,
+    attributes: Mapping[str, Any],
+    slot_ids: Sequence[str],
+    personalized: bool,
+) -> Assignment:
+    """The holdout and experiment arms of a visit (see the module docstring)."""
+    out = Assignment()
+    if not personalized:
+        return out  # contextual decisions are in no test: there is no consent to measure
+    visitor = str(attributes.get("visitorId") or "")
+    if holdout is not None and holdout.share > 0:
+        unit = hash_unit(holdout.seed, visitor)
+        out.holdout = unit is not None and unit < holdout.share
+        out.arms[HOLDOUT] = HOLDOUT if out.holdout else PERSONALIZED
+        if out.holdout:
+            return out
+    for exp in experiments:
+        if exp.status != "running":
+            continue
+        value = _lookup(attributes, exp.hash_attribute)
+        if value is None or value == "":
+            continue
+        value = str(value)
+        if exp.condition and not evaluate_condition(dict(attributes), exp.condition):
+            continue
+        if exp.namespace is not None and not in_namespace(
+            value, (exp.namespace.name, exp.namespace.start, exp.namespace.end)
+        ):
+            continue
+        unit = hash_unit(exp.seed or exp.key, value)
+        if unit is None:
+            continue
+        index = choose(unit, bucket_ranges([a.weight for a in exp.arms], exp.coverage))
+        if index < 0:
+            continue
+        arm = exp.arms[index]
+        out.arms[exp.key] = arm.key
+        for slot in exp.slots or slot_ids:
+            out.slots.setdefault(slot, (exp.key, arm))
+    return out
+
+
+def epsilon_for(exploration: ExplorationDef | None, segment: int | None) -> float:
+    """The exploration rate of a segment (0 without exploration)."""
+    if exploration is None:
+        return 0.0
+    if segment is not None:
+        return exploration.by_segment.get(str(segment), exploration.epsilon)
+    return exploration.epsilon
+
+
+def explore(
+    candidates: Sequence[str], greedy: str, epsilon: float, key: str
+) -> tuple[str, list[tuple[str, float]]]:
+    """Epsilon-greedy over ``candidates`` (variant ids; ``greedy`` among them).
+
+    Returns the chosen variant and every candidate with its probability:
+    ``1 - epsilon + epsilon / n`` for the greedy one, ``epsilon / n`` for the others. The two
+    draws (explore or not; which candidate) are independent hashes of ``key``.
+    """
+    n = len(candidates)
+    if n <= 1 or epsilon <= 0:
+        return greedy, [(c, 1.0 if c == greedy else 0.0) for c in candidates]
+    share = epsilon / n
+    probabilities = [(c, (1.0 - epsilon + share) if c == greedy else share) for c in candidates]
+    explore_unit = hash_unit("tailor-explore", key)
+    if explore_unit is None or explore_unit >= epsilon:
+        return greedy, probabilities
+    pick_unit = hash_unit("tailor-explore-pick", key) or 0.0
+    return candidates[min(int(pick_unit * n), n - 1)], probabilities

@@ -1,0 +1,161 @@
+"""Deterministic hashing for experiment assignment: FNV-1a 32-bit, as GrowthBook's SDKs bucket.
+
+:func:`hash_unit` maps a seed (an experiment's key or seed) and a value (a visitor id) to a
+number in [0, 1) that is the same in every process, on every machine and in every release:
+
+- **version 2** (the default, :data:`HASH_VERSION`):
+  ``fnv1a32(str(fnv1a32(utf8(seed + value))).encode()) % 10000 / 10000``. Hashing the decimal
+  digits of a first hash again removes the correlation between sequential ids that version 1
+  shows, and the four decimals give 10,000 buckets.
+- **version 1** (kept readable): ``fnv1a32(utf8(value + seed)) % 1000 / 1000``.
+
+Strings are hashed as their UTF-8 bytes (a lone surrogate as U+FFFD, as ``TextEncoder``
+does; no Unicode normalisation, so a precomposed ``é`` and ``e`` + combining acute differ).
+This equals GrowthBook's SDKs for ASCII input only: its JavaScript SDK XORs UTF-16 code units
+(and its Python SDK code points) into the hash, so a non-ASCII id lands in another bucket
+there. The published vectors (``tests/contract/vectors/hashing.json``) include accented, CJK,
+right-to-left and emoji ids so any other implementation (the tag's, for instance, through
+``TextEncoder``) can prove it agrees.
+
+:func:`bucket_ranges` and :func:`choose` turn arm weights and a coverage into the ranges of
+[0, 1) that select each arm; :func:`in_namespace` tests a value against a namespace range so
+that experiments sharing a namespace with disjoint ranges never share a visitor.
+
+Must not import anything but the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = [
+    "FNV_OFFSET_BASIS",
+    "FNV_PRIME",
+    "HASH_VERSION",
+    "bucket_ranges",
+    "choose",
+    "fnv1a32",
+    "hash_unit",
+    "in_namespace",
+]
+
+#: The hash version :func:`hash_unit` uses unless told otherwise.
+HASH_VERSION: Final = 2
+#: FNV-1a 32-bit parameters (Fowler, Noll and Vo).
+FNV_OFFSET_BASIS: Final = 0x811C9DC5
+FNV_PRIME: Final = 0x01000193
+_MASK: Final = 0xFFFFFFFF
+
+
+def fnv1a32(data: bytes) -> int:
+    """The FNV-1a 32-bit hash of ``data``: for each byte, XOR it in, then multiply by the prime.
+
+    Args:
+        data: the bytes to hash.
+
+    Returns:
+        An unsigned 32-bit integer; ``fnv1a32(b"") == 0x811C9DC5``.
+    """
+    h = FNV_OFFSET_BASIS
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & _MASK
+    return h
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: U+FFFD each, as WHATWG TextEncoder does
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
+
+
+def hash_unit(seed: str, value: str, version: int = HASH_VERSION) -> float | None:
+    """A deterministic number in [0, 1) for ``value`` under ``seed``.
+
+    Args:
+        seed: what makes two experiments' assignments independent (an experiment key or seed).
+        value: what is assigned (a visitor id); the same value always gets the same number.
+        version: 2 (10,000 buckets, double hash) or 1 (1,000 buckets, single hash).
+
+    Returns:
+        The number, or None for an unknown version.
+    """
+    if version == 2:
+        first = fnv1a32(_utf8(seed + value))
+        return (fnv1a32(str(first).encode("ascii")) % 10000) / 10000
+    if version == 1:
+        return (fnv1a32(_utf8(value + seed)) % 1000) / 1000
+    return None
+
+
+def _valid_weights(weights: Sequence[float]) -> bool:
+    return (
+        all(
+            isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+            for w in weights
+        )
+        and sum(weights) > 0
+    )
+
+
+def bucket_ranges(weights: Sequence[float], coverage: float) -> list[tuple[float, float]]:
+    """The range of [0, 1) that selects each arm, in order.
+
+    Arm ``i`` owns the slice of [0, 1) proportional to its weight; the first ``coverage`` share
+    of that slice is its range, so a visitor's arm does not change when coverage grows.
+    Weights that do not sum to 1 (within 1e-9) are normalised; weights that cannot be (negative,
+    not finite, all zero) are replaced by equal weights. Coverage is clamped to [0, 1]; NaN
+    counts as 0.
+
+    Args:
+        weights: one non-negative weight per arm.
+        coverage: the share of values included in the experiment.
+
+    Returns:
+        ``(start, end)`` per arm: ``start <= n < end`` selects it (see :func:`choose`).
+    """
+    if not weights:
+        return []
+    if not _valid_weights(weights):
+        weights = [1.0] * len(weights)
+    coverage = 0.0 if math.isnan(coverage) else min(max(float(coverage), 0.0), 1.0)
+    total = 0.0
+    for w in weights:
+        total += w
+    if abs(total - 1.0) <= 1e-9:
+        total = 1.0  # already a distribution: keep GrowthBook's boundaries exactly
+    ranges = []
+    cumulative = 0.0
+    for w in weights:
+        ranges.append((cumulative / total, (cumulative + coverage * w) / total))
+        cumulative += w
+    return ranges
+
+
+def choose(n: float, ranges: Sequence[tuple[float, float]]) -> int:
+    """The index of the first range with ``start <= n < end``, or -1 when none contains ``n``.
+
+    Args:
+        n: a number from :func:`hash_unit`.
+        ranges: from :func:`bucket_ranges`.
+    """
+    for i, (start, end) in enumerate(ranges):
+        if start <= n < end:
+            return i
+    return -1
+
+
+def in_namespace(value: str, namespace: tuple[str, float, float]) -> bool:
+    """Whether ``value`` falls in a namespace's range: ``start <= hash_unit("__" + name, value,
+    1) < end``.
+
+    Args:
+        value: what is assigned (a visitor id).
+        namespace: ``(name, start, end)``; experiments in one namespace with disjoint ranges
+            share no value.
+    """
+    name, start, end = namespace
+    n = hash_unit("__" + name, value, 1)
+    return n is not None and start <= n < end
