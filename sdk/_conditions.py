@@ -60,7 +60,14 @@ from typing import Any, Final
 
 from sdk._errors import ConditionError
 
-__all__ = ["MAX_DEPTH", "check_condition", "evaluate", "evaluate_condition", "version_key"]
+__all__ = [
+    "MAX_DEPTH",
+    "check_condition",
+    "compile_condition",
+    "evaluate",
+    "evaluate_condition",
+    "version_key",
+]
 
 #: The deepest nesting of JSON objects and arrays a condition may have.
 MAX_DEPTH: Final = 64
@@ -561,6 +568,98 @@ def check_condition(condition: Any, where: str = "$") -> None:
     except _Malformed as exc:
         path = where + "".join(reversed(exc.where))
         raise ConditionError(f"{exc.message} - at {path}") from None
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def _always(attributes: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _all_of(parts: list[Predicate]) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        return all(p(a) for p in parts)
+
+    return match
+
+
+def _any_of(parts: list[Predicate]) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        return not parts or any(p(a) for p in parts)
+
+    return match
+
+
+def _none_of(parts: list[Predicate]) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        return not any(p(a) for p in parts)
+
+    return match
+
+
+def _negation(inner: Predicate) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        return not inner(a)
+
+    return match
+
+
+def _literal(key: str, spec: Any) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        return _eq(_lookup(a, key), spec)
+
+    return match
+
+
+def _operators(key: str, ops: list[tuple[Callable[[Any, Any], bool], Any]]) -> Predicate:
+    if len(ops) == 1:
+        ((fn, expected),) = ops
+
+        def one(a: Mapping[str, Any]) -> bool:
+            return fn(_lookup(a, key), expected)
+
+        return one
+
+    def every(a: Mapping[str, Any]) -> bool:
+        value = _lookup(a, key)
+        return all(f(value, e) for f, e in ops)
+
+    return every
+
+
+def _compile(condition: Mapping[str, Any]) -> Predicate:
+    parts: list[Predicate] = []
+    for key, spec in condition.items():
+        if key == "$and":
+            parts.append(_all_of([_compile(c) for c in spec]))
+        elif key == "$or":
+            parts.append(_any_of([_compile(c) for c in spec]))
+        elif key == "$nor":
+            parts.append(_none_of([_compile(c) for c in spec]))
+        elif key == "$not":
+            parts.append(_negation(_compile(spec)))
+        elif not _is_operators(spec):
+            parts.append(_literal(key, spec))
+        else:
+            parts.append(_operators(key, [(_OPERATORS[op], e) for op, e in spec.items()]))
+    if not parts:
+        return _always
+    if len(parts) == 1:
+        return parts[0]
+    return _all_of(parts)
+
+
+def compile_condition(condition: Mapping[str, Any]) -> Predicate:
+    """``condition`` turned once into a function of the attributes, equal to
+    ``lambda attributes: evaluate(condition, attributes)`` but without re-reading the condition
+    on every call (the decider compiles its bundle's conditions when it loads).
+
+    Raises:
+        ConditionError: the condition is malformed (see :func:`check_condition`).
+    """
+    check_condition(condition)
+    return _compile(condition)
 
 
 def evaluate(condition: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from sdk._conditions import evaluate
+from sdk._conditions import Predicate, compile_condition
 from sdk._manifest import ArmDef, SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk._policy import assign, epsilon_for, explore
@@ -122,6 +122,13 @@ class Decider:
         self._offers = {o.id: o for o in m.offers}
         self._slots = {s.id: s for s in m.slots}
         self._defaults = {s.id: next(v for v in s.variants if v.id == s.default) for s in m.slots}
+        # conditions compiled once (keyed by the id of their manifest object, which the
+        # manifest keeps alive as long as this decider)
+        self._eligible = {o.id: compile_condition(o.eligibility) for o in m.offers}
+        self._when: dict[int, Predicate] = {
+            id(v): compile_condition(v.when) for s in m.slots for v in s.variants
+        }
+        self._when.update({id(r): compile_condition(r.when) for r in m.lifecycle.rules})
         seg_out = m.models["segments"].outputs
         self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
@@ -260,7 +267,7 @@ class Decider:
         facts = _lifecycle_facts(behavior)
         rules = self.bundle.manifest.lifecycle
         for i, rule in enumerate(rules.rules):
-            if evaluate(rule.when, facts):
+            if self._when[id(rule)](facts):
                 return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
         return Lifecycle(stage=rules.default, rule="lifecycle.default")
 
@@ -316,7 +323,7 @@ class Decider:
             offer = self._offers[offer_id]
             if offer_id in suppressed:
                 continue
-            if evaluate(offer.eligibility, attributes):
+            if self._eligible[offer_id](attributes):
                 ranked.append(
                     RankedOffer(id=offer_id, name=offer.name, score=round(score, 6), rank=0)
                 )
@@ -411,14 +418,14 @@ class Decider:
         visit: str,
     ) -> SlotDecision:
         for variant in slot.variants:
-            if variant.offer is None and variant.when and evaluate(variant.when, attributes):
+            if variant.offer is None and variant.when and self._when[id(variant)](attributes):
                 return _slot_decision(variant, f"targeting rule of {variant.id} matched")
         default = self._defaults[slot.id]
         by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
         eligible: list[tuple[VariantDef, str]] = []
         for offer in ranked:
             candidate = by_offer.get(offer.id)
-            if candidate is not None and evaluate(candidate.when, attributes):
+            if candidate is not None and self._when[id(candidate)](attributes):
                 eligible.append((candidate, f"offer {offer.id} ranked {offer.rank}"))
         greedy, reason = eligible[0] if eligible else (default, "default variant")
         if epsilon <= 0:

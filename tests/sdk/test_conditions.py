@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdk import ConditionError, evaluate_condition
-from sdk._conditions import MAX_DEPTH, check_condition, evaluate
+from sdk._conditions import MAX_DEPTH, check_condition, compile_condition, evaluate
 
 ATTRS: dict[str, Any] = {
     "lifecycle": "loyal",
@@ -106,6 +106,8 @@ def test_vectors(case: dict[str, Any]) -> None:
         check_condition(case["condition"])
         if isinstance(case["attributes"], dict):
             assert evaluate(case["condition"], case["attributes"]) is case["expected"]
+            compiled = compile_condition(case["condition"])
+            assert compiled(case["attributes"]) is case["expected"]
 
 
 # --- new operators at bundle load time --------------------------------------------------------
@@ -282,6 +284,7 @@ def test_random_conditions_never_raise_and_agree_with_evaluate(
         assert evaluate_condition(attributes, {"$not": condition}) is False
         return
     assert evaluate(condition, attributes) is result
+    assert compile_condition(condition)(attributes) is result
     assert evaluate_condition(attributes, {"$not": condition}) is not result
     assert evaluate_condition(attributes, {"$nor": [condition]}) is not result
     assert evaluate_condition(attributes, {"$and": [condition, {}]}) is result
