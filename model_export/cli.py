@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -408,6 +409,424 @@ def _bundle_parser(sub: Any) -> None:
         cmd.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+# --- tailor evaluate / export-vw / retrain ---------------------------------------------------
+
+
+def _read_log_or_fail(args: argparse.Namespace, console: Console) -> Any:
+    """The logged choices of ``--log`` (only ``--slot`` when given), or None when unreadable."""
+    from model_export.evaluate import EvaluationError, read_log
+
+    try:
+        data = read_log(args.log, reward=args.reward)
+    except EvaluationError as exc:
+        console.print(f"[red]cannot read the log:[/] {exc}")
+        return None
+    if getattr(args, "slot", None):
+        data = data.where(lambda c: c.slot == args.slot)
+    return data
+
+
+def _cell(e: Any, signed: bool = False) -> str:
+    """A value over its confidence interval."""
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    if e.ci_low != e.ci_low:  # NaN
+        return fmt.format(e.value)
+    return f"{fmt.format(e.value)}\n[{fmt.format(e.ci_low)}, {fmt.format(e.ci_high)}]"
+
+
+def _print_evaluation(data: Any, result: Any, console: Console) -> None:
+    from model_export.evaluate import ESTIMATORS, Comparison
+
+    console.print(
+        f"log {data.source}: {data.files} file(s), {data.decisions} decisions, "
+        f"{len(data.choices)} slot decisions, {data.events} events; reward: {data.reward} "
+        f"per slot decision"
+    )
+    paired = isinstance(result, Comparison)
+    cand = result.candidate if paired else result
+    title = f"offline value of {cand.model_version}"
+    if paired:
+        title += f" against {result.baseline.model_version}"
+    table = Table(
+        title=title,
+        caption=f"{cand.confidence:.0%} intervals: {cand.interval}; {cand.rows} slot decisions "
+        f"of {cand.visitors} visitors",
+        caption_justify="left",
+    )
+    table.add_column("estimator")
+    for col in ("candidate", "baseline", "difference") if paired else ("value",):
+        table.add_column(col, justify="right")
+    for name in ESTIMATORS:
+        row: list[str | Text] = [name, _cell(cand.estimates[name])]
+        if paired:
+            row.append(_cell(result.baseline.estimates[name]))
+            d = result.difference.get(name)
+            if d is None:
+                row.append("")
+            else:
+                style = "green" if d.ci_low > 0 else "red" if d.ci_high < 0 else ""
+                row.append(Text(_cell(d, signed=True), style=style))
+        table.add_row(*row)
+    console.print(table)
+    for ev in [cand] + ([result.baseline] if paired else []):
+        console.print(
+            f"{ev.model_version}: effective sample size {ev.ess:.0f} of {ev.rows}, match rate "
+            f"{ev.match_rate:.3f}, max weight {ev.max_weight:.2f}, unsupported "
+            f"{ev.unsupported:.3f}"
+        )
+        if ev.unsupported > 0.05:
+            console.print(
+                f"[yellow]warning:[/] {ev.unsupported:.1%} of {ev.model_version}'s choices were "
+                "never possible under the logging policy: IPS/SNIPS underestimate, DR relies on "
+                "its reward model there"
+            )
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(cand.skipped.items()))
+    console.print(f"skipped: {skipped or 'none'}")
+
+
+def _evaluate(args: argparse.Namespace, console: Console) -> int:
+    from model_export.evaluate import EvaluationError, compare, evaluate
+    from sdk import BundleError
+
+    data = _read_log_or_fail(args, console)
+    if data is None:
+        return 1
+    options = {"confidence": args.confidence, "bootstrap": args.bootstrap, "seed": args.seed}
+    try:
+        if args.baseline:
+            result: Any = compare(args.bundle, args.baseline, data, **options)
+        else:
+            result = evaluate(args.bundle, data, **options)
+    except BundleError as exc:
+        console.print(f"[red]bundle refused:[/] {exc}")
+        return 1
+    except EvaluationError as exc:
+        console.print(f"[red]cannot evaluate:[/] {exc}")
+        return 1
+    if args.json:
+        _json_out(result)
+    else:
+        _print_evaluation(data, result, console)
+    return 0
+
+
+def _export_vw(args: argparse.Namespace, console: Console) -> int:
+    from model_export.vw import export_vw
+
+    data = _read_log_or_fail(args, console)
+    if data is None:
+        return 1
+    report = export_vw(data, args.out)
+    if args.json:
+        _json_out(report)
+        return 0
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped.items()))
+    console.print(
+        f"[green]wrote[/] {report.path}: {report.lines} lines ({report.randomized} randomized, "
+        f"{report.rewarded} with a {args.reward} reward); skipped: {skipped or 'none'}"
+    )
+    return 0
+
+
+def _retrain(args: argparse.Namespace, console: Console) -> int:
+    import logging
+
+    from model_export.bundles import LifecycleError
+    from model_export.evaluate import EvaluationError
+    from model_export.ingest import IngestError
+    from model_export.pipeline import TrainingDataError
+    from model_export.retrain import log as retrain_log
+    from model_export.retrain import retrain
+    from sdk import BundleError
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    retrain_log.setLevel(logging.INFO)
+    try:
+        result = retrain(
+            args.log,
+            args.live,
+            args.out_dir,
+            config=args.config,
+            candidate=args.candidate,
+            visitors=args.visitors,
+            seed=args.seed,
+            segments=args.segments,
+            name=args.name,
+            margin=args.margin,
+            estimator=args.estimator,
+            rule=args.rule,
+            policy=args.policy,
+            eval_share=args.eval_share,
+            reward=args.reward,
+        )
+    except (
+        EvaluationError,
+        LifecycleError,
+        BundleError,
+        TrainingDataError,
+        IngestError,
+        OSError,
+        ValueError,
+        msgspec.ValidationError,
+    ) as exc:
+        retrain_log.error("retrain failed, the serving bundle stays live: %s", exc)
+        if args.json:
+            sys.stdout.write(msgspec.json.encode({"status": "error", "error": str(exc)}).decode())
+            sys.stdout.write("\n")
+        else:
+            console.print(f"[red]retrain failed[/] (the serving bundle stays live): {exc}")
+        return 1
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        style = "green" if result.status == "promoted" else "yellow"
+        console.print(f"[{style}]{result.status}[/] {result.candidate_version}: {result.reason}")
+        console.print(
+            f"live: {result.live}; candidate: {result.candidate}"
+            + ("" if result.status == "promoted" else " (kept for inspection)")
+        )
+    return 0
+
+
+def _offline_parser(sub: Any) -> None:
+    """The parsers of ``tailor evaluate``, ``tailor export-vw`` and ``tailor retrain``."""
+    rewards = ("click", "conversion", "value")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="estimate a bundle's click or conversion rate on logged traffic (IPS, SNIPS, DR)",
+        description="Replay the logged decisions with BUNDLE and estimate the reward per slot "
+        "decision it would have earned, with confidence intervals.",
+    )
+    evaluate.add_argument("--bundle", required=True, help="the candidate bundle")
+    evaluate.add_argument("--baseline", default=None, help="compare with this bundle (paired)")
+    export = sub.add_parser(
+        "export-vw", help="export the logged decisions as Vowpal Wabbit decision-service JSON"
+    )
+    export.add_argument("--out", required=True, metavar="FILE.jsonl", help="file to write")
+    retrain = sub.add_parser(
+        "retrain",
+        help="train a candidate, evaluate it against the live bundle on the log, promote if "
+        "not worse",
+        epilog="Exit code 0 when the candidate was promoted or correctly kept, 1 on an error "
+        "(the live bundle is then untouched). Steps are logged on stderr.",
+    )
+    retrain.add_argument("--live", required=True, help="symlink the servers load bundles through")
+    retrain.add_argument("--out-dir", required=True, help="directory for candidate bundles")
+    retrain.add_argument(
+        "--config", default=None, metavar="TOML", help="train from your data (else: demo)"
+    )
+    retrain.add_argument(
+        "--candidate", default=None, help="evaluate and promote this bundle instead of training"
+    )
+    retrain.add_argument("--visitors", type=int, default=20_000, help="demo training visits")
+    retrain.add_argument("--seed", type=int, default=7, help="demo training seed")
+    retrain.add_argument(
+        "--segments", type=int, default=None, help="demo training: fix k instead of choosing"
+    )
+    retrain.add_argument("--name", default="retrain", help="model version prefix")
+    retrain.add_argument(
+        "--margin", type=float, default=0.0, help="how much worse the candidate may be"
+    )
+    retrain.add_argument("--estimator", choices=("dr", "snips", "ips"), default="dr")
+    retrain.add_argument(
+        "--rule",
+        choices=("lower", "point"),
+        default="lower",
+        help="lower: the CI's lower bound of the difference must be >= -margin; point: the "
+        "estimate must",
+    )
+    retrain.add_argument(
+        "--policy",
+        choices=("serving", "candidate"),
+        default="serving",
+        help="whose holdout, experiments and exploration the candidate gets",
+    )
+    retrain.add_argument(
+        "--eval-share",
+        type=float,
+        default=0.3,
+        help="visitors held out of training when the log is training data",
+    )
+    evaluate.set_defaults(run=_evaluate)
+    export.set_defaults(run=_export_vw)
+    retrain.set_defaults(run=_retrain)
+    for cmd in (evaluate, export, retrain):
+        cmd.add_argument("--log", required=True, metavar="DIR", help="the server's event log")
+        cmd.add_argument("--reward", choices=rewards, default="click", help="what counts")
+        cmd.add_argument("--json", action="store_true", help="print the result as JSON")
+    for cmd in (evaluate, export):
+        cmd.add_argument("--slot", default=None, help="only this slot's decisions")
+    evaluate.add_argument("--confidence", type=float, default=0.95, help="of the intervals")
+    evaluate.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N bootstrap resamples of visitors instead of normal intervals",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="of the bootstrap")
+
+
+def _rpt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2%}"
+
+
+def _rpt_num(x: float | None, fmt: str = ".2f") -> str:
+    return "—" if x is None else f"{x:{fmt}}"
+
+
+def _rpt_x100(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def _rpt_pp(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.2f} pp"
+
+
+def _rpt_p(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def _rpt_ci(low: float | None, high: float | None, fmt: str) -> str:
+    return "" if low is None or high is None else f" [{low:{fmt}}, {high:{fmt}}]"
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    """``tailor report``: experiment reports from an event log (see sdk/reports.py)."""
+    from sdk._manifest import manifest_decoder
+    from sdk.reports import design_of, experiment_reports, read_log
+
+    weights: dict[str, dict[str, float]] | None = None
+    controls: dict[str, str] | None = None
+    if args.bundle:
+        try:
+            manifest = manifest_decoder.decode((Path(args.bundle) / "manifest.json").read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
+            console.print(Text(f"cannot read the bundle manifest: {exc}", style="red"))
+            return 1
+        weights, controls = design_of(manifest)
+    missing = [p for p in args.log if not Path(p).exists()]
+    if missing:
+        console.print(Text(f"no such log directory or file: {', '.join(missing)}", style="red"))
+        return 2
+    reader = read_log(args.log)
+    reports = experiment_reports(
+        reader, weights=weights, controls=controls, confidence=args.confidence
+    )
+    if args.experiment is not None:
+        reports = [r for r in reports if r.experiment == args.experiment]
+        if not reports:
+            console.print(Text(f"no experiment {args.experiment!r} in the log", style="red"))
+            return 2
+    if args.json:
+        _json_out(reports)
+        return 0
+    console.print(
+        f"read {reader.lines} lines from {len(reader.files)} files"
+        + (f", [yellow]{reader.malformed} malformed[/]" if reader.malformed else "")
+    )
+    if not console.is_terminal:  # piped: do not squeeze the wide tables into 80 columns
+        console = Console(width=140)
+    for report in reports:
+        console.print(
+            Text(
+                f"\n{report.experiment}: {report.visitors} visitors, control {report.control}, "
+                f"confidence {report.confidence:.0%}",
+                style="bold",
+            )
+        )
+        arms = Table(box=box.SIMPLE_HEAD, title="arms", title_justify="left")
+        for col in ("group", "arm", "visitors", "CTR", "conversion rate", "RPV", "AOV"):
+            arms.add_column(col, justify="left" if col in ("group", "arm") else "right")
+        lifts = Table(box=box.SIMPLE_HEAD, title="against the control", title_justify="left")
+        for col in ("group", "arm", "lift", "relative", "p", "RPV lift", "p (RPV)"):
+            lifts.add_column(col, justify="left" if col in ("group", "arm") else "right")
+        for group in [report.overall, *report.segments]:
+            name = Text("all" if group.segment is None else f"segment {group.segment}")
+            for arm in group.arms:
+                arms.add_row(
+                    name,
+                    Text(arm.arm),
+                    str(arm.visitors),
+                    _rpt_pct(arm.ctr),
+                    _rpt_pct(arm.conversion_rate)
+                    + _rpt_ci(arm.conversion_rate_ci.low, arm.conversion_rate_ci.high, ".2%"),
+                    _rpt_num(arm.revenue_per_visitor)
+                    + _rpt_ci(
+                        arm.revenue_per_visitor_ci.low, arm.revenue_per_visitor_ci.high, ".2f"
+                    ),
+                    _rpt_num(arm.average_order_value),
+                )
+            for c in group.comparisons:
+                lifts.add_row(
+                    name,
+                    Text(c.arm),
+                    Text(
+                        _rpt_pp(c.conversion_lift)
+                        + _rpt_ci(
+                            _rpt_x100(c.conversion_lift_ci.low),
+                            _rpt_x100(c.conversion_lift_ci.high),
+                            "+.2f",
+                        ),
+                        style="bold green" if c.significant else "",
+                    ),
+                    "—"
+                    if c.conversion_relative_lift is None
+                    else f"{c.conversion_relative_lift:+.1%}",
+                    _rpt_p(c.conversion_p_value),
+                    Text(
+                        _rpt_num(c.revenue_per_visitor_lift, "+.2f")
+                        + _rpt_ci(
+                            c.revenue_per_visitor_lift_ci.low,
+                            c.revenue_per_visitor_lift_ci.high,
+                            "+.2f",
+                        ),
+                        style="bold green" if c.revenue_significant else "",
+                    ),
+                    _rpt_p(c.revenue_p_value),
+                )
+            arms.add_section()
+            lifts.add_section()
+        console.print(arms)
+        console.print(lifts)
+        srm = report.overall.srm
+        if srm.p_value is not None:
+            console.print(f"sample-ratio check: p = {srm.p_value:.3g}")
+        for warning in report.warnings:
+            console.print(Text(f"warning: {warning}", style="yellow"))
+    return 0
+
+
+def _rpt_confidence(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"confidence must be in [0.5, 1), got {text}")
+    return value
+
+
+def _report_parser(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="experiment reports (per arm and segment, lifts, tests) from an event log",
+    )
+    report.add_argument(
+        "--log",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="event log directory or file (repeatable)",
+    )
+    report.add_argument(
+        "--bundle", default=None, help="bundle whose manifest gives arm weights and controls"
+    )
+    report.add_argument("--experiment", default=None, metavar="KEY", help="only this experiment")
+    report.add_argument(
+        "--confidence", type=_rpt_confidence, default=0.95, help="confidence level (default 0.95)"
+    )
+    report.add_argument("--json", action="store_true", help="print the reports as JSON")
+    report.set_defaults(run=_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailor`` command."""
     argv = sys.argv[1:] if argv is None else argv
@@ -440,11 +859,15 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("bundle")
     inspect.add_argument("--report", default=None, metavar="PATH", help="write the model card")
     _bundle_parser(sub)
+    _offline_parser(sub)
+    _report_parser(sub)
     args = parser.parse_args(argv)
     console = Console(stderr=False)
     if args.command == "train":
         return _train(args, console)
-    if args.command == "bundle":
+    if args.command == "report":
+        return int(args.run(args, console))
+    if args.command in ("bundle", "evaluate", "export-vw", "retrain"):
         return int(args.run(args, console))
     return _inspect(args, console)
 

@@ -239,8 +239,12 @@ def off_policy_estimates(
     propensities: npt.ArrayLike,
     seed: int,
     n_boot: int = BOOTSTRAP_RESAMPLES,
+    *,
+    direct: npt.ArrayLike | None = None,
+    groups: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
-    """IPS and self-normalized IPS value of a target policy, and the logging policy's value.
+    """IPS, self-normalized IPS (and doubly robust) value of a target policy, and the logging
+    policy's value.
 
     Args:
         target: ``[n_rows, n_offers]`` probability of each offer under the target policy
@@ -249,16 +253,24 @@ def off_policy_estimates(
         rewards: reward per row.
         propensities: logging probability of the logged offer, per row.
         seed: seed of the bootstrap.
-        n_boot: bootstrap resamples (95% percentile intervals; all three estimators share the
+        n_boot: bootstrap resamples (95% percentile intervals; all estimators share the
             same resamples).
+        direct: optional ``[n_rows, n_offers]`` reward model ``q(x, a)`` (fitted on other rows
+            than the one it predicts, e.g. by cross-fitting); adds the doubly robust estimate.
+        groups: optional group id per row (a visitor, say): the bootstrap then resamples whole
+            groups, so that correlated rows stay together. Without it every row is its own
+            group.
 
     Returns:
         ``policy_value_ips`` (``mean(w r)`` with ``w = target[a] / p``: unbiased when the
         propensities are right and every offer the target picks had ``p > 0``),
         ``policy_value_snips`` (``sum(w r) / sum(w)``: a little biased, much lower variance),
-        ``logging_policy_value`` (``mean(r)``), each with ``_ci_low``/``_ci_high``;
-        ``policy_ess`` (Kish effective sample size ``sum(w)^2 / sum(w^2)``) and
-        ``policy_match_rate`` (mean probability the target gives the logged offer).
+        ``logging_policy_value`` (``mean(r)``), with ``direct`` also ``policy_value_dr``
+        (``mean(sum_a target[a] q(x, a) + w (r - q(x, a_i)))``: unbiased when either the
+        propensities or ``q`` are right, and lower variance than IPS when ``q`` is good), each
+        with ``_ci_low``/``_ci_high``; ``policy_ess`` (Kish effective sample size
+        ``sum(w)^2 / sum(w^2)``) and ``policy_match_rate`` (mean probability the target gives
+        the logged offer).
     """
     a = np.asarray(action_index, dtype=np.int64)
     r = np.asarray(rewards, dtype=np.float64)
@@ -269,7 +281,9 @@ def off_policy_estimates(
         raise ValueError("no rows to evaluate")
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
-    match = np.asarray(target, dtype=np.float64)[np.arange(n), a]
+    pi = np.asarray(target, dtype=np.float64)
+    rows = np.arange(n)
+    match = pi[rows, a]
     w = match / p
     wr = w * r
     out = {
@@ -279,23 +293,45 @@ def off_policy_estimates(
         "policy_match_rate": float(match.mean()),
         "policy_ess": float(w.sum() ** 2 / np.square(w).sum()) if w.any() else 0.0,
     }
+    columns = [wr, w, r]
+    if direct is not None:
+        q = np.asarray(direct, dtype=np.float64)
+        if q.shape != pi.shape:
+            raise ValueError(f"direct has shape {q.shape}, expected {pi.shape}")
+        dr = (pi * q).sum(axis=1) + w * (r - q[rows, a])
+        out["policy_value_dr"] = float(dr.mean())
+        columns.append(dr)
+    if groups is None:
+        count: Array | None = None  # one row per group: every resample has n rows
+        per_group = columns
+    else:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        inverse = inverse.reshape(-1)
+        count = np.bincount(inverse).astype(np.float64)
+        per_group = [np.asarray(np.bincount(inverse, weights=c), dtype=np.float64) for c in columns]
+    g = len(per_group[0])
     rng = np.random.default_rng(seed)
-    sums = np.empty((n_boot, 3))
-    block = max(1, _BOOTSTRAP_BLOCK // n)
+    sums = np.empty((n_boot, len(columns)))
+    sizes = np.full(n_boot, float(n))
+    block = max(1, _BOOTSTRAP_BLOCK // g)
     for start in range(0, n_boot, block):
-        rows = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(rows, n), dtype=np.int32 if n < 2**31 else np.int64)
-        sums[start : start + rows, 0] = wr[idx].sum(axis=1)
-        sums[start : start + rows, 1] = w[idx].sum(axis=1)
-        sums[start : start + rows, 2] = r[idx].sum(axis=1)
+        k = min(block, n_boot - start)
+        idx = rng.integers(0, g, size=(k, g), dtype=np.int32 if g < 2**31 else np.int64)
+        for j, column in enumerate(per_group):
+            sums[start : start + k, j] = column[idx].sum(axis=1)
+        if count is not None:
+            sizes[start : start + k] = count[idx].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         snips = np.where(sums[:, 1] > 0, sums[:, 0] / sums[:, 1], np.nan)
-    for key, samples in (
-        ("policy_value_ips", sums[:, 0] / n),
-        ("policy_value_snips", snips),
-        ("logging_policy_value", sums[:, 2] / n),
-    ):
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = _percentile_ci(samples)
+    samples = {
+        "policy_value_ips": sums[:, 0] / sizes,
+        "policy_value_snips": snips,
+        "logging_policy_value": sums[:, 2] / sizes,
+    }
+    if direct is not None:
+        samples["policy_value_dr"] = sums[:, 3] / sizes
+    for key, values in samples.items():
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = _percentile_ci(values)
     return out
 
 

@@ -228,7 +228,7 @@ class ExplorationDef(_Config, frozen=True, kw_only=True):
 
     With probability ``epsilon`` (per segment: ``by_segment`` overrides it) a decision shows a
     variant drawn uniformly from the slot's eligible candidates instead of the greedy one. The
-    draw is a hash of the visit (visitor, session, slot, model version): stable within a visit,
+    draw is a hash of the visit (visitor, session, slot): stable within a visit,
     uniform across visitors. Variants chosen by a marketer's targeting rule are not explored.
     Every slot decision carries its candidates with their probabilities.
     """

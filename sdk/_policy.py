@@ -10,9 +10,10 @@ an arm, and a logged propensity is the probability of the choice over visitors.
   visitor in the holdout: generic content everywhere and no experiment. Recorded as
   ``experiment["holdout"]`` = ``holdout`` or ``personalized``.
 * **Experiments** are taken in manifest order. A slot belongs to the first experiment the
-  visitor is in that lists it (an experiment with no slots lists all of them); a later
-  experiment still records its arm but cannot take that slot. Make experiments on the same
-  slot mutually exclusive with one namespace and disjoint ranges.
+  visitor is in that lists it (an experiment with no slots lists all of them). An experiment
+  is recorded (the exposure) only when it decides at least one slot of the request: one whose
+  slots were not asked for, or were taken by an earlier experiment, is not. Make experiments
+  on the same slot mutually exclusive with one namespace and disjoint ranges.
 * **Exploration**: for a slot decided by the model (not by a targeting rule or a fixed arm),
   with probability epsilon a uniformly drawn eligible candidate replaces the greedy one.
 
@@ -98,9 +99,13 @@ def assign(
         if index < 0:
             continue
         arm = exp.arms[index]
+        wanted = set(slot_ids)
+        taken = [s for s in (exp.slots or slot_ids) if s in wanted and s not in out.slots]
+        if not taken:
+            continue  # it decides nothing the visitor sees: no exposure
         out.arms[exp.key] = arm.key
-        for slot in exp.slots or slot_ids:
-            out.slots.setdefault(slot, (exp.key, arm))
+        for slot in taken:
+            out.slots[slot] = (exp.key, arm)
     return out
 
 

@@ -26,6 +26,8 @@ from server.observability import Metrics, MetricsMiddleware, metrics_handler
 from server.openapi import openapi_config
 from server.problems import exception_handlers
 from server.reloader import BundleHolder
+from server.reports import ReportService
+from server.reports import route_handlers as report_handlers
 from server.routes import BATCH_BODY_FACTOR, route_handlers
 from server.security import SecurityMiddleware
 from server.settings import Settings
@@ -94,13 +96,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     await anyio.to_thread.run_sync(engine.eventlog.close)
 
     app = Litestar(
-        route_handlers=[*route_handlers, *event_handlers, metrics_handler],
+        route_handlers=[*route_handlers, *event_handlers, *report_handlers, metrics_handler],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         # the largest any route accepts (a decide batch); each handler's read_body enforces its own
         request_max_body_size=settings.max_body_bytes * BATCH_BODY_FACTOR,
         middleware=[SecurityMiddleware.factory(security)],
-        state=State({"metrics": metrics}),
+        state=State(
+            {
+                "metrics": metrics,
+                "reports": ReportService(settings.event_log_dir, settings.static_dir),
+            }
+        ),
         openapi_config=openapi_config(),
         debug=False,
     )

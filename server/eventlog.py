@@ -175,7 +175,7 @@ class DecisionRecord(_Record, frozen=True, kw_only=True, tag="decision"):
     slots: dict[str, LoggedSlot]
     #: for replaying the decision offline (:meth:`sdk.Decider.replay`): the feature row it was
     #: made from, its feature set, the page path (no host, no query) and the UTM campaign
-    features: list[float] | None = None
+    features: list[float | None] | None = None  # NaN (a missing value) is logged as null
     feature_set: str | None = None
     path: str | None = None
     campaign: dict[str, str] | None = None

@@ -47,6 +47,7 @@ from litestar.openapi.spec import (
 )
 from msgspec import Meta
 
+from sdk.reports import ExperimentList, ExperimentReport, KpiSeries
 from sdk.schema import SCHEMA_VERSION, DecideRequest, Decision, EventBatch
 
 __all__ = [
@@ -60,6 +61,9 @@ __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "PUBLIC_KEY_SECURITY",
     "REF_TEMPLATE",
+    "REPORT_DOCS",
+    "REPORT_KPIS_DOCS",
+    "REPORT_LIST_DOCS",
     "SECRET_KEY_SECURITY",
     "SECURITY_SCHEMES",
     "VISITOR_DELETE_DOCS",
@@ -457,6 +461,59 @@ ADMIN_RELOAD_DOCS: Final = wire_docs(
     security=SECRET_KEY_SECURITY,
 )
 
+_REPORT_ACCESS = (
+    " Aggregate business data: a secret key is required, except in the local demo, which "
+    "accepts keyless `GET`s from loopback. Read from the event log files on disk (about a "
+    "second behind) and cached for a few seconds. 404 `no-event-log` when the server keeps no "
+    "event log."
+)
+REPORT_LIST_DOCS: Final = wire_docs(
+    operation_id="listExperiments",
+    summary="Experiments in the event log",
+    description=(
+        "Every experiment of the event log and of the serving bundle's manifest (the global "
+        "holdout is experiment `holdout`), with visitors per arm, time range, the arms that "
+        "differ significantly from the control in conversion rate, and the sample-ratio "
+        "mismatch flag." + _REPORT_ACCESS
+    ),
+    response=ExperimentList,
+    response_description="The experiments and how many log lines were read",
+    problems=(404,),
+    tags=("reports",),
+    security=SECRET_KEY_SECURITY,
+)
+REPORT_DOCS: Final = wire_docs(
+    operation_id="getExperimentReport",
+    summary="One experiment's report",
+    description=(
+        "Per arm, overall and per segment: exposed visitors, impressions, clicks, CTR, "
+        "conversions and conversion rate (Wilson interval), orders, revenue, revenue per "
+        "visitor (t interval) and average order value; per arm against the control: absolute "
+        "(Newcombe) and relative (Katz) conversion lift with intervals, chi-square p-value, "
+        "Welch t-test and interval of revenue per visitor; the sample-ratio-mismatch check and "
+        "warnings (too few visitors or conversions, SRM, contaminated visitors). 404 "
+        "`experiment-not-found` for a key in neither the log nor the bundle." + _REPORT_ACCESS
+    ),
+    response=ExperimentReport,
+    response_description="The report; undefined numbers are null",
+    problems=(400, 404),
+    tags=("reports",),
+    security=SECRET_KEY_SECURITY,
+)
+REPORT_KPIS_DOCS: Final = wire_docs(
+    operation_id="getKpis",
+    summary="KPIs over time",
+    description=(
+        "Visitors, impressions, clicks, CTR, conversions, conversion rate, revenue and revenue "
+        "per visitor per UTC day or hour, by segment, persona or lifecycle stage." + _REPORT_ACCESS
+    ),
+    response=KpiSeries,
+    response_description="One point per time bucket and group",
+    problems=(400, 404),
+    tags=("reports",),
+    security=SECRET_KEY_SECURITY,
+)
+
 _DESCRIPTION = f"""\
 Personalization decisions from one verified ONNX bundle: persona, segment, lifecycle stage,
 next-best offers and a variant per slot, for one visit at a time or in batches, and the
@@ -467,7 +524,8 @@ Every error is an RFC 9457 `application/problem+json` document.
 
 Routes under `/v1/` need an API key: a public key (`pk_…`, embedded in web pages, accepted only
 from the sites it lists in `Origin`) for decisions, events and the bundle; a secret key (`sk_…`,
-servers only) for everything. The local demo accepts keyless requests from loopback.
+servers only) for everything, including the experiment reports. The local demo accepts keyless
+requests from loopback to the public routes and to the reports.
 """
 
 _TAGS = [
@@ -475,6 +533,7 @@ _TAGS = [
     Tag(name="events", description="Feedback about decisions"),
     Tag(name="visitors", description="What is stored about a visitor"),
     Tag(name="admin", description="The bundle being served"),
+    Tag(name="reports", description="Experiment reports and KPIs from the event log"),
 ]
 
 

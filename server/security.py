@@ -30,7 +30,8 @@ Routes (by method and path, after the same normalisation as Litestar's router)
     * public: :data:`DEFAULT_PUBLIC_ROUTES` (``POST /v1/decide``, ``POST /v1/decide/batch``,
       ``POST /v1/events``, ``GET``/``HEAD /v1/bundle`` and below) take a public or secret key;
     * secret: every other method and path under the prefix (admin, ``GET``/``DELETE
-      /v1/visitors/…``, and routes added later until they are listed as public).
+      /v1/visitors/…``, the reports ``GET /v1/reports/…``, and routes added later until they
+      are listed as public).
 
 Origins of public keys
     ``origins`` lists the sites that may use a public key, as ``scheme://host[:port]`` with no
@@ -61,8 +62,12 @@ Demo
     the implicit public key ``demo`` when the client address is in 127.0.0.0/8 or ::1, the
     ``Host`` header names a loopback host (``localhost``, ``*.localhost``, 127.x, ``[::1]``;
     this defeats DNS rebinding and a local reverse proxy forwarding public traffic), and the
-    ``Origin``, if any, is a loopback origin. Behind a proxy, set ``trusted_proxy_hops`` so the
-    client address comes from ``X-Forwarded-For``. Never enable it on a shared host.
+    ``Origin``, if any, is a loopback origin. The same keyless loopback requests may also read
+    :data:`DEMO_READ_ROUTES` (``GET``/``HEAD /v1/reports/…``), secret routes otherwise, so that
+    the local reports dashboard (``/reports``, an open page outside the prefix) works without
+    a key; no other secret route is opened, and a public key still may not call them. Behind a
+    proxy, set ``trusted_proxy_hops`` so the client address comes from ``X-Forwarded-For``.
+    Never enable it on a shared host.
 
 Rate limits
     Per process (with N workers the effective limit is N times; sharing them needs Redis).
@@ -113,6 +118,7 @@ from server.ratelimit import RateLimiter
 
 __all__ = [
     "DEFAULT_PUBLIC_ROUTES",
+    "DEMO_READ_ROUTES",
     "STATE_KEY",
     "ApiKey",
     "OriginRules",
@@ -142,6 +148,8 @@ DEFAULT_PUBLIC_ROUTES: tuple[str, ...] = (
     "POST /v1/events",
     "GET /v1/bundle/*",
 )
+#: Secret routes that the keyless loopback demo may call too (same syntax): the reports.
+DEMO_READ_ROUTES: tuple[str, ...] = ("GET /v1/reports/*",)
 DEMO_KEY_ID = "demo"
 # Kept equal to server.problems.PROBLEM_TYPE_BASE (a test pins it) without importing litestar.
 PROBLEM_TYPE_BASE = "https://tailor.dev/problems/"
@@ -514,6 +522,7 @@ class SecurityMiddleware:
         public_routes: ``"METHOD /path"`` entries that accept public keys (``/*`` suffix:
             the path and below; ``GET`` includes ``HEAD``); every other protected route needs
             a secret key.
+        demo_routes: secret routes (same syntax) that the keyless loopback demo may call too.
         clock: monotonic seconds for the rate limiter (injectable for tests).
     """
 
@@ -524,6 +533,7 @@ class SecurityMiddleware:
         *,
         protected_prefix: str = "/v1/",
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
+        demo_routes: Iterable[str] = DEMO_READ_ROUTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
@@ -546,19 +556,8 @@ class SecurityMiddleware:
         self._preflight_origins = OriginRules.union(
             k.origins for k in self._keys if k.kind == "public"
         )
-        self._public_exact: set[tuple[str, str]] = set()
-        self._public_trees: list[tuple[str, str]] = []
-        for route in public_routes:
-            method, _, path = route.strip().partition(" ")
-            method, path = method.upper(), path.strip()
-            tree = path.endswith("/*")
-            path = _SLASHES.sub("/", "/" + path.removesuffix("/*").strip("/"))
-            methods = (method, "HEAD") if method == "GET" else (method,)
-            for m in methods:
-                if tree:
-                    self._public_trees.append((m, path))
-                else:
-                    self._public_exact.add((m, path))
+        self._public_exact, self._public_trees = _compile_routes(public_routes)
+        self._demo_exact, self._demo_trees = _compile_routes(demo_routes)
         self._limiter = RateLimiter(
             burst_seconds=config.burst_seconds,
             maxsize=config.max_tracked_clients,
@@ -573,6 +572,7 @@ class SecurityMiddleware:
         *,
         protected_prefix: str = "/v1/",
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
+        demo_routes: Iterable[str] = DEMO_READ_ROUTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> Callable[[ASGIApp], SecurityMiddleware]:
         """``app -> middleware`` for frameworks that wrap each route separately.
@@ -592,6 +592,7 @@ class SecurityMiddleware:
             config,
             protected_prefix=protected_prefix,
             public_routes=public_routes,
+            demo_routes=demo_routes,
             clock=clock,
         )
 
@@ -631,12 +632,18 @@ class SecurityMiddleware:
         """``open``, ``public`` or ``secret`` for a normalised path."""
         if not self._protected(path):
             return "open"
-        if (method, path) in self._public_exact:
+        if _matches(method, path, self._public_exact, self._public_trees):
             return "public"
-        for m, tree in self._public_trees:
-            if m == method and (path == tree or path.startswith(tree + "/")):
-                return "public"
         return "secret"
+
+    def demo_route(self, method: str, paths: tuple[str, ...]) -> bool:
+        """Whether the keyless loopback demo may call a secret route: every candidate path is
+        in :data:`DEMO_READ_ROUTES` and none has a dot segment (fail closed)."""
+        return all(
+            _matches(method, p, self._demo_exact, self._demo_trees)
+            and not any(s in (".", "..") for s in p.split("/"))
+            for p in paths
+        )
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -752,7 +759,8 @@ class SecurityMiddleware:
         route, path = self._route(method, paths), paths[0]
         raw, in_query = self._presented_key(scope, headers)
         if raw is None:
-            if route == "public" and self._demo_allows(headers, origin_text, origin, address):
+            demo_route = route == "public" or self.demo_route(method, paths)
+            if demo_route and self._demo_allows(headers, origin_text, origin, address):
                 return (
                     Principal(id=DEMO_KEY_ID, kind="public", origin=origin_text),
                     self.config.per_key_per_minute,
@@ -890,6 +898,35 @@ class SecurityMiddleware:
         wait = self._limiter.acquire((self._ip_bucket(address), self.config.per_ip_per_minute))
         if wait:
             raise _rate_limited(wait, ())
+
+
+def _compile_routes(
+    routes: Iterable[str],
+) -> tuple[set[tuple[str, str]], list[tuple[str, str]]]:
+    """``(method, path)`` pairs matched exactly and ``(method, tree)`` pairs matched with their
+    descendants, from ``"METHOD /path"`` entries (``/*``: and below; ``GET`` adds ``HEAD``)."""
+    exact: set[tuple[str, str]] = set()
+    trees: list[tuple[str, str]] = []
+    for route in routes:
+        method, _, path = route.strip().partition(" ")
+        method, path = method.upper(), path.strip()
+        tree = path.endswith("/*")
+        path = _SLASHES.sub("/", "/" + path.removesuffix("/*").strip("/"))
+        methods = (method, "HEAD") if method == "GET" else (method,)
+        for m in methods:
+            if tree:
+                trees.append((m, path))
+            else:
+                exact.add((m, path))
+    return exact, trees
+
+
+def _matches(
+    method: str, path: str, exact: set[tuple[str, str]], trees: list[tuple[str, str]]
+) -> bool:
+    if (method, path) in exact:
+        return True
+    return any(m == method and (path == tree or path.startswith(tree + "/")) for m, tree in trees)
 
 
 def _normalize_path(path: str) -> str:

@@ -93,7 +93,10 @@ def test_the_decision_log_holds_exposures_and_replays(
         optional = dict.fromkeys(["os", "browser", "referrerSource", "searchTerms", "country"])
         signals = msgspec.convert({**optional, **line["signals"]}, Signals)  # type: ignore[dict-item]
         row = FeatureRow(
-            values=tuple(line["features"]),  # type: ignore[arg-type]
+            values=tuple(  # a missing value (NaN) is logged as null
+                float("nan") if v is None else v
+                for v in line["features"]  # type: ignore[attr-defined]
+            ),
             signals=signals,
             behavior=msgspec.convert(line["behavior"] or {}, Behavior),
             version=str(line["featureSet"]),

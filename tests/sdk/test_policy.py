@@ -51,7 +51,7 @@ def test_assignment_is_sticky_and_deterministic() -> None:
 
 
 def test_experiments_are_independent() -> None:
-    a, b = _exp("a", [1, 1]), _exp("b", [1, 1, 1])
+    a, b = _exp("a", [1, 1], slots=["hero"]), _exp("b", [1, 1, 1], slots=["banner"])
     table = Counter((arms["a"], arms["b"]) for arms in (_arms([a, b], v) for v in IDS))
     grid = [[table[(f"arm{i}", f"arm{j}")] for j in range(3)] for i in range(2)]
     assert stats.chi2_contingency(grid).pvalue > 0.001
@@ -91,6 +91,15 @@ def test_first_experiment_owns_a_slot() -> None:
     assert plan.slots["hero"][0] == "first"
     assert plan.slots["banner"][0] == "second"
     assert set(plan.arms) == {"first", "second"}
+
+
+def test_an_experiment_that_decides_no_requested_slot_is_not_an_exposure() -> None:
+    hero_only = _exp("hero_only", [1, 1], slots=["hero"])
+    assert assign([hero_only], None, {"visitorId": "v1"}, ["banner"], True).arms == {}
+    first = _exp("first", [1, 1], slots=["hero"])
+    also_hero = _exp("also_hero", [1, 1], slots=["hero"])
+    plan = assign([first, also_hero], None, {"visitorId": "v1"}, ["hero"], True)
+    assert set(plan.arms) == {"first"}  # the slot was taken: the second saw nothing
 
 
 def test_holdout_share_and_exclusion() -> None:
