@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -166,6 +167,23 @@ def _start_server(
         time.sleep(0.1)  # polling for readiness, not waiting for a result
     proc.kill()
     raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
+
+
+@contextmanager
+def keyed_server(bundle_path: Path, root: Path, keys: dict[str, Any]) -> Iterator[LiveServer]:
+    """A real server (demo off) with the security config ``keys`` (the JSON of
+    :class:`server.security.SecurityConfig`), stopped on exit."""
+    (root / "keys.json").write_text(json.dumps(keys))
+    server = _start_server(
+        bundle_path,
+        root / "server.log",
+        {"TAILOR_DEMO": "0", "TAILOR_KEYS_FILE": str(root / "keys.json")},
+    )
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ replaying a logged decision gives it back."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sdk import Client, Decider, load_bundle
 from sdk.features import FeatureRow
 from sdk.schema import Behavior, Campaign, Consent, Context, DecideRequest, Page, Signals
 from server.security import hash_key
-from tests.conftest import LiveServer, _start_server
+from tests.conftest import LiveServer, keyed_server
 from tests.contract.test_sdk_live import _comparable, _fresh_requests, _log_lines, _wait_for
 
 SECRET = "sk_policy_live_0123456789abcdefghijkl"
@@ -32,15 +31,8 @@ def server(
         "per_ip_per_minute": 0,
         "keys": [{"id": "backend", "kind": "secret", "sha256": hash_key(SECRET)}],
     }
-    (root / "keys.json").write_text(json.dumps(keys))
-    live = _start_server(
-        policy_bundle_dir,
-        root / "server.log",
-        {"TAILOR_DEMO": "0", "TAILOR_KEYS_FILE": str(root / "keys.json")},
-    )
-    yield live
-    live.process.terminate()
-    live.process.wait(timeout=10)
+    with keyed_server(policy_bundle_dir, root, keys) as live:
+        yield live
 
 
 def test_server_and_local_mode_make_the_same_policy_choices(

@@ -22,7 +22,7 @@ from model_export.synth import generate
 from sdk import APIError, Client, Consent, DecideRequest, Decision, Event
 from server.eventlog import visitor_hash
 from server.security import hash_key
-from tests.conftest import FIXED_NOW, LiveServer, _start_server
+from tests.conftest import FIXED_NOW, LiveServer, _start_server, keyed_server
 
 SECRET = "sk_sdk_live_0123456789abcdefghijklmnop"
 
@@ -83,15 +83,8 @@ def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "per_ip_per_minute": 0,
         "keys": [{"id": "backend", "kind": "secret", "sha256": hash_key(SECRET)}],
     }
-    (root / "keys.json").write_text(json.dumps(keys))
-    live = _start_server(
-        bundle_dir,
-        root / "server.log",
-        {"TAILOR_DEMO": "0", "TAILOR_KEYS_FILE": str(root / "keys.json")},
-    )
-    yield live
-    live.process.terminate()
-    live.process.wait(timeout=10)
+    with keyed_server(bundle_dir, root, keys) as live:
+        yield live
 
 
 @pytest.fixture

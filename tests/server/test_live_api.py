@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from server.security import hash_key
-from tests.conftest import LiveServer, _start_server
+from tests.conftest import LiveServer
+from tests.conftest import keyed_server as start_keyed_server
 
 PUBLIC = "pk_live_test_abcdefghijklmnopqrstuvwxyz"
 SECRET = "sk_live_test_abcdefghijklmnopqrstuvwxyz"
@@ -32,15 +33,8 @@ def keyed_server(
             {"id": "backend", "kind": "secret", "sha256": hash_key(SECRET)},
         ],
     }
-    (root / "keys.json").write_text(json.dumps(keys))
-    server = _start_server(
-        bundle_dir,
-        root / "server.log",
-        {"TAILOR_DEMO": "0", "TAILOR_KEYS_FILE": str(root / "keys.json")},
-    )
-    yield server
-    server.process.terminate()
-    server.process.wait(timeout=10)
+    with start_keyed_server(bundle_dir, root, keys) as server:
+        yield server
 
 
 def _problem(r: httpx.Response, status: int) -> dict[str, object]:

@@ -1,0 +1,83 @@
+"""Smoke tests of the load tools. Benchmarks are not tests: nothing here asserts a speed, only
+that the harness runs and reports.
+
+``python -m benchmarks.run --quick`` writes a well-formed report (it needs Debian's ``wrk``,
+which ``make test`` installs), and a headless locust run with both user classes against a real
+server exits 0 with no failures. Both run as subprocesses, which keeps locust's gevent
+monkey-patching out of pytest's process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks._load import serve
+from tests.conftest import ROOT
+
+
+def test_quick_run_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--workers", "1"]
+    cmd += ["--duration", "1", "--bundle", str(bundle_dir), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((out / "run.json").read_text())
+    assert report["report_version"] == 1
+    assert {"machine", "config", "healthz", "decide", "ratio", "latency", "server"} <= set(report)
+    machine = report["machine"]
+    assert machine["cpus"] > 0 and machine["cpu"] and machine["python"]
+    assert machine["versions"]["uvicorn"] and machine["versions"]["litestar"]
+    assert machine["git_commit"] is None or len(machine["git_commit"]) == 40
+    for endpoint in ("healthz", "decide"):
+        result = report[endpoint]
+        assert result["max_per_s"] > 0
+        assert result["at_connections"] in [s["connections"] for s in result["steps"]]
+        for step in result["steps"]:
+            assert step["requests"] > 0 and step["requests_per_s"] > 0
+            assert 0 < step["p50_ms"] <= step["p99_ms"] <= step["max_ms"]
+    assert 0 < report["ratio"] < 2
+    assert report["ratio"] == round(
+        report["decide"]["max_per_s"] / report["healthz"]["max_per_s"], 3
+    )
+    assert [row["fraction"] for row in report["latency"]] == [0.5, 0.7, 0.9]
+    for row in report["latency"]:
+        assert row["achieved_per_s"] > 0 and row["ok"] > 0 and row["errors"] == 0
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert 0 <= row["cache_hit_share"] <= 1
+    server = report["server"]
+    assert server["worker_pids_seen"] == 1
+    assert server["memory_mib"]["end"]["total"] > 0 and server["event_log_records"] > 0
+    assert server["log"]["tracebacks"] == 0
+    markdown = (out / "run.md").read_text()
+    assert "decide / healthz" in markdown and machine["cpu"] in markdown
+
+
+def test_locust_runs_both_user_classes_without_failures(bundle_dir: Path, tmp_path: Path) -> None:
+    env = dict(
+        os.environ,
+        TAILOR_LOAD_TAG_WEIGHT="1",
+        TAILOR_LOAD_BACKEND_WEIGHT="1",
+        TAILOR_LOAD_TAG_THINK="0.1,0.3",
+        TAILOR_LOAD_BACKEND_THINK="0.1,0.3",
+    )
+    prefix = tmp_path / "locust"
+    with serve(bundle_dir, tmp_path / "server") as server:
+        cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--headless"]
+        cmd += ["--users", "2", "--spawn-rate", "2", "--run-time", "5s", "--host", server.url]
+        cmd += ["--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert server.log_problems()["tracebacks"] == 0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    with open(f"{prefix}_stats.csv", newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    assert {"/v1/decide (tag)", "/v1/decide/batch (backend)"} <= set(rows)
+    assert all(row["Failure Count"] == "0" for row in rows.values()), rows
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert Path(f"{prefix}.html").stat().st_size > 0
