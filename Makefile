@@ -8,7 +8,7 @@ BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check lint bench bundle schema tag screenshots system-deps js-deps clean
+.PHONY: run test check lint bench load bundle schema tag screenshots system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,11 @@ js_snippet/node_modules/.package-lock.json: js_snippet/package-lock.json
 
 js-deps: js_snippet/node_modules/.package-lock.json
 
-# Debian packages the browser tests need (Chromium); installed only when missing.
+# Debian packages the browser tests need (Chromium) and the benchmarks' load generator (wrk);
+# installed only when missing.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || .ci/apt-install chromium
+	@command -v wrk >/dev/null 2>&1 || .ci/apt-install wrk
 
 ## Train the demo bundle if missing, then serve the demo page on http://$(HOST):$(PORT)/
 run: $(STAMP)
@@ -51,6 +53,19 @@ bench: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing
 	$(BIN)/python -m benchmarks.decide --bundle $(BUNDLE)
 	$(BIN)/python -m benchmarks.sdk --bundle $(BUNDLE)
+
+## Locust, headless and time-bounded, against a load-test server started on 127.0.0.1 for the run
+## (LOAD_HOST=http://127.0.0.1:8000 aims at a running one instead): CSV + HTML in benchmarks/results/
+LOAD_USERS ?= 50
+LOAD_SPAWN_RATE ?= 10
+LOAD_TIME ?= 60s
+load: $(STAMP)
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m benchmarks._load --bundle $(BUNDLE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) \
+		$(if $(LOAD_HOST),--host $(LOAD_HOST)) -- \
+		$(BIN)/locust -f benchmarks/locustfile.py --headless --users $(LOAD_USERS) \
+		--spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_TIME) --only-summary \
+		--csv benchmarks/results/locust --html benchmarks/results/locust.html
 
 ## Regenerate committed artefacts: the JSON Schema and the built tag.
 schema: $(STAMP)
