@@ -247,7 +247,33 @@ def _no_server() -> TailorError:
     return TailorError("this local client has no server: pass base_url to send events")
 
 
-class Client:
+class _Surface:
+    """The read-only properties both clients share."""
+
+    _core: _Core
+
+    @property
+    def mode(self) -> Mode:
+        """``"remote"`` or ``"local"``."""
+        return self._core.mode
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The circuit breaker (None when off)."""
+        return self._core.breaker
+
+    @property
+    def cache(self) -> VisitCache | None:
+        """The per-visit decision cache (None when off)."""
+        return self._core.cache
+
+    @property
+    def local(self) -> LocalEngine | None:
+        """Local mode's engine (its bundle, refresh counters and last error)."""
+        return self._core.local
+
+
+class Client(_Surface):
     """Synchronous, thread-safe Tailor client (remote or local mode).
 
     Args:
@@ -324,26 +350,6 @@ class Client:
         )
 
     # -- public surface ----------------------------------------------------------------------
-
-    @property
-    def mode(self) -> Mode:
-        """``"remote"`` or ``"local"``."""
-        return self._core.mode
-
-    @property
-    def breaker(self) -> CircuitBreaker | None:
-        """The circuit breaker (None when off)."""
-        return self._core.breaker
-
-    @property
-    def cache(self) -> VisitCache | None:
-        """The per-visit decision cache (None when off)."""
-        return self._core.cache
-
-    @property
-    def local(self) -> LocalEngine | None:
-        """Local mode's engine (its bundle, refresh counters and last error)."""
-        return self._core.local
 
     @property
     def events(self) -> EventSender:
@@ -506,7 +512,7 @@ class Client:
         self._call("POST", "/v1/events", body, guarded=False)
 
 
-class AsyncClient:
+class AsyncClient(_Surface):
     """The asyncio twin of :class:`Client`: same arguments, same methods, awaited.
 
     ``track`` is a plain method (it only queues) and must be called from the event loop; the
@@ -564,26 +570,6 @@ class AsyncClient:
             interval=event_interval,
             max_queue=event_queue_size,
         )
-
-    @property
-    def mode(self) -> Mode:
-        """``"remote"`` or ``"local"``."""
-        return self._core.mode
-
-    @property
-    def breaker(self) -> CircuitBreaker | None:
-        """The circuit breaker (None when off)."""
-        return self._core.breaker
-
-    @property
-    def cache(self) -> VisitCache | None:
-        """The per-visit decision cache (None when off)."""
-        return self._core.cache
-
-    @property
-    def local(self) -> LocalEngine | None:
-        """Local mode's engine (its bundle, refresh counters and last error)."""
-        return self._core.local
 
     @property
     def events(self) -> AsyncEventSender:

@@ -40,7 +40,7 @@ from sdk.schema import (
     SlotDecision,
 )
 
-__all__ = ["Decider", "decision_attributes"]
+__all__ = ["Decider", "decision_attributes", "slot_decision"]
 
 #: How long a client may reuse a decision for the same visit, in seconds.
 DECISION_TTL = 1800
@@ -129,6 +129,7 @@ class Decider:
             id(v): compile_condition(v.when) for s in m.slots for v in s.variants
         }
         self._when.update({id(r): compile_condition(r.when) for r in m.lifecycle.rules})
+        self._targeting = {e.key: compile_condition(e.condition) for e in m.experiments}
         seg_out = m.models["segments"].outputs
         self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
@@ -361,7 +362,7 @@ class Decider:
         attributes["userId"] = req.user_id
         attributes["sessionId"] = req.session_id
         attributes["segment"] = segment.id if segment is not None else None
-        plan = assign(m.experiments, m.holdout, attributes, wanted, personalized)
+        plan = assign(m.experiments, m.holdout, attributes, wanted, personalized, self._targeting)
         if plan.holdout:
             reasons.append(
                 Reason(
@@ -382,7 +383,7 @@ class Decider:
                 )
                 continue
             if plan.holdout:
-                slots[slot_id] = _slot_decision(self._defaults[slot_id], "global holdout")
+                slots[slot_id] = slot_decision(self._defaults[slot_id], "global holdout")
                 continue
             arm = plan.slots.get(slot_id)
             fixed = self._arm_variant(slot, arm[0], arm[1]) if arm else None
@@ -419,7 +420,7 @@ class Decider:
     ) -> SlotDecision:
         for variant in slot.variants:
             if variant.offer is None and variant.when and self._when[id(variant)](attributes):
-                return _slot_decision(variant, f"targeting rule of {variant.id} matched")
+                return slot_decision(variant, f"targeting rule of {variant.id} matched")
         default = self._defaults[slot.id]
         by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
         eligible: list[tuple[VariantDef, str]] = []
@@ -429,7 +430,7 @@ class Decider:
                 eligible.append((candidate, f"offer {offer.id} ranked {offer.rank}"))
         greedy, reason = eligible[0] if eligible else (default, "default variant")
         if epsilon <= 0:
-            return _slot_decision(greedy, reason)
+            return slot_decision(greedy, reason)
         chosen_ids = {v.id for v, _ in eligible} | {default.id}
         ids = [v.id for v in slot.variants if v.id in chosen_ids]  # catalogue order
         pick, probabilities = explore(ids, greedy.id, epsilon, f"{visit}|{slot.id}")
@@ -439,7 +440,7 @@ class Decider:
             reason = f"exploring (epsilon {epsilon:g}) among {len(ids)} candidates"
         propensity = next(c.probability for c in candidates if c.variant_id == greedy.id)
         return msgspec.structs.replace(
-            _slot_decision(greedy, reason), propensity=propensity, candidates=candidates
+            slot_decision(greedy, reason), propensity=propensity, candidates=candidates
         )
 
     def _arm_variant(self, slot: SlotDef, experiment: str, arm: ArmDef) -> SlotDecision | None:
@@ -452,10 +453,11 @@ class Decider:
             return None
         if variant is None:
             return None
-        return _slot_decision(variant, f"experiment {experiment}, arm {arm.key}")
+        return slot_decision(variant, f"experiment {experiment}, arm {arm.key}")
 
 
-def _slot_decision(variant: VariantDef, reason: str) -> SlotDecision:
+def slot_decision(variant: VariantDef, reason: str) -> SlotDecision:
+    """The slot decision showing ``variant`` (propensity 1), with ``reason``."""
     c = variant.content
     return SlotDecision(
         variant_id=variant.id,

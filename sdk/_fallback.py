@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sdk._decider import slot_decision
 from sdk._manifest import Manifest
 from sdk.bundle import _read_manifest
 from sdk.schema import (
@@ -66,21 +67,7 @@ class Fallback:
         defaults: dict[str, Content | SlotDecision] = {}
         for slot in manifest.slots:
             variant = next(v for v in slot.variants if v.id == slot.default)
-            c = variant.content
-            defaults[slot.id] = SlotDecision(
-                variant_id=variant.id,
-                offer_id=variant.offer,
-                content=Content(
-                    type=c.type,
-                    text=c.text,
-                    html=c.html,
-                    image_url=c.image_url,
-                    href=c.href,
-                    alt=c.alt,
-                ),
-                propensity=1.0,
-                reason="fallback: the catalogue's default variant",
-            )
+            defaults[slot.id] = slot_decision(variant, "fallback: the catalogue's default variant")
         defaults.update(slots or {})
         return cls(defaults)
 

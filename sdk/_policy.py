@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdk._conditions import evaluate_condition
+from sdk._conditions import Predicate, evaluate_condition
 from sdk._manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
 from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace
 
@@ -67,8 +67,14 @@ def assign(
     attributes: Mapping[str, Any],
     slot_ids: Sequence[str],
     personalized: bool,
+    conditions: Mapping[str, Predicate] | None = None,
 ) -> Assignment:
-    """The holdout and experiment arms of a visit (see the module docstring)."""
+    """The holdout and experiment arms of a visit (see the module docstring).
+
+    ``conditions`` maps experiment keys to their compiled targeting conditions (the decider
+    compiles them once); an experiment without one is evaluated with
+    :func:`~sdk._conditions.evaluate_condition`.
+    """
     out = Assignment()
     if not personalized:
         return out  # contextual decisions are in no test: there is no consent to measure
@@ -86,8 +92,15 @@ def assign(
         if value is None or value == "":
             continue
         value = str(value)
-        if exp.condition and not evaluate_condition(dict(attributes), exp.condition):
-            continue
+        if exp.condition:
+            compiled = conditions.get(exp.key) if conditions is not None else None
+            matched = (
+                compiled(attributes)
+                if compiled is not None
+                else evaluate_condition(attributes, exp.condition)
+            )
+            if not matched:
+                continue
         if exp.namespace is not None and not in_namespace(
             value, (exp.namespace.name, exp.namespace.start, exp.namespace.end)
         ):

@@ -159,6 +159,16 @@ def _verify_conditions(manifest: Manifest) -> None:
                 )
             for j, variant in enumerate(slot.variants):
                 check_condition(variant.when, f"$.slots[{i}].variants[{j}].when")
+        variants = {s.id: {v.id for v in s.variants} for s in manifest.slots}
+        for i, exp in enumerate(manifest.experiments):
+            check_condition(exp.condition, f"$.experiments[{i}].condition")
+            for arm in exp.arms:
+                for slot_id, variant_id in arm.variants.items():
+                    if variant_id not in variants.get(slot_id, set()):
+                        raise BundleFormatError(
+                            f"experiment {exp.key!r}, arm {arm.key!r}: slot {slot_id!r} has "
+                            f"no variant {variant_id!r}"
+                        )
     except ConditionError as exc:
         raise BundleFormatError(f"invalid condition in manifest.json: {exc}") from exc
     personas = {p.id for p in manifest.personas}

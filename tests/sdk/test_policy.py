@@ -224,3 +224,41 @@ def test_test_policy_matches_the_manifest(policy_decider: Decider) -> None:
     assert [e.key for e in m.experiments] == [e["key"] for e in TEST_POLICY["experiments"]]
     assert m.holdout is not None and m.holdout.share == TEST_POLICY["holdout"]["share"]
     assert m.model_version.startswith("test-policy-")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "message"),
+    [
+        (
+            {
+                "key": "x",
+                "arms": [
+                    {"key": "a"},
+                    {"key": "b", "policy": "variants", "variants": {"hero": "no_such_variant"}},
+                ],
+            },
+            "has no variant 'no_such_variant'",
+        ),
+        (
+            {
+                "key": "x",
+                "condition": {"lifecycle": {"$bogus": 1}},
+                "arms": [{"key": "a"}, {"key": "b"}],
+            },
+            "unknown operator",
+        ),
+    ],
+)
+def test_a_bundle_with_a_broken_experiment_is_refused(
+    bundle_copy: Path, experiment: dict[str, object], message: str
+) -> None:
+    import json
+
+    from sdk import BundleFormatError
+
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["experiments"] = [experiment]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleFormatError, match=message):
+        load_bundle(bundle_copy)
