@@ -965,6 +965,7 @@ def with_policy(src: str | Path, out: str | Path, policy: PolicyConfig, name: st
             "model_version",
             "created_at",
             "models",
+            "fused",
             "producer",
             "files",
             "experiments",

@@ -24,13 +24,16 @@ from typing import Any
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
+from onnx import compose, helper, numpy_helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
 from sdk._manifest import (
     BUNDLE_FORMAT_VERSION,
+    FusedSpec,
     Manifest,
     ModelIO,
     ModelSpec,
@@ -42,6 +45,7 @@ from sdk.schema import DecideRequest
 __all__ = [
     "TARGET_OPSET",
     "convert_and_check",
+    "fuse_models",
     "onnx_bytes",
     "onnx_outputs",
     "sklearn_outputs",
@@ -113,6 +117,73 @@ def model_spec(model: bytes, file: str, features: Sequence[str]) -> ModelSpec:
     return ModelSpec(file=file, features=list(features), inputs=inputs, outputs=outputs)
 
 
+#: File name of the fused graph in a bundle.
+FUSED_FILE = "decision.onnx"
+
+
+def fuse_models(
+    models: dict[str, tuple[bytes, Sequence[str]]], feature_names: Sequence[str]
+) -> bytes:
+    """One ONNX graph computing every model of ``models`` from the full feature row.
+
+    Each model's names are prefixed with ``"{key}/"``; a ``Gather`` node picks its columns
+    from the shared float32 input (``features``, ``len(feature_names)`` wide), and its outputs
+    become ``"{key}/{output}"``. Serving then pays onnxruntime's per-call overhead once per
+    batch instead of once per model; the parity replay checks the fused graph against
+    training's outputs like any model.
+    """
+    index = {name: i for i, name in enumerate(feature_names)}
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    outputs: list[onnx.ValueInfoProto] = []
+    value_info: list[onnx.ValueInfoProto] = []
+    opsets: dict[str, int] = {}
+    ir_version = 0
+    for key, (data, features) in models.items():
+        part = compose.add_prefix(onnx.load_from_string(data), prefix=f"{key}/")
+        graph = part.graph
+        if len(graph.input) != 1:
+            raise ValueError(f"model {key!r} has {len(graph.input)} inputs; fusing needs one")
+        columns = numpy_helper.from_array(
+            np.asarray([index[f] for f in features], dtype=np.int64), name=f"{key}/columns"
+        )
+        initializers.append(columns)
+        nodes.append(
+            helper.make_node(
+                "Gather",
+                [INPUT_NAME, columns.name],
+                [graph.input[0].name],
+                axis=1,
+                name=f"{key}/select_columns",
+            )
+        )
+        nodes.extend(graph.node)
+        initializers.extend(graph.initializer)
+        outputs.extend(graph.output)
+        value_info.extend(graph.value_info)
+        for opset in part.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+        ir_version = max(ir_version, part.ir_version)
+    opsets[""] = max(opsets.get("", 0), TARGET_OPSET[""])
+    graph = helper.make_graph(
+        nodes,
+        "tailor_decision",
+        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, [None, len(index)])],
+        outputs,
+        initializer=initializers,
+        value_info=value_info,
+    )
+    fused = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(domain, v) for domain, v in sorted(opsets.items())],
+        producer_name="tailor",
+    )
+    fused.ir_version = ir_version
+    onnx.checker.check_model(fused, full_check=True)
+    serialized: bytes = fused.SerializeToString()
+    return serialized
+
+
 def producer_versions() -> dict[str, str]:
     """Versions of the libraries that produced the bundle."""
     names = ["tailor", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "msgspec"]
@@ -165,6 +236,8 @@ def write_bundle(
     then hashed with the other files.
     """
     out_dir = Path(out_dir)
+    # the fused graph is the writer's own product, made from ``models``
+    manifest_fields = {k: v for k, v in manifest_fields.items() if k != "fused"}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -173,6 +246,10 @@ def write_bundle(
             file = f"{key}.onnx"
             (tmp / file).write_bytes(data)
             specs[key] = model_spec(data, file, features)
+        fused_bytes = fuse_models(models, manifest_fields["feature_names"])
+        (tmp / FUSED_FILE).write_bytes(fused_bytes)
+        fused_spec = model_spec(fused_bytes, FUSED_FILE, manifest_fields["feature_names"])
+        fused = FusedSpec(file=FUSED_FILE, inputs=fused_spec.inputs, outputs=fused_spec.outputs)
         (tmp / "parity.jsonl").write_bytes(parity)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         content_hash = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:12]
@@ -181,6 +258,7 @@ def write_bundle(
             model_version=f"{name}-{content_hash}",
             created_at=created_at,
             models=specs,
+            fused=fused,
             producer=producer_versions(),
             files={},
             **manifest_fields,

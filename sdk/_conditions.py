@@ -605,25 +605,110 @@ def _negation(inner: Predicate) -> Predicate:
     return match
 
 
-def _literal(key: str, spec: Any) -> Predicate:
+def _getter(key: str) -> Callable[[Mapping[str, Any]], Any]:
+    """``lambda a: _lookup(a, key)``, with the path split once and plain dicts walked directly
+    (anything else takes :func:`_lookup`'s general route)."""
+    parts = tuple(key.split("."))
+    missing = _MISSING
+
+    def get(a: Mapping[str, Any]) -> Any:
+        value: Any = a
+        for part in parts:
+            if type(value) is not dict:
+                return _lookup(a, key)
+            value = value.get(part, missing)
+            if value is missing:
+                return missing
+        return value
+
+    return get
+
+
+# Fast paths for the common shapes (equality with a string, membership in strings, ordering
+# against a number). Each answers directly only where the general operator would give the same
+# answer for that type of value, and defers to the operator otherwise.
+
+
+def _string_eq(get: Callable[[Mapping[str, Any]], Any], expected: str) -> Predicate:
     def match(a: Mapping[str, Any]) -> bool:
-        return _eq(_lookup(a, key), spec)
+        value = get(a)
+        if type(value) is str:
+            return value == expected
+        return _eq(value, expected)
 
     return match
 
 
-def _operators(key: str, ops: list[tuple[Callable[[Any, Any], bool], Any]]) -> Predicate:
+def _string_in(get: Callable[[Mapping[str, Any]], Any], expected: list[str]) -> Predicate:
+    options = frozenset(expected)
+
+    def match(a: Mapping[str, Any]) -> bool:
+        value = get(a)
+        if type(value) is str:
+            return value in options
+        return _in(value, expected)
+
+    return match
+
+
+def _number_order(
+    get: Callable[[Mapping[str, Any]], Any],
+    test: Callable[[Any, Any], Any],
+    general: Callable[[Any, Any], bool],
+    expected: float,
+) -> Predicate:
+    def match(a: Mapping[str, Any]) -> bool:
+        value = get(a)
+        if type(value) is float or type(value) is int:
+            return bool(test(value, expected))
+        return general(value, expected)
+
+    return match
+
+
+_ORDER_TESTS: Final = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def _one_operator(key: str, op: str, expected: Any) -> Predicate:
+    get = _getter(key)
+    if op == "$eq" and type(expected) is str:
+        return _string_eq(get, expected)
+    if op == "$in" and isinstance(expected, list) and all(type(e) is str for e in expected):
+        return _string_in(get, expected)
+    if op in _ORDER_TESTS and (type(expected) is float or type(expected) is int):
+        return _number_order(get, _ORDER_TESTS[op], _OPERATORS[op], expected)
+    fn = _OPERATORS[op]
+
+    def one(a: Mapping[str, Any]) -> bool:
+        return fn(get(a), expected)
+
+    return one
+
+
+def _literal(key: str, spec: Any) -> Predicate:
+    if type(spec) is str:
+        return _string_eq(_getter(key), spec)
+    get = _getter(key)
+
+    def match(a: Mapping[str, Any]) -> bool:
+        return _eq(get(a), spec)
+
+    return match
+
+
+def _operators(key: str, ops: list[tuple[str, Any]]) -> Predicate:
     if len(ops) == 1:
-        ((fn, expected),) = ops
-
-        def one(a: Mapping[str, Any]) -> bool:
-            return fn(_lookup(a, key), expected)
-
-        return one
+        ((op, expected),) = ops
+        return _one_operator(key, op, expected)
+    parts = [_one_operator(key, op, expected) for op, expected in ops]
 
     def every(a: Mapping[str, Any]) -> bool:
-        value = _lookup(a, key)
-        return all(f(value, e) for f, e in ops)
+        return all(p(a) for p in parts)
 
     return every
 
@@ -642,7 +727,7 @@ def _compile(condition: Mapping[str, Any]) -> Predicate:
         elif not _is_operators(spec):
             parts.append(_literal(key, spec))
         else:
-            parts.append(_operators(key, [(_OPERATORS[op], e) for op, e in spec.items()]))
+            parts.append(_operators(key, list(spec.items())))
     if not parts:
         return _always
     if len(parts) == 1:

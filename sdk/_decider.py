@@ -131,15 +131,35 @@ class Decider:
         self._when.update({id(r): compile_condition(r.when) for r in m.lifecycle.rules})
         self._targeting = {e.key: compile_condition(e.condition) for e in m.experiments}
         seg_out = m.models["segments"].outputs
-        self._distance_output = next(o.name for o in seg_out if o.dtype == "float32")
+        distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
-        self._proba_output = next(o.name for o in off_out if o.dtype == "float32")
-        # optional predictive models: (bundle model name, decision score name)
+        proba_output = next(o.name for o in off_out if o.dtype == "float32")
+        # optional predictive models: (bundle model name, decision score name, output)
         self._score_models = [
             (model, score, next(o.name for o in m.models[model].outputs if o.dtype == "float32"))
             for model, score in PREDICTIVE_SCORES
             if model in m.models
         ]
+        # one onnxruntime call per batch (fused graph), computing only what decisions read
+        self._run = bundle.runner(
+            [("segments", distance_output), ("offers", proba_output)]
+            + [(model, output) for model, _, output in self._score_models]
+        )
+        np = self._np
+        # segment -> persona as a matrix, so a batch's affinities are one product
+        persona_ids = list(self._personas)
+        self._persona_ids = persona_ids
+        self._segment_personas = np.zeros((len(m.segments), len(persona_ids)))
+        for seg in m.segments:
+            self._segment_personas[seg.id, persona_ids.index(seg.persona)] = 1.0
+        self._offer_names = {o.id: o.name for o in m.offers}
+        # slot decisions are immutable and their reasons come from the bundle's own names, so
+        # each (variant, reason) pair is built once
+        self._slot_decisions: dict[tuple[int, str], SlotDecision] = {}
+        self._by_offer = {
+            s.id: {v.offer: v for v in s.variants if v.offer is not None} for s in m.slots
+        }
+        self._rules = list(enumerate(m.lifecycle.rules))
 
     def decide(
         self,
@@ -222,38 +242,41 @@ class Decider:
         hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
         if not rows:
             return []
-        matrix = np.asarray([r.values for r in rows], dtype=np.float32)
-        outputs = self.bundle.run(matrix)
-        distances = outputs["segments"][self._distance_output]
-        probas = outputs["offers"][self._proba_output]
-        scores = self._scores(outputs, len(rows))
+        matrix = np.array([r.values for r in rows], dtype=np.float32)
+        distances, probas, *score_outputs = self._run(matrix)
+        # the batch's numeric work at once: nearest segment, persona affinities (a softmax
+        # over negative squared distances, summed per persona), per-row Python lists after
+        d = np.asarray(distances, dtype=np.float64)
+        logits = -(d * d) / self.bundle.manifest.affinity_temperature
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        affinities = (weights @ self._segment_personas).tolist()
+        nearest = d.argmin(axis=1).tolist()
+        nearest_distance = d[np.arange(len(rows)), nearest].tolist()
+        scores = self._scores(score_outputs, len(rows))
+        offer_scores = np.asarray(probas, dtype=np.float64).tolist()
         return [
-            self._finish(req, row, distances[i], probas[i], scores[i], hidden[i])
+            self._finish(
+                req,
+                row,
+                (nearest[i], nearest_distance[i], affinities[i]),
+                offer_scores[i],
+                scores[i],
+                hidden[i],
+            )
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
 
-    def _scores(self, outputs: dict[str, dict[str, Any]], n: int) -> list[dict[str, float]]:
+    def _scores(self, outputs: list[Any], n: int) -> list[dict[str, float]]:
         """Predictive scores per row: a classifier's positive-class probability, or a
         regressor's prediction (never negative)."""
         per_row: list[dict[str, float]] = [{} for _ in range(n)]
-        for model, score, output in self._score_models:
-            values = self._np.asarray(outputs[model][output], dtype=self._np.float64)
-            column = values[:, -1] if values.ndim == 2 else values
+        for (_, score, _), output in zip(self._score_models, outputs, strict=True):
+            values = self._np.asarray(output, dtype=self._np.float64)
+            column = (values[:, -1] if values.ndim == 2 else values).tolist()
             for i in range(n):
-                per_row[i][score] = round(max(float(column[i]), 0.0), 6)
+                per_row[i][score] = round(max(column[i], 0.0), 6)
         return per_row
-
-    def _affinities(self, distances: Any) -> tuple[int, dict[str, float]]:
-        np = self._np
-        d = np.asarray(distances, dtype=np.float64)
-        t = self.bundle.manifest.affinity_temperature
-        logits = -(d**2) / t
-        weights = np.exp(logits - logits.max())
-        weights /= weights.sum()
-        affinity = dict.fromkeys(self._personas, 0.0)
-        for seg_id, w in enumerate(weights):
-            affinity[self._segment_persona[seg_id]] += float(w)
-        return int(np.argmin(d)), {k: round(v, 6) for k, v in affinity.items()}
 
     def _rfm(self, behavior: Behavior) -> RfmResult | None:
         edges = self.bundle.manifest.rfm
@@ -266,18 +289,17 @@ class Decider:
 
     def _lifecycle(self, behavior: Behavior) -> Lifecycle:
         facts = _lifecycle_facts(behavior)
-        rules = self.bundle.manifest.lifecycle
-        for i, rule in enumerate(rules.rules):
+        for i, rule in self._rules:
             if self._when[id(rule)](facts):
                 return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
-        return Lifecycle(stage=rules.default, rule="lifecycle.default")
+        return Lifecycle(stage=self.bundle.manifest.lifecycle.default, rule="lifecycle.default")
 
     def _finish(
         self,
         req: DecideRequest,
         row: FeatureRow,
-        distances: Any,
-        probas: Any,
+        nearest: tuple[int, float, list[float]],
+        probas: list[float],
         scores: dict[str, float],
         suppressed: frozenset[str] = frozenset(),
     ) -> Decision:
@@ -287,10 +309,11 @@ class Decider:
         persona: PersonaResult | None = None
         segment: SegmentResult | None = None
         if personalized:
-            seg_id, affinities = self._affinities(distances)
+            seg_id, distance, weights = nearest
+            affinities = {p: round(w, 6) for p, w in zip(self._persona_ids, weights, strict=True)}
             pid = self._segment_persona[seg_id]
             persona = PersonaResult(id=pid, name=self._personas[pid].name, affinities=affinities)
-            segment = SegmentResult(id=seg_id, distance=round(float(distances[seg_id]), 6))
+            segment = SegmentResult(id=seg_id, distance=round(distance, 6))
             lifecycle = self._lifecycle(row.behavior)
             reasons.append(
                 Reason(
@@ -315,22 +338,19 @@ class Decider:
                 )
             )
         attributes = decision_attributes(req, row, persona.id if persona else None, lifecycle.stage)
-        ranked: list[RankedOffer] = []
         scored = sorted(
-            zip(m.offer_classes, (float(p) for p in probas), strict=True),
-            key=lambda item: (-item[1], item[0]),
+            zip(m.offer_classes, probas, strict=True), key=lambda item: (-item[1], item[0])
         )
-        for offer_id, score in scored:
-            offer = self._offers[offer_id]
-            if offer_id in suppressed:
-                continue
-            if self._eligible[offer_id](attributes):
-                ranked.append(
-                    RankedOffer(id=offer_id, name=offer.name, score=round(score, 6), rank=0)
-                )
+        eligible = self._eligible
+        kept = [
+            (offer_id, score)
+            for offer_id, score in scored
+            if offer_id not in suppressed and eligible[offer_id](attributes)
+        ]
+        names = self._offer_names
         ranked = [
-            RankedOffer(id=o.id, name=o.name, score=o.score, rank=i + 1)
-            for i, o in enumerate(ranked)
+            RankedOffer(id=offer_id, name=names[offer_id], score=round(score, 6), rank=i)
+            for i, (offer_id, score) in enumerate(kept, 1)
         ]
         if suppressed:
             reasons.append(
@@ -383,7 +403,7 @@ class Decider:
                 )
                 continue
             if plan.holdout:
-                slots[slot_id] = slot_decision(self._defaults[slot_id], "global holdout")
+                slots[slot_id] = self._slot(self._defaults[slot_id], "global holdout")
                 continue
             arm = plan.slots.get(slot_id)
             fixed = self._arm_variant(slot, arm[0], arm[1]) if arm else None
@@ -420,9 +440,9 @@ class Decider:
     ) -> SlotDecision:
         for variant in slot.variants:
             if variant.offer is None and variant.when and self._when[id(variant)](attributes):
-                return slot_decision(variant, f"targeting rule of {variant.id} matched")
+                return self._slot(variant, f"targeting rule of {variant.id} matched")
         default = self._defaults[slot.id]
-        by_offer = {v.offer: v for v in slot.variants if v.offer is not None}
+        by_offer = self._by_offer[slot.id]
         eligible: list[tuple[VariantDef, str]] = []
         for offer in ranked:
             candidate = by_offer.get(offer.id)
@@ -430,7 +450,7 @@ class Decider:
                 eligible.append((candidate, f"offer {offer.id} ranked {offer.rank}"))
         greedy, reason = eligible[0] if eligible else (default, "default variant")
         if epsilon <= 0:
-            return slot_decision(greedy, reason)
+            return self._slot(greedy, reason)
         chosen_ids = {v.id for v, _ in eligible} | {default.id}
         ids = [v.id for v in slot.variants if v.id in chosen_ids]  # catalogue order
         pick, probabilities = explore(ids, greedy.id, epsilon, f"{visit}|{slot.id}")
@@ -440,7 +460,7 @@ class Decider:
             reason = f"exploring (epsilon {epsilon:g}) among {len(ids)} candidates"
         propensity = next(c.probability for c in candidates if c.variant_id == greedy.id)
         return msgspec.structs.replace(
-            slot_decision(greedy, reason), propensity=propensity, candidates=candidates
+            self._slot(greedy, reason), propensity=propensity, candidates=candidates
         )
 
     def _arm_variant(self, slot: SlotDef, experiment: str, arm: ArmDef) -> SlotDecision | None:
@@ -453,7 +473,14 @@ class Decider:
             return None
         if variant is None:
             return None
-        return slot_decision(variant, f"experiment {experiment}, arm {arm.key}")
+        return self._slot(variant, f"experiment {experiment}, arm {arm.key}")
+
+    def _slot(self, variant: VariantDef, reason: str) -> SlotDecision:
+        key = (id(variant), reason)
+        made = self._slot_decisions.get(key)
+        if made is None:
+            made = self._slot_decisions[key] = slot_decision(variant, reason)
+        return made
 
 
 def slot_decision(variant: VariantDef, reason: str) -> SlotDecision:

@@ -21,6 +21,7 @@ __all__ = [
     "ContentDef",
     "ExperimentDef",
     "ExplorationDef",
+    "FusedSpec",
     "HoldoutDef",
     "LifecycleDef",
     "LifecycleRule",
@@ -65,6 +66,19 @@ class ModelSpec(_Config, frozen=True, kw_only=True):
 
     file: str
     features: list[str]
+    inputs: list[ModelIO]
+    outputs: list[ModelIO]
+
+
+class FusedSpec(_Config, frozen=True, kw_only=True):
+    """All of the bundle's models as one ONNX graph, so that serving makes one run per batch.
+
+    Its input is the full feature row (``Manifest.feature_names``, in order); each model's
+    columns are selected inside the graph. Output ``"{model}/{output}"`` is that model's output.
+    Optional: bundles without it run each model on its own.
+    """
+
+    file: str
     inputs: list[ModelIO]
     outputs: list[ModelIO]
 
@@ -261,6 +275,7 @@ class Manifest(_Config, frozen=True, kw_only=True):
     holdout: HoldoutDef | None = None
     exploration: ExplorationDef | None = None
     rfm: RfmDef | None = None
+    fused: FusedSpec | None = None
 
 
 manifest_encoder = msgspec.json.Encoder(order="deterministic")

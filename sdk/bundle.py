@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from sdk._errors import (
     BundleParityError,
     ConditionError,
 )
-from sdk._manifest import BUNDLE_FORMAT_VERSION, Manifest, manifest_decoder
+from sdk._manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk._onnx import OnnxModel, require_local
 from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
@@ -81,6 +82,7 @@ class Bundle:
     models: dict[str, OnnxModel]
     columns: dict[str, list[int]]
     digest: str
+    fused: OnnxModel | None = None
 
     @property
     def version(self) -> str:
@@ -88,8 +90,40 @@ class Bundle:
         return self.manifest.model_version
 
     def run(self, rows: Any) -> dict[str, dict[str, Any]]:
-        """Run every model on a float32 matrix of full feature rows."""
+        """Run every model on a float32 matrix of full feature rows: ``{model: {output:
+        array}}``, in one onnxruntime call when the bundle has a fused graph."""
+        if self.fused is None:
+            return self.run_separately(rows)
+        out: dict[str, dict[str, Any]] = {name: {} for name in self.models}
+        for key, value in self.fused.run(rows).items():
+            model, _, output = key.partition("/")
+            out[model][output] = value
+        return out
+
+    def run_separately(self, rows: Any) -> dict[str, dict[str, Any]]:
+        """Run each model on its own (what :meth:`run` does for bundles without a fused
+        graph; benchmarks compare the two)."""
         return {name: model.run(rows[:, self.columns[name]]) for name, model in self.models.items()}
+
+    def runner(self, wanted: list[tuple[str, str]]) -> Callable[[Any], list[Any]]:
+        """A function of a float32 matrix of full feature rows returning the ``(model,
+        output)`` arrays in ``wanted``, in that order: one onnxruntime call computing only
+        those outputs with a fused graph, one call per model without."""
+        if self.fused is not None:
+            session = self.fused.session
+            names = [f"{model}/{output}" for model, output in wanted]
+            feed = self.fused.input_name
+
+            def fused(rows: Any) -> list[Any]:
+                return session.run(names, {feed: rows})  # type: ignore[no-any-return]
+
+            return fused
+
+        def separate(rows: Any) -> list[Any]:
+            out = self.run_separately(rows)
+            return [out[model][output] for model, output in wanted]
+
+        return separate
 
 
 def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
@@ -127,6 +161,8 @@ def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
 
 def _verify_files(directory: Path, manifest: Manifest) -> None:
     required = {spec.file for spec in manifest.models.values()} | {"parity.jsonl"}
+    if manifest.fused is not None:
+        required.add(manifest.fused.file)
     missing = required - manifest.files.keys()
     if missing:
         raise BundleIntegrityError(f"manifest lists no hash for {sorted(missing)}")
@@ -210,6 +246,8 @@ def _replay_parity(bundle: Bundle) -> int:
                 f"parity.jsonl line {n}: features differ from training (feature code changed?)"
             )
     matrix = np.asarray([f.values for f in features], dtype=np.float32)
+    if bundle.fused is not None:
+        _check_fused(bundle, matrix)
     outputs = bundle.run(matrix)
     for n, row in enumerate(rows, 1):
         for model, expected_outputs in row.outputs.items():
@@ -231,6 +269,45 @@ def _replay_parity(bundle: Bundle) -> int:
                         f"{diff:.3g} (tolerance {PARITY_ATOL} + {PARITY_RTOL} x |value|)"
                     )
     return len(rows)
+
+
+def _load_fused(directory: Path, manifest: Manifest) -> OnnxModel | None:
+    """The fused graph, checked to offer every model's outputs under ``"{model}/{output}"``."""
+    spec = manifest.fused
+    if spec is None:
+        return None
+    declared = {(o.name, o.dtype) for o in spec.outputs}
+    for name, model in manifest.models.items():
+        for out in model.outputs:
+            if (f"{name}/{out.name}", out.dtype) not in declared:
+                raise BundleFormatError(
+                    f"fused graph {spec.file!r} lacks output {name}/{out.name} ({out.dtype})"
+                )
+    as_model = ModelSpec(
+        file=spec.file,
+        features=list(manifest.feature_names),
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+    )
+    return OnnxModel(directory / spec.file, as_model, "fused")
+
+
+def _check_fused(bundle: Bundle, matrix: Any) -> None:
+    """The fused graph computes what the separate models compute, on the parity rows."""
+    np, _ = require_local()
+    fused = bundle.run(matrix)
+    for model, outputs in bundle.run_separately(matrix).items():
+        for name, want in outputs.items():
+            got = fused[model][name]
+            same = (
+                np.allclose(got, want, rtol=PARITY_RTOL, atol=PARITY_ATOL, equal_nan=True)
+                if np.issubdtype(np.asarray(want).dtype, np.floating)
+                else np.array_equal(got, want)
+            )
+            if not same:
+                raise BundleParityError(
+                    f"fused graph output {model}/{name} differs from model {model!r} alone"
+                )
 
 
 def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
@@ -263,12 +340,14 @@ def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
     for required in ("segments", "offers"):
         if required not in models:
             raise BundleFormatError(f"bundle has no {required!r} model")
+    fused = _load_fused(directory, manifest)
     bundle = Bundle(
         path=directory,
         manifest=manifest,
         models=models,
         columns=columns,
         digest=hashlib.sha256(raw).hexdigest(),
+        fused=fused,
     )
     if verify_parity:
         try:

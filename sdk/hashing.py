@@ -49,19 +49,37 @@ FNV_PRIME: Final = 0x01000193
 _MASK: Final = 0xFFFFFFFF
 
 
-def fnv1a32(data: bytes) -> int:
+def fnv1a32(data: bytes, basis: int = FNV_OFFSET_BASIS) -> int:
     """The FNV-1a 32-bit hash of ``data``: for each byte, XOR it in, then multiply by the prime.
 
     Args:
         data: the bytes to hash.
+        basis: the starting state; passing ``fnv1a32(prefix)`` hashes ``prefix + data``.
 
     Returns:
         An unsigned 32-bit integer; ``fnv1a32(b"") == 0x811C9DC5``.
     """
-    h = FNV_OFFSET_BASIS
+    h = basis
+    prime = FNV_PRIME
+    mask = _MASK
     for byte in data:
-        h = ((h ^ byte) * FNV_PRIME) & _MASK
+        h = ((h ^ byte) * prime) & mask
     return h
+
+
+#: FNV state after each seed :func:`hash_unit` was called with (seeds come from bundles, so
+#: they are few; the cache stops growing at ``_SEED_CACHE_SIZE``).
+_seed_states: dict[str, int] = {}
+_SEED_CACHE_SIZE: Final = 1024
+
+
+def _seed_state(seed: str) -> int:
+    state = _seed_states.get(seed)
+    if state is None:
+        state = fnv1a32(_utf8(seed))
+        if len(_seed_states) < _SEED_CACHE_SIZE:
+            _seed_states[seed] = state
+    return state
 
 
 def _utf8(text: str) -> bytes:
@@ -83,7 +101,10 @@ def hash_unit(seed: str, value: str, version: int = HASH_VERSION) -> float | Non
         The number, or None for an unknown version.
     """
     if version == 2:
-        first = fnv1a32(_utf8(seed + value))
+        if seed and "\ud800" <= seed[-1] <= "\udfff":  # may pair with the value's first char
+            first = fnv1a32(_utf8(seed + value))
+        else:
+            first = fnv1a32(_utf8(value), _seed_state(seed))
         return (fnv1a32(str(first).encode("ascii")) % 10000) / 10000
     if version == 1:
         return (fnv1a32(_utf8(value + seed)) % 1000) / 1000

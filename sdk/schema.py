@@ -345,9 +345,14 @@ decision_decoder = msgspec.json.Decoder(Decision)
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every wire type, as committed in ``sdk/data/schema.json``."""
+    import inspect
+
     _, components = msgspec.json.schema_components(
         [DecideRequest, Decision, EventBatch], ref_template="#/$defs/{name}"
     )
+    for component in components.values():  # msgspec releases differ in docstring indentation
+        if isinstance(component.get("description"), str):
+            component["description"] = inspect.cleandoc(component["description"])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://tailor.dev/schema/v{SCHEMA_VERSION}.json",

@@ -46,7 +46,14 @@ def test_offer_model_beats_the_popular_offer_baseline(trained: TrainReport) -> N
 def test_manifest_records_provenance(trained: TrainReport) -> None:
     raw = json.loads((trained.path / "manifest.json").read_text())
     assert raw["createdAt"].endswith(("Z", "+00:00"))
-    assert set(raw["files"]) == {"segments.onnx", "offers.onnx", "parity.jsonl", "report.html"}
+    assert set(raw["files"]) == {
+        "segments.onnx",
+        "offers.onnx",
+        "decision.onnx",
+        "parity.jsonl",
+        "report.html",
+    }
+    assert raw["fused"]["file"] == "decision.onnx"
     assert {"scikit-learn", "skl2onnx", "onnxruntime"} <= set(raw["producer"])
     assert raw["training"]["data"]["seed"] == 11
     parity = (trained.path / "parity.jsonl").read_text().splitlines()

@@ -131,3 +131,91 @@ def test_garbage_parity_is_a_typed_refusal(bundle_copy: Path) -> None:
     _rehash(bundle_copy, "parity.jsonl")
     with pytest.raises(BundleParityError, match="line 1"):
         load_bundle(bundle_copy)
+
+
+# --- the fused graph ---------------------------------------------------------------------------
+
+
+def test_fused_graph_computes_what_the_models_compute(bundle_dir: Path) -> None:
+    import numpy as np
+
+    bundle = load_bundle(bundle_dir)
+    assert bundle.fused is not None and bundle.manifest.fused is not None
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(32, len(bundle.manifest.feature_names))).astype(np.float32)
+    fused, separate = bundle.run(rows), bundle.run_separately(rows)
+    assert fused.keys() == separate.keys() == {"segments", "offers"}
+    for model, outputs in separate.items():
+        assert fused[model].keys() == outputs.keys()
+        for name, want in outputs.items():
+            if want.dtype.kind == "f":
+                np.testing.assert_allclose(fused[model][name], want, rtol=1e-5, atol=1e-5)
+            else:  # labels
+                np.testing.assert_array_equal(fused[model][name], want)
+    scores, probabilities = bundle.runner([("segments", "scores"), ("offers", "probabilities")])(
+        rows
+    )
+    np.testing.assert_allclose(scores, separate["segments"]["scores"], rtol=1e-5, atol=1e-5)
+    assert probabilities.shape == separate["offers"]["probabilities"].shape
+
+
+def test_bundle_without_a_fused_graph_still_loads_and_decides_the_same(
+    bundle_dir: Path, bundle_copy: Path
+) -> None:
+    from model_export.synth import generate
+    from sdk import Decider
+
+    def drop(m: dict[str, object]) -> None:
+        del m["fused"]
+        del m["files"]["decision.onnx"]  # type: ignore[attr-defined]
+
+    _edit_manifest(bundle_copy, drop)
+    (bundle_copy / "decision.onnx").unlink()
+    plain = load_bundle(bundle_copy)
+    assert plain.fused is None
+    requests = [v.request for v in generate(40, seed=17)]
+    ids = iter(range(10**6))
+    a = Decider(load_bundle(bundle_dir), new_id=lambda: str(next(ids))).decide_many(requests)
+    ids = iter(range(10**6))
+    b = Decider(plain, new_id=lambda: str(next(ids))).decide_many(requests)
+    assert a == b
+
+
+def test_tampered_fused_graph_is_refused(bundle_copy: Path) -> None:
+    with (bundle_copy / "decision.onnx").open("ab") as fh:
+        fh.write(b"\x00")
+    with pytest.raises(BundleIntegrityError, match=r"decision\.onnx.*modified after export"):
+        load_bundle(bundle_copy)
+
+
+def test_fused_graph_lacking_an_output_is_refused(bundle_copy: Path) -> None:
+    def drop(m: dict[str, object]) -> None:
+        fused = m["fused"]
+        fused["outputs"] = [  # type: ignore[index]
+            o
+            for o in fused["outputs"]  # type: ignore[index]
+            if o["name"] != "offers/probabilities"
+        ]
+
+    _edit_manifest(bundle_copy, drop)
+    with pytest.raises(BundleFormatError, match=r"lacks output offers/probabilities"):
+        load_bundle(bundle_copy)
+
+
+def test_fused_graph_computing_something_else_is_refused(bundle_copy: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(bundle_copy / "decision.onnx"))
+    for i, init in enumerate(model.graph.initializer):
+        values = numpy_helper.to_array(init)
+        if values.dtype == np.float32 and values.size > 1:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(values + 0.5, init.name))
+            break
+    else:
+        pytest.fail("no float initializer in the fused graph")
+    onnx.save(model, str(bundle_copy / "decision.onnx"))
+    _rehash(bundle_copy, "decision.onnx")
+    with pytest.raises(BundleParityError, match=r"fused graph output \w+/\w+ differs"):
+        load_bundle(bundle_copy)

@@ -153,6 +153,18 @@ def test_lone_surrogates_hash_as_the_replacement_character() -> None:
     assert hash_unit("s", "\udc00\ud800", 1) == _reference_unit("s", "\udc00\ud800", 1)
 
 
+def test_a_pair_split_between_seed_and_value_is_one_character() -> None:
+    # hash_unit hashes the seed once and continues from its state; a surrogate pair across the
+    # join must still hash as the one character JavaScript's seed + value makes of it
+    assert hash_unit("s\ud83d", "\ude00x") == _reference_unit("s\ud83d", "\ude00x", 2)
+    assert hash_unit("s\ud83d", "\ude00x") == hash_unit("s", "\U0001f600x")
+
+
+@given(st.binary(max_size=30), st.binary(max_size=30))
+def test_fnv_continues_from_a_prefix_state(prefix: bytes, rest: bytes) -> None:
+    assert fnv1a32(rest, fnv1a32(prefix)) == fnv1a32(prefix + rest) == _fnv_reduce(prefix + rest)
+
+
 @pytest.mark.parametrize("version", [0, 3, -1, 20])
 def test_unknown_versions_give_none(version: int) -> None:
     assert hash_unit("seed", "value", version) is None
