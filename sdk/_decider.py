@@ -11,6 +11,7 @@ Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -21,9 +22,10 @@ import msgspec
 from sdk._conditions import Predicate, compile_condition
 from sdk._manifest import ArmDef, SlotDef, VariantDef
 from sdk._onnx import require_local
-from sdk._policy import assign, epsilon_for, explore
+from sdk._policy import EXPLORE_SEED, assign, epsilon_for, explore
 from sdk.bundle import Bundle
 from sdk.features import FeatureRow, build_features
+from sdk.hashing import prefix_state, unit_after
 from sdk.rfm import score_rfm
 from sdk.schema import (
     Behavior,
@@ -73,9 +75,14 @@ def _lifecycle_facts(b: Behavior) -> dict[str, Any]:
 
 
 def decision_attributes(
-    request: DecideRequest, row: FeatureRow, persona: str | None, lifecycle: str
+    request: DecideRequest,
+    row: FeatureRow,
+    persona: str | None,
+    lifecycle: str,
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The attributes that offer eligibility and variant conditions are evaluated against."""
+    """The attributes that offer eligibility and variant conditions are evaluated against
+    (``facts``: the behaviour facts of ``row`` when already computed)."""
     s = row.signals
     return {
         "persona": persona,
@@ -89,7 +96,7 @@ def decision_attributes(
             "medium": request.context.campaign.medium,
             "name": request.context.campaign.name,
         },
-        "behavior": _lifecycle_facts(row.behavior),
+        "behavior": facts if facts is not None else _lifecycle_facts(row.behavior),
         "localHour": s.local_hour,
         "localWeekday": s.local_weekday,
     }
@@ -145,20 +152,32 @@ class Decider:
             [("segments", distance_output), ("offers", proba_output)]
             + [(model, output) for model, _, output in self._score_models]
         )
-        np = self._np
-        # segment -> persona as a matrix, so a batch's affinities are one product
+        # segment -> persona index, for the affinities
         persona_ids = list(self._personas)
         self._persona_ids = persona_ids
-        self._segment_personas = np.zeros((len(m.segments), len(persona_ids)))
-        for seg in m.segments:
-            self._segment_personas[seg.id, persona_ids.index(seg.persona)] = 1.0
+        by_id = {seg.id: persona_ids.index(seg.persona) for seg in m.segments}
+        self._segment_persona_index = [by_id[i] for i in range(len(m.segments))]
         self._offer_names = {o.id: o.name for o in m.offers}
         # slot decisions are immutable and their reasons come from the bundle's own names, so
         # each (variant, reason) pair is built once
         self._slot_decisions: dict[tuple[int, str], SlotDecision] = {}
-        self._by_offer = {
-            s.id: {v.offer: v for v in s.variants if v.offer is not None} for s in m.slots
+        # per slot: variants chosen by a marketer's targeting rule, and offer variants with
+        # their conditions, looked up once here rather than on every decision
+        self._targeted = {
+            s.id: [
+                (v, self._when[id(v)], f"targeting rule of {v.id} matched")
+                for v in s.variants
+                if v.offer is None and v.when
+            ]
+            for s in m.slots
         }
+        self._by_offer = {
+            s.id: {v.offer: (v, self._when[id(v)]) for v in s.variants if v.offer is not None}
+            for s in m.slots
+        }
+        self._variant_ids = {s.id: [v.id for v in s.variants] for s in m.slots}
+        self._variants = {s.id: {v.id: v for v in s.variants} for s in m.slots}
+        self._candidates: dict[tuple[str, float], Candidate] = {}
         self._rules = list(enumerate(m.lifecycle.rules))
 
     def decide(
@@ -244,28 +263,31 @@ class Decider:
             return []
         matrix = np.array([r.values for r in rows], dtype=np.float32)
         distances, probas, *score_outputs = self._run(matrix)
-        # the batch's numeric work at once: nearest segment, persona affinities (a softmax
-        # over negative squared distances, summed per persona), per-row Python lists after
-        d = np.asarray(distances, dtype=np.float64)
-        logits = -(d * d) / self.bundle.manifest.affinity_temperature
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
-        affinities = (weights @ self._segment_personas).tolist()
-        nearest = d.argmin(axis=1).tolist()
-        nearest_distance = d[np.arange(len(rows)), nearest].tolist()
         scores = self._scores(score_outputs, len(rows))
         offer_scores = np.asarray(probas, dtype=np.float64).tolist()
+        nearest = [self._nearest(d) for d in np.asarray(distances, dtype=np.float64).tolist()]
         return [
-            self._finish(
-                req,
-                row,
-                (nearest[i], nearest_distance[i], affinities[i]),
-                offer_scores[i],
-                scores[i],
-                hidden[i],
-            )
+            self._finish(req, row, nearest[i], offer_scores[i], scores[i], hidden[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
+
+    def _nearest(self, distances: list[float]) -> tuple[int, float, list[float]]:
+        """The nearest segment, its distance and the persona affinities: a softmax over
+        negative squared distances (temperature from the manifest), summed per persona.
+
+        Plain Python on purpose: numpy's per-call overhead on a row of a few segments is
+        several times the arithmetic, and the same code for every batch size keeps ``decide``
+        and ``decide_many`` identical to the last bit."""
+        t = self.bundle.manifest.affinity_temperature
+        best = min(range(len(distances)), key=distances.__getitem__)
+        logits = [-(d * d) / t for d in distances]
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        total = math.fsum(weights)
+        affinities = [0.0] * len(self._persona_ids)
+        for persona, w in zip(self._segment_persona_index, weights, strict=True):
+            affinities[persona] += w / total
+        return best, distances[best], affinities
 
     def _scores(self, outputs: list[Any], n: int) -> list[dict[str, float]]:
         """Predictive scores per row: a classifier's positive-class probability, or a
@@ -287,8 +309,7 @@ class Decider:
         )
         return RfmResult(code=s.code, r=s.r, f=s.f, m=s.m, score=round(s.score, 4))
 
-    def _lifecycle(self, behavior: Behavior) -> Lifecycle:
-        facts = _lifecycle_facts(behavior)
+    def _lifecycle(self, facts: dict[str, Any]) -> Lifecycle:
         for i, rule in self._rules:
             if self._when[id(rule)](facts):
                 return Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]")
@@ -306,6 +327,7 @@ class Decider:
         m = self.bundle.manifest
         reasons: list[Reason] = []
         personalized = req.consent.personalization
+        facts = _lifecycle_facts(row.behavior)
         persona: PersonaResult | None = None
         segment: SegmentResult | None = None
         if personalized:
@@ -314,7 +336,7 @@ class Decider:
             pid = self._segment_persona[seg_id]
             persona = PersonaResult(id=pid, name=self._personas[pid].name, affinities=affinities)
             segment = SegmentResult(id=seg_id, distance=round(distance, 6))
-            lifecycle = self._lifecycle(row.behavior)
+            lifecycle = self._lifecycle(facts)
             reasons.append(
                 Reason(
                     code="persona.nearest_segment",
@@ -337,7 +359,9 @@ class Decider:
                     "context only, no profile used or stored",
                 )
             )
-        attributes = decision_attributes(req, row, persona.id if persona else None, lifecycle.stage)
+        attributes = decision_attributes(
+            req, row, persona.id if persona else None, lifecycle.stage, facts
+        )
         scored = sorted(
             zip(m.offer_classes, probas, strict=True), key=lambda item: (-item[1], item[0])
         )
@@ -394,6 +418,8 @@ class Decider:
             epsilon_for(m.exploration, segment.id if segment else None) if personalized else 0.0
         )
         visit = f"{req.visitor_id}|{req.session_id or ''}"
+        # the slots' exploration draws share the hash of the visit
+        visit_state = prefix_state(EXPLORE_SEED, visit + "|") if epsilon > 0 else None
         slots: dict[str, SlotDecision] = {}
         for slot_id in wanted:
             slot = self._slots.get(slot_id)
@@ -407,7 +433,9 @@ class Decider:
                 continue
             arm = plan.slots.get(slot_id)
             fixed = self._arm_variant(slot, arm[0], arm[1]) if arm else None
-            chosen = fixed or self._choose_variant(slot, ranked, attributes, epsilon, visit)
+            chosen = fixed or self._choose_variant(
+                slot, ranked, attributes, epsilon, visit, visit_state
+            )
             if arm is not None:
                 chosen = msgspec.structs.replace(chosen, arm=f"{arm[0]}:{arm[1].key}")
             slots[slot_id] = chosen
@@ -437,31 +465,48 @@ class Decider:
         attributes: Mapping[str, Any],
         epsilon: float,
         visit: str,
+        visit_state: int | None = None,
     ) -> SlotDecision:
-        for variant in slot.variants:
-            if variant.offer is None and variant.when and self._when[id(variant)](attributes):
-                return self._slot(variant, f"targeting rule of {variant.id} matched")
+        for variant, predicate, reason in self._targeted[slot.id]:
+            if predicate(attributes):
+                return self._slot(variant, reason)
         default = self._defaults[slot.id]
         by_offer = self._by_offer[slot.id]
-        eligible: list[tuple[VariantDef, str]] = []
+        eligible: list[VariantDef] = []
+        first: RankedOffer | None = None
         for offer in ranked:
             candidate = by_offer.get(offer.id)
-            if candidate is not None and self._when[id(candidate)](attributes):
-                eligible.append((candidate, f"offer {offer.id} ranked {offer.rank}"))
-        greedy, reason = eligible[0] if eligible else (default, "default variant")
+            if candidate is not None and candidate[1](attributes):
+                if first is None:
+                    first = offer
+                eligible.append(candidate[0])
+        greedy = eligible[0] if eligible else default
+        reason = f"offer {first.id} ranked {first.rank}" if first else "default variant"
         if epsilon <= 0:
             return self._slot(greedy, reason)
-        chosen_ids = {v.id for v, _ in eligible} | {default.id}
-        ids = [v.id for v in slot.variants if v.id in chosen_ids]  # catalogue order
-        pick, probabilities = explore(ids, greedy.id, epsilon, f"{visit}|{slot.id}")
-        candidates = [Candidate(variant_id=v, probability=round(p, 6)) for v, p in probabilities]
+        chosen_ids = {v.id for v in eligible}
+        chosen_ids.add(default.id)
+        ids = [v for v in self._variant_ids[slot.id] if v in chosen_ids]  # catalogue order
+        key = f"{visit}|{slot.id}"
+        unit = unit_after(visit_state, slot.id) if visit_state is not None else None
+        pick, probabilities = explore(ids, greedy.id, epsilon, key, unit=unit)
+        candidates = [self._candidate(v, p) for v, p in probabilities]
         if pick != greedy.id:
-            greedy = next(v for v in slot.variants if v.id == pick)
+            greedy = self._variants[slot.id][pick]
             reason = f"exploring (epsilon {epsilon:g}) among {len(ids)} candidates"
         propensity = next(c.probability for c in candidates if c.variant_id == greedy.id)
         return msgspec.structs.replace(
             self._slot(greedy, reason), propensity=propensity, candidates=candidates
         )
+
+    def _candidate(self, variant_id: str, probability: float) -> Candidate:
+        key = (variant_id, probability)
+        made = self._candidates.get(key)
+        if made is None:
+            made = Candidate(variant_id=variant_id, probability=round(probability, 6))
+            if len(self._candidates) < 4096:  # probabilities come from the bundle's epsilons
+                self._candidates[key] = made
+        return made
 
     def _arm_variant(self, slot: SlotDef, experiment: str, arm: ArmDef) -> SlotDecision | None:
         """The slot decision a non-model arm imposes, or None to let the model decide."""

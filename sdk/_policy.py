@@ -131,22 +131,34 @@ def epsilon_for(exploration: ExplorationDef | None, segment: int | None) -> floa
     return exploration.epsilon
 
 
+#: Seeds of the two exploration draws.
+EXPLORE_SEED = "tailor-explore"
+EXPLORE_PICK_SEED = "tailor-explore-pick"
+
+
 def explore(
-    candidates: Sequence[str], greedy: str, epsilon: float, key: str
+    candidates: Sequence[str],
+    greedy: str,
+    epsilon: float,
+    key: str,
+    *,
+    unit: float | None = None,
 ) -> tuple[str, list[tuple[str, float]]]:
     """Epsilon-greedy over ``candidates`` (variant ids; ``greedy`` among them).
 
     Returns the chosen variant and every candidate with its probability:
     ``1 - epsilon + epsilon / n`` for the greedy one, ``epsilon / n`` for the others. The two
-    draws (explore or not; which candidate) are independent hashes of ``key``.
+    draws (explore or not; which candidate) are independent hashes of ``key``. ``unit``, when
+    given, is the first draw already computed (``hash_unit(EXPLORE_SEED, key)``, which the
+    decider gets from one hash of the visit shared by its slots).
     """
     n = len(candidates)
     if n <= 1 or epsilon <= 0:
         return greedy, [(c, 1.0 if c == greedy else 0.0) for c in candidates]
     share = epsilon / n
     probabilities = [(c, (1.0 - epsilon + share) if c == greedy else share) for c in candidates]
-    explore_unit = hash_unit("tailor-explore", key)
+    explore_unit = unit if unit is not None else hash_unit(EXPLORE_SEED, key)
     if explore_unit is None or explore_unit >= epsilon:
         return greedy, probabilities
-    pick_unit = hash_unit("tailor-explore-pick", key) or 0.0
+    pick_unit = hash_unit(EXPLORE_PICK_SEED, key) or 0.0
     return candidates[min(int(pick_unit * n), n - 1)], probabilities

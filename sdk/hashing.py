@@ -39,6 +39,8 @@ __all__ = [
     "fnv1a32",
     "hash_unit",
     "in_namespace",
+    "prefix_state",
+    "unit_after",
 ]
 
 #: The hash version :func:`hash_unit` uses unless told otherwise.
@@ -109,6 +111,24 @@ def hash_unit(seed: str, value: str, version: int = HASH_VERSION) -> float | Non
     if version == 1:
         return (fnv1a32(_utf8(value + seed)) % 1000) / 1000
     return None
+
+
+def prefix_state(seed: str, prefix: str) -> int:
+    """The FNV state after hashing ``seed + prefix`` (hash version 2), for
+    :func:`unit_after`. ``prefix`` must end in an ASCII character, so that no character can
+    span the join with what follows."""
+    if not prefix or not prefix[-1].isascii():
+        raise ValueError("prefix must end in an ASCII character")
+    if seed and "\ud800" <= seed[-1] <= "\udfff":
+        return fnv1a32(_utf8(seed + prefix))
+    return fnv1a32(_utf8(prefix), _seed_state(seed))
+
+
+def unit_after(state: int, suffix: str) -> float:
+    """``hash_unit(seed, prefix + suffix)`` (version 2) from ``prefix_state(seed, prefix)``:
+    many values sharing a prefix (one visit's slots) hash only their suffixes."""
+    first = fnv1a32(_utf8(suffix), state)
+    return (fnv1a32(str(first).encode("ascii")) % 10000) / 10000
 
 
 def _valid_weights(weights: Sequence[float]) -> bool:

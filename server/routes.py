@@ -169,15 +169,16 @@ async def decide(request: Request[Any, Any, Any], state: State) -> Response[byte
     decider = _decider(engine)
     t1 = time.perf_counter()
     key = engine.decision_cache.key(decide_request, decider.bundle.version)
-    decision = engine.decision_cache.get(key, decide_request.slots)
+    payload = engine.decision_cache.get(key, decide_request.slots)
     cache = "hit"
-    if decision is None:
+    t2 = t3 = time.perf_counter()
+    if payload is None:
         cache = "miss"
         decision = _decide_one(engine, decider, decide_request)
-        engine.decision_cache.put(key, decision)
-    t2 = time.perf_counter()
-    payload = _encoder.encode(decision)
-    t3 = time.perf_counter()
+        t2 = time.perf_counter()
+        payload = _encoder.encode(decision)
+        t3 = time.perf_counter()
+        engine.decision_cache.put(key, list(decision.slots), payload)
     timing = ServerTiming.from_scope(request.scope)  # sent by the metrics middleware
     timing.add("decode", t1 - t0)
     timing.add("decide", t2 - t1)

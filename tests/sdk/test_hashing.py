@@ -26,6 +26,8 @@ from sdk.hashing import (
     fnv1a32,
     hash_unit,
     in_namespace,
+    prefix_state,
+    unit_after,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "contract" / "vectors" / "hashing.json"
@@ -163,6 +165,19 @@ def test_a_pair_split_between_seed_and_value_is_one_character() -> None:
 @given(st.binary(max_size=30), st.binary(max_size=30))
 def test_fnv_continues_from_a_prefix_state(prefix: bytes, rest: bytes) -> None:
     assert fnv1a32(rest, fnv1a32(prefix)) == fnv1a32(prefix + rest) == _fnv_reduce(prefix + rest)
+
+
+@given(st.text(max_size=20), st.text(max_size=30), st.text(max_size=20))
+def test_a_shared_prefix_hashes_once(seed: str, head: str, suffix: str) -> None:
+    prefix = head + "|"
+    assert unit_after(prefix_state(seed, prefix), suffix) == hash_unit(seed, prefix + suffix)
+
+
+def test_a_prefix_must_end_in_ascii() -> None:
+    with pytest.raises(ValueError, match="ASCII"):
+        prefix_state("seed", "visit\u00e9")
+    with pytest.raises(ValueError, match="ASCII"):
+        prefix_state("seed", "")
 
 
 @pytest.mark.parametrize("version", [0, 3, -1, 20])

@@ -1,0 +1,81 @@
+"""The per-visit decision cache: encoded decisions, bounded by bytes, invalidated per visitor;
+and the stored objects the garbage collector never has to scan."""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime
+
+import pytest
+
+from sdk.schema import Consent, DecideRequest
+from server.decisions import ENTRY_OVERHEAD, DecisionCache
+from server.settings import Settings
+from server.stores import MemoryProfileStore, ProfileRecord
+
+
+def _request(visitor: str, session: str | None = "s1", **consent: bool) -> DecideRequest:
+    return DecideRequest(
+        visitor_id=visitor,
+        session_id=session,
+        consent=Consent(**consent) if consent else Consent(personalization=True, storage=True),
+    )
+
+
+def test_a_visit_is_re_served_its_encoded_decision_while_it_covers_the_slots() -> None:
+    cache = DecisionCache()
+    key = cache.key(_request("v1"), "m-1")
+    cache.put(key, ["hero", "banner"], b'{"decisionId":"d1"}')
+    assert cache.get(key, ["hero"]) == b'{"decisionId":"d1"}'
+    assert cache.get(key, []) == b'{"decisionId":"d1"}'
+    assert cache.get(key, ["hero", "footer"]) is None  # a slot it did not decide
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_keys_separate_sessions_bundles_and_consent_and_skip_sessionless_requests() -> None:
+    base = DecisionCache.key(_request("v1"), "m-1")
+    assert DecisionCache.key(_request("v1", "s2"), "m-1") != base
+    assert DecisionCache.key(_request("v1"), "m-2") != base
+    assert DecisionCache.key(_request("v1", personalization=True), "m-1") != base
+    assert DecisionCache.key(_request("v1", session=None), "m-1") is None
+    cache = DecisionCache()
+    cache.put(None, ["hero"], b"{}")
+    assert len(cache) == 0 and cache.get(None, []) is None
+
+
+def test_the_cache_holds_at_most_its_bytes_dropping_the_least_recent() -> None:
+    payload = b"x" * 1000
+    cache = DecisionCache(max_bytes=3 * (len(payload) + ENTRY_OVERHEAD))
+    keys = [DecisionCache.key(_request(f"v{i}"), "m") for i in range(5)]
+    for key in keys:
+        cache.put(key, ["hero"], payload)
+    assert len(cache) == 3
+    assert [cache.get(k, []) is not None for k in keys] == [False, False, True, True, True]
+    assert cache.get(DecisionCache.key(_request("v9"), "m"), []) is None
+
+
+def test_erasure_forgets_every_visit_of_a_visitor() -> None:
+    cache = DecisionCache()
+    for session in ("s1", "s2"):
+        cache.put(DecisionCache.key(_request("v1", session), "m"), ["hero"], b"{}")
+    cache.put(DecisionCache.key(_request("v2"), "m"), ["hero"], b"{}")
+    assert cache.invalidate("v1") == 2
+    assert len(cache) == 1
+    assert cache.invalidate("v1") == 0
+
+
+def test_profile_records_are_invisible_to_the_garbage_collector() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    record = ProfileRecord(first_seen=now, last_seen=now, categories=("shoes",))
+    assert not gc.is_tracked(record)
+    store = MemoryProfileStore(max_visitors=10, ttl_seconds=3600)
+    store.record_visit("v1", _request("v1"), now=now)
+    assert store.get("v1", now=now) is not None
+
+
+def test_memory_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"TAILOR_DECISION_CACHE_MIB": "8", "TAILOR_MAX_VISITORS": "500"})
+    assert (settings.decision_cache_mib, settings.max_visitors) == (8.0, 500)
+    assert Settings.from_env({}).decision_cache_mib == 64.0
+    with pytest.raises(Exception, match="decision_cache_mib"):
+        Settings.from_env({"TAILOR_DECISION_CACHE_MIB": "0"})
