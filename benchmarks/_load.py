@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,9 +188,14 @@ def decide_bodies(
 # -- a load-test server -----------------------------------------------------------------------
 
 
-def keys_config(public_key: str = PUBLIC_KEY, secret_key: str = SECRET_KEY) -> dict[str, object]:
-    """A ``TAILOR_KEYS_FILE`` with one public key (origin :data:`ORIGIN`), one secret key and
-    every rate limit off: load tests measure the server, not its limits."""
+def keys_config(
+    public_key: str = PUBLIC_KEY,
+    secret_key: str = SECRET_KEY,
+    origins: Sequence[str] = (ORIGIN,),
+) -> dict[str, object]:
+    """A ``TAILOR_KEYS_FILE`` with one public key (for ``origins``, by default
+    :data:`ORIGIN`), one secret key and every rate limit off: load tests measure the server,
+    not its limits."""
     return {
         "per_key_per_minute": 0,
         "per_ip_per_minute": 0,
@@ -199,7 +204,7 @@ def keys_config(public_key: str = PUBLIC_KEY, secret_key: str = SECRET_KEY) -> d
                 "id": "load-tag",
                 "kind": "public",
                 "sha256": hash_key(public_key),
-                "origins": [ORIGIN],
+                "origins": list(origins),
             },
             {"id": "load-backend", "kind": "secret", "sha256": hash_key(secret_key)},
         ],
@@ -332,6 +337,7 @@ def serve(
     port: int | None = None,
     public_key: str = PUBLIC_KEY,
     secret_key: str = SECRET_KEY,
+    origins: Sequence[str] = (ORIGIN,),
     timeout: float = 90.0,
 ) -> Iterator[Server]:
     """Run ``python -m server`` on 127.0.0.1 with the load-test keys, until the block exits.
@@ -345,12 +351,13 @@ def serve(
         workers: uvicorn worker processes.
         port: the port; a free one by default.
         public_key, secret_key: the keys the server accepts.
+        origins: the page origins the public key is allowed from.
         timeout: seconds to wait for readiness.
     """
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     keys = root / "keys.json"
-    keys.write_text(json.dumps(keys_config(public_key, secret_key)))
+    keys.write_text(json.dumps(keys_config(public_key, secret_key, origins)))
     events = root / "events"
     log = root / "server.log"
     env = dict(

@@ -166,7 +166,7 @@ def _finish_inputs(decider: Decider, requests: list[Any], rows: list[Any]) -> li
         captured.append((req, row, nearest, probas, scores))
         return original(req, row, nearest, probas, scores, *rest)
 
-    decider._finish = capture  # type: ignore[method-assign]
+    decider._finish = capture  # type: ignore[method-assign,assignment]
     try:
         decider._decide_rows(requests, rows, None)
     finally:

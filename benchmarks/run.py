@@ -284,6 +284,53 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, byte
     return status, lower, body
 
 
+class PacedConnection:
+    """One keep-alive connection of an open-loop pacer: sends a request and records its
+    outcome and latencies (from the scheduled send time and from the actual send) in a
+    :class:`PacedResult`. A keep-alive connection the server closed gets one retry."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.used = 0
+
+    async def send(self, data: bytes, intended: float, result: PacedResult) -> None:
+        clock = time.perf_counter
+        for attempt in (0, 1):
+            try:
+                if self.writer is None or self.reader is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                    self.used = 0
+                sent = clock()
+                self.writer.write(data)
+                status, head, body = await _read_response(self.reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                self.close()
+                if attempt == 0 and self.used > 0:
+                    result.reconnects += 1
+                    continue
+                result.errors += 1
+                return
+            done = clock()
+            self.used += 1
+            result.completed += 1
+            result.latency.append(done - intended)
+            result.service.append(done - sent)
+            if status == 200 and b'"decisionId"' in body:
+                result.ok += 1
+                result.cache_hits += b"\r\nx-tailor-cache: hit" in head
+            elif not 200 <= status < 300:
+                result.non_2xx += 1
+            return
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def pace(
     host: str,
     port: int,
@@ -305,41 +352,10 @@ async def pace(
     clock = time.perf_counter
 
     async def connection() -> None:
-        reader: asyncio.StreamReader | None = None
-        writer: asyncio.StreamWriter | None = None
-        used = 0
+        conn = PacedConnection(host, port)
         while (intended := await queue.get()) is not None:
-            data = source()
-            for attempt in (0, 1):  # a keep-alive connection the server closed gets one retry
-                try:
-                    if writer is None or reader is None:
-                        reader, writer = await asyncio.open_connection(host, port)
-                        used = 0
-                    sent = clock()
-                    writer.write(data)
-                    status, head, body = await _read_response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    if writer is not None:
-                        writer.close()
-                    reader = writer = None
-                    if attempt == 0 and used > 0:
-                        result.reconnects += 1
-                        continue
-                    result.errors += 1
-                    break
-                done = clock()
-                used += 1
-                result.completed += 1
-                result.latency.append(done - intended)
-                result.service.append(done - sent)
-                if status == 200 and b'"decisionId"' in body:
-                    result.ok += 1
-                    result.cache_hits += b"\r\nx-tailor-cache: hit" in head
-                elif not 200 <= status < 300:
-                    result.non_2xx += 1
-                break
-        if writer is not None:
-            writer.close()
+            await conn.send(source(), intended, result)
+        conn.close()
 
     workers = [asyncio.ensure_future(connection()) for _ in range(connections)]
     total = max(1, int(rate * duration))
@@ -751,6 +767,19 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def publish(report: dict[str, Any], text: str, *, name: str, out: str | None, quick: bool) -> None:
+    """Print the Markdown, then write ``{name}.json`` and ``{name}.md`` to ``out`` (default
+    ``benchmarks/results``; a quick run writes nothing unless ``out`` is given)."""
+    print()
+    print(text)
+    where = Path(out) if out else None if quick else ROOT / "benchmarks" / "results"
+    if where is not None:
+        where.mkdir(parents=True, exist_ok=True)
+        (where / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (where / f"{name}.md").write_text(text)
+        print(f"wrote {where / f'{name}.json'} and {where / f'{name}.md'}")
+
+
 def _parse_fractions(text: str) -> list[float]:
     values = [float(x) for x in text.split(",") if x.strip()]
     if not values or not all(0 < v <= 1.5 for v in values):
@@ -793,15 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the server is stopped, no report written", file=sys.stderr)
         return 130
-    text = markdown(report)
-    print()
-    print(text)
-    out = Path(args.out) if args.out else None if args.quick else ROOT / "benchmarks" / "results"
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "run.md").write_text(text)
-        print(f"wrote {out / 'run.json'} and {out / 'run.md'}")
+    publish(report, markdown(report), name="run", out=args.out, quick=args.quick)
     return 0
 
 

@@ -51,7 +51,9 @@ class DecisionCache:
         self._cache: TTLCache[Key, Entry] = TTLCache(
             maxsize=max_bytes, ttl=ttl, getsizeof=_entry_size
         )
-        self._by_visitor: dict[str, set[Key]] = {}
+        # visitor -> the keys of its visits, as tuples (untracked by the collector, like the
+        # keys themselves): a visitor has a handful of sessions at most
+        self._by_visitor: dict[str, tuple[Key, ...]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -88,20 +90,21 @@ class DecisionCache:
             return
         with self._lock:
             self._cache[key] = (tuple(slots), payload)
-            keys = self._by_visitor.setdefault(key[0], set())
-            keys.add(key)
+            keys = self._by_visitor.get(key[0], ())
+            if key not in keys:
+                live = tuple(k for k in keys if k in self._cache)  # drop evicted visits
+                self._by_visitor[key[0]] = (*live, key)
             if len(self._by_visitor) > 2 * len(self._cache) + 1024:  # drop stale index entries
-                live = set(self._cache.keys())
-                self._by_visitor = {
-                    v: {k for k in ks if k in live}
-                    for v, ks in self._by_visitor.items()
-                    if any(k in live for k in ks)
+                cache = self._cache
+                index = {
+                    v: tuple(k for k in ks if k in cache) for v, ks in self._by_visitor.items()
                 }
+                self._by_visitor = {v: ks for v, ks in index.items() if ks}
 
     def invalidate(self, visitor_id: str) -> int:
         """Forget every cached decision of a visitor (erasure); returns how many."""
         with self._lock:
-            keys = self._by_visitor.pop(visitor_id, set())
+            keys = self._by_visitor.pop(visitor_id, ())
             return sum(self._cache.pop(k, None) is not None for k in keys)
 
     def __len__(self) -> int:

@@ -1,0 +1,62 @@
+"""Smoke test of the soak harness: ``python -m benchmarks.soak --quick`` runs against a real
+server and writes a well-formed report. No speed or memory threshold is asserted: a 6-second
+run says nothing about either, only that the harness measures and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_quick_soak_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "benchmarks.soak", "--quick", "--workers", "1"]
+    cmd += ["--duration", "6", "--sample", "2", "--rate", "100"]
+    cmd += ["--bundle", str(bundle_dir), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((out / "soak.json").read_text())
+    assert report["report_version"] == 1 and report["kind"] == "soak"
+    assert {"config", "machine", "windows", "totals", "memory_kib", "verdict"} <= set(report)
+    assert report["machine"]["cpus"] > 0 and report["machine"]["python"]
+    config = report["config"]
+    assert config["rate_from"] == "--rate" and config["rate_per_s"] == 100
+    assert report["ladder"] is None
+
+    windows = report["windows"]
+    assert len(windows) == config["windows"] == 3  # 6 s in windows of 2 s
+    assert [w["end_s"] for w in windows] == [2, 4, 6]
+    for w in windows:
+        assert w["sent"] > 0 and w["ok"] == w["sent"] and w["errors"] == 0
+        assert 0 < w["p50_ms"] <= w["p99_ms"] <= w["max_ms"]
+        pids = [key for key in w["rss_kib"] if key != "total"]
+        assert pids and all(w["rss_kib"][pid] > 0 for pid in pids)
+        assert w["rss_kib"]["total"] == sum(w["rss_kib"][pid] for pid in pids)
+    totals = report["totals"]
+    assert totals["requests"] == sum(w["sent"] for w in windows) == 600
+    assert totals["errors"] == 0 and totals["ok"] == 600
+
+    memory = report["memory_kib"]
+    for moment in ("ready", "after_warmup", "start", "end"):
+        assert memory[moment]["total"] > 0
+    assert set(memory["processes"].values()) == {"worker"}  # one worker: a single process
+
+    verdict = report["verdict"]
+    assert verdict["rss_start_kib"] == memory["start"]["total"]
+    assert verdict["rss_end_kib"] == windows[-1]["rss_kib"]["total"]
+    assert isinstance(verdict["slope_kib_per_min"], float)
+    assert math.isfinite(verdict["slope_kib_per_min"])
+    assert verdict["threshold_kib_per_min"] > 0 and verdict["rule"]
+    assert isinstance(verdict["growth"], bool) and isinstance(verdict["ok"], bool)
+    assert verdict["errors"] == 0 and verdict["process_changes"] == []
+    assert verdict["server_log"]["tracebacks"] == 0
+
+    markdown = (out / "soak.md").read_text()
+    assert "Verdict" in markdown and "KiB/min" in markdown
