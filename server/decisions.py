@@ -4,8 +4,8 @@ A visitor keeps the same persona, segment and variants for the whole visit: the 
 cached under (visitor, session, model version, consent) and re-served while the session lasts
 (at most the decision's ``ttl``). A new session, new consent or a new bundle make a new key, so
 the next visit reflects what the profile store learned from this one (read-your-writes across
-visits). Requests without a session id (backend callers) are not cached. cachetools caches are
-not thread-safe, so every access holds a lock.
+visits). Requests without a session id (backend callers) are not cached. The cache
+(:class:`server.lru.LruTtlCache`) is not thread-safe, so every access holds a lock.
 
 The cache keeps each decision as its encoded JSON (bytes) with the ids of its slots: a hit is
 answered without encoding again, and a hundred thousand cached visits are a hundred thousand
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import threading
 
-from cachetools import TTLCache
-
 from sdk.schema import DecideRequest
+from server.lru import LruTtlCache
 
 __all__ = ["DecisionCache"]
 
@@ -48,9 +47,7 @@ class DecisionCache:
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024, ttl: float = 1800.0) -> None:
-        self._cache: TTLCache[Key, Entry] = TTLCache(
-            maxsize=max_bytes, ttl=ttl, getsizeof=_entry_size
-        )
+        self._cache: LruTtlCache[Key, Entry] = LruTtlCache(max_bytes, ttl, getsizeof=_entry_size)
         # visitor -> the keys of its visits, as tuples (untracked by the collector, like the
         # keys themselves): a visitor has a handful of sessions at most
         self._by_visitor: dict[str, tuple[Key, ...]] = {}

@@ -2,7 +2,7 @@
 
 :class:`ProfileStore` is the synchronous interface the handlers use (so a Redis store can be
 added without touching them); :class:`MemoryProfileStore` is the embedded default, a bounded
-TTL cache in process memory behind a lock (cachetools caches are not thread-safe). The update
+TTL cache in process memory (:class:`server.lru.LruTtlCache`) behind a lock. The update
 rules are pure functions over a :class:`ProfileRecord` (a msgspec Struct, so another store can
 serialise it as it is) and follow the browser tag's own first-party profile where they can:
 
@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import msgspec
-from cachetools import TTLCache
 
 from sdk.schema import Behavior, DecideRequest, Event
+from server.lru import LruTtlCache
 
 __all__ = [
     "MAX_CATEGORIES",
@@ -296,8 +296,8 @@ class MemoryProfileStore:
     ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: TTLCache[str, ProfileRecord] = TTLCache(
-            maxsize=max_visitors, ttl=ttl_seconds, timer=lambda: clock().timestamp()
+        self._cache: LruTtlCache[str, ProfileRecord] = LruTtlCache(
+            max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
         )
 
     def __len__(self) -> int:

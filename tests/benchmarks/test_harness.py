@@ -81,3 +81,30 @@ def test_locust_runs_both_user_classes_without_failures(bundle_dir: Path, tmp_pa
     assert all(row["Failure Count"] == "0" for row in rows.values()), rows
     assert int(rows["Aggregated"]["Request Count"]) > 0
     assert Path(f"{prefix}.html").stat().st_size > 0
+
+
+def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "decide.json"
+    cmd = [sys.executable, "-m", "benchmarks.decide", "--quick", "--bundle", str(bundle_dir)]
+    cmd += ["--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "decide / onnx_fused" in proc.stdout
+
+    report = json.loads(out.read_text())
+    assert report["report_version"] == 2 and report["fused_graph"] is True
+    results = report["results"]
+    stages = ["enrichment", "features", "onnx_fused", "onnx_separate", "rules_policy"]
+    for name in [*stages, "encoding", "decide"]:
+        r = results[name]
+        assert r["n"] == 200 and 0 < r["median_us"] <= r["p99_us"], name
+    assert set(results["decide_many_per_row"]) == {"1", "8", "64"}
+    for size, r in results["decide_many_per_row"].items():
+        assert 0 < r["median_us"] <= r["p99_us"], size
+    # a decision includes its features and its model run
+    assert results["decide"]["median_us"] > results["onnx_fused"]["median_us"]
+    targets = report["targets"]
+    ratio = results["decide"]["median_us"] / results["onnx_fused"]["median_us"]
+    assert targets["decide_over_onnx_fused"] == round(ratio, 2)
+    assert targets["decide_over_onnx_fused_met"] == (ratio <= 3.0)
+    assert targets["batch_256_per_row_us"] is None  # the quick run stops at batches of 64

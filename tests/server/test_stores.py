@@ -122,7 +122,7 @@ def test_no_ip_or_user_agent_is_stored(store: MemoryProfileStore, clock: Clock) 
     store.record_visit("v1", req, now=clock.now)
     snapshot = store.snapshot("v1")
     assert snapshot is not None
-    dumped = msgspec.json.encode(snapshot).decode() + repr(store._cache["v1"])
+    dumped = msgspec.json.encode(snapshot).decode() + repr(store._cache.get("v1"))
     assert "iPhone" not in dumped and "Mozilla" not in dumped and "userAgent" not in dumped
 
 
