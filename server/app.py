@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -65,7 +66,8 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    young = int(os.environ.get("TAILOR_GC_YOUNG", GC_YOUNG_THRESHOLD))
+    gc.set_threshold(young, older, oldest)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
