@@ -315,18 +315,36 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     return Response(body, headers={"x-tailor-worker": str(os.getpid())})
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value accepts gzip (``gzip`` or ``*``, not with q=0)."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+        try:
+            return float(q) > 0
+        except ValueError:
+            return False
+    return False
+
+
 def _asset(
     engine: Engine, name: str, request: Request[Any, Any, Any], cache: str
 ) -> Response[bytes]:
     asset = engine.assets.get(name)
     if asset is None:
         raise Problem(404, "not-found", "Not found", f"{name} is not built")
-    etag = f'"{asset.etag}"'
+    packed = asset.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding", ""))
+    # each representation has its own strong ETag
+    etag = f'"{asset.etag}-gz"' if packed else f'"{asset.etag}"'
+    headers = {"etag": etag, "cache-control": cache, "vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
-        return Response(b"", status_code=304, headers={"etag": etag, "cache-control": cache})
-    return Response(
-        asset.body, media_type=asset.media_type, headers={"etag": etag, "cache-control": cache}
-    )
+        return Response(b"", status_code=304, headers=headers)
+    if packed and asset.gzipped is not None:
+        headers["content-encoding"] = "gzip"
+        return Response(asset.gzipped, media_type=asset.media_type, headers=headers)
+    return Response(asset.body, media_type=asset.media_type, headers=headers)
 
 
 @get("/", include_in_schema=False)

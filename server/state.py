@@ -7,6 +7,7 @@ Must not import model_export.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,13 @@ __all__ = ["Asset", "Engine"]
 
 @dataclass(frozen=True)
 class Asset:
-    """A static file held in memory with its strong ETag."""
+    """A static file held in memory with its strong ETag, and gzipped once at load (served to
+    clients that accept it: the tag is about half the bytes on the wire)."""
 
     body: bytes
     media_type: str
     etag: str
+    gzipped: bytes | None = None
 
 
 @dataclass
@@ -69,4 +72,10 @@ class Engine:
             if path.is_file():
                 body = path.read_bytes()
                 etag = hashlib.sha256(body).hexdigest()[:16]
-                self.assets[name] = Asset(body=body, media_type=media_type, etag=etag)
+                packed = gzip.compress(body, compresslevel=9, mtime=0)
+                self.assets[name] = Asset(
+                    body=body,
+                    media_type=media_type,
+                    etag=etag,
+                    gzipped=packed if len(packed) < len(body) else None,
+                )

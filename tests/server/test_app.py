@@ -180,6 +180,36 @@ def test_demo_page_and_tag_are_served(client: TestClient) -> None:  # type: igno
     assert client.get("/tag/v1/tailor.js", headers={"if-none-match": etag}).status_code == 304
 
 
+@pytest.mark.parametrize(
+    ("accept", "packed"),
+    [
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("", False),
+    ],
+)
+def test_the_tag_is_gzipped_for_clients_that_accept_it(
+    client: TestClient,  # type: ignore[type-arg]
+    accept: str,
+    packed: bool,
+) -> None:
+    plain = client.get("/tag/v1/tailor.js", headers={"accept-encoding": "identity"})
+    r = client.get("/tag/v1/tailor.js", headers={"accept-encoding": accept})
+    assert r.status_code == 200 and r.headers["vary"] == "Accept-Encoding"
+    assert (r.headers.get("content-encoding") == "gzip") is packed
+    assert r.content == plain.content  # the client decodes it back to the same script
+    if packed:
+        assert int(r.headers["content-length"]) < len(plain.content) / 1.5
+        assert r.headers["etag"] != plain.headers["etag"]  # one strong ETag per representation
+    again = client.get(
+        "/tag/v1/tailor.js", headers={"accept-encoding": accept, "if-none-match": r.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
 def test_settings_from_env_rejects_nonsense() -> None:
     s = Settings.from_env({"TAILOR_BUNDLE": "/b", "TAILOR_GEO_HEADERS": "CF-IPCountry, X-Geo"})
     assert s.bundle_path == "/b" and s.geo_headers == ["CF-IPCountry", "X-Geo"]
