@@ -460,9 +460,9 @@ class Metrics:
         """Record one browser-reported flicker timing.
 
         Args:
-            kind: ``time_to_decision`` (tag start to decision applied), ``slots_hidden`` (how
-                long slots stayed hidden) or ``timeout`` (the anti-flicker timeout fired;
-                ``seconds`` is not needed).
+            kind: ``time_to_decision`` (navigation start to the first decision parsed, as
+                the tag measures it), ``slots_hidden`` (how long slots stayed hidden) or
+                ``timeout`` (the anti-flicker timeout fired; ``seconds`` is not needed).
             seconds: the duration; browser data, so values outside 0..600 s are dropped.
 
         Returns:
