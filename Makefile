@@ -8,7 +8,7 @@ BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check lint bench load bundle schema tag screenshots system-deps js-deps clean
+.PHONY: run test check lint bench capacity soak tag-bench load bundle schema tag screenshots system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,21 @@ bench: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing
 	$(BIN)/python -m benchmarks.decide --bundle $(BUNDLE)
 	$(BIN)/python -m benchmarks.sdk --bundle $(BUNDLE)
+
+## The server's capacity and latency curve (wrk + open-loop pacer), a 10-minute soak, and the
+## tag's time to decision in headless Chromium; each writes JSON (+ Markdown) to benchmarks/results/
+WORKERS ?= 2
+capacity: $(STAMP) system-deps
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m benchmarks.run --bundle $(BUNDLE) --workers $(WORKERS)
+
+soak: $(STAMP) system-deps
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m benchmarks.soak --bundle $(BUNDLE) --workers $(WORKERS)
+
+tag-bench: $(STAMP) system-deps
+	$(BIN)/tailor train --out $(BUNDLE) --if-missing
+	$(BIN)/python -m benchmarks.tag --bundle $(BUNDLE) --loads 30
 
 ## Locust, headless and time-bounded, against a load-test server started on 127.0.0.1 for the run
 ## (LOAD_HOST=http://127.0.0.1:8000 aims at a running one instead): CSV + HTML in benchmarks/results/
