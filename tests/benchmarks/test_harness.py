@@ -108,3 +108,24 @@ def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: 
     assert targets["decide_over_onnx_fused"] == round(ratio, 2)
     assert targets["decide_over_onnx_fused_met"] == (ratio <= 3.0)
     assert targets["batch_256_per_row_us"] is None  # the quick run stops at batches of 64
+
+
+def test_in_process_asgi_benchmark_reports_each_request_kind(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "asgi.json"
+    cmd = [sys.executable, "-m", "benchmarks.asgi", "--quick", "--bundle", str(bundle_dir)]
+    cmd += ["--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {"healthz", "decide", "decide_cache_hit", "decider"}
+    for name, r in results.items():
+        assert r["n"] == 50 and 0 < r["median_us"] <= r["p99_us"], name
+    # a fresh decide does all the decider does and more; a trivial route does neither
+    assert results["decide"]["median_us"] > results["decider"]["median_us"]
+    assert results["decide"]["median_us"] > results["healthz"]["median_us"]
+    assert report["decide_over_healthz"] == round(
+        results["decide"]["median_us"] / results["healthz"]["median_us"], 2
+    )

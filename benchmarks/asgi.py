@@ -1,0 +1,200 @@
+"""Where a request's time goes inside the server process, without sockets or uvicorn.
+
+``python -m benchmarks.asgi [--bundle DIR] [--n 3000] [--out FILE] [--quick]`` builds the
+server's ASGI app as ``python -m server`` does (load-test keys, rate limits off, event log in a
+temporary directory, demo off), runs its lifespan, and calls it directly, one request at a
+time, timing each call with ``perf_counter_ns``:
+
+* ``healthz``: ``GET /healthz`` (the trivial route ``benchmarks.run`` uses as its ceiling);
+* ``decide``: ``POST /v1/decide`` with the load mix of :func:`benchmarks._load.decide_bodies`
+  and fresh visitor and session ids (the full path: keys, consent, profile, decision, event
+  log, metrics, visit cache);
+* ``decide_cache_hit``: the same visit again (answered from the visit cache);
+* ``decider``: ``Decider.decide`` alone on the same visits, in the same process.
+
+It prints medians and p99 in microseconds and the share of ``decide`` that is the decision
+itself, and writes ``benchmarks/results/asgi.json``. This is the server's own CPU per request;
+``benchmarks.run`` measures the same under a load generator, through the network stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks._load import DEFAULT_BUNDLE, Body, decide_bodies, keys_config
+from benchmarks.decide import _summary
+
+Message = dict[str, Any]
+
+
+def _scope(path: str, query: bytes, headers: list[tuple[bytes, bytes]], method: str) -> Message:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def _call(app: Any, scope: Message, body: bytes) -> list[Message]:
+    delivered = False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if delivered:  # the app asks again only to watch for a disconnect
+            await asyncio.Event().wait()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    out: list[Message] = []
+
+    async def send(message: Message) -> None:
+        out.append(message)
+
+    await app(scope, receive, send)
+    return out
+
+
+async def _time(fn: Callable[[int], Awaitable[None]], n: int, offset: int) -> dict[str, float]:
+    for i in range(min(300, n)):  # warm up
+        await fn(offset + i)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter_ns()
+        await fn(offset + 10_000 + i)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return _summary(samples)
+
+
+async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
+    """Every measure of the module docstring."""
+    (tmp / "keys.json").write_text(json.dumps(keys_config()))
+    os.environ.update(
+        TAILOR_BUNDLE=bundle,
+        TAILOR_KEYS_FILE=str(tmp / "keys.json"),
+        TAILOR_EVENT_LOG_DIR=str(tmp / "events"),
+        TAILOR_DEMO="0",
+        TAILOR_RELOAD_INTERVAL="0",
+    )
+    from sdk import Decider, load_bundle
+    from sdk.schema import request_decoder
+    from server.app import create_app
+    from server.settings import Settings
+
+    app: Any = create_app(Settings.from_env())  # called with plain dicts, as a server does
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    lifespan = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"the app did not start: {started}")
+    pool: list[Body] = decide_bodies(400)
+
+    def request(i: int) -> tuple[Message, bytes]:
+        b = pool[i % len(pool)]
+        body = b.head + f"asgi-v{i}".encode() + b.mid + f"asgi-s{i}".encode() + b.tail
+        path, _, query = b.path.partition("?")
+        headers = [(k.lower().encode(), v.encode()) for k, v in b.headers.items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return _scope(path, query.encode(), headers, "POST"), body
+
+    async def decide(i: int) -> None:
+        scope, body = request(i)
+        out = await _call(app, scope, body)
+        if out[0]["status"] != 200:
+            raise RuntimeError(f"decide answered {out[0]['status']}: {out[1]['body'][:300]!r}")
+
+    async def healthz(i: int) -> None:
+        out = await _call(app, _scope("/healthz", b"", [], "GET"), b"")
+        if out[0]["status"] != 200:
+            raise RuntimeError(f"/healthz answered {out[0]['status']}")
+
+    async def decide_again(i: int) -> None:
+        scope, body = request(i % 200)  # visits decided during the warm-up
+        out = await _call(app, scope, body)
+        headers = dict(out[0]["headers"])
+        if out[0]["status"] != 200 or headers.get(b"x-tailor-cache") != b"hit":
+            raise RuntimeError("a repeated visit was not a visit-cache hit")
+
+    try:
+        results = {
+            "healthz": await _time(healthz, n, 0),
+            "decide": await _time(decide, n, 1_000_000),
+        }
+        for i in range(200):
+            await decide(i)
+        results["decide_cache_hit"] = await _time(decide_again, n, 0)
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await lifespan
+    decider = Decider(load_bundle(bundle, verify_parity=False))
+    visits = [request_decoder.decode(request(i)[1]) for i in range(400)]
+
+    async def decide_alone(i: int) -> None:
+        decider.decide(visits[i % len(visits)])
+
+    results["decider"] = await _time(decide_alone, n, 0)
+    return {
+        "report_version": 1,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bundle": decider.bundle.version,
+        "calls_per_measure": n,
+        "results": results,
+        "decide_over_healthz": round(
+            results["decide"]["median_us"] / results["healthz"]["median_us"], 2
+        ),
+        "decider_share_of_decide": round(
+            results["decider"]["median_us"] / results["decide"]["median_us"], 2
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.asgi")
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
+    parser.add_argument("--n", type=int, default=3000, help="calls per measure")
+    parser.add_argument("--out", default="benchmarks/results/asgi.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50 calls per measure")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tailor-asgi-") as tmp:
+        report = asyncio.run(measure(args.bundle, 50 if args.quick else args.n, Path(tmp)))
+    print(f"{'in-process, per request':<26}{'median µs':>12}{'p99 µs':>12}")
+    for name, r in report["results"].items():
+        print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}")
+    print(
+        f"decide / healthz = {report['decide_over_healthz']:.2f}; the decision itself is "
+        f"{report['decider_share_of_decide']:.0%} of a decide request"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
