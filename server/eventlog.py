@@ -402,7 +402,11 @@ class EventLog:
             row: the feature row the decision was made from (logged for offline replay).
         """
         personal = request.consent.personalization
-        behavior = merge_behavior(request.behavior, profile) if personal else None
+        behavior = None
+        if personal:  # the row's behaviour is that merge already (the features were built on it)
+            behavior = (
+                row.behavior if row is not None else merge_behavior(request.behavior, profile)
+            )
         slots = {
             name: LoggedSlot(
                 variant_id=s.variant_id,

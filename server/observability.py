@@ -238,6 +238,9 @@ class Metrics:
         self._versions: set[str] = set()
         self._loaded_at: float | None = None
         self._http_children: dict[tuple[str, str, int], _HttpChildren] = {}
+        # labelled children by raw label values (prometheus_client's labels() takes a lock and
+        # builds a tuple per call); bounded, as the label values are
+        self._children: dict[tuple[str, ...], Any] = {}
         self._label = {
             name: _Bounded(label_limit)
             for name in (
@@ -390,24 +393,36 @@ class Metrics:
 
     def observe_decision(self, decision: Decision) -> None:
         """Count one decision by segment, persona, lifecycle, chosen variants and fallbacks."""
-        label = self._label
         segment = str(decision.segment.id) if decision.segment is not None else _NONE
         persona = decision.persona.id if decision.persona is not None else _NONE
-        self.decisions.labels(
-            label["segment"](segment),
-            label["persona"](persona),
-            label["lifecycle"](decision.lifecycle.stage),
-        ).inc()
+        self._child("decision", segment, persona, decision.lifecycle.stage).inc()
         for slot, chosen in decision.slots.items():
-            self.slot_variants.labels(
-                label["slot"](slot), label["variant"](chosen.variant_id)
-            ).inc()
+            self._child("slot", slot, chosen.variant_id).inc()
         if not decision.personalized:
             self.not_personalized.inc()
         if not decision.offers:
             self.fallbacks.labels("no_eligible_offer").inc()
         if any(r.code == "slot.unknown" for r in decision.reasons):
             self.fallbacks.labels("unknown_slot").inc()
+
+    def _child(self, kind: str, *values: str) -> Any:
+        """The labelled child of the decisions (``decision``: segment, persona, lifecycle) or
+        slot-variant (``slot``: slot, variant) counter, looked up once per label values."""
+        key = (kind, *values)
+        child = self._children.get(key)
+        if child is None:
+            label = self._label
+            if kind == "decision":
+                segment, persona, stage = values
+                child = self.decisions.labels(
+                    label["segment"](segment), label["persona"](persona), label["lifecycle"](stage)
+                )
+            else:
+                slot, variant = values
+                child = self.slot_variants.labels(label["slot"](slot), label["variant"](variant))
+            if len(self._children) < 4096:
+                self._children[key] = child
+        return child
 
     def observe_fallback(self, kind: str) -> None:
         """Count a fallback the server decided on (e.g. ``not_ready`` when no bundle is loaded)."""
