@@ -122,7 +122,8 @@ def test_the_list_shows_every_experiment(page: Page, site: Site) -> None:
     )
     assert shown == [e["experiment"] for e in listed]
     assert {"holdout", "hero_test", "banner_others"} <= set(shown)
-    # the holdout is listed first and selected on arrival
+    # the holdout is listed first and selected on arrival (its report loads after the list)
+    page.wait_for("document.querySelector('#title').textContent !== ''")
     assert page.evaluate("document.querySelector('#title').textContent").startswith("holdout")
 
 
