@@ -641,10 +641,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "log": server.log_problems(),
         }
     return {
-        "report_version": REPORT_VERSION,
-        "measured_at": started.isoformat(timespec="seconds"),
-        "elapsed_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "machine": info,
+        **report_head(REPORT_VERSION, started, info),
         "config": {
             "workers": args.workers,
             "duration_s": args.duration,
@@ -765,6 +762,16 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def report_head(version: int, started: datetime, info: dict[str, Any]) -> dict[str, Any]:
+    """The fields every server benchmark report starts with."""
+    return {
+        "report_version": version,
+        "measured_at": started.isoformat(timespec="seconds"),
+        "elapsed_s": round((datetime.now(UTC) - started).total_seconds(), 1),
+        "machine": info,
+    }
 
 
 def publish(report: dict[str, Any], text: str, *, name: str, out: str | None, quick: bool) -> None:

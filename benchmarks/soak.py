@@ -86,6 +86,7 @@ from benchmarks.run import (
     decide_script,
     machine,
     publish,
+    report_head,
     run_wrk,
     summarize,
 )
@@ -628,11 +629,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     totals["cpu"] = _cores(probes[0], probes[-1])
     verdict = _verdict(probes, totals, log, float(args.duration))
     return {
-        "report_version": REPORT_VERSION,
+        **report_head(REPORT_VERSION, started, info),
         "kind": "soak",
-        "measured_at": started.isoformat(timespec="seconds"),
-        "elapsed_s": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "machine": info,
         "config": {
             "workers": args.workers,
             "duration_s": args.duration,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,15 +48,13 @@ async def _watch(engine: Engine, interval: float) -> None:
         await anyio.to_thread.run_sync(engine.holder.check)
 
 
-#: Young-generation threshold of the garbage collector in a server process (CPython's default
-#: is 700). A decision allocates a few hundred short-lived containers that reference counting
-#: frees anyway; collecting every 700 allocations only spends time re-scanning survivors.
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def _settle_heap() -> None:
+def _settle_heap(young: int) -> None:
     """Move everything loaded at startup (modules, the bundle, onnxruntime sessions, the app)
-    out of the collector's sight, and collect the young generation less often.
+    out of the collector's sight, and collect the young generation every ``young``
+    allocations (``Settings.gc_young_threshold``, 10,000; CPython's default is 700). A decision
+    allocates a few hundred short-lived containers that reference counting frees anyway;
+    collecting every 700 allocations promotes in-flight objects to older generations, whose
+    collections then take tens of milliseconds.
 
     Collections then scan only what requests create; with the caches holding untracked
     objects (encoded decisions, ``gc=False`` profile records), full collections stay short
@@ -66,7 +63,6 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
-    young = int(os.environ.get("TAILOR_GC_YOUNG", GC_YOUNG_THRESHOLD))
     gc.set_threshold(young, older, oldest)
 
 
@@ -111,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             engine.eventlog = EventLog(settings.event_log_dir)
         engine.load_static(Path(settings.static_dir))
         app.state.engine = engine
-        _settle_heap()
+        _settle_heap(settings.gc_young_threshold)
         async with anyio.create_task_group() as tasks:
             if settings.reload_interval > 0:
                 tasks.start_soon(_watch, engine, settings.reload_interval)

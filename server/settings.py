@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         reload_interval: seconds between checks of the bundle path for a new bundle (0: off).
         event_log_dir: where decisions and events are appended as JSON Lines (None: no log).
         max_visitors: visitor profiles kept in memory per process (least recent dropped).
+        gc_young_threshold: allocations between young-generation garbage collections in a
+            worker (CPython's default is 700; see ``server.app._settle_heap``).
         decision_cache_mib: memory for the per-visit decision cache per process, in MiB of
             encoded decisions (about 3 KiB each; least recent dropped).
         profile_ttl_days: a profile not seen for this long is forgotten.
@@ -59,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     event_log_dir: str | None = "var/events"
     max_visitors: Annotated[int, Meta(ge=1)] = 100_000
     decision_cache_mib: Annotated[float, Meta(gt=0, le=65536)] = 64.0
+    gc_young_threshold: Annotated[int, Meta(ge=100, le=10_000_000)] = 10_000
     profile_ttl_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
 
     @classmethod
@@ -84,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["max_visitors"] = int(env["TAILOR_MAX_VISITORS"])
         if env.get("TAILOR_DECISION_CACHE_MIB"):
             values["decision_cache_mib"] = float(env["TAILOR_DECISION_CACHE_MIB"])
+        if env.get("TAILOR_GC_YOUNG"):
+            values["gc_young_threshold"] = int(env["TAILOR_GC_YOUNG"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         settings = msgspec.convert(values, cls)

@@ -17,15 +17,14 @@ import sys
 from pathlib import Path
 
 from benchmarks._load import serve
+from tests.benchmarks._run import run_module
 from tests.conftest import ROOT
 
 
 def test_quick_run_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--workers", "1"]
-    cmd += ["--duration", "1", "--bundle", str(bundle_dir), "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = ["--quick", "--workers", "1", "--duration", "1", "--bundle", str(bundle_dir)]
+    run_module("benchmarks.run", *args, "--out", str(out), timeout=150)
 
     report = json.loads((out / "run.json").read_text())
     assert report["report_version"] == 1
@@ -85,11 +84,8 @@ def test_locust_runs_both_user_classes_without_failures(bundle_dir: Path, tmp_pa
 
 def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "decide.json"
-    cmd = [sys.executable, "-m", "benchmarks.decide", "--quick", "--bundle", str(bundle_dir)]
-    cmd += ["--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "decide / onnx_fused" in proc.stdout
+    args = ["--quick", "--bundle", str(bundle_dir), "--out", str(out)]
+    assert "decide / onnx_fused" in run_module("benchmarks.decide", *args, timeout=300)
 
     report = json.loads(out.read_text())
     assert report["report_version"] == 2 and report["fused_graph"] is True
@@ -114,10 +110,8 @@ def test_in_process_asgi_benchmark_reports_each_request_kind(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "asgi.json"
-    cmd = [sys.executable, "-m", "benchmarks.asgi", "--quick", "--bundle", str(bundle_dir)]
-    cmd += ["--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = ["--quick", "--bundle", str(bundle_dir), "--out", str(out)]
+    assert "decide / healthz" in run_module("benchmarks.asgi", *args, timeout=300)
     report = json.loads(out.read_text())
     results = report["results"]
     assert set(results) == {"healthz", "decide", "decide_cache_hit", "decider"}

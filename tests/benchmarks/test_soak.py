@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.benchmarks._run import run_module
 
 
 def test_quick_soak_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    cmd = [sys.executable, "-m", "benchmarks.soak", "--quick", "--workers", "1"]
-    cmd += ["--duration", "6", "--sample", "2", "--rate", "100"]
-    cmd += ["--bundle", str(bundle_dir), "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    args = ["--quick", "--workers", "1", "--duration", "6", "--sample", "2", "--rate", "100"]
+    run_module(
+        "benchmarks.soak", *args, "--bundle", str(bundle_dir), "--out", str(out), timeout=150
+    )
 
     report = json.loads((out / "soak.json").read_text())
     assert report["report_version"] == 1 and report["kind"] == "soak"

@@ -8,13 +8,11 @@ shared machine does not turn a decision into a timeout (the default page keeps t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.benchmarks._run import run_module
 
 pytestmark = pytest.mark.browser
 
@@ -23,11 +21,11 @@ LOADS = 3
 
 def test_quick_run_writes_a_sane_report(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "tag.json"
-    cmd = [sys.executable, "-m", "benchmarks.tag", "--quick", "--loads", str(LOADS)]
-    cmd += ["--bundle", str(bundle_dir), "--out", str(out), "--tag-timeout", "5000"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| decide_sent |" in proc.stdout
+    args = ["--quick", "--loads", str(LOADS), "--tag-timeout", "5000"]
+    stdout = run_module(
+        "benchmarks.tag", *args, "--bundle", str(bundle_dir), "--out", str(out), timeout=240
+    )
+    assert "| decide_sent |" in stdout
 
     report = json.loads(out.read_text())
     assert report["report_version"] == 1 and report["complete"] is True

@@ -74,8 +74,14 @@ def test_profile_records_are_invisible_to_the_garbage_collector() -> None:
 
 
 def test_memory_settings_come_from_the_environment() -> None:
-    settings = Settings.from_env({"TAILOR_DECISION_CACHE_MIB": "8", "TAILOR_MAX_VISITORS": "500"})
+    settings = Settings.from_env(
+        {"TAILOR_DECISION_CACHE_MIB": "8", "TAILOR_MAX_VISITORS": "500", "TAILOR_GC_YOUNG": "2000"}
+    )
     assert (settings.decision_cache_mib, settings.max_visitors) == (8.0, 500)
-    assert Settings.from_env({}).decision_cache_mib == 64.0
+    assert settings.gc_young_threshold == 2000
+    defaults = Settings.from_env({})
+    assert (defaults.decision_cache_mib, defaults.gc_young_threshold) == (64.0, 10_000)
     with pytest.raises(Exception, match="decision_cache_mib"):
         Settings.from_env({"TAILOR_DECISION_CACHE_MIB": "0"})
+    with pytest.raises(Exception, match="gc_young_threshold"):
+        Settings.from_env({"TAILOR_GC_YOUNG": "1"})
