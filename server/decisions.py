@@ -8,9 +8,11 @@ visits). Requests without a session id (backend callers) are not cached. The cac
 (:class:`server.lru.LruTtlCache`) is not thread-safe, so every access holds a lock.
 
 The cache keeps each decision as its encoded JSON (bytes) with the ids of its slots: a hit is
-answered without encoding again, and a hundred thousand cached visits are a hundred thousand
-byte strings, which the garbage collector never scans, rather than millions of small objects
-that would make every full collection a latency spike.
+answered without encoding again. Nothing it stores is a container to the garbage collector:
+the key is a string, the entry a ``gc=False`` struct of a string and bytes, so a hundred thousand
+cached visits add nothing to a collection and caching a decision does not count towards the
+next one (see :mod:`server.lru`). Erasure finds a visitor's visits by scanning the keys (a few
+milliseconds for a full cache; erasure is rare), rather than keeping an index per visitor.
 
 Must not import model_export.
 """
@@ -19,22 +21,31 @@ from __future__ import annotations
 
 import threading
 
+import msgspec
+
 from sdk.schema import DecideRequest
 from server.lru import LruTtlCache
 
 __all__ = ["DecisionCache"]
 
-Key = tuple[str, str, str, bool, bool]
-#: A cached decision: the ids of its slots and its encoded JSON.
-Entry = tuple[tuple[str, ...], bytes]
+#: A visit: ``"{visitor} {session} {consent} {model version}"``. Visitor and session ids are
+#: validated to contain no space, so the visitor is everything before the first one.
+Key = str
 
 
-#: Bytes an entry costs besides its JSON: key tuple, slot ids and the cache's own bookkeeping.
+class Entry(msgspec.Struct, frozen=True, gc=False):
+    """A cached decision: the ids of its slots (space-separated) and its encoded JSON."""
+
+    slots: str
+    payload: bytes
+
+
+#: Bytes an entry costs besides its JSON: key, slot ids and the cache's own bookkeeping.
 ENTRY_OVERHEAD = 600
 
 
 def _entry_size(entry: Entry) -> int:
-    return len(entry[1]) + ENTRY_OVERHEAD
+    return len(entry.payload) + ENTRY_OVERHEAD
 
 
 class DecisionCache:
@@ -48,9 +59,6 @@ class DecisionCache:
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024, ttl: float = 1800.0) -> None:
         self._cache: LruTtlCache[Key, Entry] = LruTtlCache(max_bytes, ttl, getsizeof=_entry_size)
-        # visitor -> the keys of its visits, as tuples (untracked by the collector, like the
-        # keys themselves): a visitor has a handful of sessions at most
-        self._by_visitor: dict[str, tuple[Key, ...]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -61,13 +69,8 @@ class DecisionCache:
         if request.session_id is None:
             return None
         consent = request.consent
-        return (
-            request.visitor_id,
-            request.session_id,
-            version,
-            consent.personalization,
-            consent.storage,
-        )
+        flags = f"{consent.personalization:d}{consent.storage:d}"
+        return f"{request.visitor_id} {request.session_id} {flags} {version}"
 
     def get(self, key: Key | None, slots: list[str]) -> bytes | None:
         """The encoded decision of this visit, if it covers every slot asked for."""
@@ -75,9 +78,9 @@ class DecisionCache:
             return None
         with self._lock:
             entry = self._cache.get(key)
-            if entry is not None and all(s in entry[0] for s in slots):
+            if entry is not None and (not slots or set(slots) <= set(entry.slots.split(" "))):
                 self.hits += 1
-                return entry[1]
+                return entry.payload
             self.misses += 1
             return None
 
@@ -86,22 +89,15 @@ class DecisionCache:
         if key is None:
             return
         with self._lock:
-            self._cache[key] = (tuple(slots), payload)
-            keys = self._by_visitor.get(key[0], ())
-            if key not in keys:
-                live = tuple(k for k in keys if k in self._cache)  # drop evicted visits
-                self._by_visitor[key[0]] = (*live, key)
-            if len(self._by_visitor) > 2 * len(self._cache) + 1024:  # drop stale index entries
-                cache = self._cache
-                index = {
-                    v: tuple(k for k in ks if k in cache) for v, ks in self._by_visitor.items()
-                }
-                self._by_visitor = {v: ks for v, ks in index.items() if ks}
+            self._cache[key] = Entry(slots=" ".join(slots), payload=payload)
 
     def invalidate(self, visitor_id: str) -> int:
         """Forget every cached decision of a visitor (erasure); returns how many."""
+        if " " in visitor_id:
+            return 0  # not a valid visitor id: no visit of it can be cached
+        prefix = visitor_id + " "
         with self._lock:
-            keys = self._by_visitor.pop(visitor_id, ())
+            keys = [k for k in self._cache if k.startswith(prefix)]
             return sum(self._cache.pop(k, None) is not None for k in keys)
 
     def __len__(self) -> int:

@@ -2,7 +2,9 @@
 
 :class:`ProfileStore` is the synchronous interface the handlers use (so a Redis store can be
 added without touching them); :class:`MemoryProfileStore` is the embedded default, a bounded
-TTL cache in process memory (:class:`server.lru.LruTtlCache`) behind a lock. The update
+TTL cache in process memory (:class:`server.lru.LruTtlCache`) behind a lock, which keeps each
+record msgpack-encoded: bytes, which the garbage collector neither scans nor counts (a record's
+tuples and dict would be counted towards the next collection on every visit). The update
 rules are pure functions over a :class:`ProfileRecord` (a msgspec Struct, so another store can
 serialise it as it is) and follow the browser tag's own first-party profile where they can:
 
@@ -269,6 +271,9 @@ def behavior_at(record: ProfileRecord, now: datetime) -> Behavior:
 
 # --- the in-memory store ---------------------------------------------------------------------
 
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -296,9 +301,16 @@ class MemoryProfileStore:
     ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: LruTtlCache[str, ProfileRecord] = LruTtlCache(
+        self._cache: LruTtlCache[str, bytes] = LruTtlCache(
             max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
         )
+
+    def _read(self, visitor_id: str) -> ProfileRecord | None:
+        raw = self._cache.get(visitor_id)  # the caller holds the lock
+        return None if raw is None else _record_decoder.decode(raw)
+
+    def _write(self, visitor_id: str, record: ProfileRecord) -> None:
+        self._cache[visitor_id] = _record_encoder.encode(record)
 
     def __len__(self) -> int:
         with self._lock:
@@ -311,13 +323,13 @@ class MemoryProfileStore:
     def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour, or None."""
         with self._lock:
-            record = self._cache.get(visitor_id)
+            record = self._read(visitor_id)
         return None if record is None else behavior_at(record, self._now(now))
 
     def snapshot(self, visitor_id: str, *, now: datetime | None = None) -> VisitorProfile | None:
         """Everything stored about the visitor, or None."""
         with self._lock:
-            record = self._cache.get(visitor_id)
+            record = self._read(visitor_id)
         if record is None:
             return None
         return VisitorProfile(
@@ -336,8 +348,8 @@ class MemoryProfileStore:
             return Behavior()
         now = _utc(now)
         with self._lock:
-            record = updated_by_visit(self._cache.get(visitor_id), request, now)
-            self._cache[visitor_id] = record
+            record = updated_by_visit(self._read(visitor_id), request, now)
+            self._write(visitor_id, record)
         return behavior_at(record, now)
 
     def apply(self, visitor_id: str, events: Sequence[Event], *, now: datetime) -> Behavior:
@@ -350,8 +362,8 @@ class MemoryProfileStore:
             raise ValueError(f"events of another visitor given for {visitor_id!r}")
         now = _utc(now)
         with self._lock:
-            record = updated_by_events(self._cache.get(visitor_id), events, now)
-            self._cache[visitor_id] = record
+            record = updated_by_events(self._read(visitor_id), events, now)
+            self._write(visitor_id, record)
         return behavior_at(record, now)
 
     def delete(self, visitor_id: str) -> bool:
@@ -362,5 +374,5 @@ class MemoryProfileStore:
     def suppressed(self, visitor_id: str) -> frozenset[str]:
         """Offers the visitor is not interested in."""
         with self._lock:
-            record = self._cache.get(visitor_id)
+            record = self._read(visitor_id)
         return frozenset(record.suppressed) if record is not None else frozenset()

@@ -71,10 +71,18 @@ def test_a_size_budget_counts_what_getsizeof_says() -> None:
 
 
 def test_entries_are_invisible_to_the_garbage_collector() -> None:
-    cache: LruTtlCache[tuple[str, str], tuple[tuple[str, ...], bytes]] = LruTtlCache(1000, 60)
-    for i in range(100):
-        cache[(f"v{i}", "s")] = (("hero",), b"{}")
+    cache: LruTtlCache[str, bytes] = LruTtlCache(10_000, 60)
     gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for i in range(2000):
+            cache[f"v{i}"] = b"{}"
+        allocated = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    # a tuple per entry would count 2,000 towards the next young collection
+    assert allocated < 20
     assert not any(gc.is_tracked(item) for item in cache._data.values())
 
 
