@@ -12,15 +12,19 @@ time, timing each call with ``perf_counter_ns``:
 * ``decide_cache_hit``: the same visit again (answered from the visit cache);
 * ``decider``: ``Decider.decide`` alone on the same visits, in the same process.
 
-It prints medians and p99 in microseconds and the share of ``decide`` that is the decision
-itself, and writes ``benchmarks/results/asgi.json``. This is the server's own CPU per request;
-``benchmarks.run`` measures the same under a load generator, through the network stack.
+It prints medians, p99 and maxima in microseconds, the garbage collections each measure set
+off (young, middle, full: the app runs with the server's own collector settings, so this shows
+whether serving requests makes the collector run at all), and the share of ``decide`` that is
+the decision itself, and writes ``benchmarks/results/asgi.json``. This is the server's own CPU
+per request; ``benchmarks.run`` measures the same under a load generator, through the network
+stack.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import tempfile
@@ -75,15 +79,25 @@ async def _call(app: Any, scope: Message, body: bytes) -> list[Message]:
     return out
 
 
-async def _time(fn: Callable[[int], Awaitable[None]], n: int, offset: int) -> dict[str, float]:
+def _collections() -> list[int]:
+    """Garbage collections run so far in this process, per generation (young, middle, full)."""
+    return [generation["collections"] for generation in gc.get_stats()]
+
+
+async def _time(fn: Callable[[int], Awaitable[None]], n: int, offset: int) -> dict[str, Any]:
     for i in range(min(300, n)):  # warm up
         await fn(offset + i)
     samples = []
+    before = _collections()
     for i in range(n):
         start = time.perf_counter_ns()
         await fn(offset + 10_000 + i)
         samples.append((time.perf_counter_ns() - start) / 1000)
-    return _summary(samples)
+    after = _collections()
+    summary: dict[str, Any] = dict(_summary(samples))
+    summary["max_us"] = round(max(samples), 2)
+    summary["gc_collections"] = [b - a for a, b in zip(before, after, strict=True)]
+    return summary
 
 
 async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
@@ -159,7 +173,7 @@ async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
 
     results["decider"] = await _time(decide_alone, n, 0)
     return {
-        "report_version": 1,
+        "report_version": 2,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "bundle": decider.bundle.version,
         "calls_per_measure": n,
@@ -182,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tailor-asgi-") as tmp:
         report = asyncio.run(measure(args.bundle, 50 if args.quick else args.n, Path(tmp)))
-    print(f"{'in-process, per request':<26}{'median µs':>12}{'p99 µs':>12}")
+    print(f"{'in-process, per request':<26}{'median µs':>12}{'p99 µs':>12}{'max µs':>12}  gc runs")
     for name, r in report["results"].items():
-        print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}")
+        runs = "/".join(str(c) for c in r["gc_collections"])
+        print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['max_us']:>12.1f}  {runs}")
     print(
         f"decide / healthz = {report['decide_over_healthz']:.2f}; the decision itself is "
         f"{report['decider_share_of_decide']:.0%} of a decide request"

@@ -116,7 +116,8 @@ def test_in_process_asgi_benchmark_reports_each_request_kind(
     results = report["results"]
     assert set(results) == {"healthz", "decide", "decide_cache_hit", "decider"}
     for name, r in results.items():
-        assert r["n"] == 50 and 0 < r["median_us"] <= r["p99_us"], name
+        assert r["n"] == 50 and 0 < r["median_us"] <= r["p99_us"] <= r["max_us"], name
+        assert len(r["gc_collections"]) == 3 and min(r["gc_collections"]) >= 0, name
     # a fresh decide does all the decider does and more; a trivial route does neither
     assert results["decide"]["median_us"] > results["decider"]["median_us"]
     assert results["decide"]["median_us"] > results["healthz"]["median_us"]
