@@ -72,7 +72,7 @@ from benchmarks._load import (
     serve,
 )
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 LADDER = (2, 8, 32, 128)
 QUICK_LADDER = (4, 16)
 FRACTIONS = (0.5, 0.7, 0.9)
@@ -581,6 +581,7 @@ def _fixed_rates(
     source = RequestSource(bodies, host, args.repeat, seed=args.seed)
     rows = []
     for fraction in args.fractions:
+        cpu_start = _cpu_snapshot(server)
         paced = run_paced(
             server.url,
             source,
@@ -589,6 +590,8 @@ def _fixed_rates(
             connections=args.pacer_connections,
         )
         row = summarize(fraction, paced)
+        # who used the cores during this step: a busy neighbour shows as "other"
+        row["cpu_cores"] = _cpu_shares(cpu_start, _cpu_snapshot(server))
         rows.append(row)
         print(
             f"  {fraction:>4.0%} {row['target_per_s']:>8.0f}/s -> "
@@ -730,12 +733,14 @@ def markdown(report: dict[str, Any]) -> str:
         "Latency counts from each request's scheduled send time (no coordinated omission); "
         "`service` counts from the actual send. `achieved` is answers per second of wall time, "
         "including the drain after the last send; `failed` counts socket errors, non-2xx "
-        "answers and requests unanswered 10 s after the last send; `client` is the pacer's own "
-        "CPU use.",
+        "answers and requests unanswered 10 s after the last send; `client`, `server` and "
+        "`other` are the average cores used during the step by the pacer, the server and every "
+        "other process (a busy neighbour; time a hypervisor gives to other machines is not "
+        "visible from inside).",
         "",
         "| load | target/s | achieved/s | p50 ms | p95 ms | p99 ms | max ms | service p50 | "
-        "service p99 | cache hits | failed | client cores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "service p99 | cache hits | failed | client cores | server cores | other cores |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["latency"]:
         errors = r["errors"] + r["non_2xx"] + r["unfinished"]
@@ -743,7 +748,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['fraction']:.0%} | {r['target_per_s']:,.0f} | {r['achieved_per_s']:,.0f} | "
             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
             f"{r['service_p50_ms']:.2f} | {r['service_p99_ms']:.2f} | "
-            f"{r['cache_hit_share']:.0%} | {errors} | {r['client_cpu_cores']:.2f} |"
+            f"{r['cache_hit_share']:.0%} | {errors} | {r['client_cpu_cores']:.2f} | "
+            f"{r['cpu_cores']['server']:.2f} | {r['cpu_cores']['other']:.2f} |"
         )
     mem, cpu = s["memory_mib"], s["cpu_cores"]
     lines += [

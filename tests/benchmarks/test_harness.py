@@ -27,7 +27,7 @@ def test_quick_run_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path)
     run_module("benchmarks.run", *args, "--out", str(out), timeout=150)
 
     report = json.loads((out / "run.json").read_text())
-    assert report["report_version"] == 1
+    assert report["report_version"] == 2
     assert {"machine", "config", "healthz", "decide", "ratio", "latency", "server"} <= set(report)
     machine = report["machine"]
     assert machine["cpus"] > 0 and machine["cpu"] and machine["python"]
@@ -49,6 +49,9 @@ def test_quick_run_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path)
         assert row["achieved_per_s"] > 0 and row["ok"] > 0 and row["errors"] == 0
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert 0 <= row["cache_hit_share"] <= 1
+        cores = row["cpu_cores"]
+        assert cores["server"] > 0 and cores["other"] >= 0
+        assert cores["machine"] >= cores["server"] - 0.05  # the server is part of the machine
     server = report["server"]
     assert server["worker_pids_seen"] == 1
     assert server["memory_mib"]["end"]["total"] > 0 and server["event_log_records"] > 0
