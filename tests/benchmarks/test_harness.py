@@ -91,7 +91,7 @@ def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: 
     assert "decide / onnx_fused" in run_module("benchmarks.decide", *args, timeout=300)
 
     report = json.loads(out.read_text())
-    assert report["report_version"] == 2 and report["fused_graph"] is True
+    assert report["report_version"] == 3 and report["fused_graph"] is True
     results = report["results"]
     stages = ["enrichment", "features", "onnx_fused", "onnx_separate", "rules_policy"]
     for name in [*stages, "encoding", "decide"]:
@@ -102,6 +102,10 @@ def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: 
         assert 0 < r["median_us"] <= r["p99_us"], size
     # a decision includes its features and its model run
     assert results["decide"]["median_us"] > results["onnx_fused"]["median_us"]
+    in_context = results["in_context"]
+    assert set(in_context) == {"features", "onnx_fused", "rules_policy", "rest"}
+    for stage, r in in_context.items():
+        assert r["n"] == 200 and 0 < r["median_us"] <= r["p99_us"], stage
     targets = report["targets"]
     ratio = results["decide"]["median_us"] / results["onnx_fused"]["median_us"]
     assert targets["decide_over_onnx_fused"] == round(ratio, 2)
