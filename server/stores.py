@@ -301,16 +301,29 @@ class MemoryProfileStore:
     ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._last: tuple[bytes | None, ProfileRecord | None] = (None, None)
         self._cache: LruTtlCache[str, bytes] = LruTtlCache(
             max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
         )
 
     def _read(self, visitor_id: str) -> ProfileRecord | None:
-        raw = self._cache.get(visitor_id)  # the caller holds the lock
-        return None if raw is None else _record_decoder.decode(raw)
+        # the caller holds the lock; a decide reads the same record three times in a row
+        # (profile, suppressions, visit), so the last record decoded is kept with the bytes it
+        # came from: stored bytes are never changed in place, only replaced
+        raw = self._cache.get(visitor_id)
+        if raw is None:
+            return None
+        last_raw, last_record = self._last
+        if raw is last_raw:
+            return last_record
+        record = _record_decoder.decode(raw)
+        self._last = (raw, record)
+        return record
 
     def _write(self, visitor_id: str, record: ProfileRecord) -> None:
-        self._cache[visitor_id] = _record_encoder.encode(record)
+        raw = _record_encoder.encode(record)
+        self._cache[visitor_id] = raw
+        self._last = (raw, record)
 
     def __len__(self) -> int:
         with self._lock:

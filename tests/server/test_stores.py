@@ -240,3 +240,18 @@ def test_concurrent_updates_lose_nothing(store: MemoryProfileStore, clock: Clock
     b = store.get("shared")
     assert b is not None and b.purchases == 2000 and b.revenue == 2000.0
     assert len(store) == 2001
+
+
+def test_interleaved_visitors_each_read_their_own_record(
+    store: MemoryProfileStore, clock: Clock
+) -> None:
+    store.record_visit("v1", visit("s1"), now=clock.now)
+    store.record_visit("v2", visit("s1", visitor="v2"), now=clock.now)
+    store.record_visit("v2", visit("s2", visitor="v2"), now=clock.now)
+    store.apply("v1", [event("not_interested", offer_id="o1")], now=clock.now)
+    one, two = store.get("v1"), store.get("v2")
+    assert one is not None and two is not None
+    assert (one.session_count, two.session_count) == (1, 2)
+    assert store.suppressed("v1") == {"o1"} and store.suppressed("v2") == frozenset()
+    assert store.delete("v1") and store.get("v1") is None
+    assert store.get("v2") == two
