@@ -34,7 +34,7 @@ from model_export.train import (
     offer_metrics,
     segment_recovery,
 )
-from sdk._manifest import Manifest, TrainingInfo
+from sdk.manifest import Manifest, TrainingInfo
 from sdk.features import feature_names
 from sdk.schema import SCHEMA_VERSION
 

@@ -51,7 +51,7 @@ import msgspec
 
 from sdk._conditions import check_condition
 from sdk._errors import BundleError, ConditionError
-from sdk._manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest, manifest_decoder
+from sdk.manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest, manifest_decoder
 from sdk.bundle import Bundle, ParityRow, load_bundle
 from sdk.features import build_features
 from sdk.schema import Behavior, DecideRequest
@@ -899,7 +899,7 @@ def rollback(live: str | Path) -> PromoteResult:
 
 class PolicyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A bundle's policy: the global holdout, the experiments and exploration (TOML or JSON;
-    the keys of :class:`sdk._manifest.ExperimentDef` and friends, camelCase)."""
+    the keys of :class:`sdk.manifest.ExperimentDef` and friends, camelCase)."""
 
     experiments: list[ExperimentDef] = []
     holdout: HoldoutDef | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from sdk._manifest import (
+from sdk.manifest import (
     ExperimentDef,
     ExplorationDef,
     HoldoutDef,

@@ -693,7 +693,7 @@ def _rpt_ci(low: float | None, high: float | None, fmt: str) -> str:
 
 def _report(args: argparse.Namespace, console: Console) -> int:
     """``tailor report``: experiment reports from an event log (see sdk/reports.py)."""
-    from sdk._manifest import manifest_decoder
+    from sdk.manifest import manifest_decoder
     from sdk.reports import design_of, experiment_reports, read_log
 
     weights: dict[str, dict[str, float]] | None = None

@@ -31,7 +31,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
-from sdk._manifest import (
+from sdk.manifest import (
     BUNDLE_FORMAT_VERSION,
     FusedSpec,
     Manifest,

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_export.catalogue import PersonaTemplate
-from sdk._manifest import PersonaDef, SegmentDef
+from sdk.manifest import PersonaDef, SegmentDef
 
 __all__ = ["assign_personas", "describe_segments", "template_score"]
 

@@ -39,7 +39,7 @@ from model_export.export import convert_and_check, parity_rows, write_bundle
 from model_export.personas import describe_segments
 from model_export.report import render_report
 from model_export.train import SEGMENT_FEATURES, TrainConfig, columns, feature_matrix, fit_segments
-from sdk._manifest import Manifest, TrainingInfo
+from sdk.manifest import Manifest, TrainingInfo
 from sdk.features import FEATURE_SET_VERSION, feature_names
 from sdk.schema import SCHEMA_VERSION, DecideRequest
 

@@ -1,6 +1,6 @@
 """The model card: one self-contained HTML page describing a bundle, rendered from its manifest.
 
-:func:`render_report` reads nothing but the :class:`~sdk._manifest.Manifest` it is given, so every
+:func:`render_report` reads nothing but the :class:`~sdk.manifest.Manifest` it is given, so every
 number on the page is the number in ``manifest.json``. It does not read ``manifest.files`` (the
 card is rendered before the files are hashed, and is itself one of them) and it stamps no
 render time, so the same manifest always renders the same bytes. The page needs no network and
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_export.bundles import lower_is_better
-from sdk._manifest import Manifest, manifest_decoder, manifest_encoder
+from sdk.manifest import Manifest, manifest_decoder, manifest_encoder
 from sdk.bundle import PARITY_ATOL
 from sdk.features import FEATURE_SPECS
 

@@ -8,7 +8,7 @@ without ties each quintile holds a fifth of the buyers. Recency is ranked ascend
 score their quintile (5 = the highest fifth).
 
 :func:`rfm_def` turns those scores into the 4 inner edges of each axis
-(:class:`~sdk._manifest.RfmDef`): edge ``k`` is the largest value scored below the ``k``-th
+(:class:`~sdk.manifest.RfmDef`): edge ``k`` is the largest value scored below the ``k``-th
 boundary (or, when no value is, the smallest value minus 1). Serving then scores any profile
 with :func:`sdk.rfm.score_rfm`, using the edges alone; :func:`rfm_scores` is its vectorised
 twin, and on the training customers both equal the rank scores by construction. Customers who
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from sdk._manifest import RfmDef
+from sdk.manifest import RfmDef
 from sdk.rfm import DEFAULT_WEIGHTS, RfmScore, rfm_code, score_rfm, weighted_score
 
 __all__ = [

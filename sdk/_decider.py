@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from sdk._conditions import Predicate, compile_condition
-from sdk._manifest import ArmDef, SlotDef, VariantDef
+from sdk.manifest import ArmDef, SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk._policy import EXPLORE_SEED, assign, epsilon_for, explore
 from sdk.bundle import Bundle

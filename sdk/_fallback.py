@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sdk._decider import slot_decision
-from sdk._manifest import Manifest
+from sdk.manifest import Manifest
 from sdk.bundle import _read_manifest
 from sdk.schema import (
     Content,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdk._errors import BundleModelError, MissingExtraError
-from sdk._manifest import ModelSpec
+from sdk.manifest import ModelSpec
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,7 +1,7 @@
 """The policy step of a decision: holdout, experiment arms and exploration.
 
-Pure functions of the manifest's :class:`~sdk._manifest.HoldoutDef`,
-:class:`~sdk._manifest.ExperimentDef` list and :class:`~sdk._manifest.ExplorationDef` and of
+Pure functions of the manifest's :class:`~sdk.manifest.HoldoutDef`,
+:class:`~sdk.manifest.ExperimentDef` list and :class:`~sdk.manifest.ExplorationDef` and of
 the decision attributes. Every draw is a deterministic hash (FNV-1a, :mod:`sdk.hashing`), so
 the server and the SDK's local mode make the same choice for the same visit, a visitor keeps
 an arm, and a logged propensity is the probability of the choice over visitors.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdk._conditions import Predicate, evaluate_condition
-from sdk._manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
+from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
 from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace
 
 __all__ = ["Assignment", "assign", "epsilon_for", "explore"]

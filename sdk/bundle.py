@@ -35,7 +35,7 @@ from sdk._errors import (
     BundleParityError,
     ConditionError,
 )
-from sdk._manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
+from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk._onnx import OnnxModel, require_local
 from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest

@@ -42,7 +42,7 @@ and stopping at the first significant result inflates false positives, and every
 every extra arm is one more comparison (with 6 segments, expect about ``6 * alpha`` false
 positives in an A/A test). Read segment results as exploratory.
 
-Must import only the standard library, msgspec and ``sdk.stats`` (``sdk._manifest`` for type
+Must import only the standard library, msgspec and ``sdk.stats`` (``sdk.manifest`` for type
 checking); ``import sdk`` does not import this module.
 """
 
@@ -72,7 +72,7 @@ from sdk.stats import (
 )
 
 if TYPE_CHECKING:
-    from sdk._manifest import Manifest
+    from sdk.manifest import Manifest
 
 __all__ = [
     "HOLDOUT",

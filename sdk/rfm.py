@@ -2,7 +2,7 @@
 
 :func:`score_rfm` turns a profile's recency (days since the last purchase), frequency
 (purchases) and monetary value (revenue) into quintile scores 1-5, a code such as ``"R5F3M4"``
-and a weighted score, using only the edges of an :class:`~sdk._manifest.RfmDef` learned by
+and a weighted score, using only the edges of an :class:`~sdk.manifest.RfmDef` learned by
 ``model_export.rfm``. It is pure and deterministic: a value ``x`` passes edge ``e`` when
 ``x > e``, so frequency and monetary score ``1 + (edges passed)`` and recency ``5 - (edges
 passed)`` (recent is good). Scores are therefore always 1..5, whatever the edges, ties or inputs.
@@ -18,7 +18,7 @@ predictor of the next purchase in the direct-marketing literature RFM comes from
 and monetary value are strongly correlated (revenue is purchases times order value), so equal
 weights would count "how much" twice against "how lately" once.
 
-Must not import anything but the standard library and ``sdk._manifest``.
+Must not import anything but the standard library and ``sdk.manifest``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 from bisect import bisect_left
 from typing import NamedTuple
 
-from sdk._manifest import RfmDef
+from sdk.manifest import RfmDef
 
 __all__ = ["DEFAULT_WEIGHTS", "RfmScore", "rfm_code", "score_rfm", "weighted_score"]
 

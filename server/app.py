@@ -20,7 +20,7 @@ import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 
-from sdk._geo import GeoHeaderGroup, GeoResolver
+from sdk.geo import GeoHeaderGroup, GeoResolver
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.events import route_handlers as event_handlers

@@ -30,7 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         bundle_path: directory of the model bundle to serve.
         mmdb_path: optional MaxMind City/Country database for geo lookups by client IP.
         geo_headers: trusted edge headers carrying the visitor's country (first present wins);
-            None uses the defaults of ``sdk._geo``. Trust them only behind a CDN that sets them.
+            None uses the defaults of ``sdk.geo``. Trust them only behind a CDN that sets them.
         max_body_bytes: largest request body accepted; larger ones get 413.
         static_dir: where the demo page and the built tag live.
         demo: the local demo: serve the demo page at ``/`` and accept keyless requests from

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk import Decider
-from sdk._geo import GeoResolver
+from sdk.geo import GeoResolver
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.reloader import BundleHolder

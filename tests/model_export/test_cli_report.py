@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from model_export.cli import main as cli_main
-from sdk._manifest import manifest_decoder
+from sdk.manifest import manifest_decoder
 from sdk.reports import design_of, experiment_reports, read_log
 
 

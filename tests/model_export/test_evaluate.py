@@ -35,7 +35,7 @@ from model_export.evaluate import (
 from model_export.policy import off_policy_estimates
 from model_export.synth import PERSONAS, Visit, generate
 from sdk import Decider, load_bundle
-from sdk._manifest import ExplorationDef
+from sdk.manifest import ExplorationDef
 from sdk.features import FeatureRow
 from sdk.schema import Decision, Event
 from server.eventlog import EventLog

@@ -20,7 +20,7 @@ from model_export.report import (
     write_report,
 )
 from model_export.train import TrainConfig
-from sdk._manifest import Manifest, OfferDef, PersonaDef, RfmDef, manifest_decoder
+from sdk.manifest import Manifest, OfferDef, PersonaDef, RfmDef, manifest_decoder
 
 
 @pytest.fixture(scope="module")

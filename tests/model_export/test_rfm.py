@@ -18,7 +18,7 @@ from model_export.ingest import read_all
 from model_export.profiles import build_profiles, profile_requests
 from model_export.rfm import rank_quintiles, rfm_def, rfm_scores
 from model_export.synth_shop import generate_shop
-from sdk._manifest import RfmDef
+from sdk.manifest import RfmDef
 from sdk.rfm import DEFAULT_WEIGHTS, rfm_code, score_rfm, weighted_score
 
 

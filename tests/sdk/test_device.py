@@ -168,7 +168,7 @@ def test_missing_ua_parser_names_the_extra(
 
 def test_import_sdk_does_not_import_optional_parsers() -> None:
     code = (
-        "import sys, sdk, sdk._device, sdk._referrer, sdk._geo\n"
+        "import sys, sdk, sdk._device, sdk._referrer, sdk.geo\n"
         "bad = [m for m in ('ua_parser', 'ua_parser_rs', 'maxminddb') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from sdk import BundleFormatError, Client, Fallback, load_bundle
-from sdk._manifest import Manifest
+from sdk.manifest import Manifest
 from sdk.schema import (
     Content,
     Context,

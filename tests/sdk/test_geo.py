@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk._geo import (
+from sdk.geo import (
     DEFAULT_GEO_HEADERS,
     GeoDatabaseError,
     GeoHeaderGroup,

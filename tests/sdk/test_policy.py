@@ -15,7 +15,7 @@ from scipy import stats
 
 from model_export.synth import generate
 from sdk import Decider, load_bundle
-from sdk._manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, NamespaceDef
+from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, NamespaceDef
 from sdk._policy import HOLDOUT, PERSONALIZED, assign, epsilon_for, explore
 from tests.conftest import FIXED_NOW, TEST_POLICY
 

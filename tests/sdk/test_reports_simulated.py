@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from sdk._manifest import ArmDef, ExperimentDef, HoldoutDef
+from sdk.manifest import ArmDef, ExperimentDef, HoldoutDef
 from sdk._policy import assign
 from sdk.reports import ExperimentReport, GroupReport, experiment_reports, read_log
 from sdk.schema import (
