@@ -1,7 +1,7 @@
 """Shared pieces of the load tools: load-test keys, the traffic mix, request bodies, a server.
 
 ``benchmarks.locustfile`` (realistic scenarios) and ``benchmarks.run`` (capacity and latency
-curve) draw decide requests from the same generated visits (``model_export.synth``: planted
+curve) draw decide requests from the same generated visits (``model_export.inputs.synth``: planted
 personas with their devices, user agents, referrers, campaigns, time zones and behaviour) and
 the same consent mix. A request body is pre-encoded once with placeholder ids and split around
 them (:class:`Body`), so a load generator only joins bytes to send a fresh visitor.
@@ -13,7 +13,7 @@ free loopback port with the load-test keys (:data:`PUBLIC_KEY` for origin :data:
 server's address to COMMAND as ``LOCUST_HOST`` and stops the server's whole process group
 afterwards, also on Ctrl-C. ``make load`` uses it.
 
-May import sdk, server.security and model_export.synth; never locust (``benchmarks.run`` must
+May import sdk, server.security and model_export.inputs.synth; never locust (``benchmarks.run`` must
 not need it).
 """
 
@@ -38,7 +38,7 @@ from types import FrameType
 import httpx
 import msgspec
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk.schema import Consent, DecideRequest
 from server.security import hash_key
 

@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import Decider, build_features, load_bundle
 from sdk._device import parse_device
 from sdk._referrer import classify_referrer

@@ -13,7 +13,7 @@ User classes
     ``Origin`` (the first page view of a session decides, later ones are re-served from the
     server's visit cache), then, with granted consent, one beacon ``POST /v1/events`` with a
     pageview, impressions of the slots seen, and sometimes a click and a conversion. Visits
-    come from ``model_export.synth``: planted personas with their devices and user agents,
+    come from ``model_export.inputs.synth``: planted personas with their devices and user agents,
     referrers (search, social, email campaigns, direct), time zones and behaviour. Consent is
     granted, pending (both false; the tag holds its events) or refused by Global Privacy
     Control (both false and ``Sec-GPC: 1``; no events). A visitor who granted storage keeps

@@ -40,7 +40,7 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import Client, Decider, DecideRequest, Decision, load_bundle
 from server.security import hash_key
 
@@ -264,7 +264,7 @@ def _bundle(path: str | None, workdir: Path) -> Path:
     demo = ROOT / "var" / "bundles" / "demo"
     if (demo / "manifest.json").is_file():
         return demo
-    from model_export.build import train_bundle
+    from model_export.run import train_bundle
 
     print("no var/bundles/demo: training a small bundle (3,000 synthetic visits)")
     return train_bundle(workdir / "bench", n_visitors=3000, name="bench").path

@@ -20,12 +20,12 @@ from typing import Any
 import msgspec
 
 from sdk._conditions import Predicate, compile_condition
-from sdk.manifest import ArmDef, SlotDef, VariantDef
 from sdk._onnx import require_local
 from sdk._policy import EXPLORE_SEED, assign, epsilon_for, explore
 from sdk.bundle import Bundle
 from sdk.features import FeatureRow, build_features
 from sdk.hashing import prefix_state, unit_after
+from sdk.manifest import ArmDef, SlotDef, VariantDef
 from sdk.rfm import score_rfm
 from sdk.schema import (
     Behavior,

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sdk._decider import slot_decision
-from sdk.manifest import Manifest
 from sdk.bundle import _read_manifest
+from sdk.manifest import Manifest
 from sdk.schema import (
     Content,
     DecideRequest,

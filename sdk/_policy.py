@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdk._conditions import Predicate, evaluate_condition
-from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
 from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace
+from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
 
 __all__ = ["Assignment", "assign", "epsilon_for", "explore"]
 

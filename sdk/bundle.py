@@ -35,9 +35,9 @@ from sdk._errors import (
     BundleParityError,
     ConditionError,
 )
-from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk._onnx import OnnxModel, require_local
 from sdk.features import FEATURE_SPECS, build_features, feature_names
+from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
 
 __all__ = ["PARITY_ATOL", "PARITY_RTOL", "Bundle", "ParityRow", "load_bundle", "sha256_file"]

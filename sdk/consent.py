@@ -89,8 +89,6 @@ def permissions(consent: Consent) -> Permissions:
 
 def event_permissions(consent: Consent | None, *, refused_by_gpc: bool) -> EventPermissions:
     """What an event batch sent with ``consent`` (None: unknown) allows."""
-    if refused_by_gpc or (
-        consent is not None and not (consent.personalization or consent.storage)
-    ):
+    if refused_by_gpc or (consent is not None and not (consent.personalization or consent.storage)):
         return EventPermissions(accept=False, apply_to_profiles=False)
     return EventPermissions(accept=True, apply_to_profiles=consent is None or consent.storage)

@@ -23,8 +23,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sdk._device import parse_device
-from sdk.geo import fallback_location
 from sdk._referrer import REFERRER_CLASSES, classify_referrer
+from sdk.geo import fallback_location
 from sdk.schema import Behavior, DecideRequest, Signals
 
 __all__ = [

@@ -447,9 +447,7 @@ class LogReader:
                     yield record
 
 
-def read_log(
-    paths: str | Path | Iterable[str | Path], *, missing_ok: bool = False
-) -> LogReader:
+def read_log(paths: str | Path | Iterable[str | Path], *, missing_ok: bool = False) -> LogReader:
     """The records of a log directory, of log files, or of several of either.
 
     Args:

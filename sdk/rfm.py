@@ -3,7 +3,7 @@
 :func:`score_rfm` turns a profile's recency (days since the last purchase), frequency
 (purchases) and monetary value (revenue) into quintile scores 1-5, a code such as ``"R5F3M4"``
 and a weighted score, using only the edges of an :class:`~sdk.manifest.RfmDef` learned by
-``model_export.rfm``. It is pure and deterministic: a value ``x`` passes edge ``e`` when
+``model_export.fit.rfm``. It is pure and deterministic: a value ``x`` passes edge ``e`` when
 ``x > e``, so frequency and monetary score ``1 + (edges passed)`` and recency ``5 - (edges
 passed)`` (recent is good). Scores are therefore always 1..5, whatever the edges, ties or inputs.
 

@@ -21,7 +21,7 @@ and the next batch starts a new file. Records are also dropped (and counted) whe
 ``max_pending`` records wait unwritten, or after :meth:`EventLog.close`.
 
 Record kinds (``kind``), camelCase like the wire schema; every line also has ``logVersion``
-(:data:`LOG_VERSION`), ``type`` and ``timestamp``, so ``model_export.ingest.read_events`` can
+(:data:`LOG_VERSION`), ``type`` and ``timestamp``, so ``model_export.inputs.ingest.read_events`` can
 read every file of the directory (it counts decision and erasure lines as rejected rows):
 
 * ``decision``: what offline policy evaluation needs: decision id, model version, visitor,
@@ -33,7 +33,7 @@ read every file of the directory (it counts decision and erasure lines as reject
   those experiments (reports count visitors from it). Never an IP address, a raw user agent
   or a page URL.
 * ``event``: one :class:`sdk.schema.Event` flattened to the columns of
-  ``model_export.config.EventColumns``; ``propensity`` (and a missing ``offerId``/``userId``/
+  ``model_export.inputs.config.EventColumns``; ``propensity`` (and a missing ``offerId``/``userId``/
   ``timezone``) is copied from the decision when this process still remembers the event's
   ``decisionId`` and ``slot``. Only the ``category``, ``url`` and ``referrer`` string properties
   are kept; other properties are not logged.

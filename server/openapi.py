@@ -47,7 +47,7 @@ from litestar.openapi.spec import (
 )
 from msgspec import Meta
 
-from sdk.reports import ExperimentList, ExperimentReport, KpiSeries
+from sdk.analysis.reports import ExperimentList, ExperimentReport, KpiSeries
 from sdk.schema import SCHEMA_VERSION, DecideRequest, Decision, EventBatch
 
 __all__ = [

@@ -5,9 +5,9 @@ see ``server.security``):
 
 * ``GET /v1/reports/experiments``: every experiment of the event log and of the serving
   bundle's manifest, with its visitors per arm, time range, significant arms and SRM flag;
-* ``GET /v1/reports/experiments/{key}``: the full :class:`sdk.reports.ExperimentReport`
+* ``GET /v1/reports/experiments/{key}``: the full :class:`sdk.analysis.reports.ExperimentReport`
   (``confidence``, ``start`` and ``end`` query parameters); 404 ``experiment-not-found``;
-* ``GET /v1/reports/kpis``: :class:`sdk.reports.KpiSeries` (``by``, ``bucket``, ``start``,
+* ``GET /v1/reports/kpis``: :class:`sdk.analysis.reports.KpiSeries` (``by``, ``bucket``, ``start``,
   ``end``);
 * ``GET /reports``: the dashboard (``server/static/reports.html``), a self-contained page
   that fetches the routes above from its own origin. It holds no data, so it is served to
@@ -15,7 +15,7 @@ see ``server.security``):
   style (by hash) and same-origin requests. Outside the demo, when the routes answer 401, it
   asks for a secret key, keeps it in the page's memory only and sends it as a bearer token.
 
-The numbers come from :mod:`sdk.reports` over the files of ``Settings.event_log_dir`` as they
+The numbers come from :mod:`sdk.analysis.reports` over the files of ``Settings.event_log_dir`` as they
 are on disk: every worker's files, without the records still buffered in memory (at most one
 flush interval, 1 s, behind). Arm weights and controls come from the serving bundle's
 manifest (equal weights without a bundle). A server without an event log answers 404
@@ -49,7 +49,7 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
-from sdk.reports import (
+from sdk.analysis.reports import (
     ExperimentList,
     ExperimentReport,
     KpiSeries,

@@ -21,9 +21,9 @@ import httpx
 import msgspec
 import pytest
 
-from model_export.build import TrainReport, train_bundle
-from model_export.catalogue import load_catalogue
-from model_export.train import TrainConfig
+from model_export.fit.models import TrainConfig
+from model_export.inputs.catalogue import load_catalogue
+from model_export.run import TrainReport, train_bundle
 from sdk import Decider, load_bundle
 from sdk.bundle import Bundle
 
@@ -98,7 +98,7 @@ TEST_POLICY: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def policy_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test bundle with :data:`TEST_POLICY` (holdout, three experiments, exploration)."""
-    from model_export.bundles import PolicyConfig, with_policy
+    from model_export.bundle.lifecycle import PolicyConfig, with_policy
 
     out = tmp_path_factory.mktemp("bundles") / "policy"
     with_policy(bundle_dir, out, msgspec.convert(TEST_POLICY, PolicyConfig), "test-policy")

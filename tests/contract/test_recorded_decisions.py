@@ -58,7 +58,9 @@ def test_single_decisions_are_byte_identical(recorded_bundle) -> None:  # type: 
         request = msgspec.convert(case["request"], DecideRequest)
         profile = msgspec.convert(case["profile"], Behavior) if case["profile"] else None
         decision = decider.decide(
-            request, profile=profile, suppressed=frozenset(case["suppressed"])  # type: ignore[arg-type]
+            request,
+            profile=profile,
+            suppressed=frozenset(case["suppressed"]),  # type: ignore[arg-type]
         )
         if _canonical(_encoder.encode(decision)) != _encoder.encode(case["decision"]):
             differing.append(i)

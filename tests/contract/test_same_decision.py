@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import APIError, Client, Decider, DecideRequest, TransportError
 from tests.conftest import FIXED_NOW, LiveServer
 

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import pytest
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import APIError, Client, Consent, DecideRequest, Decision, Event
 from server.eventlog import visitor_hash
 from server.security import hash_key

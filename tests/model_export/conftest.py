@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_export.synth_shop import ShopExport, generate_shop
+from model_export.inputs.synth_shop import ShopExport, generate_shop
 
 
 def messy_shop(root: Path, customers: int) -> ShopExport:

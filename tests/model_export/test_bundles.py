@@ -12,9 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from model_export import bundles
-from model_export.build import train_bundle
-from model_export.bundles import (
+from model_export.bundle import lifecycle as bundles
+from model_export.bundle.lifecycle import (
     NOT_PERSONALIZED,
     BundleRefused,
     CurrentBundleError,
@@ -32,7 +31,8 @@ from model_export.bundles import (
     verify,
 )
 from model_export.cli import main as cli_main
-from model_export.train import TrainConfig
+from model_export.fit.models import TrainConfig
+from model_export.run import train_bundle
 from sdk.bundle import ParityRow
 
 

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from model_export.cli import main as cli_main
+from sdk.analysis.reports import design_of, experiment_reports, read_log
 from sdk.manifest import manifest_decoder
-from sdk.reports import design_of, experiment_reports, read_log
 
 
 def _line(**fields: Any) -> str:

@@ -22,9 +22,11 @@ import msgspec
 import numpy as np
 import pytest
 
-from model_export.bundles import PolicyConfig, with_policy
+from model_export.bundle.lifecycle import PolicyConfig, with_policy
 from model_export.cli import main
-from model_export.evaluate import (
+from model_export.fit.offer_policy import off_policy_estimates
+from model_export.inputs.synth import PERSONAS, Visit, generate
+from model_export.offline.evaluate import (
     Estimate,
     LogReadError,
     NoUsableRows,
@@ -32,11 +34,9 @@ from model_export.evaluate import (
     evaluate,
     read_log,
 )
-from model_export.policy import off_policy_estimates
-from model_export.synth import PERSONAS, Visit, generate
 from sdk import Decider, load_bundle
-from sdk.manifest import ExplorationDef
 from sdk.features import FeatureRow
+from sdk.manifest import ExplorationDef
 from sdk.schema import Decision, Event
 from server.eventlog import EventLog
 
@@ -261,7 +261,7 @@ def test_bootstrap_intervals_agree_with_the_normal_ones(
 def test_point_estimates_match_the_offer_model_estimators(
     policies: dict[float, Path], sim: SimulatedLog
 ) -> None:
-    """The same numbers as :func:`model_export.policy.off_policy_estimates` on the same rows."""
+    """The same numbers as :func:`model_export.fit.offer_policy.off_policy_estimates` on the same rows."""
     visits = sim.visits[:500]
     first = {v.request.visitor_id for v in visits}
     data = read_log(sim.path).where(lambda c: c.decision.visitor_id in first)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from model_export.cli import main
-from model_export.evaluate import read_log
-from model_export.vw import export_vw, vw_line
+from model_export.offline.evaluate import read_log
+from model_export.offline.vw import export_vw, vw_line
 from sdk.features import feature_names
 from tests.model_export.test_evaluate import SimulatedLog, click_truth, simulate_log
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from model_export.config import (
+from model_export.inputs.config import (
     Columns,
     DataConfig,
     EventColumns,
@@ -20,7 +20,7 @@ from model_export.config import (
     TraitsConfig,
     TransactionColumns,
 )
-from model_export.ingest import (
+from model_export.inputs.ingest import (
     EVENT_REASONS,
     TRANSACTION_REASONS,
     ColumnError,
@@ -33,7 +33,7 @@ from model_export.ingest import (
     read_transactions,
     summarize,
 )
-from model_export.synth_shop import ShopExport, generate_shop
+from model_export.inputs.synth_shop import ShopExport, generate_shop
 from tests.model_export.conftest import messy_shop
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

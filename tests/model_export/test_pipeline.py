@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from model_export import ingest, profiles
-from model_export.pipeline import DataTrainReport, train_from_config
-from model_export.synth_shop import ShopExport
+from model_export.inputs import ingest, profiles
+from model_export.inputs.synth_shop import ShopExport
+from model_export.run_config import DataTrainReport, train_from_config
 from sdk import Decider, load_bundle
 from tests.model_export.conftest import messy_shop
 

@@ -5,8 +5,8 @@ import onnxruntime as ort
 import pytest
 from sklearn.pipeline import Pipeline
 
-from model_export.export import onnx_bytes, onnx_outputs
-from model_export.policy import (
+from model_export.bundle.export import onnx_bytes, onnx_outputs
+from model_export.fit.offer_policy import (
     MAX_IMPORTANCE_WEIGHT,
     SyntheticLog,
     evaluate_policy,

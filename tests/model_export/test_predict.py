@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from sklearn.pipeline import Pipeline
 
-from model_export.predict import (
+from model_export.fit.scores import (
     CHURN,
     PURCHASES,
     SCORE_OUTPUTS,

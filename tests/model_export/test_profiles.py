@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from model_export.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA, read_all
-from model_export.profiles import (
+from model_export.inputs.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA, read_all
+from model_export.inputs.profiles import (
     PROFILE_COLUMNS,
     build_profiles,
     future_labels,
@@ -22,7 +22,7 @@ from model_export.profiles import (
     visitor_id,
     visitor_ids,
 )
-from model_export.synth_shop import ShopExport, generate_shop
+from model_export.inputs.synth_shop import ShopExport, generate_shop
 from sdk.features import build_features
 from sdk.schema import request_decoder
 

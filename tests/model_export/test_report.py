@@ -10,16 +10,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from model_export.build import TrainReport, train_bundle
-from model_export.cli import main as cli_main
-from model_export.report import (
+from model_export.bundle.card import (
     REPORT_FILE,
     format_condition,
     format_number,
     render_report,
     write_report,
 )
-from model_export.train import TrainConfig
+from model_export.cli import main as cli_main
+from model_export.fit.models import TrainConfig
+from model_export.run import TrainReport, train_bundle
 from sdk.manifest import Manifest, OfferDef, PersonaDef, RfmDef, manifest_decoder
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from model_export.bundles import promote
+from model_export.bundle.lifecycle import promote
 from model_export.cli import main
-from model_export.evaluate import read_log
-from model_export.retrain import EVAL_SEED, split_log
-from model_export.synth import generate
-from model_export.synth_shop import generate_shop
+from model_export.inputs.synth import generate
+from model_export.inputs.synth_shop import generate_shop
+from model_export.offline.evaluate import read_log
+from model_export.offline.retrain import EVAL_SEED, split_log
 from sdk import Decider, load_bundle
 from sdk.hashing import hash_unit
 from tests.model_export.test_evaluate import SIM_NOW, SimulatedLog, explore_bundle, simulate_log
@@ -101,7 +101,7 @@ def test_a_retrained_better_candidate_is_promoted(
 ) -> None:
     # the demo training of the serving models' data, with the demo catalogue's policy (explore
     # 5%, holdout 5%): mostly greedy, so better than exploring half of the time
-    caplog.set_level(logging.INFO, logger="tailor.model_export.retrain")
+    caplog.set_level(logging.INFO, logger="tailor.model_export.offline.retrain")
     args = ["--visitors", "2000", "--seed", "11", "--segments", "6", "--policy", "candidate"]
     args += ["--name", "nightly"]
     code, result = _retrain(capsys, sim, live, tmp_path / "candidates", *args)
@@ -132,7 +132,7 @@ def test_a_worse_candidate_is_kept_out_unless_the_margin_allows_it(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tailor.model_export.retrain")
+    caplog.set_level(logging.INFO, logger="tailor.model_export.offline.retrain")
     uniform = explore_bundle(bundle_dir, tmp_path / "uniform", 1.0)  # never exploits
     args = ("--candidate", str(uniform), "--policy", "candidate")
     code, result = _retrain(capsys, sim, live, tmp_path / "out", *args)
@@ -177,7 +177,7 @@ def test_retraining_from_a_config_holds_out_visitors_for_the_evaluation(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # another shop's transactions know nothing of what these visitors click: a worse model
-    caplog.set_level(logging.INFO, logger="tailor.model_export.retrain")
+    caplog.set_level(logging.INFO, logger="tailor.model_export.offline.retrain")
     shop = generate_shop(tmp_path / "shop", customers=300, seed=3)
     config = tmp_path / "shop" / "tailor.toml"
     text = config.read_text().replace('events = "events.csv"\n', "")  # events: the log

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from model_export.ingest import read_all
-from model_export.profiles import build_profiles, profile_requests
-from model_export.rfm import rank_quintiles, rfm_def, rfm_scores
-from model_export.synth_shop import generate_shop
+from model_export.fit.rfm import rank_quintiles, rfm_def, rfm_scores
+from model_export.inputs.ingest import read_all
+from model_export.inputs.profiles import build_profiles, profile_requests
+from model_export.inputs.synth_shop import generate_shop
 from sdk.manifest import RfmDef
 from sdk.rfm import DEFAULT_WEIGHTS, rfm_code, score_rfm, weighted_score
 

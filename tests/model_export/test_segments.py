@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from model_export.train import TrainConfig, _stability, fit_segments
+from model_export.fit.models import TrainConfig, _stability, fit_segments
 
 
 def _blobs(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

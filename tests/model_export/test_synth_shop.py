@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from model_export.catalogue import load_catalogue
-from model_export.config import load_config
-from model_export.ingest import read_all
-from model_export.profiles import build_profiles
-from model_export.synth_shop import (
+from model_export.inputs.catalogue import load_catalogue
+from model_export.inputs.config import load_config
+from model_export.inputs.ingest import read_all
+from model_export.inputs.profiles import build_profiles
+from model_export.inputs.synth_shop import (
     GROUP_SPECS,
     GROUPS,
     LOGGING_POLICIES,

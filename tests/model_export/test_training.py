@@ -4,9 +4,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from model_export.build import TrainReport, train_bundle
 from model_export.cli import main as cli_main
-from model_export.train import TrainConfig
+from model_export.fit.models import TrainConfig
+from model_export.run import TrainReport, train_bundle
 from sdk.bundle import load_bundle
 from tests.conftest import PLANTED_PERSONAS
 

@@ -162,7 +162,7 @@ def test_fused_graph_computes_what_the_models_compute(bundle_dir: Path) -> None:
 def test_bundle_without_a_fused_graph_still_loads_and_decides_the_same(
     bundle_dir: Path, bundle_copy: Path
 ) -> None:
-    from model_export.synth import generate
+    from model_export.inputs.synth import generate
     from sdk import Decider
 
     def drop(m: dict[str, object]) -> None:

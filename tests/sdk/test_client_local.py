@@ -21,8 +21,8 @@ import httpx
 import msgspec
 import pytest
 
-from model_export.export import write_bundle
-from model_export.synth import generate
+from model_export.bundle.export import write_bundle
+from model_export.inputs.synth import generate
 from sdk import (
     APIError,
     AsyncClient,

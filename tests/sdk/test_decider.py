@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import Decider
 from sdk.schema import DecideRequest, Decision
 from tests.conftest import PLANTED_PERSONAS

@@ -13,10 +13,10 @@ import msgspec
 import pytest
 from scipy import stats
 
-from model_export.synth import generate
+from model_export.inputs.synth import generate
 from sdk import Decider, load_bundle
-from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, NamespaceDef
 from sdk._policy import HOLDOUT, PERSONALIZED, assign, epsilon_for, explore
+from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, NamespaceDef
 from tests.conftest import FIXED_NOW, TEST_POLICY
 
 N = 100_000

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from sdk import stats
-from sdk.reports import (
+from sdk.analysis import stats
+from sdk.analysis.reports import (
     ExperimentReport,
     experiment_reports,
     kpis_over_time,

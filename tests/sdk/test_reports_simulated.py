@@ -5,7 +5,7 @@ convert by a ground-truth model; the report must find the planted effect, and on
 intervals that cover the truth:
 
 * one site written through the real ``server.eventlog.EventLog`` and read back with
-  :func:`sdk.reports.read_log`: arm B converts at 6% against 4% in segment 2 only (5% for both
+  :func:`sdk.analysis.reports.read_log`: arm B converts at 6% against 4% in segment 2 only (5% for both
   elsewhere); the holdout (10%) converts at 3% against 5% for personalized visitors;
 * an A/A test simulated 300 times: the share of "significant" results at alpha = 0.05 must be
   within [0.02, 0.09] (a 0.999 binomial interval around 0.05 for 300 runs is about
@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from sdk.manifest import ArmDef, ExperimentDef, HoldoutDef
 from sdk._policy import assign
-from sdk.reports import ExperimentReport, GroupReport, experiment_reports, read_log
+from sdk.analysis.reports import ExperimentReport, GroupReport, experiment_reports, read_log
+from sdk.manifest import ArmDef, ExperimentDef, HoldoutDef
 from sdk.schema import (
     Consent,
     Content,

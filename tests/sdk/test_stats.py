@@ -1,7 +1,7 @@
-"""sdk.stats against scipy (and numpy) on grids and generated data, plus coverage and edge cases.
+"""sdk.analysis.stats against scipy (and numpy) on grids and generated data, plus coverage and edge cases.
 
 Tolerances, set from the measured maxima with a margin (scipy is not exact either, so the
-measured differences bound sdk.stats' own error from above):
+measured differences bound sdk.analysis.stats' own error from above):
 
 * distribution functions and quantiles (normal, t, chi-square): 1e-12 relative; quantiles
   relative to ``max(1, |x|)``. Measured: normal cdf/sf 2.4e-13 (at x = -37, where rounding
@@ -26,7 +26,7 @@ import pytest
 import scipy.special as scipy_special
 import scipy.stats as scipy_stats
 
-from sdk import stats
+from sdk.analysis import stats
 
 DIST_RTOL = 1e-12
 SPECIAL_RTOL = 1e-11
@@ -515,7 +515,7 @@ def test_module_imports_only_the_standard_library() -> None:
             imported.add((node.module or "").split(".")[0])
     assert imported <= {"__future__", "math", "collections", "dataclasses"}
     code = (
-        "import sys, json; import sdk.stats; "
+        "import sys, json; import sdk.analysis.stats; "
         "print(json.dumps([m for m in ('numpy', 'scipy') if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from model_export.build import train_bundle
-from model_export.train import TrainConfig
+from model_export.fit.models import TrainConfig
+from model_export.run import train_bundle
 from server.settings import Settings
 from tests.conftest import _start_server, app_client
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from model_export.config import DataConfig, TrainingConfig
-from model_export.ingest import read_events
+from model_export.inputs.config import DataConfig, TrainingConfig
+from model_export.inputs.ingest import read_events
 from sdk.schema import (
     Behavior,
     Consent,

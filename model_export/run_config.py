@@ -11,7 +11,7 @@ Time is split so every reported number is out-of-time (``H`` = ``predict.horizon
 
 Segments, personas and RFM edges are learned from the profiles at the cutoff (everything known).
 Every training row goes through :func:`sdk.features.build_features`, via the decide request a
-visit at that time would send (:func:`model_export.profiles.profile_requests`), so serving
+visit at that time would send (:func:`model_export.inputs.profiles.profile_requests`), so serving
 computes the very same features. CRM traits never enter a model (the decision path cannot see
 them); when listed in the config they describe the segments in the model card.
 
@@ -32,15 +32,24 @@ import numpy.typing as npt
 import polars as pl
 from sklearn.pipeline import Pipeline
 
-from model_export import ingest, policy, predict, profiles, rfm
-from model_export.catalogue import Catalogue, load_catalogue
-from model_export.config import TrainingConfig
-from model_export.export import convert_and_check, parity_rows, write_bundle
-from model_export.personas import describe_segments
-from model_export.report import render_report
-from model_export.train import SEGMENT_FEATURES, TrainConfig, columns, feature_matrix, fit_segments
-from sdk.manifest import Manifest, TrainingInfo
+from model_export.bundle.card import render_report
+from model_export.bundle.export import convert_and_check, parity_rows, write_bundle
+from model_export.fit import offer_policy as policy
+from model_export.fit import rfm
+from model_export.fit import scores as predict
+from model_export.fit.models import (
+    SEGMENT_FEATURES,
+    TrainConfig,
+    columns,
+    feature_matrix,
+    fit_segments,
+)
+from model_export.fit.personas import describe_segments
+from model_export.inputs import ingest, profiles
+from model_export.inputs.catalogue import Catalogue, load_catalogue
+from model_export.inputs.config import TrainingConfig
 from sdk.features import FEATURE_SET_VERSION, feature_names
+from sdk.manifest import Manifest, TrainingInfo
 from sdk.schema import SCHEMA_VERSION, DecideRequest
 
 __all__ = ["PREDICT_FEATURES", "DataTrainReport", "TrainingDataError", "train_from_config"]
@@ -299,7 +308,7 @@ def train_from_config(
 
     Raises:
         TrainingDataError: no valid transactions, or too few customers to segment.
-        model_export.ingest.IngestError: the config names a column the files lack.
+        model_export.inputs.ingest.IngestError: the config names a column the files lack.
     """
     say = progress or _noop
     say("reading inputs")

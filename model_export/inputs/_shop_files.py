@@ -1,4 +1,4 @@
-"""Writing a simulated shop as files, for :mod:`model_export.synth_shop`: timestamp styles,
+"""Writing a simulated shop as files, for :mod:`model_export.inputs.synth_shop`: timestamp styles,
 CSV / JSON Lines / parquet parts, and the bad rows of a messy export.
 
 Must not import server.

@@ -31,6 +31,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
+from sdk.bundle import ParityRow, load_bundle, sha256_file
 from sdk.manifest import (
     BUNDLE_FORMAT_VERSION,
     FusedSpec,
@@ -39,7 +40,6 @@ from sdk.manifest import (
     ModelSpec,
     manifest_encoder,
 )
-from sdk.bundle import ParityRow, load_bundle, sha256_file
 from sdk.schema import DecideRequest
 
 __all__ = [

@@ -51,9 +51,9 @@ import msgspec
 
 from sdk._conditions import check_condition
 from sdk._errors import BundleError, ConditionError
-from sdk.manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest, manifest_decoder
 from sdk.bundle import Bundle, ParityRow, load_bundle
 from sdk.features import build_features
+from sdk.manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest, manifest_decoder
 from sdk.schema import Behavior, DecideRequest
 
 __all__ = [
@@ -935,8 +935,8 @@ def with_policy(src: str | Path, out: str | Path, policy: PolicyConfig, name: st
         BundleRefused: the source bundle is refused.
         RequirementError: the policy names an unknown slot or variant.
     """
-    from model_export.export import write_bundle  # onnx/sklearn only when writing
-    from model_export.report import render_report
+    from model_export.bundle.card import render_report
+    from model_export.bundle.export import write_bundle  # onnx/sklearn only when writing
 
     source = _load(Path(src), "source")
     m = source.manifest

@@ -43,7 +43,7 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from model_export.export import onnx_bytes, onnx_outputs
+from model_export.bundle.export import onnx_bytes, onnx_outputs
 from sdk.features import FEATURE_NAMES, RECENCY_CAP_DAYS
 
 __all__ = [

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import polars as pl
 
-from model_export._shop_files import (
+from model_export.inputs._shop_files import (
     DAYFIRST,
     NATIVE,
     SUFFIX,
@@ -52,14 +52,14 @@ from model_export._shop_files import (
     write_part,
     write_parts,
 )
-from model_export.config import (
+from model_export.inputs.config import (
     Columns,
     DataConfig,
     TrainingConfig,
     TraitsConfig,
     TransactionColumns,
 )
-from model_export.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA
+from model_export.inputs.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA
 
 __all__ = [
     "DAYFIRST",

@@ -1,6 +1,6 @@
 """Export logged slot decisions as Vowpal Wabbit decision-service JSON (``tailor export-vw``).
 
-One JSON line per logged slot decision (:class:`model_export.evaluate.LoggedChoice`), in the
+One JSON line per logged slot decision (:class:`model_export.offline.evaluate.LoggedChoice`), in the
 format VW reads with ``--dsjson --cb_explore_adf`` (the Azure Personalizer / Decision Service
 log format)::
 
@@ -27,7 +27,7 @@ log format)::
                         randomized (a targeting rule, a fixed experiment arm, the holdout, no
                         exploration): such lines have one action with probability 1
 
-The reward is the one :func:`model_export.evaluate.read_log` joins (click, conversion or
+The reward is the one :func:`model_export.offline.evaluate.read_log` joins (click, conversion or
 value). Slot decisions with a propensity outside (0, 1] or candidates that contradict the
 choice are skipped by the reader and counted.
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import msgspec
 
-from model_export.evaluate import LoggedChoice, LoggedData
+from model_export.offline.evaluate import LoggedChoice, LoggedData
 from sdk.features import FEATURE_SPECS, feature_names
 
 __all__ = ["VwExport", "export_vw", "vw_line"]

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from model_export.catalogue import Catalogue, load_catalogue
-from model_export.export import (
+from model_export.bundle.card import render_report
+from model_export.bundle.export import (
     onnx_bytes,
     onnx_outputs,
     parity_rows,
     sklearn_outputs,
     write_bundle,
 )
-from model_export.personas import describe_segments
-from model_export.report import render_report
-from model_export.synth import Visit, generate
-from model_export.train import (
+from model_export.fit.models import (
     SEGMENT_FEATURES,
     Progress,
     TrainConfig,
@@ -34,8 +31,11 @@ from model_export.train import (
     offer_metrics,
     segment_recovery,
 )
-from sdk.manifest import Manifest, TrainingInfo
+from model_export.fit.personas import describe_segments
+from model_export.inputs.catalogue import Catalogue, load_catalogue
+from model_export.inputs.synth import Visit, generate
 from sdk.features import feature_names
+from sdk.manifest import Manifest, TrainingInfo
 from sdk.schema import SCHEMA_VERSION
 
 __all__ = ["PARITY_ROWS", "TrainReport", "train_bundle"]
@@ -168,7 +168,7 @@ def train_bundle(
             "training": TrainingInfo(
                 data={
                     "source": "synthetic" if n_visitors else "given",
-                    "generator": "model_export.synth",
+                    "generator": "model_export.inputs.synth",
                     "seed": config.seed,
                     "visits": len(visits),
                     "holdout": len(test),

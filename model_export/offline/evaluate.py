@@ -44,7 +44,7 @@ other fold, so no row's prediction has seen its own reward.
 visits), so every interval treats the visitor as the unit: by default a normal interval with a
 cluster-robust standard error (the sum over visitors of their summed influence terms, squared;
 for SNIPS the delta method), or with ``bootstrap=N`` percentile intervals from ``N`` resamples of
-whole visitors (:func:`model_export.policy.off_policy_estimates`). Differences between two
+whole visitors (:func:`model_export.fit.offer_policy.off_policy_estimates`). Differences between two
 bundles (:func:`compare`) are *paired* (same rows, per-visitor differences of the influence
 terms), so they are much tighter than the two intervals side by side.
 
@@ -88,8 +88,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from model_export.policy import off_policy_estimates
+from model_export.fit.offer_policy import off_policy_estimates
 from sdk import Decider
+from sdk.analysis.stats import normal_ppf
 from sdk.bundle import Bundle, load_bundle
 from sdk.features import FeatureRow, feature_names
 from sdk.hashing import hash_unit
@@ -103,7 +104,6 @@ from sdk.schema import (
     Page,
     Signals,
 )
-from sdk.stats import normal_ppf
 
 __all__ = [
     "ESTIMATORS",

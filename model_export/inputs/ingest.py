@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import polars as pl
 
-from model_export._read import (
+from model_export.inputs._read import (
     ROW,
     Unreadable,
     file_format,
@@ -51,7 +51,7 @@ from model_export._read import (
     read_schema,
     text_expr,
 )
-from model_export.config import EventColumns, TrainingConfig, TransactionColumns
+from model_export.inputs.config import EventColumns, TrainingConfig, TransactionColumns
 
 __all__ = [
     "EVENTS_SCHEMA",

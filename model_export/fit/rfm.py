@@ -85,7 +85,7 @@ def rfm_def(profiles: pl.DataFrame, weights: Mapping[str, float] | None = None) 
 
     Args:
         profiles: a frame with customer_id, purchases, revenue and recency_days (as
-            :func:`model_export.profiles.build_profiles` returns).
+            :func:`model_export.inputs.profiles.build_profiles` returns).
         weights: weights of the weighted score, keys r, f, m; default :data:`DEFAULT_WEIGHTS`.
 
     Raises:

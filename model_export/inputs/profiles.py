@@ -1,7 +1,7 @@
 """Per-customer profiles as of a cutoff, the labels of the period after it, and the decide
 requests that carry profiles through :func:`sdk.features.build_features`.
 
-:func:`build_profiles` aggregates the clean frames of :mod:`model_export.ingest` with polars
+:func:`build_profiles` aggregates the clean frames of :mod:`model_export.inputs.ingest` with polars
 group-bys (no Python loop over rows): purchases (distinct orders), revenue, average order value,
 first and last purchase, recency, tenure and the mean gap between purchases, the category and
 channel mix of purchase rows, and, from web events, sessions, page views, searches, the last
@@ -224,7 +224,7 @@ def build_profiles(
     """Profiles of every customer as of ``cutoff``, sorted by customer id.
 
     Args:
-        transactions: the clean transactions frame of :func:`model_export.ingest.read_transactions`.
+        transactions: the clean transactions frame of :func:`model_export.inputs.ingest.read_transactions`.
         cutoff: timezone-aware; only rows strictly before it are used.
         events: the clean events frame, or None (then the web columns are null).
         traits: customer_id plus trait columns, joined as ``trait_<name>``.

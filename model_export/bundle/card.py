@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model_export.bundles import lower_is_better
-from sdk.manifest import Manifest, manifest_decoder, manifest_encoder
+from model_export.bundle.lifecycle import lower_is_better
 from sdk.bundle import PARITY_ATOL
 from sdk.features import FEATURE_SPECS
+from sdk.manifest import Manifest, manifest_decoder, manifest_encoder
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -1300,7 +1300,7 @@ def render_report(manifest: Manifest) -> str:
     )
     footer = _tag(
         "footer",
-        f"Rendered from manifest.json of {manifest.model_version} by model_export.report. "
+        f"Rendered from manifest.json of {manifest.model_version} by model_export.bundle.card. "
         "Every number on this page is read from the manifest.",
     )
     page = _tag("div", _join([_header(card), nav, _tag("main", body), footer]), class_="page")

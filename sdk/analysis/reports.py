@@ -25,7 +25,7 @@ Definitions (per experiment; "exposed" visitors are the unit of analysis):
   **revenue**: the sum of their ``value``; **revenue per visitor** (RPV) = revenue / visitors;
   **average order value** (AOV) = revenue / orders.
 
-Statistics (:mod:`sdk.stats`; two-sided, at ``confidence``, ``alpha = 1 - confidence``):
+Statistics (:mod:`sdk.analysis.stats`; two-sided, at ``confidence``, ``alpha = 1 - confidence``):
 
 * conversion rate: Wilson interval; each arm against the control: absolute lift with Newcombe's
   interval, relative lift with Katz's log risk-ratio interval, Pearson's chi-square test of the
@@ -34,7 +34,7 @@ Statistics (:mod:`sdk.stats`; two-sided, at ``confidence``, ``alpha = 1 - confid
   per-visitor revenue (zeros for visitors who did not buy; ``revenueSignificant``);
 * sample-ratio mismatch: chi-square goodness of fit of visitors per arm against the
   configured split (arm weights; equal when unknown), flagged when ``p < 0.001``;
-* warnings: too few visitors or conversions to conclude (:func:`sdk.stats.small_sample_warning`),
+* warnings: too few visitors or conversions to conclude (:func:`sdk.analysis.stats.small_sample_warning`),
   sample-ratio mismatch, contamination, revenue in several currencies.
 
 The tests assume independent visitors and fixed sample sizes: looking at a report every day
@@ -42,7 +42,7 @@ and stopping at the first significant result inflates false positives, and every
 every extra arm is one more comparison (with 6 segments, expect about ``6 * alpha`` false
 positives in an A/A test). Read segment results as exploratory.
 
-Must import only the standard library, msgspec and ``sdk.stats`` (``sdk.manifest`` for type
+Must import only the standard library, msgspec and ``sdk.analysis.stats`` (``sdk.manifest`` for type
 checking); ``import sdk`` does not import this module.
 """
 
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from sdk.stats import (
+from sdk.analysis.stats import (
     RunningStats,
     chi_square_2x2,
     chi_square_gof,

@@ -23,15 +23,15 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from model_export.bundles import BundleDiff, FieldChange, Migration, RequirementCheck
+    from model_export.bundle.lifecycle import BundleDiff, FieldChange, Migration, RequirementCheck
 
 __all__ = ["main"]
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
-    from model_export.build import train_bundle
-    from model_export.catalogue import load_catalogue
-    from model_export.train import TrainConfig
+    from model_export.fit.models import TrainConfig
+    from model_export.inputs.catalogue import load_catalogue
+    from model_export.run import train_bundle
 
     out = Path(args.out)
     if args.if_missing and (out / "manifest.json").is_file():
@@ -81,9 +81,9 @@ def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, conso
     """Train from the TOML config; print what was read and rejected. None when refused."""
     import msgspec
 
-    from model_export.config import load_config
-    from model_export.ingest import IngestError
-    from model_export.pipeline import TrainingDataError, train_from_config
+    from model_export.inputs.config import load_config
+    from model_export.inputs.ingest import IngestError
+    from model_export.run_config import TrainingDataError, train_from_config
 
     try:
         config = load_config(args.config)
@@ -102,7 +102,7 @@ def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, conso
 
 
 def _write_card(path: Path, manifest: Any, console: Console) -> None:
-    from model_export.report import render_report
+    from model_export.bundle.card import render_report
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(manifest), encoding="utf-8")
@@ -138,7 +138,7 @@ _CHANGE_STYLE = {
 
 
 def _num(value: float | None) -> str:
-    from model_export.report import format_number
+    from model_export.bundle.card import format_number
 
     return "—" if value is None else format_number(value)
 
@@ -148,7 +148,7 @@ def _json_out(value: Any) -> None:
 
 
 def _bundle_verify(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundles import verify
+    from model_export.bundle.lifecycle import verify
 
     result = verify(args.bundle)
     if args.json:
@@ -166,7 +166,7 @@ def _bundle_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def _field_text(change: FieldChange) -> str:
-    from model_export.report import format_condition
+    from model_export.bundle.card import format_condition
 
     def show(value: Any) -> str:
         if change.field.rsplit(".", 1)[-1] in ("when", "eligibility") and isinstance(value, dict):
@@ -253,7 +253,7 @@ def _print_diff(d: BundleDiff, console: Console) -> None:
 
 
 def _bundle_diff(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundles import BundleRefused, SampleError, diff
+    from model_export.bundle.lifecycle import BundleRefused, SampleError, diff
 
     try:
         result = diff(args.current, args.candidate, args.sample)
@@ -282,7 +282,7 @@ def _checks_table(checks: list[RequirementCheck]) -> Table:
 
 
 def _bundle_promote(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundles import (
+    from model_export.bundle.lifecycle import (
         LifecycleError,
         RegressionRefused,
         RequirementError,
@@ -316,7 +316,7 @@ def _bundle_promote(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bundle_rollback(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundles import LifecycleError, rollback
+    from model_export.bundle.lifecycle import LifecycleError, rollback
 
     try:
         result = rollback(args.live)
@@ -334,7 +334,7 @@ def _bundle_rollback(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bundle_policy(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundles import LifecycleError, load_policy, with_policy
+    from model_export.bundle.lifecycle import LifecycleError, load_policy, with_policy
 
     try:
         manifest = with_policy(args.bundle, args.out, load_policy(args.policy), args.name)
@@ -414,7 +414,7 @@ def _bundle_parser(sub: Any) -> None:
 
 def _read_log_or_fail(args: argparse.Namespace, console: Console) -> Any:
     """The logged choices of ``--log`` (only ``--slot`` when given), or None when unreadable."""
-    from model_export.evaluate import EvaluationError, read_log
+    from model_export.offline.evaluate import EvaluationError, read_log
 
     try:
         data = read_log(args.log, reward=args.reward)
@@ -435,7 +435,7 @@ def _cell(e: Any, signed: bool = False) -> str:
 
 
 def _print_evaluation(data: Any, result: Any, console: Console) -> None:
-    from model_export.evaluate import ESTIMATORS, Comparison
+    from model_export.offline.evaluate import ESTIMATORS, Comparison
 
     console.print(
         f"log {data.source}: {data.files} file(s), {data.decisions} decisions, "
@@ -485,7 +485,7 @@ def _print_evaluation(data: Any, result: Any, console: Console) -> None:
 
 
 def _evaluate(args: argparse.Namespace, console: Console) -> int:
-    from model_export.evaluate import EvaluationError, compare, evaluate
+    from model_export.offline.evaluate import EvaluationError, compare, evaluate
     from sdk import BundleError
 
     data = _read_log_or_fail(args, console)
@@ -511,7 +511,7 @@ def _evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _export_vw(args: argparse.Namespace, console: Console) -> int:
-    from model_export.vw import export_vw
+    from model_export.offline.vw import export_vw
 
     data = _read_log_or_fail(args, console)
     if data is None:
@@ -531,12 +531,12 @@ def _export_vw(args: argparse.Namespace, console: Console) -> int:
 def _retrain(args: argparse.Namespace, console: Console) -> int:
     import logging
 
-    from model_export.bundles import LifecycleError
-    from model_export.evaluate import EvaluationError
-    from model_export.ingest import IngestError
-    from model_export.pipeline import TrainingDataError
-    from model_export.retrain import log as retrain_log
-    from model_export.retrain import retrain
+    from model_export.bundle.lifecycle import LifecycleError
+    from model_export.inputs.ingest import IngestError
+    from model_export.offline.evaluate import EvaluationError
+    from model_export.offline.retrain import log as retrain_log
+    from model_export.offline.retrain import retrain
+    from model_export.run_config import TrainingDataError
     from sdk import BundleError
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -693,8 +693,8 @@ def _rpt_ci(low: float | None, high: float | None, fmt: str) -> str:
 
 def _report(args: argparse.Namespace, console: Console) -> int:
     """``tailor report``: experiment reports from an event log (see sdk/reports.py)."""
+    from sdk.analysis.reports import design_of, experiment_reports, read_log
     from sdk.manifest import manifest_decoder
-    from sdk.reports import design_of, experiment_reports, read_log
 
     weights: dict[str, dict[str, float]] | None = None
     controls: dict[str, str] | None = None

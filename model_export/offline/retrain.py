@@ -1,13 +1,13 @@
 """Close the loop: retrain from the event log, evaluate offline against the serving bundle, and
 promote the candidate only when it is not worse (``tailor retrain``).
 
-Steps, each logged on the ``tailor.model_export.retrain`` logger:
+Steps, each logged on the ``tailor.model_export.offline.retrain`` logger:
 
-1. **Read the log** (:func:`model_export.evaluate.read_log`) first, so that a log that cannot be
+1. **Read the log** (:func:`model_export.offline.evaluate.read_log`) first, so that a log that cannot be
    evaluated fails before a long training run.
 2. **Train a candidate** into ``out_dir/<name>-<UTC time>``:
 
-   * with a training config (:func:`model_export.pipeline.train_from_config`): the customer's
+   * with a training config (:func:`model_export.run_config.train_from_config`): the customer's
      transactions, and the event log as the events input when the config's ``[data].events``
      is unset or names the same log. The candidate then learns its offer policy from the logged
      outcomes, so the log is split by visitor (a hash of the id): the ``eval_share`` of
@@ -20,13 +20,13 @@ Steps, each logged on the ``tailor.model_export.retrain`` logger:
 
 3. **Policy**: the holdout, experiments and exploration are the operator's, not the model's.
    With ``policy="serving"`` (default) the serving bundle's policy is copied onto the candidate
-   (:func:`model_export.bundles.with_policy`), so the comparison is between models under the
+   (:func:`model_export.bundle.lifecycle.with_policy`), so the comparison is between models under the
    same policy and a policy set with ``tailor bundle policy`` survives retraining. With
    ``policy="candidate"`` the candidate keeps its own (its catalogue's), except that a
    candidate with no policy at all (no holdout, experiment or exploration) still gets the
    serving one.
 4. **Evaluate** candidate and serving bundle on the same logged choices
-   (:func:`model_export.evaluate.compare`): the paired difference, candidate minus serving, of
+   (:func:`model_export.offline.evaluate.compare`): the paired difference, candidate minus serving, of
    the ``estimator`` (doubly robust by default: unbiased with the logged propensities and the
    lowest variance of the three).
 5. **Decide** by ``rule``: ``lower`` (default): promote when the lower bound of the difference's
@@ -34,7 +34,7 @@ Steps, each logged on the ``tailor.model_export.retrain`` logger:
    the candidate is at most ``margin`` worse. ``point``: promote when the estimated difference
    is at least ``-margin`` (no evidence required; for small logs). With no serving bundle
    (``live`` does not exist yet) the candidate is promoted after its evaluation.
-6. **Promote** with :func:`model_export.bundles.promote` (verifies, swaps ``live`` atomically,
+6. **Promote** with :func:`model_export.bundle.lifecycle.promote` (verifies, swaps ``live`` atomically,
    keeps ``live.previous`` for ``tailor bundle rollback``), or keep the serving bundle. A kept
    candidate stays in ``out_dir`` for inspection; nothing is deleted.
 
@@ -58,8 +58,8 @@ from typing import Literal
 
 import msgspec
 
-from model_export.bundles import LiveLinkError, PolicyConfig, promote, with_policy
-from model_export.evaluate import (
+from model_export.bundle.lifecycle import LiveLinkError, PolicyConfig, promote, with_policy
+from model_export.offline.evaluate import (
     Estimate,
     Evaluation,
     LoggedData,
@@ -73,7 +73,7 @@ from sdk.hashing import hash_unit
 
 __all__ = ["EVAL_SEED", "RetrainResult", "retrain", "split_log"]
 
-log = logging.getLogger("tailor.model_export.retrain")
+log = logging.getLogger("tailor.model_export.offline.retrain")
 
 #: Hash seed of the visitor split between training and evaluation.
 EVAL_SEED = "tailor-retrain-eval"
@@ -152,15 +152,15 @@ def _train(
 ) -> tuple[str, bool]:
     """Train into ``out``; returns a description of the data and whether the log was split."""
     if config_path is None:
-        from model_export.build import train_bundle
-        from model_export.train import TrainConfig
+        from model_export.fit.models import TrainConfig
+        from model_export.run import train_bundle
 
         say(f"training the synthetic demo bundle ({visitors} visits, seed {seed})")
         demo = TrainConfig(seed=seed, k=segments)
         train_bundle(out, n_visitors=visitors, config=demo, name=name, progress=say)
         return f"synthetic demo data ({visitors} visits, seed {seed})", False
-    from model_export.config import load_config
-    from model_export.pipeline import train_from_config
+    from model_export.inputs.config import load_config
+    from model_export.run_config import train_from_config
 
     config = load_config(config_path)
     events = config.data.events
@@ -267,9 +267,9 @@ def retrain(
         progress: called with a message per step (besides the logger).
 
     Raises:
-        model_export.evaluate.EvaluationError: the log cannot be read or has no usable rows.
-        model_export.bundles.LifecycleError: a bundle is refused or ``live`` is not a link.
-        model_export.pipeline.TrainingDataError, model_export.ingest.IngestError: training
+        model_export.offline.evaluate.EvaluationError: the log cannot be read or has no usable rows.
+        model_export.bundle.lifecycle.LifecycleError: a bundle is refused or ``live`` is not a link.
+        model_export.run_config.TrainingDataError, model_export.inputs.ingest.IngestError: training
             failed.
         ValueError: bad arguments.
     """

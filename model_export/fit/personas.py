@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from model_export.catalogue import PersonaTemplate
+from model_export.inputs.catalogue import PersonaTemplate
 from sdk.manifest import PersonaDef, SegmentDef
 
 __all__ = ["assign_personas", "describe_segments", "template_score"]

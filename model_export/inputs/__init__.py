@@ -1,0 +1,3 @@
+"""Inputs of training: the configuration, customer data readers, per-customer profiles,
+synthetic data generators and the offer catalogue.
+"""

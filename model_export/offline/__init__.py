@@ -1,0 +1,3 @@
+"""Offline work on the event log: evaluation of policies, the Vowpal Wabbit export and
+retraining.
+"""
