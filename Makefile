@@ -8,7 +8,7 @@ BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check lint bench capacity soak tag-bench load bundle schema tag screenshots system-deps js-deps clean
+.PHONY: run test check lint docs bench capacity soak tag-bench load bundle schema tag screenshots system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,8 +46,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## Lint, types, import contracts, then every test.
-check: lint test
+## The documentation (docs/, mkdocs.yml) in strict mode: a broken link or anchor, or a page
+## missing from the nav, fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+## Lint, types, import contracts, the documentation, then every test.
+check: lint docs test
 
 bench: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing

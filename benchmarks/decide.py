@@ -48,8 +48,8 @@ import numpy as np
 
 from model_export.inputs.synth import generate
 from sdk import Decider, build_features, load_bundle
-from sdk._device import parse_device
-from sdk._referrer import classify_referrer
+from sdk.device import parse_device
+from sdk.referrer import classify_referrer
 
 #: Targets of issue 8, as ratios measured in one run.
 DECIDE_OVER_ONNX_TARGET = 3.0

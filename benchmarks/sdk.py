@@ -264,10 +264,11 @@ def _bundle(path: str | None, workdir: Path) -> Path:
     demo = ROOT / "var" / "bundles" / "demo"
     if (demo / "manifest.json").is_file():
         return demo
-    from model_export.run import train_bundle
+    from model_export.inputs.demo import demo_inputs
+    from model_export.training import train
 
     print("no var/bundles/demo: training a small bundle (3,000 synthetic visits)")
-    return train_bundle(workdir / "bench", n_visitors=3000, name="bench").path
+    return train(demo_inputs(n_visitors=3000, name="bench"), workdir / "bench").path
 
 
 def main(argv: list[str] | None = None) -> int:

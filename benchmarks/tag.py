@@ -9,8 +9,8 @@
   slot of the bundle, and the tag in ``<head>`` exactly as ``js_snippet/README.md`` says
   (``async``, ``data-key``, ``data-endpoint``): the page, the tag and the API are cross-origin,
   as on a customer's site;
-* Debian's Chromium, headless, through ``tests.js.cdp`` (its flags turn off background
-  networking, and every request of the pages to a host other than 127.0.0.1 is blocked).
+* Debian's Chromium, headless, driven by Playwright through ``tests.js.browser`` (its flags turn
+  off background networking and leave every host name but 127.0.0.1 unresolvable).
 
 Each of the N loads opens a new browser context (an incognito-like profile: empty HTTP cache,
 empty ``localStorage``, no open connections), so it is a visitor's first page view; in the same
@@ -30,26 +30,25 @@ Every time is read from the page's own clock (``performance.now()``, origin = na
 * ``tag_time_to_decision`` / ``tag_slots_hidden``: what the tag itself reports in its
   ``pageview`` event (``timeToDecisionMs``, ``slotsHiddenMs``), i.e. what the server's
   ``tailor_tag_*`` histograms receive; read from the beacon the tag sends on ``pagehide``
-  (dispatched once the page's clock has been read, so that DevTools still has the body);
-* ``server``: the decide answer's ``Server-Timing`` total (the server's own time), from DevTools.
+  (dispatched once the page's clock has been read, so that the browser still reports the body);
+* ``server``: the decide answer's ``Server-Timing`` total (the server's own time), as the
+  browser received it.
 
-Sizes (the tag's bytes on the wire and decoded, the decide request and answer) come from the
-DevTools network events, because the server sends no ``Timing-Allow-Origin``: cross-origin
-Resource Timing entries have no sizes and no phases. ``--warmup`` loads (not reported) come
-first. Per measure the report gives n, median and p95 (nearest rank), min, max and mean in ms,
-with the machine (:func:`benchmarks.run.machine`), writes JSON to ``--out`` (default
-``benchmarks/results/tag.json``; ``--quick`` writes nothing unless ``--out`` is given) and prints
-a Markdown table.
+Sizes (the tag's bytes on the wire and decoded, the decide request and answer) and whether the
+tag came from the HTTP cache (nothing on the wire) come from the browser's network records
+(Playwright's requests and responses), because the server sends no ``Timing-Allow-Origin``:
+cross-origin Resource Timing entries have no sizes and no phases. ``--warmup`` loads (not
+reported) come first. Per measure the report gives n, median and p95 (nearest rank), min, max
+and mean in ms, with the machine (:func:`benchmarks.run.machine`), writes JSON to ``--out``
+(default ``benchmarks/results/tag.json``; ``--quick`` writes nothing unless ``--out`` is given)
+and prints a Markdown table.
 
 Time-bounded: ``--deadline`` seconds for the whole run (loads not started by then are skipped
 and the report says so), every browser command has a timeout, and an alarm backs them up. The
 browser and the server (its whole process group) are killed on the way out, also on Ctrl-C and
 SIGTERM.
 
-May import everything (benchmarks are not shipped). ``tests.js.cdp`` is a test tool kept where
-it is; this module uses three of its internals that its public API does not offer: the browser
-connection (to open a browser context per load), ``Page._setup`` and ``Page._on_event`` (to also
-record response headers and sizes).
+May import everything (benchmarks are not shipped).
 """
 
 from __future__ import annotations
@@ -76,10 +75,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from playwright.sync_api import Browser, Request
+from playwright.sync_api import Error as PlaywrightError
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks._load import DEFAULT_BUNDLE, PUBLIC_KEY, ROOT, Server, serve
-from tests.js.cdp import Browser, CDPError, Page, Request
+from tests.js.browser import VIEWPORT, Recorder, launch
 
 REPORT_VERSION = 1
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "tag.json"
@@ -177,15 +178,8 @@ COLLECT_JS = """
 """.replace("@TAG_PATH@", TAG_PATH)
 
 #: Makes the tag send its queued events (the pageview with its timings) now, as it does on
-#: ``pagehide``: a beacon sent while the document is alive, so DevTools records its body.
+#: ``pagehide``: a beacon sent while the document is alive, so the browser reports its body.
 FLUSH_JS = "window.dispatchEvent(new PageTransitionEvent('pagehide')), true"
-
-#: DevTools URL patterns (URLPattern syntax, first match wins): loopback only.
-LOOPBACK_ONLY = [
-    {"urlPattern": "http://127.0.0.1:*/*", "block": False},
-    {"urlPattern": "*://*:*/*", "block": True},
-    {"urlPattern": "*://*/*", "block": True},
-]
 
 
 class DeadlineExceeded(Exception):
@@ -328,7 +322,7 @@ def tag_metrics(server_url: str) -> dict[str, Any]:
 
 @dataclass
 class Response:
-    """What DevTools saw of one request of a page."""
+    """What the browser reported of one request of a page."""
 
     url: str
     method: str
@@ -341,88 +335,47 @@ class Response:
     finished: bool = False
 
 
-class RecordingPage(Page):
-    """A :class:`tests.js.cdp.Page` that also records responses (status, headers, sizes)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._net: dict[str, Response] = {}
-        self._net_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def _on_event(self, method: str, params: dict[str, Any]) -> None:
-        if method.startswith("Network."):
-            with self._net_lock:
-                self._record(method, params)
-        super()._on_event(method, params)
-
-    def _record(self, method: str, params: dict[str, Any]) -> None:
-        rid = params.get("requestId", "")
-        if method == "Network.requestWillBeSent":
-            request = params["request"]
-            self._net[rid] = Response(url=request["url"], method=request["method"])
-            return
-        found = self._net.get(rid)
-        if found is None:
-            return
-        if method == "Network.requestServedFromCache":
-            found.from_cache = True
-        elif method == "Network.responseReceived":
-            response = params["response"]
-            found.status = response.get("status")
-            found.headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
-            found.from_cache |= bool(response.get("fromDiskCache") or response.get("fromCache"))
-        elif method == "Network.dataReceived":
-            found.body_bytes += int(params.get("dataLength", 0))
-        elif method == "Network.loadingFinished":
-            found.wire_bytes = int(params.get("encodedDataLength", 0))
-            found.finished = True
-        elif method == "Network.loadingFailed":
-            found.failed = params.get("errorText") or params.get("blockedReason") or "failed"
-            found.finished = True
-
-    def responses(self) -> dict[str, Response]:
-        """A copy of what was recorded so far, by DevTools request id."""
-        with self._net_lock:
-            return {rid: Response(**vars(r)) for rid, r in self._net.items()}
-
-
-class Context:
-    """A fresh browser context (its own cache, storage and connections) with one page."""
+class Visitor:
+    """A fresh browser context (its own cache, storage and connections) with one recorded page,
+    whose requests are also followed to their end (finished or failed)."""
 
     def __init__(self, browser: Browser, timeout: float) -> None:
-        self._conn = browser._connection()  # cdp's public API opens pages in one context only
-        created = self._conn.send("Target.createBrowserContext", {"disposeOnDetach": True})
-        self.id: str = created["browserContextId"]
-        self.page: RecordingPage | None = None
+        self.context = browser.new_context(viewport=VIEWPORT)
         try:
-            target = self._conn.send(
-                "Target.createTarget",
-                {"url": "about:blank", "newWindow": True, "browserContextId": self.id},
-                timeout=timeout,
-            )
-            attached = self._conn.send(
-                "Target.attachToTarget",
-                {"targetId": target["targetId"], "flatten": True},
-                timeout=timeout,
-            )
-            self.page = RecordingPage(
-                self._conn, target["targetId"], attached["sessionId"], timeout=timeout
-            )
-            self.page._setup(1280, 900)
-            self.page.send("Network.setBlockedURLs", {"urlPatterns": LOOPBACK_ONLY})
+            self.context.set_default_timeout(timeout * 1000)
+            self.page = self.context.new_page()
+            self.recorder = Recorder(self.page)
+            self.ended: dict[Request, str | None] = {}  # request -> failure text, None if fine
+            self.page.on("requestfinished", lambda r: self.ended.__setitem__(r, None))
+            self.page.on("requestfailed", lambda r: self.ended.__setitem__(r, r.failure or "?"))
             self.page.add_init_script(RECORDER)
         except BaseException:
             self.close()
             raise
 
+    def response(self, request: Request) -> Response:
+        """What became of ``request`` so far; ask before the page leaves its document."""
+        out = Response(url=request.url, method=request.method)
+        if request not in self.ended:
+            return out
+        out.finished = True
+        out.failed = self.ended[request]
+        answer = request.response()
+        if out.failed is not None or answer is None:
+            return out
+        out.status = answer.status
+        out.headers = answer.all_headers()
+        sizes = request.sizes()
+        # Chromium's bytes received for it, headers included: none when served from the cache.
+        out.wire_bytes = max(sizes["responseHeadersSize"] + sizes["responseBodySize"], 0)
+        out.from_cache = out.wire_bytes == 0
+        with contextlib.suppress(PlaywrightError):  # no body (a redirect, a 204)
+            out.body_bytes = len(answer.body())
+        return out
+
     def close(self) -> None:
-        if self.page is not None:
-            with contextlib.suppress(CDPError, TimeoutError):
-                self.page.close()
-        with contextlib.suppress(CDPError, TimeoutError):
-            self._conn.send(
-                "Target.disposeBrowserContext", {"browserContextId": self.id}, timeout=5
-            )
+        with contextlib.suppress(PlaywrightError):
+            self.context.close()
 
 
 def _loopback(url: str) -> bool:
@@ -438,11 +391,11 @@ def _server_total_ms(header: str | None) -> float | None:
     return None
 
 
-def _pageview(page: Page, since: int, wait: float) -> dict[str, Any] | None:
+def _pageview(visitor: Visitor, since: int, wait: float) -> dict[str, Any] | None:
     """The properties of the first ``pageview`` event the page sent after request ``since``."""
     deadline = time.monotonic() + wait
     while True:
-        for request in page.requests()[since:]:
+        for request in visitor.recorder.requests[since:]:
             if "/v1/events" not in request.url or not request.post_data:
                 continue
             with contextlib.suppress(ValueError):
@@ -451,29 +404,29 @@ def _pageview(page: Page, since: int, wait: float) -> dict[str, Any] | None:
                         return dict(event.get("properties") or {})
         if time.monotonic() > deadline:
             return None
-        time.sleep(0.02)  # polling for the beacon
+        visitor.page.wait_for_timeout(20)  # polling for the beacon (and receiving its event)
 
 
-def view(page: RecordingPage, url: str, *, wait_ms: int, timeout: float) -> dict[str, Any]:
+def view(visitor: Visitor, url: str, *, wait_ms: int) -> dict[str, Any]:
     """One page view: load ``url``, wait for the slots, read the page's clock, have the tag
     send its pageview event, leave the page, and return the sample."""
-    first_request = len(page.requests())
-    known = set(page.responses())
-    page.goto(url, wait="load", timeout=timeout)
-    page.evaluate(WAIT_JS.replace("@MS@", str(wait_ms)), timeout=wait_ms / 1000 + 5)
-    seen = page.evaluate(COLLECT_JS, timeout=10)
-    measured = len(page.requests())
-    page.evaluate(FLUSH_JS, timeout=10)
-    reported = _pageview(page, measured, wait=3.0)
+    page, requests = visitor.page, visitor.recorder.requests
+    first_request = len(requests)
+    page.goto(url, wait_until="load")
+    page.evaluate(WAIT_JS.replace("@MS@", str(wait_ms)))  # resolves by itself after wait_ms
+    seen = page.evaluate(COLLECT_JS)
+    measured = len(requests)
+    page.evaluate(FLUSH_JS)
+    reported = _pageview(visitor, measured, wait=3.0)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:  # let the beacon reach the server before going on
-        beacons = [r for r in page.responses().values() if "/v1/events" in r.url]
-        if all(r.finished for r in beacons):
+        beacons = [r for r in requests[measured:] if "/v1/events" in r.url]
+        if all(r in visitor.ended for r in beacons):
             break
-        time.sleep(0.01)  # polling for the beacon's answer
-    page.goto("about:blank", timeout=timeout)
-    responses = [r for rid, r in page.responses().items() if rid not in known]
-    return _sample(seen, reported, responses, page.requests()[first_request:measured])
+        page.wait_for_timeout(10)  # polling for the beacon's answer
+    responses = [visitor.response(r) for r in requests[first_request:]]
+    page.goto("about:blank")
+    return _sample(seen, reported, responses, requests[first_request:measured])
 
 
 def _sample(
@@ -483,7 +436,7 @@ def _sample(
     requests: Sequence[Request],
 ) -> dict[str, Any]:
     """The sample of one view from what the page measured, what the tag reported and what
-    DevTools saw."""
+    the browser's network records say."""
     tag = next((r for r in responses if TAG_PATH in r.url), None)
     decide = next((r for r in responses if "/v1/decide" in r.url), None)
     decide_body = next((r.post_data for r in requests if "/v1/decide" in r.url), None)
@@ -612,10 +565,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chromium_version(browser: Browser) -> str | None:
-    with contextlib.suppress(CDPError, TimeoutError):
-        return str(browser._connection().send("Browser.getVersion")["product"])
-    return None
+def _chromium_version(browser: Browser) -> str:
+    return f"Chrome/{browser.version}"
 
 
 def _machine() -> dict[str, Any]:
@@ -637,7 +588,7 @@ def measure(args: argparse.Namespace, tmp: Path, started: float) -> dict[str, An
     info = _machine()
     measured_at = datetime.now(UTC)
     samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SERIES}
-    per_view = 20.0  # seconds at most for one page view's navigation
+    per_view = 20.0  # seconds at most for each browser call of a page view
     wait_ms = max(args.tag_timeout or 600, 600) + 2000
     complete = True
     errors: list[str] = []
@@ -646,7 +597,7 @@ def measure(args: argparse.Namespace, tmp: Path, started: float) -> dict[str, An
         stack.callback(site.close)
         server = stack.enter_context(decision_server(bundle, tmp / "server", site.origin))
         site.body = page_html(slots, server.url, args.tag_timeout).encode()
-        browser = stack.enter_context(Browser(timeout=20))
+        browser = stack.enter_context(launch(timeout=20))
         info["chromium"] = _chromium_version(browser)
         print(f"server {server.url}, page {site.origin}/, {info['chromium']}", flush=True)
         url = f"{site.origin}/"
@@ -656,14 +607,13 @@ def measure(args: argparse.Namespace, tmp: Path, started: float) -> dict[str, An
                 print(f"deadline of {args.deadline:g} s reached: stopping", file=sys.stderr)
                 break
             try:
-                context = Context(browser, timeout=per_view)
+                visitor = Visitor(browser, timeout=per_view)
                 try:
-                    assert context.page is not None
-                    one = view(context.page, url, wait_ms=wait_ms, timeout=per_view)
-                    two = view(context.page, f"{url}?view=2", wait_ms=wait_ms, timeout=per_view)
+                    one = view(visitor, url, wait_ms=wait_ms)
+                    two = view(visitor, f"{url}?view=2", wait_ms=wait_ms)
                 finally:
-                    context.close()
-            except (CDPError, TimeoutError) as exc:  # reported, and the run goes on
+                    visitor.close()
+            except (PlaywrightError, TimeoutError) as exc:  # reported, and the run goes on
                 errors.append(f"load {i + 1 - args.warmup}: {type(exc).__name__}: {exc}")
                 print(errors[-1], file=sys.stderr)
                 continue

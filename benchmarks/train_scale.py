@@ -43,13 +43,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from model_export.fit.models import SEGMENT_FEATURES, TrainConfig, columns, fit_segments
+from model_export.fit.history import PREDICT_FEATURES
 from model_export.fit.rfm import rfm_def, rfm_scores
+from model_export.fit.rows import columns
 from model_export.fit.scores import fit_churn
+from model_export.fit.segments import SEGMENT_FEATURES, TrainConfig, fit_segments
 from model_export.inputs.config import Columns, DataConfig, TrainingConfig, TransactionColumns
 from model_export.inputs.ingest import read_transactions
 from model_export.inputs.profiles import build_profiles, profile_requests
-from model_export.run_config import PREDICT_FEATURES
 from sdk.features import FEATURE_NAMES, build_features
 
 END = datetime(2026, 6, 1, tzinfo=UTC)

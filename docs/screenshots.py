@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.js.cdp import Browser
+from tests.js.browser import launch, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("loyal", "researcher")
@@ -68,24 +68,27 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="tailor-shots-") as events:
         proc, url = _serve(args.bundle, Path(events))
         try:
-            for preset in PRESETS:
-                with Browser() as browser:  # a fresh profile: nothing stored from the other
-                    page = browser.new_page(width=1280, height=860)
-                    page.add_init_script(
-                        'window.tailor = window.tailor || []; tailor.push(["onDecision", '
-                        "function (d) { window.__decision = d; }]);"
-                    )
-                    page.goto(f"{url}/?as={preset}")
-                    page.wait_for(
-                        "window.__decision && document.querySelectorAll("
-                        "'[data-tailor-variant]').length === 3 && "
-                        "document.getElementById('d-status').textContent === 'personalized'"
-                    )
-                    decision = page.evaluate("window.__decision")
-                    shot = args.out / f"demo-{preset}.png"
-                    page.screenshot(shot)
-                    variants = {k: v["variantId"] for k, v in decision["slots"].items()}
-                    print(f"{shot.relative_to(ROOT)}: {decision['persona']['id']} {variants}")
+            with launch() as browser:
+                for preset in PRESETS:
+                    # A fresh profile per preset: nothing stored from the other.
+                    with browser.new_context(viewport={"width": 1280, "height": 860}) as context:
+                        page = context.new_page()
+                        page.add_init_script(
+                            'window.tailor = window.tailor || []; tailor.push(["onDecision", '
+                            "function (d) { window.__decision = d; }]);"
+                        )
+                        page.goto(f"{url}/?as={preset}")
+                        wait_for(
+                            page,
+                            "window.__decision && document.querySelectorAll("
+                            "'[data-tailor-variant]').length === 3 && "
+                            "document.getElementById('d-status').textContent === 'personalized'",
+                        )
+                        decision = page.evaluate("window.__decision")
+                        shot = args.out / f"demo-{preset}.png"
+                        page.screenshot(path=shot)
+                        variants = {k: v["variantId"] for k, v in decision["slots"].items()}
+                        print(f"{shot.relative_to(ROOT)}: {decision['persona']['id']} {variants}")
         finally:
             proc.terminate()
             proc.wait(timeout=10)

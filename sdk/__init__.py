@@ -1,17 +1,22 @@
 """Tailor SDK: the wire schema, the in-process decision engine and the clients.
 
-``import sdk`` is light: it loads msgspec, cachetools and httpx only. The engine
-(:class:`Decider`, :func:`load_bundle`) imports numpy and onnxruntime when a bundle is loaded,
-and raises an ImportError naming the ``local`` extra if they are missing.
+``import sdk`` loads msgspec, cachetools and httpx only; the engine (:class:`Decider`,
+:func:`load_bundle`) imports numpy and onnxruntime when a bundle is loaded, and raises an
+ImportError naming the ``local`` extra if they are missing.
+
+Must not import server or model_export.
 """
 
 from __future__ import annotations
 
 from sdk._cache import VisitCache
 from sdk._client import AsyncClient, Client
-from sdk._conditions import evaluate_condition
 from sdk._decider import Decider
-from sdk._errors import (
+from sdk._fallback import Fallback
+from sdk._resilience import CircuitBreaker, Retry
+from sdk.bundle import Bundle, load_bundle
+from sdk.conditions import evaluate_condition
+from sdk.errors import (
     APIError,
     BundleError,
     BundleFormatError,
@@ -25,9 +30,6 @@ from sdk._errors import (
     TailorError,
     TransportError,
 )
-from sdk._fallback import Fallback
-from sdk._resilience import CircuitBreaker, Retry
-from sdk.bundle import Bundle, load_bundle
 from sdk.features import FEATURE_SET_VERSION, build_features
 from sdk.schema import (
     SCHEMA_VERSION,

@@ -1,14 +1,9 @@
 """The client's per-visit decision cache and request coalescing.
 
-:class:`VisitCache` keeps each visit's decision (visitor, session and consent, as the server's
-cache does) for its ``ttl``, so repeated calls during a visit return the same variants without
-a round trip. A cached decision answers a call when it covers every slot asked for. Requests
-without a session id are never cached. cachetools caches are not thread-safe, so the cache sits
-behind a lock.
-
-:class:`Coalescer` (threads) and :class:`AsyncCoalescer` (one event loop) make concurrent
-identical calls share one in-flight call: the first caller runs it, the others wait for its
-result (or its exception).
+:class:`VisitCache` keeps each visit's decision (visitor, session, consent) for its ``ttl``
+behind a lock, and answers a call it covers every slot of; requests without a session id are
+never cached. :class:`Coalescer` (threads) and :class:`AsyncCoalescer` (one event loop) make
+concurrent identical calls share one in-flight call.
 
 Must import only the standard library, cachetools and sdk.schema.
 """

@@ -1,17 +1,10 @@
 """Background delivery of feedback events, for :class:`sdk.Client` and :class:`sdk.AsyncClient`.
 
-``track`` only appends to a bounded in-memory queue and returns; a background worker (a daemon
-thread, or an asyncio task for the async client) sends batches: as soon as ``batch_size``
-events wait, else ``interval`` seconds after the first one. ``flush`` waits until everything
-queued so far is sent (or given up); ``close`` flushes and stops the worker. The sync sender
-also flushes at interpreter exit.
-
-When the queue is full, new events are dropped and counted (``dropped``): tracking must never
-block or grow a caller's memory without bound. A batch the server refuses (4xx other than 429)
-or that still fails after its retries is dropped and counted too (``failed``), and logged.
-
-Threads do not survive ``fork``: the worker starts lazily on first use, and a forked child
-starts with an empty queue and no worker (its parent's events are the parent's to send).
+``track`` only appends to a bounded in-memory queue; a background worker (a daemon thread, or
+an asyncio task) sends batches when ``batch_size`` events wait or ``interval`` seconds after
+the first. ``flush`` waits for what is queued, ``close`` flushes and stops the worker. A full
+queue drops and counts new events (``dropped``); refused or failing batches are counted
+(``failed``) and logged. The worker starts lazily, so a forked child starts empty.
 
 Must import only the standard library and sdk.
 """

@@ -1,11 +1,9 @@
 """Fallback decisions: what the client answers when it cannot get a real one.
 
-A fallback decision has the schema's shape, so a caller's page renders the same way: each slot
-gets its default content, from the caller's own defaults or from a bundle's catalogue (the
-``default`` variant of every slot), read from ``manifest.json`` alone, without ONNX. It is not
-personalized, ranks no offers, and says why in ``reasons`` (code ``fallback.<cause>``). Its
-decision id starts with ``fallback-`` and its model version is ``fallback``, so reports can
-tell it apart; events about it are still worth sending.
+A fallback decision has the schema's shape: each slot gets its default content (the caller's
+own, or the ``default`` variant of a bundle's catalogue, read from ``manifest.json`` alone). It
+is not personalized, ranks no offers, says why in ``reasons`` (``fallback.<cause>``), and its
+decision id starts with ``fallback-`` and its model version is ``fallback``.
 
 Must not import numpy, onnxruntime, litestar or sklearn.
 """
@@ -17,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sdk._decider import slot_decision
+from sdk._variants import slot_decision
 from sdk.bundle import _read_manifest
 from sdk.manifest import Manifest
 from sdk.schema import (

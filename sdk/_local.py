@@ -1,21 +1,10 @@
 """Local mode: decide in-process with a bundle, kept fresh from a server in the background.
 
-:class:`LocalEngine` holds the current :class:`~sdk._decider.Decider`. It is built from a bundle
-directory (or a loaded :class:`~sdk.bundle.Bundle`), from a server's ``/v1/bundle``, or both:
-a directory to start with, a server to refresh from.
-
-* Nothing happens at construction: the bundle is loaded on the first decision, and the
-  refresher thread starts then (fork-safe: a forked child starts its own when it first decides).
-* The refresher asks ``GET /v1/bundle`` with ``If-None-Match`` every ``refresh_interval``
-  seconds. On a new digest it downloads the files into ``cache_dir/<digest>`` (each checked
-  against its sha256), loads and verifies the bundle (hashes, ONNX, parity) and swaps it in.
-* Any failure (server down, a tampered or refused bundle) is logged and counted; the last good
-  bundle keeps serving, forever if need be.
-* Without a starting bundle, the newest verified bundle in ``cache_dir`` (from an earlier
-  run) is the start, so a restart while the server is down still decides. With none there,
-  decisions wait at most ``wait`` seconds for the first download attempt and otherwise get
-  None (the client then answers with its fallback); once that attempt has failed, they get
-  None at once until a later refresh succeeds.
+:class:`LocalEngine` holds the current :class:`~sdk.Decider`, built from a bundle directory
+(or a loaded bundle), from a server's ``/v1/bundle``, or a directory to start with and a server
+to refresh from. Nothing happens at construction: the bundle loads on the first decision and
+the refresher thread starts then (a forked child starts its own). A refused or unreachable new
+bundle is logged and counted; the last good one keeps serving.
 
 Must not import litestar or sklearn; numpy and onnxruntime come only through sdk's loaders.
 """

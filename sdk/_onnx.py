@@ -1,8 +1,7 @@
 """Thin wrapper around an onnxruntime session, configured for one-row, low-latency calls.
 
-Sequential execution with one intra-op thread per process: on small models parallel execution
-costs milliseconds of thread hand-off (see STYLE.md). Imported only by the local engine; numpy
-and onnxruntime are imported lazily so that ``import sdk`` stays light.
+Sequential execution with one intra-op thread per process. Imported only by the local engine;
+numpy and onnxruntime are imported lazily so that ``import sdk`` stays light.
 
 Must not import litestar or sklearn.
 """
@@ -12,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdk._errors import BundleModelError, MissingExtraError
+from sdk.errors import BundleModelError, MissingExtraError
 from sdk.manifest import ModelSpec
 
 if TYPE_CHECKING:

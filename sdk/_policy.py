@@ -1,21 +1,11 @@
 """The policy step of a decision: holdout, experiment arms and exploration.
 
-Pure functions of the manifest's :class:`~sdk.manifest.HoldoutDef`,
-:class:`~sdk.manifest.ExperimentDef` list and :class:`~sdk.manifest.ExplorationDef` and of
-the decision attributes. Every draw is a deterministic hash (FNV-1a, :mod:`sdk.hashing`), so
-the server and the SDK's local mode make the same choice for the same visit, a visitor keeps
-an arm, and a logged propensity is the probability of the choice over visitors.
-
-* **Holdout** (consenting visitors only): ``hash_unit(seed, visitorId) < share`` puts the
-  visitor in the holdout: generic content everywhere and no experiment. Recorded as
-  ``experiment["holdout"]`` = ``holdout`` or ``personalized``.
-* **Experiments** are taken in manifest order. A slot belongs to the first experiment the
-  visitor is in that lists it (an experiment with no slots lists all of them). An experiment
-  is recorded (the exposure) only when it decides at least one slot of the request: one whose
-  slots were not asked for, or were taken by an earlier experiment, is not. Make experiments
-  on the same slot mutually exclusive with one namespace and disjoint ranges.
-* **Exploration**: for a slot decided by the model (not by a targeting rule or a fixed arm),
-  with probability epsilon a uniformly drawn eligible candidate replaces the greedy one.
+Pure functions of the manifest's holdout, experiments and exploration rates and of the
+decision attributes; :class:`Policy` binds them to one bundle. Every draw is a deterministic
+FNV-1a hash (:mod:`sdk.hashing`), so the server and the SDK's local mode make the same choice
+for the same visit, a visitor keeps an arm, and a logged propensity is the probability of the
+choice over visitors. The rules of holdout, experiment exposure and exploration are in
+:func:`assign` and :func:`explore`.
 
 Must import only the standard library and sdk.
 """
@@ -24,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sdk._conditions import Predicate, evaluate_condition
-from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace
-from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef
+from sdk.conditions import Predicate, compile_condition, evaluate_condition
+from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace, prefix_state
+from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, Manifest
+from sdk.schema import DecideRequest, Reason
 
-__all__ = ["Assignment", "assign", "epsilon_for", "explore"]
+__all__ = ["Assignment", "Exploration", "Policy", "assign", "epsilon_for", "explore"]
 
 HOLDOUT = "holdout"
 PERSONALIZED = "personalized"
@@ -69,11 +60,19 @@ def assign(
     personalized: bool,
     conditions: Mapping[str, Predicate] | None = None,
 ) -> Assignment:
-    """The holdout and experiment arms of a visit (see the module docstring).
+    """The holdout and experiment arms of a visit.
+
+    Only consenting visitors are in the holdout or in experiments. ``hash_unit(seed,
+    visitorId) < share`` puts a visitor in the holdout: generic content everywhere and no
+    experiment (recorded as ``arms["holdout"]`` = ``holdout`` or ``personalized``). Running
+    experiments are taken in manifest order; a slot belongs to the first experiment the visitor
+    is in that lists it (no slots listed: all of them). An experiment is recorded (the
+    exposure) only when it decides at least one slot of the request: make experiments on the
+    same slot mutually exclusive with one namespace and disjoint ranges.
 
     ``conditions`` maps experiment keys to their compiled targeting conditions (the decider
     compiles them once); an experiment without one is evaluated with
-    :func:`~sdk._conditions.evaluate_condition`.
+    :func:`~sdk.conditions.evaluate_condition`.
     """
     out = Assignment()
     if not personalized:
@@ -162,3 +161,58 @@ def explore(
         return greedy, probabilities
     pick_unit = hash_unit(EXPLORE_PICK_SEED, key) or 0.0
     return candidates[min(int(pick_unit * n), n - 1)], probabilities
+
+
+class Exploration(NamedTuple):
+    """The exploration of one visit's slots."""
+
+    #: the probability of showing a uniformly drawn candidate instead of the greedy one
+    epsilon: float
+    #: the visit's key (``visitorId|sessionId``); a slot's draws hash ``visit|slot``
+    visit: str
+    #: the hash state of ``visit|`` that the slots' first draws share (None without exploring)
+    state: int | None
+
+
+class Policy:
+    """A bundle's holdout, experiments and exploration rates, targeting compiled once.
+
+    Args:
+        manifest: the bundle's manifest (its conditions are already checked by the loader).
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._experiments = manifest.experiments
+        self._holdout = manifest.holdout
+        self._exploration = manifest.exploration
+        self._targeting = {e.key: compile_condition(e.condition) for e in manifest.experiments}
+
+    def assign(
+        self, attributes: Mapping[str, Any], slot_ids: Sequence[str], personalized: bool
+    ) -> Assignment:
+        """The holdout and experiment arms of a visit (see :func:`assign`)."""
+        return assign(
+            self._experiments,
+            self._holdout,
+            attributes,
+            slot_ids,
+            personalized,
+            self._targeting,
+        )
+
+    def exploration(
+        self, request: DecideRequest, segment: int | None, personalized: bool
+    ) -> Exploration:
+        """How the visit's slots explore: never without personalization consent."""
+        epsilon = epsilon_for(self._exploration, segment) if personalized else 0.0
+        visit = f"{request.visitor_id}|{request.session_id or ''}"
+        state = prefix_state(EXPLORE_SEED, visit + "|") if epsilon > 0 else None
+        return Exploration(epsilon=epsilon, visit=visit, state=state)
+
+    @staticmethod
+    def holdout_reason() -> Reason:
+        """Why a visit in the global holdout gets generic content."""
+        return Reason(
+            code="experiment.holdout",
+            message="in the global holdout: generic content, no experiment",
+        )

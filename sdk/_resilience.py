@@ -1,9 +1,8 @@
 """Retries with backoff and jitter, and a circuit breaker, for the HTTP client.
 
-Both are pure policy objects: they decide, the client acts. :class:`Retry` says whether a failed
-attempt may be repeated and after how long; :class:`CircuitBreaker` says whether a call may be
-attempted at all. The breaker is shared by threads and by coroutines of one event loop, so its
-state sits behind a lock that is never held across I/O.
+Pure policy objects: :class:`Retry` says whether a failed attempt may be repeated and after
+how long, :class:`CircuitBreaker` whether a call may be attempted at all (its state behind a
+lock never held across I/O); the client acts.
 
 Must import only the standard library.
 """

@@ -1,16 +1,9 @@
 """Load a model bundle, verify it, and refuse it with a typed error when anything is off.
 
-A bundle is a directory written by ``model_export``::
-
-    manifest.json   versions, feature names, models, personas, catalogue, rules, sha256 of files
-    *.onnx          the models (segments, offers)
-    parity.jsonl    raw requests with the features and outputs training computed for them
-
-:func:`load_bundle` checks, in order: the manifest decodes (unknown fields are errors) and its
-format, schema and feature-set versions are ones this code reads; every listed file exists and
-matches its sha256 and every model and ``parity.jsonl`` is listed; each ONNX model loads and
-has the declared inputs/outputs; its conditions are well formed; and replaying ``parity.jsonl``
-through :func:`sdk.features.build_features` and onnxruntime reproduces what training computed.
+:func:`load_bundle` reads a directory written by ``model_export`` (``manifest.json``, the ONNX
+models, ``parity.jsonl``) and checks the manifest's versions, every file's sha256, each
+model's inputs and outputs, the conditions, and that replaying ``parity.jsonl`` reproduces
+what training computed.
 
 Must not import litestar or sklearn; numpy and onnxruntime are loaded lazily.
 """
@@ -27,15 +20,15 @@ from typing import Any
 
 import msgspec
 
-from sdk._conditions import check_condition
-from sdk._errors import (
+from sdk._onnx import OnnxModel, require_local
+from sdk.conditions import check_condition
+from sdk.errors import (
     BundleError,
     BundleFormatError,
     BundleIntegrityError,
     BundleParityError,
     ConditionError,
 )
-from sdk._onnx import OnnxModel, require_local
 from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest

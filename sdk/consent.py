@@ -76,15 +76,25 @@ def effective_consent(consent: Consent, *, refused_by_gpc: bool) -> Consent:
     return consent
 
 
-def permissions(consent: Consent) -> Permissions:
-    """What ``consent`` (already :func:`effective_consent`) allows for one visit."""
-    personal = consent.personalization
+def _permissions(personal: bool, storage: bool) -> Permissions:
     return Permissions(
         personalize=personal,
-        read_profile=personal and consent.storage,
-        store=consent.storage,
+        read_profile=personal and storage,
+        store=storage,
         log_behavior=personal,
     )
+
+
+# every combination built once: the decide path asks several times per request
+_TABLE = {
+    personal: {storage: _permissions(personal, storage) for storage in (False, True)}
+    for personal in (False, True)
+}
+
+
+def permissions(consent: Consent) -> Permissions:
+    """What ``consent`` (already :func:`effective_consent`) allows for one visit."""
+    return _TABLE[consent.personalization][consent.storage]
 
 
 def event_permissions(consent: Consent | None, *, refused_by_gpc: bool) -> EventPermissions:

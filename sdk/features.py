@@ -1,14 +1,9 @@
 """The one feature function shared by training and serving.
 
-``build_features(request, profile, now)`` turns a decide request (context and behaviour), an
-optional stored profile and the current time into a :class:`FeatureRow`: the float values named
-by :data:`FEATURE_SPEC`, in that order, plus the enrichment :class:`~sdk.schema.Signals` that
-rules and reasons use. ``model_export`` builds training rows with it and the decider builds
-serving rows with it, so training/serving skew is impossible by construction.
-
-Only deterministic encodings live here (log1p of skewed counts, one-hot of enriched classes,
-cyclic time). Learned transforms (imputation, scaling) live inside the sklearn pipeline and so
-inside the ONNX graph. Unknown values are NaN and are imputed there.
+``build_features(request, profile, now)`` turns a decide request, an optional stored profile
+and the current time into a :class:`FeatureRow`: the float values named by
+:data:`FEATURE_SPEC`, in order, plus the enrichment :class:`~sdk.schema.Signals` rules and
+reasons use. Only deterministic encodings live here; learned transforms live in the ONNX graph.
 
 Must not import numpy, onnxruntime, litestar or sklearn.
 """
@@ -22,9 +17,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sdk._device import parse_device
-from sdk._referrer import REFERRER_CLASSES, classify_referrer
+from sdk.device import parse_device
 from sdk.geo import fallback_location
+from sdk.referrer import REFERRER_CLASSES, classify_referrer
 from sdk.schema import Behavior, DecideRequest, Signals
 
 __all__ = [

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import msgspec
 
-from sdk._errors import GeoDatabaseError
+from sdk.errors import GeoDatabaseError
 from sdk.schema import Location
 
 if TYPE_CHECKING:

@@ -1,25 +1,9 @@
 """Deterministic hashing for experiment assignment: FNV-1a 32-bit, as GrowthBook's SDKs bucket.
 
-:func:`hash_unit` maps a seed (an experiment's key or seed) and a value (a visitor id) to a
-number in [0, 1) that is the same in every process, on every machine and in every release:
-
-- **version 2** (the default, :data:`HASH_VERSION`):
-  ``fnv1a32(str(fnv1a32(utf8(seed + value))).encode()) % 10000 / 10000``. Hashing the decimal
-  digits of a first hash again removes the correlation between sequential ids that version 1
-  shows, and the four decimals give 10,000 buckets.
-- **version 1** (kept readable): ``fnv1a32(utf8(value + seed)) % 1000 / 1000``.
-
-Strings are hashed as their UTF-8 bytes (a lone surrogate as U+FFFD, as ``TextEncoder``
-does; no Unicode normalisation, so a precomposed ``é`` and ``e`` + combining acute differ).
-This equals GrowthBook's SDKs for ASCII input only: its JavaScript SDK XORs UTF-16 code units
-(and its Python SDK code points) into the hash, so a non-ASCII id lands in another bucket
-there. The published vectors (``tests/contract/vectors/hashing.json``) include accented, CJK,
-right-to-left and emoji ids so any other implementation (the tag's, for instance, through
-``TextEncoder``) can prove it agrees.
-
-:func:`bucket_ranges` and :func:`choose` turn arm weights and a coverage into the ranges of
-[0, 1) that select each arm; :func:`in_namespace` tests a value against a namespace range so
-that experiments sharing a namespace with disjoint ranges never share a visitor.
+:func:`hash_unit` maps a seed and a value (a visitor id) to a number in [0, 1) that is the same
+in every process, machine and release; :func:`bucket_ranges` and :func:`choose` turn arm
+weights and a coverage into arms; :func:`in_namespace` keeps experiments of one namespace apart.
+``tests/contract/vectors/hashing.json`` holds the vectors any other implementation must pass.
 
 Must not import anything but the standard library.
 """
@@ -93,6 +77,11 @@ def _utf8(text: str) -> bytes:
 
 def hash_unit(seed: str, value: str, version: int = HASH_VERSION) -> float | None:
     """A deterministic number in [0, 1) for ``value`` under ``seed``.
+
+    Version 2: ``fnv1a32(str(fnv1a32(utf8(seed + value))).encode()) % 10000 / 10000``;
+    version 1: ``fnv1a32(utf8(value + seed)) % 1000 / 1000``. Strings are hashed as their
+    UTF-8 bytes (a lone surrogate as U+FFFD, no Unicode normalisation), which equals
+    GrowthBook's SDKs for ASCII input only.
 
     Args:
         seed: what makes two experiments' assignments independent (an experiment key or seed).

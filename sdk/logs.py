@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from sdk._errors import TailorError
+from sdk.errors import TailorError
 from sdk.features import FeatureRow
 from sdk.schema import Behavior, Campaign, Consent, DecideRequest, Decision, Event
 
@@ -353,7 +353,7 @@ class _Kind(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     log_version: Any = None
 
 
-_record_decoder: msgspec.json.Decoder[LogRecord] = msgspec.json.Decoder(LogRecord)  # type: ignore[arg-type]
+_record_decoder: msgspec.json.Decoder[LogRecord] = msgspec.json.Decoder(LogRecord)
 _kind_decoder = msgspec.json.Decoder(_Kind)
 _KINDS = frozenset({"decision", "event", "erasure"})
 

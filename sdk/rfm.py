@@ -1,22 +1,8 @@
 """RFM scoring from learned quintile edges: the one function training and serving both use.
 
-:func:`score_rfm` turns a profile's recency (days since the last purchase), frequency
-(purchases) and monetary value (revenue) into quintile scores 1-5, a code such as ``"R5F3M4"``
-and a weighted score, using only the edges of an :class:`~sdk.manifest.RfmDef` learned by
-``model_export.fit.rfm``. It is pure and deterministic: a value ``x`` passes edge ``e`` when
-``x > e``, so frequency and monetary score ``1 + (edges passed)`` and recency ``5 - (edges
-passed)`` (recent is good). Scores are therefore always 1..5, whatever the edges, ties or inputs.
-
-Customers who never bought (purchases missing, NaN or <= 0) score ``R1F1M1`` with weighted score
-1.0: they are below every buyer on all three axes, and training fits the edges on buyers only.
-A buyer with unknown recency scores R1 (no evidence of a recent purchase); unknown revenue
-counts as 0.
-
-The weighted score is ``(wr*R + wf*F + wm*M) / (wr + wf + wm)``. The default weights,
-:data:`DEFAULT_WEIGHTS` (r 0.4, f 0.3, m 0.3), lean on recency: it is the strongest single
-predictor of the next purchase in the direct-marketing literature RFM comes from, and frequency
-and monetary value are strongly correlated (revenue is purchases times order value), so equal
-weights would count "how much" twice against "how lately" once.
+:func:`score_rfm` turns a profile's recency, frequency and monetary value into quintile scores
+1-5, a code such as ``"R5F3M4"`` and a weighted score, using only the edges of an
+:class:`~sdk.manifest.RfmDef` learned by ``model_export.fit.rfm``. Pure and deterministic.
 
 Must not import anything but the standard library and ``sdk.manifest``.
 """
@@ -31,7 +17,8 @@ from sdk.manifest import RfmDef
 
 __all__ = ["DEFAULT_WEIGHTS", "RfmScore", "rfm_code", "score_rfm", "weighted_score"]
 
-#: Default weights of the weighted score (see the module docstring for why).
+#: Default weights of the weighted score: recency, the strongest single predictor of the next
+#: purchase, weighs most.
 DEFAULT_WEIGHTS: dict[str, float] = {"r": 0.4, "f": 0.3, "m": 0.3}
 
 
@@ -78,6 +65,11 @@ def score_rfm(
     revenue: float | None,
 ) -> RfmScore:
     """Score one profile with the edges learned at training.
+
+    A value ``x`` passes edge ``e`` when ``x > e``: frequency and monetary score ``1 + (edges
+    passed)``, recency ``5 - (edges passed)``, so scores are always 1..5. A buyer with unknown
+    recency scores R1 and unknown revenue counts as 0. The weighted score is
+    ``(wr*R + wf*F + wm*M) / (wr + wf + wm)``.
 
     Args:
         edges: quintile edges and weights from the bundle manifest.

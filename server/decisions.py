@@ -1,18 +1,7 @@
-"""Per-visit decision stability: a bounded TTL cache of decisions by visit.
-
-A visitor keeps the same persona, segment and variants for the whole visit: the decision is
-cached under (visitor, session, model version, consent) and re-served while the session lasts
-(at most the decision's ``ttl``). A new session, new consent or a new bundle make a new key, so
-the next visit reflects what the profile store learned from this one (read-your-writes across
-visits). Requests without a session id (backend callers) are not cached. The cache
-(:class:`server.lru.LruTtlCache`) is not thread-safe, so every access holds a lock.
-
-The cache keeps each decision as its encoded JSON (bytes) with the ids of its slots: a hit is
-answered without encoding again. Nothing it stores is a container to the garbage collector:
-the key is a string, the entry a ``gc=False`` struct of a string and bytes, so a hundred thousand
-cached visits add nothing to a collection and caching a decision does not count towards the
-next one (see :mod:`server.lru`). Erasure finds a visitor's visits by scanning the keys (a few
-milliseconds for a full cache; erasure is rare), rather than keeping an index per visitor.
+"""Per-visit decision stability: a bounded TTL cache of encoded decisions keyed by visitor,
+session, model version and consent, so a visitor keeps the same persona and variants for the
+whole visit. Requests without a session id are not cached; every access holds a lock; entries
+are ``gc=False`` structs the garbage collector never scans.
 
 Must not import model_export.
 """

@@ -1,48 +1,11 @@
-"""A durable local event log: decisions, feedback events and erasure markers as JSON Lines.
+"""The server's durable event log: decisions, feedback events and erasure markers, appended
+as JSON Lines records of :mod:`sdk.logs` by each worker process to files of its own.
 
-Each worker process appends to its own file ``<dir>/events-YYYYMMDD-HHMMSS-<pid>.jsonl`` (UTC
-time of opening; ``-1``, ``-2``... is appended when that name is taken), so workers never
-interleave writes in one file. A file is rotated when it would grow past ``max_bytes`` or is
-``max_age`` old; a rotated file is closed and made read-only (mode ``0o440``), which is how
-:meth:`EventLog.purge_visitor` recognises closed files of other processes.
-
-Durability: appends only add an encoded line to an in-memory buffer (no I/O on the request
-path). A background thread writes the buffer, then ``flush`` + ``os.fsync`` (one fsync per
-batch), every ``flush_interval`` seconds or as soon as ``max_batch`` records wait, and
-:meth:`EventLog.close` writes what is left. **A crash loses at most the records of the last
-flush interval** (and leaves at most one torn last line, which readers count as malformed).
-The thread is started lazily by the first append of each process (threads do not survive
-``fork``); an EventLog inherited through ``fork`` drops the parent's buffer and starts afresh.
-
-Errors: an unusable directory (cannot be created or written) raises :class:`EventLogError` at
-construction. Later failures (disk full, I/O errors) never reach the request path: the records
-of the failed batch are counted in :attr:`EventLog.dropped`, logged once per failure streak,
-and the next batch starts a new file. Records are also dropped (and counted) when
-``max_pending`` records wait unwritten, or after :meth:`EventLog.close`.
-
-Record kinds (``kind``), camelCase like the wire schema; every line also has ``logVersion``
-(:data:`LOG_VERSION`), ``type`` and ``timestamp``, so ``model_export.inputs.ingest.read_events`` can
-read every file of the directory (it counts decision and erasure lines as rejected rows):
-
-* ``decision``: what offline policy evaluation needs: decision id, model version, visitor,
-  session and user ids, consent, the feature-relevant context (enrichment signals without
-  search terms, time zone, behaviour counters when personalization was allowed), persona,
-  segment, lifecycle, experiment arms, ranked candidate offers with scores, and per slot the
-  chosen variant, offer and propensity, the candidate variants with their probabilities and
-  the deciding arm. A decision line with ``experiment`` arms is the **exposure** record of
-  those experiments (reports count visitors from it). Never an IP address, a raw user agent
-  or a page URL.
-* ``event``: one :class:`sdk.schema.Event` flattened to the columns of
-  ``model_export.inputs.config.EventColumns``; ``propensity`` (and a missing ``offerId``/``userId``/
-  ``timezone``) is copied from the decision when this process still remembers the event's
-  ``decisionId`` and ``slot``. Only the ``category``, ``url`` and ``referrer`` string properties
-  are kept; other properties are not logged.
-* ``erasure``: a visitor asked to be forgotten; it carries only :func:`visitor_hash` of the id,
-  so the marker survives the purge without re-identifying anyone.
-
-GDPR erasure: :meth:`EventLog.purge_visitor` (one visitor) and :meth:`EventLog.purge_erased`
-(every visitor with an erasure marker) rewrite closed files without that visitor's lines. They
-are the offline erasure tool: run them from a job, not on the request path.
+Appends only buffer an encoded line; a background thread (started lazily per process) writes
+and fsyncs each batch every ``flush_interval`` seconds, rotates files by size and age, and
+counts what it could not write in :attr:`EventLog.dropped`. Decisions are remembered for a
+while so that their events get the propensity, offer, user and time zone of the decision.
+File naming and the offline erasure of closed files are in :mod:`server.eventlog_purge`.
 
 Must not import model_export.
 """
@@ -50,176 +13,48 @@ Must not import model_export.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import re
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
 
 import msgspec
 
+from sdk.consent import permissions
 from sdk.features import FeatureRow, merge_behavior
-from sdk.schema import Behavior, Campaign, Consent, DecideRequest, Decision, Event
+from sdk.logs import (
+    EventRecord,
+    LoggedSlot,
+    decision_record,
+    encode_record,
+    erasure_record,
+    event_record,
+    logged_slots,
+)
+from sdk.schema import Behavior, DecideRequest, Decision, Event
+from server.eventlog_purge import (
+    CLOSED_MODE,
+    OPEN_MODE,
+    closed_files,
+    erased_by_hash,
+    erased_hashes,
+    fsync_dir,
+    log_files,
+    purge,
+)
 from server.lru import LruTtlCache
 
-__all__ = [
-    "LOG_VERSION",
-    "MAX_CLOCK_SKEW",
-    "DecisionRecord",
-    "ErasureRecord",
-    "EventLog",
-    "EventLogError",
-    "EventRecord",
-    "LoggedOffer",
-    "LoggedSignals",
-    "LoggedSlot",
-    "visitor_hash",
-]
+__all__ = ["EventLog", "EventLogError"]
 
 log = logging.getLogger("tailor.server.eventlog")
 
-#: Version of the line formats below; bumped on any incompatible change, written on every line.
-LOG_VERSION = 1
-#: Clock skew tolerated on a client's event timestamp; later ones are replaced by receipt time.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-_FILE_RE = re.compile(r"^events-(\d{8})-(\d{6})-(\d+)(?:-(\d+))?\.jsonl$")
-_VISITOR_RE = re.compile(rb'"visitorId":"([^"\\]*)"')
-_OPEN_MODE = 0o640
-_CLOSED_MODE = 0o440
 _THREAD_NAME = "tailor-eventlog-flusher"
 
 
 class EventLogError(Exception):
     """The log directory cannot be created or written (raised by :class:`EventLog`)."""
-
-
-def visitor_hash(visitor_id: str) -> str:
-    """The pseudonymous id of a visitor in erasure markers: SHA-256 hex of a domain-separated
-    ``visitor_id``. Not anonymous: whoever knows an id can recompute it."""
-    return hashlib.sha256(b"tailor-erasure-v1\0" + visitor_id.encode()).hexdigest()
-
-
-# --- records -------------------------------------------------------------------------------
-
-
-class _Part(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
-    """Base of the parts of log lines: camelCase, absent (None) fields omitted."""
-
-
-class _Record(_Part, frozen=True, kw_only=True, tag_field="kind"):
-    """Base of log lines: ``kind`` first, then ``logVersion``, then the fields of the record."""
-
-    log_version: int
-
-
-class LoggedSignals(_Part, frozen=True, kw_only=True):
-    """The enrichment signals of a decision, without the referrer's search terms."""
-
-    device_type: str
-    os: str | None = None
-    browser: str | None = None
-    touch: bool
-    referrer_class: str
-    referrer_source: str | None = None
-    country: str | None = None
-    local_hour: int
-    local_weekday: int
-
-
-class LoggedOffer(_Part, frozen=True, kw_only=True):
-    """A candidate offer of a decision with its score and rank."""
-
-    id: str
-    score: float
-    rank: int
-
-
-class LoggedSlot(_Part, frozen=True, kw_only=True):
-    """The variant chosen for a slot, its offer and the probability it was chosen with; the
-    candidate variants with their probabilities (when the choice was randomized) and the
-    experiment arm (``experiment:arm``) that decided the slot, if any."""
-
-    variant_id: str
-    offer_id: str | None = None
-    propensity: float
-    candidates: dict[str, float] | None = None
-    arm: str | None = None
-
-
-class DecisionRecord(_Record, frozen=True, kw_only=True, tag="decision"):
-    """A ``kind: decision`` line."""
-
-    type: Literal["decision"]
-    timestamp: datetime
-    decision_id: str
-    model_version: str
-    visitor_id: str
-    session_id: str | None = None
-    user_id: str | None = None
-    consent: Consent
-    personalized: bool
-    signals: LoggedSignals
-    timezone: str | None = None
-    behavior: dict[str, Any] | None = None
-    persona: str | None = None
-    segment: int | None = None
-    lifecycle: str
-    experiment: dict[str, str] | None = None
-    offers: list[LoggedOffer]
-    slots: dict[str, LoggedSlot]
-    #: for replaying the decision offline (:meth:`sdk.Decider.replay`): the feature row it was
-    #: made from, its feature set, the page path (no host, no query) and the UTM campaign
-    features: list[float | None] | None = None  # NaN (a missing value) is logged as null
-    feature_set: str | None = None
-    path: str | None = None
-    campaign: dict[str, str] | None = None
-
-
-class EventRecord(_Record, frozen=True, kw_only=True, tag="event"):
-    """A ``kind: event`` line: the columns ``model_export`` reads, plus the decision keys."""
-
-    type: str
-    timestamp: datetime
-    received_at: datetime
-    visitor_id: str
-    session_id: str | None = None
-    user_id: str | None = None
-    decision_id: str | None = None
-    slot: str | None = None
-    variant_id: str | None = None
-    offer_id: str | None = None
-    propensity: float | None = None
-    value: float | None = None
-    currency: str | None = None
-    category: str | None = None
-    url: str | None = None
-    referrer: str | None = None
-    timezone: str | None = None
-
-
-class ErasureRecord(_Record, frozen=True, kw_only=True, tag="erasure"):
-    """A ``kind: erasure`` line: the visitor (by :func:`visitor_hash`) asked to be forgotten."""
-
-    type: Literal["erasure"]
-    timestamp: datetime
-    visitor_hash: str
-
-
-class _LineView(msgspec.Struct, kw_only=True, rename="camel"):
-    """What purging reads of a line."""
-
-    kind: str | None = None
-    visitor_id: str | None = None
-    visitor_hash: str | None = None
-
-
-_encoder = msgspec.json.Encoder()
-_line_decoder = msgspec.json.Decoder(_LineView)
 
 
 class _Remembered(msgspec.Struct, frozen=True, array_like=True):
@@ -244,39 +79,6 @@ def _recalled(raw: bytes | None) -> _Remembered | None:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _text(properties: dict[str, Any], key: str, limit: int) -> str | None:
-    value = properties.get(key)
-    return value[:limit] if isinstance(value, str) and value else None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a created or renamed directory entry durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the log -------------------------------------------------------------------------------
@@ -401,67 +203,20 @@ class EventLog:
                 is then the merged one the features were built from.
             row: the feature row the decision was made from (logged for offline replay).
         """
-        personal = request.consent.personalization
         behavior = None
-        if personal:  # the row's behaviour is that merge already (the features were built on it)
+        if permissions(request.consent).log_behavior:
+            # the row's behaviour is that merge already (the features were built on it)
             behavior = (
                 row.behavior if row is not None else merge_behavior(request.behavior, profile)
             )
-        slots = {
-            name: LoggedSlot(
-                variant_id=s.variant_id,
-                offer_id=s.offer_id,
-                propensity=s.propensity,
-                candidates=(
-                    {c.variant_id: c.probability for c in s.candidates}
-                    if s.candidates is not None
-                    else None
-                ),
-                arm=s.arm,
-            )
-            for name, s in decision.slots.items()
-        }
-        sig = decision.signals
-        record = DecisionRecord(
-            log_version=LOG_VERSION,
-            type="decision",
-            timestamp=self._clock(),
-            decision_id=decision.decision_id,
-            model_version=decision.model_version,
-            visitor_id=decision.visitor_id,
-            session_id=decision.session_id,
-            user_id=request.user_id,
-            consent=request.consent,
-            personalized=decision.personalized,
-            signals=LoggedSignals(
-                device_type=sig.device_type,
-                os=sig.os,
-                browser=sig.browser,
-                touch=sig.touch,
-                referrer_class=sig.referrer_class,
-                referrer_source=sig.referrer_source,
-                country=sig.country,
-                local_hour=sig.local_hour,
-                local_weekday=sig.local_weekday,
-            ),
-            timezone=request.context.timezone,
-            behavior=_behavior_fields(behavior) if behavior is not None else None,
-            persona=decision.persona.id if decision.persona is not None else None,
-            segment=decision.segment.id if decision.segment is not None else None,
-            lifecycle=decision.lifecycle.stage,
-            experiment=decision.experiment,
-            offers=[LoggedOffer(id=o.id, score=o.score, rank=o.rank) for o in decision.offers],
-            slots=slots,
-            features=list(row.values) if row is not None else None,
-            feature_set=row.version if row is not None else None,
-            path=(request.context.page.path or None),
-            campaign=_campaign(request.context.campaign),
+        slots = logged_slots(decision)
+        record = decision_record(
+            decision, request, timestamp=self._clock(), behavior=behavior, row=row, slots=slots
         )
-        line = _encoder.encode(record) + b"\n"
         remembered = _Remembered(
             decision.visitor_id, request.user_id, request.context.timezone, slots
         )
-        self._append([line], remember=(decision.decision_id, remembered))
+        self._append([encode_record(record)], remember=(decision.decision_id, remembered))
 
     def append_events(self, events: Sequence[Event], *, received_at: datetime) -> None:
         """Log feedback events, each as one ``kind: event`` line.
@@ -469,7 +224,7 @@ class EventLog:
         Args:
             events: decoded events (of any visitors).
             received_at: timezone-aware time the server received them; stands in for a missing
-                event timestamp or one more than :data:`MAX_CLOCK_SKEW` in the future.
+                event timestamp or one too far in the future (:data:`sdk.logs.MAX_CLOCK_SKEW`).
         """
         if received_at.tzinfo is None:
             raise ValueError("received_at must be timezone-aware")
@@ -481,18 +236,12 @@ class EventLog:
                 for e in events
                 if e.decision_id is not None
             }
-        lines = [_encoder.encode(_event_record(e, received, known)) + b"\n" for e in events]
+        lines = [encode_record(_event_record(e, received, known)) for e in events]
         self._append(lines)
 
     def append_erasure(self, visitor_id: str) -> None:
-        """Log that ``visitor_id`` asked to be erased (as :func:`visitor_hash` only)."""
-        record = ErasureRecord(
-            log_version=LOG_VERSION,
-            type="erasure",
-            timestamp=self._clock(),
-            visitor_hash=visitor_hash(visitor_id),
-        )
-        self._append([_encoder.encode(record) + b"\n"])
+        """Log that ``visitor_id`` asked to be erased (as :func:`sdk.logs.visitor_hash` only)."""
+        self._append([encode_record(erasure_record(visitor_id, self._clock()))])
 
     def flush(self) -> None:
         """Write and fsync every waiting record now, in the calling thread."""
@@ -515,34 +264,12 @@ class EventLog:
             self._close_file()
 
     def files(self) -> list[Path]:
-        """Every log file in the directory (all processes'), in the order they were opened
-        (by the time in the name, then pid, then number)."""
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in self.directory.iterdir():
-            match = _FILE_RE.match(path.name)
-            if match is not None:
-                day, time, pid, n = match.groups()
-                found.append(((day, time, int(pid), int(n or 0)), path))
-        return [path for _, path in sorted(found)]
+        """Every log file in the directory (all processes'), in the order they were opened."""
+        return log_files(self.directory)
 
     def closed_files(self) -> list[Path]:
-        """The log files no process is writing: read-only ones (closed by rotation or close),
-        and those whose writer process no longer runs on this machine (after a crash)."""
-        out = []
-        for path in self.files():
-            if path == self._path:
-                continue
-            match = _FILE_RE.match(path.name)
-            assert match is not None
-            try:
-                mode = path.stat().st_mode
-            except FileNotFoundError:
-                continue
-            if not mode & stat.S_IWUSR or not _pid_alive(int(match.group(3))):
-                out.append(path)
-        return out
+        """The log files no process is writing (see :func:`server.eventlog_purge.closed_files`)."""
+        return closed_files(self.directory, self._path)
 
     def purge_visitor(self, visitor_id: str) -> int:
         """Rewrite closed files without the lines of ``visitor_id``; the offline erasure tool.
@@ -553,20 +280,15 @@ class EventLog:
         Returns:
             How many lines were removed.
         """
-        return self._purge(lambda vid: vid == visitor_id)
+        return purge(self.directory, self.closed_files(), lambda vid: vid == visitor_id)
 
     def purge_erased(self) -> int:
         """Rewrite closed files without the lines of every visitor that has an erasure marker
         in any file of the directory. The markers stay. Returns how many lines were removed."""
-        hashes: set[str] = set()
-        for path in self.files():
-            for line in _read_lines(path):
-                view = _view(line)
-                if view is not None and view.kind == "erasure" and view.visitor_hash:
-                    hashes.add(view.visitor_hash)
+        hashes = erased_hashes(self.files())
         if not hashes:
             return 0
-        return self._purge(lambda vid: visitor_hash(vid) in hashes)
+        return purge(self.directory, self.closed_files(), erased_by_hash(hashes))
 
     # -- appending ----------------------------------------------------------------------------
 
@@ -662,7 +384,7 @@ class EventLog:
         for n in range(1000):
             path = self.directory / (f"{stem}.jsonl" if n == 0 else f"{stem}-{n}.jsonl")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, _OPEN_MODE)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, OPEN_MODE)
             except FileExistsError:
                 continue
             break
@@ -672,7 +394,7 @@ class EventLog:
         self._path = path
         self._size = 0
         self._opened_at = now
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def _close_file(self, *, quiet: bool = False) -> None:
         """Close the current file and make it read-only: the mark of a closed file."""
@@ -682,44 +404,16 @@ class EventLog:
             return
         try:
             os.close(fd)
-            os.chmod(path, _CLOSED_MODE)
+            os.chmod(path, CLOSED_MODE)
         except OSError as exc:
             if not quiet:
                 log.warning("closing event log file %s failed: %s", path, exc)
-
-    # -- purging ------------------------------------------------------------------------------
-
-    def _purge(self, erased: Callable[[str], bool]) -> int:
-        removed = 0
-        for path in self.closed_files():
-            lines = _read_lines(path)
-            kept = [line for line in lines if not _belongs(line, erased)]
-            if len(kept) == len(lines):
-                continue
-            tmp = path.with_name(f".{path.name}.purge")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _OPEN_MODE)
-            with os.fdopen(fd, "wb") as fh:
-                fh.writelines(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, _CLOSED_MODE)
-            os.replace(tmp, path)
-            _fsync_dir(self.directory)
-            removed += len(lines) - len(kept)
-        return removed
-
-
-def _behavior_fields(behavior: Behavior) -> dict[str, Any]:
-    raw: dict[str, Any] = msgspec.to_builtins(behavior)
-    return {k: v for k, v in raw.items() if v is not None and v != []}
 
 
 def _event_record(
     event: Event, received: datetime, known: dict[str, _Remembered | None]
 ) -> EventRecord:
-    when = _as_utc(event.timestamp) if event.timestamp is not None else received
-    if when > received + MAX_CLOCK_SKEW:
-        when = received
+    """The record of ``event`` with what its remembered decision, if any, tells about it."""
     decision = known.get(event.decision_id) if event.decision_id is not None else None
     if decision is not None and decision.visitor_id != event.visitor_id:
         decision = None  # someone else's decision id: copy nothing from it
@@ -729,54 +423,8 @@ def _event_record(
         or event.variant_id not in (None, chosen.variant_id)
     ):
         chosen = None  # the event is about another variant than the one logged
-    propensity = chosen.propensity if chosen is not None and chosen.propensity > 0 else None
-    props = event.properties
-    return EventRecord(
-        log_version=LOG_VERSION,
-        type=event.type,
-        timestamp=when,
-        received_at=received,
-        visitor_id=event.visitor_id,
-        session_id=event.session_id,
-        user_id=decision.user_id if decision is not None else None,
-        decision_id=event.decision_id,
-        slot=event.slot,
-        variant_id=event.variant_id or (chosen.variant_id if chosen is not None else None),
-        offer_id=event.offer_id or (chosen.offer_id if chosen is not None else None),
-        propensity=propensity,
-        value=event.value,
-        currency=event.currency,
-        category=_text(props, "category", 64),
-        url=_text(props, "url", 4096),
-        referrer=_text(props, "referrer", 4096),
-        timezone=_text(props, "timezone", 64) or (decision.timezone if decision else None),
+    if decision is None:
+        return event_record(event, received, chosen=chosen)
+    return event_record(
+        event, received, chosen=chosen, user_id=decision.user_id, timezone=decision.timezone
     )
-
-
-def _read_lines(path: Path) -> list[bytes]:
-    try:
-        with path.open("rb") as fh:
-            return fh.readlines()
-    except FileNotFoundError:
-        return []
-
-
-def _view(line: bytes) -> _LineView | None:
-    try:
-        return _line_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def _belongs(line: bytes, erased: Callable[[str], bool]) -> bool:
-    """Whether ``line`` is about an erased visitor; a torn line is judged by its raw text."""
-    view = _view(line)
-    if view is not None:
-        return view.visitor_id is not None and erased(view.visitor_id)
-    return any(erased(m.decode(errors="replace")) for m in _VISITOR_RE.findall(line))
-
-
-def _campaign(c: Campaign) -> dict[str, str] | None:
-    fields = {"source": c.source, "medium": c.medium, "name": c.name, "content": c.content}
-    kept = {k: v for k, v in fields.items() if v}
-    return kept or None

@@ -1,33 +1,10 @@
-"""HTTP handlers for feedback events and visitor profiles.
+"""HTTP handlers for feedback events (``POST /v1/events``) and visitor profiles (``GET`` and
+``DELETE /v1/visitors/{id}``, secret key).
 
-``POST /v1/events`` takes an :class:`~sdk.schema.EventBatch` as ``application/json`` or
-``text/plain`` (``navigator.sendBeacon`` sends ``text/plain`` so no CORS preflight is needed),
-decoded with msgspec so that a problem names the field (``... - at `$.events[0].type```), and
-answers ``202 {"accepted": n}``. Consent rules, since an event carries no consent of its own:
-
-* ``Sec-GPC: 1`` (Global Privacy Control) is a refusal: the batch is dropped, nothing is applied
-  or logged, and the answer is ``202 {"accepted": 0}`` (a beacon cannot act on an error). So is
-  a batch whose ``consent`` (the tag sends the visitor's) grants neither personalization nor
-  storage; one without storage consent is logged but changes no profile.
-* Events change a visitor's profile only when the store already holds one, i.e. when a decide
-  request with storage consent recorded a visit: the tag sends events whatever the consent, and
-  no profile is ever created from events alone. The next read of the profile sees them
-  (read-your-writes within a process). The visit's cached decision is dropped only after a
-  ``conversion`` or ``not_interested`` (a first-order offer must not follow a purchase, a
-  rejected offer must not come back); other events keep the visit's variants stable.
-* Every accepted event is appended to the event log (no IP address, no user agent).
-
-``GET /v1/visitors/{id}`` returns everything stored about a visitor (404 when nothing is);
-``DELETE /v1/visitors/{id}`` erases the profile, its suppressions and cached decisions and
-appends an erasure marker (the id's hash only) to the event log; it answers 204 whether or not
-anything was stored (idempotent; the log may hold the visitor even without a profile). Purging
-the log itself is offline: :meth:`server.eventlog.EventLog.purge_erased`. A visitor id that is
-not a schema ``Id`` is a 400 problem. These two routes expose and erase personal data: they
-need a secret key (``server.security`` treats every ``/v1/`` route not listed as public so).
-
-The handlers read ``state.engine`` through :class:`EventsEngine`. Profile store calls are
-synchronous and, for the in-memory store, take microseconds, so they run on the event loop; a
-store doing network I/O should be called through ``sync_to_thread`` instead.
+Events are accepted as JSON or ``text/plain`` (``sendBeacon``), applied to profiles that a
+consented decide request created and appended to the event log, as :mod:`sdk.consent` allows;
+a refused batch is answered ``202 {"accepted": 0}``. Deleting a visitor erases the profile and
+cached decisions and appends an erasure marker to the log.
 
 Must not import model_export.
 """
@@ -43,6 +20,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from sdk.consent import event_permissions, gpc
 from sdk.schema import Event, EventBatch, Id
 from server.bodies import decode_body, read_body
 from server.eventlog import EventLog
@@ -118,16 +96,15 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     engine = _engine(state)
     body = await read_body(request, engine.settings.max_body_bytes)
     batch = decode_body(body, _batch_decoder, "event batch")
-    consent = batch.consent
-    refused = consent is not None and not (consent.personalization or consent.storage)
-    if refused or request.headers.get("sec-gpc") == "1":
+    allowed = event_permissions(batch.consent, refused_by_gpc=gpc(request.headers))
+    if not allowed.accept:
         return _json({"accepted": 0}, 202)
     received_at = datetime.now(UTC)
     by_visitor: defaultdict[str, list[Event]] = defaultdict(list)
     for event in batch.events:
         by_visitor[event.visitor_id].append(event)
     for visitor_id, events in by_visitor.items():
-        if consent is not None and not consent.storage:
+        if not allowed.apply_to_profiles:
             continue  # the visitor allows personalization but no stored profile
         if engine.profiles.get(visitor_id, now=received_at) is None:
             continue  # no stored profile: no storage consent was seen for this visitor

@@ -1,19 +1,7 @@
-"""A bounded LRU cache with a time to live whose entries the garbage collector never sees.
-
-cachetools' ``TTLCache`` keeps a linked-list node object per entry, and those nodes are tracked
-by CPython's cyclic garbage collector: a hundred thousand cached visitors are a hundred thousand
-objects every full collection walks, and the server's p99 latency under load was those pauses.
-Here an entry is an :class:`_Entry` in an ``OrderedDict`` (whose own nodes are not Python
-objects). ``_Entry`` is a ``gc=False`` struct: not a container to the collector at all, so
-creating one does not count towards the next young collection, as a tuple would (a tuple is
-tracked when made and untracked only by the collection that first scans it: with one new
-entry per request, that was a 3 to 8 ms young collection every second or so under load, and
-a 15 to 35 ms middle one every ten). Values should be of the same kind (strings, bytes,
-numbers, ``gc=False`` structs) for the cache to stay out of the collector's way.
-
-Order is recency of use (``get`` and ``set`` move an entry to the end); the least recently used
-entries are dropped first when the size budget is exceeded, and expired entries are dropped
-when they are read or reach the front. Not thread-safe: callers hold a lock.
+"""A bounded LRU cache with a time to live whose entries the garbage collector never sees: each
+entry is a ``gc=False`` struct in an ``OrderedDict``, ordered by recency of use; the least
+recently used go first when the size budget is exceeded, expired ones when read or at the
+front. Not thread-safe: callers hold a lock.
 
 Must not import model_export.
 """

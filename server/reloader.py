@@ -1,15 +1,7 @@
-"""Hot bundle reload: verify a new bundle, then swap it in atomically; keep the old one when the
-new one is refused.
-
-:class:`BundleHolder` owns the current :class:`sdk.Decider`. :meth:`BundleHolder.check` looks at
-the bundle path (a directory, or a ``LIVE`` symlink that ``tailor bundle promote`` swaps), and
-when its resolved target or its ``manifest.json`` changed, loads and verifies the new bundle
-(hashes, ONNX inputs/outputs, parity replay) and only then replaces the decider: a single
-attribute assignment, so a request sees the old decider or the new one, never a mixture. A
-refused bundle leaves the old one serving; the refusal is kept for ``/readyz``, logs and
-metrics. Each worker process runs its own holder and polls on its own (``reload_interval``), so
-every worker converges on the new bundle within one interval; ``POST /v1/admin/reload`` makes
-the worker that receives it check at once.
+"""Hot bundle reload: :class:`BundleHolder` owns the serving :class:`sdk.Decider`, loads and
+verifies a changed bundle (a directory or a ``LIVE`` symlink) and swaps it in with one attribute
+assignment; a refused bundle leaves the old one serving and its reason is kept. Each worker
+polls on its own; ``POST /v1/admin/reload`` checks at once.
 
 Must not import model_export.
 """

@@ -56,9 +56,9 @@ from sdk.analysis.reports import (
     design_of,
     experiment_reports,
     kpis_over_time,
-    read_log,
     summarize,
 )
+from sdk.logs import read_log
 from server.openapi import REPORT_DOCS, REPORT_KPIS_DOCS, REPORT_LIST_DOCS
 from server.problems import Problem
 
@@ -217,7 +217,7 @@ class ReportService:
         """Every experiment's report (blocking: call it from a worker thread)."""
 
         def compute(directory: Path) -> _Experiments:
-            reader = read_log(directory)
+            reader = read_log(directory, missing_ok=True)
             reports = experiment_reports(
                 reader,
                 weights=design.weights,
@@ -241,7 +241,8 @@ class ReportService:
         """KPIs over time (blocking: call it from a worker thread)."""
 
         def compute(directory: Path) -> KpiSeries:
-            return kpis_over_time(read_log(directory), by=by, bucket=bucket, start=start, end=end)
+            records = read_log(directory, missing_ok=True)
+            return kpis_over_time(records, by=by, bucket=bucket, start=start, end=end)
 
         return self._cached(("kpis", by, bucket, start, end), compute)
 

@@ -1,10 +1,9 @@
-"""HTTP handlers: decide, health, readiness, the demo page and the tag.
+"""HTTP handlers: decide (single and batch), the bundle endpoints, admin reload, health,
+readiness, the demo page and the tag.
 
-``POST /v1/decide`` decodes the body itself with the schema's msgspec decoder, so that errors
-name the exact field (``... - at `$.context.page.url```) and so that ``text/plain`` bodies are
-accepted: the tag sends ``text/plain`` JSON to stay a CORS "simple request" (no preflight).
-The decider is pure and takes tens of microseconds, so it runs on the event loop: a thread
-hand-off would cost more than the work.
+Decide bodies are decoded with the schema's msgspec decoder (errors name the field; the tag's
+``text/plain`` bodies are accepted); the pure decider runs on the event loop, wrapped by
+:func:`decide_visits` (profile read, visit recorded, decision logged and counted).
 
 Must not import model_export.
 """
@@ -26,8 +25,9 @@ from litestar.response.base import ASGIResponse
 from msgspec import Meta
 
 from sdk import Decider
+from sdk.consent import effective_consent, gpc, permissions
 from sdk.features import FeatureRow
-from sdk.schema import Behavior, Consent, DecideRequest, Decision, request_decoder
+from sdk.schema import Behavior, DecideRequest, Decision, request_decoder
 from server.bodies import decode_body, read_body
 from server.observability import ServerTiming
 from server.openapi import (
@@ -39,8 +39,9 @@ from server.openapi import (
 )
 from server.problems import Problem
 from server.state import Engine
+from server.stores import ProfileStore
 
-__all__ = ["BATCH_BODY_FACTOR", "route_handlers"]
+__all__ = ["BATCH_BODY_FACTOR", "decide_visits", "route_handlers"]
 
 _encoder = msgspec.json.Encoder()
 _HIT_HEADERS = (("cache-control", "no-store"), ("x-tailor-cache", "hit"))
@@ -119,10 +120,9 @@ def _prepare(
                 "(replays of old visits belong in the SDK's local mode) - at `$.timestamp`",
             )
     updates: dict[str, Any] = {}
-    if request.headers.get("sec-gpc") == "1" and (
-        decide_request.consent.personalization or decide_request.consent.storage
-    ):
-        updates["consent"] = Consent(personalization=False, storage=False)
+    consent = effective_consent(decide_request.consent, refused_by_gpc=gpc(request.headers))
+    if consent is not decide_request.consent:
+        updates["consent"] = consent
     trusted_body = _key_kind(request) == "secret" and decide_request.context.location is not None
     if not trusted_body:
         # a location sent by a browser is not trusted: the server derives it
@@ -137,25 +137,65 @@ def _prepare(
     return msgspec.structs.replace(decide_request, **updates) if updates else decide_request
 
 
-def _decide_one(engine: Engine, decider: Decider, req: DecideRequest) -> Decision:
-    """Profile in, decision out, visit recorded and logged: the stateful shell around the
-    pure decider."""
-    now = datetime.now(UTC)
-    profile: Behavior | None = None
-    suppressed: frozenset[str] = frozenset()
+_NONE_SUPPRESSED: frozenset[str] = frozenset()
+
+
+def _profile(store: ProfileStore | None, req: DecideRequest) -> Behavior | None:
+    """The stored profile of the visitor, when there is a store and consent lets it be read."""
+    if store is None or not permissions(req.consent).read_profile:
+        return None
+    return store.get(req.visitor_id)
+
+
+def _suppressed(store: ProfileStore | None, req: DecideRequest) -> frozenset[str]:
+    """The offers the visitor suppressed, when consent lets the profile be read."""
+    if store is None or not permissions(req.consent).read_profile:
+        return _NONE_SUPPRESSED
+    return frozenset(store.suppressed(req.visitor_id))
+
+
+def _decided(
+    engine: Engine,
+    req: DecideRequest,
+    decision: Decision,
+    profile: Behavior | None,
+    row: FeatureRow,
+    now: datetime,
+) -> None:
+    """What follows a decision: the visit recorded (with storage consent), the decision logged
+    and counted."""
     store = engine.profiles
-    if store is not None and req.consent.personalization and req.consent.storage:
-        profile = store.get(req.visitor_id)
-        suppressed = frozenset(store.suppressed(req.visitor_id))
-    rows: list[FeatureRow] = []
-    decision = decider.decide(req, profile=profile, suppressed=suppressed, rows=rows)
-    if store is not None and req.consent.storage:
+    if store is not None and permissions(req.consent).store:
         store.record_visit(req.visitor_id, req, now=now)
     if engine.eventlog is not None:
-        engine.eventlog.append_decision(decision, req, profile=profile, row=rows[0])
+        engine.eventlog.append_decision(decision, req, profile=profile, row=row)
     if engine.metrics is not None:
         engine.metrics.observe_decision(decision)
-    return decision
+
+
+def decide_visits(
+    engine: Engine, decider: Decider, requests: list[DecideRequest]
+) -> list[Decision]:
+    """Profiles in, decisions out, visits recorded and logged: the stateful shell around the
+    pure decider, for one request (:meth:`~sdk.Decider.decide`) or several (one batched
+    :meth:`~sdk.Decider.decide_many`)."""
+    now = datetime.now(UTC)
+    store = engine.profiles
+    rows: list[FeatureRow] = []
+    if len(requests) == 1:
+        req = requests[0]
+        profile = _profile(store, req)
+        suppressed = _suppressed(store, req)
+        decision = decider.decide(req, profile=profile, suppressed=suppressed, rows=rows)
+        _decided(engine, req, decision, profile, rows[0], now)
+        return [decision]
+    profiles = [_profile(store, r) for r in requests]
+    decisions = decider.decide_many(
+        requests, profiles=profiles, suppressed=[_suppressed(store, r) for r in requests], rows=rows
+    )
+    for r, d, p, row in zip(requests, decisions, profiles, rows, strict=True):
+        _decided(engine, r, d, p, row, now)
+    return decisions
 
 
 @post("/v1/decide", status_code=200, **DECIDE_DOCS)
@@ -177,7 +217,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     t2 = t3 = time.perf_counter()
     if payload is None:
         cache = "miss"
-        decision = _decide_one(engine, decider, decide_request)
+        decision = decide_visits(engine, decider, [decide_request])[0]
         t2 = time.perf_counter()
         payload = _encoder.encode(decision)
         t3 = time.perf_counter()
@@ -204,25 +244,7 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
     decider = _decider(engine)
     t1 = time.perf_counter()
-    store = engine.profiles
-    profiles: list[Behavior | None] = []
-    suppressed: list[frozenset[str]] = []
-    for r in requests:
-        allowed = store is not None and r.consent.personalization and r.consent.storage
-        profiles.append(store.get(r.visitor_id) if allowed and store else None)
-        suppressed.append(
-            frozenset(store.suppressed(r.visitor_id)) if allowed and store else frozenset()
-        )
-    rows: list[FeatureRow] = []
-    decisions = decider.decide_many(requests, profiles=profiles, suppressed=suppressed, rows=rows)
-    now = datetime.now(UTC)
-    for r, d, p, row in zip(requests, decisions, profiles, rows, strict=True):
-        if store is not None and r.consent.storage:
-            store.record_visit(r.visitor_id, r, now=now)
-        if engine.eventlog is not None:
-            engine.eventlog.append_decision(d, r, profile=p, row=row)
-        if engine.metrics is not None:
-            engine.metrics.observe_decision(d)
+    decisions = decide_visits(engine, decider, requests)
     t2 = time.perf_counter()
     payload = _batch_encoder.encode(decisions)
     timing = ServerTiming.from_scope(request.scope)

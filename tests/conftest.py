@@ -21,9 +21,10 @@ import httpx
 import msgspec
 import pytest
 
-from model_export.fit.models import TrainConfig
+from model_export.fit.segments import TrainConfig
 from model_export.inputs.catalogue import load_catalogue
-from model_export.run import TrainReport, train_bundle
+from model_export.inputs.demo import demo_inputs
+from model_export.training import TrainingResult, train
 from sdk import Decider, load_bundle
 from sdk.bundle import Bundle
 
@@ -43,7 +44,7 @@ PLANTED_PERSONAS = {
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainReport:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainingResult:
     """A bundle trained once per test session on 6,000 synthetic visits (seed 11).
 
     Greedy on purpose: no holdout, no experiment, no exploration, so a test can compare two
@@ -53,13 +54,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainReport:
     greedy = msgspec.structs.replace(
         load_catalogue(), experiments=[], holdout=None, exploration=None
     )
-    return train_bundle(
-        out, n_visitors=6000, config=TrainConfig(seed=11), catalogue=greedy, name="test"
+    inputs = demo_inputs(
+        n_visitors=6000, config=TrainConfig(seed=11), catalogue=greedy, name="test"
     )
+    return train(inputs, out)
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(trained: TrainReport) -> Path:
+def bundle_dir(trained: TrainingResult) -> Path:
     return trained.path
 
 

@@ -1,10 +1,6 @@
-"""Export fitted pipelines to ONNX and write a verified bundle directory.
-
-ONNX export uses float32 inputs, a pinned opset and ``zipmap=False`` (probabilities as a plain
-tensor). The sklearn pipelines are checked against onnxruntime on held-out rows before anything
-is written; the bundle is written to a temporary sibling directory, loaded back through
-``sdk.bundle.load_bundle`` (the exact checks serving makes), and only then renamed into place,
-so a reader never sees half a bundle and training never publishes one serving would refuse.
+"""Export fitted pipelines to ONNX (float32 input, pinned opset, plain probability tensors),
+check them against sklearn, and write a bundle atomically after loading it back through
+:func:`sdk.bundle.load_bundle`.
 
 Must not import server.
 """

@@ -1,29 +1,6 @@
-"""Next-best-offer learned from logged offer outcomes (contextual bandit data), its off-policy
-evaluation on a held-out part of the log, and the affinity fallback used when there is no log.
-
-A logged row is a feature row ``x`` (from :func:`sdk.features.build_features` at decision
-time), the offer ``a`` shown, the reward ``r`` that followed and the probability ``p`` with
-which the logging policy chose ``a`` (the ``propensity`` the decider logs). Rewards are either
-0/1 conversions or non-negative conversion values; both are handled the same way (the
-estimators are linear in ``r``) and ``meta["reward_kind"]`` records which it was.
-
-Learning is outcome-weighted learning (Zhao et al. 2012; the importance-weighted
-classification reduction of Beygelzimer and Langford): a multinomial logistic regression over
-offers, fitted on the rows with ``r > 0`` with label ``a`` and weight ``r / p``. Reweighting the
-log by ``r / p`` makes the offers' distribution at ``x`` proportional to their expected reward
-``E[r | x, a]``, so ``predict_proba`` ranks offers by expected reward, the served model is one
-classifier like the popularity-trained one, and serving does not change. The importance part
-``1 / p`` is clipped at :data:`MAX_IMPORTANCE_WEIGHT` (so ``r / p`` is clipped at that value
-for 0/1 rewards): a few rare-propensity rows then cannot dominate the fit, at the price of a
-bias towards the logging policy. Weights are rescaled to mean 1, so the regularization does not
-depend on the reward's units. Rows with ``r = 0`` carry weight 0 and are dropped: this
-reduction learns only from successes. A direct-method reward model (``E[r | x, a]`` per offer)
-would need one regressor per offer, not one classifier, so it is not provided.
-
-When the log has no propensities, they are estimated by a multinomial logistic regression of
-``a`` on ``x`` (:func:`estimate_propensities`) and the metadata says so. Estimated propensities
-are only as good as that model: if the logging policy used signals that are not in ``x``, the
-estimates and so the evaluation are biased.
+"""The next-best-offer policy learned from logged offer outcomes (contextual bandit data) by
+outcome-weighted learning, its off-policy evaluation on a held-out part of the log, and the
+affinity model used when there is no log.
 
 Must not import server.
 """

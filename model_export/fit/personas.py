@@ -1,10 +1,4 @@
-"""Name learned segments as personas by documented rules.
-
-Each persona template carries a *signature*: weights over features. A segment's score for a
-template is the weighted sum of the segment centroid's z-scores (centroid minus population mean,
-divided by population standard deviation, all in feature units). Segments and templates are
-paired greedily by highest score, each template used once while unused templates remain; a
-segment left over (more segments than templates) takes its best-scoring template again.
+"""Name learned segments as personas by the signature rules of the catalogue's persona templates.
 
 Must not import server.
 """
@@ -23,14 +17,18 @@ __all__ = ["assign_personas", "describe_segments", "template_score"]
 
 
 def template_score(zscores: Mapping[str, float], template: PersonaTemplate) -> float:
-    """How well a segment (by its centroid z-scores) matches a persona template."""
+    """How well a segment matches a persona template: the template's signature weights summed
+    over the segment centroid's z-scores (centroid minus population mean, over its std)."""
     return sum(w * zscores.get(name, 0.0) for name, w in template.signature.items())
 
 
 def assign_personas(
     segment_zscores: Sequence[Mapping[str, float]], templates: Sequence[PersonaTemplate]
 ) -> list[str]:
-    """Return the persona template id for each segment, in segment order."""
+    """Return the persona template id for each segment, in segment order.
+
+    Segments and templates are paired greedily by highest score, each template used once while
+    unused templates remain; a segment left over takes its best-scoring template again."""
     scores = [[template_score(z, t) for t in templates] for z in segment_zscores]
     pairs = sorted(
         ((scores[s][t], s, t) for s in range(len(scores)) for t in range(len(templates))),

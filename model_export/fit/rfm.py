@@ -1,18 +1,5 @@
-"""RFM quintile scores of customer profiles, and the edges that let serving score the same way.
-
-Training scores buyers (profiles with at least one purchase) by rank: a value's quintile is
-``ceil(5 * p)`` where ``p = (2 * average_rank - 1) / (2 * n)`` is the mid-rank percentile of
-its tie group, computed in integers. Tied values share a score, every score is 1..5, and
-without ties each quintile holds a fifth of the buyers. Recency is ranked ascending and scored
-``6 - quintile`` (5 = the most recent fifth); frequency (purchases) and monetary value (revenue)
-score their quintile (5 = the highest fifth).
-
-:func:`rfm_def` turns those scores into the 4 inner edges of each axis
-(:class:`~sdk.manifest.RfmDef`): edge ``k`` is the largest value scored below the ``k``-th
-boundary (or, when no value is, the smallest value minus 1). Serving then scores any profile
-with :func:`sdk.rfm.score_rfm`, using the edges alone; :func:`rfm_scores` is its vectorised
-twin, and on the training customers both equal the rank scores by construction. Customers who
-never bought are left out of the fit and score ``R1F1M1`` (see :mod:`sdk.rfm`).
+"""RFM quintile scores of customer profiles, and the edges that let serving score the same way
+(:func:`sdk.rfm.score_rfm`).
 
 Must not import server.
 """
@@ -56,6 +43,8 @@ def _buyers(profiles: pl.DataFrame) -> pl.DataFrame:
 def rank_quintiles(profiles: pl.DataFrame) -> pl.DataFrame:
     """The rank-based scores of every buyer: customer_id, rfm_r, rfm_f, rfm_m (Int8).
 
+    A value's quintile is ``ceil(5 * p)`` with ``p = (2 * average_rank - 1) / (2 * n)``, the
+    mid-rank percentile of its tie group; recency scores ``6 - quintile`` (5 = most recent).
     A buyer with an unknown value on an axis gets no rank there (null)."""
     buyers = _buyers(profiles)
     out = buyers.select("customer_id")
@@ -82,6 +71,10 @@ def _edges(values: pl.DataFrame, column: str) -> list[float]:
 
 def rfm_def(profiles: pl.DataFrame, weights: Mapping[str, float] | None = None) -> RfmDef:
     """Learn the quintile edges of recency, frequency and monetary value from the buyers.
+
+    Edge ``k`` of an axis is the largest value scored below the ``k``-th boundary by
+    :func:`rank_quintiles` (the smallest value minus 1 when none is); serving scores with the
+    edges alone, and on the training customers both scores agree. Non-buyers score ``R1F1M1``.
 
     Args:
         profiles: a frame with customer_id, purchases, revenue and recency_days (as

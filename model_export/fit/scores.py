@@ -1,29 +1,7 @@
 """Predictive scores per customer: churn probability, expected purchases and expected value in
-the next ``horizon`` days, each an sklearn ``Pipeline`` (median imputation, standard scaling,
-a linear model) fitted on feature rows from :func:`sdk.features.build_features` and exported to
-ONNX, with held-out metrics against naive baselines.
-
-Models, chosen so that each ONNX graph outputs the served score directly (no back-transform in
-serving) and converts with skl2onnx 1.20:
-
-- ``churn``: :class:`~sklearn.linear_model.LogisticRegression`, label 1 = no purchase in the
-  horizon. No ``class_weight``: the probability is served as a score, and re-weighting the
-  classes would shift every probability towards the minority class (ranking, hence AUC, barely
-  changes; calibration breaks). ONNX output ``probabilities[:, 1]``.
-- ``purchases``: :class:`~sklearn.linear_model.PoissonRegressor` (log link) on the purchase
-  count. Output ``variable[:, 0]`` is the expected count (the inverse link is in the graph).
-- ``value``: :class:`~sklearn.linear_model.TweedieRegressor` (power 1.5, log link) on the value
-  spent: a compound Poisson-gamma model, made for targets with many exact zeros and a skewed
-  positive part. Output ``variable[:, 0]`` is the expected value. Modelling value directly (not
-  purchases x average order value) keeps one model and one output per score.
-
-Time-based holdout (the caller builds it; see :func:`time_split_note`): features are built
-with ``now`` = a calibration cutoff from the history before it, labels come from the
-``horizon`` days after it. Never split customers at random over the same period: the labels
-would leak into the features of neighbouring rows through shared time effects, and the metrics
-would not say how the model does on the next period, which is its only job. For the released
-model, refit with the cutoff moved forward by the horizon (features up to the last full
-horizon, labels from it), keeping the held-out numbers of the earlier cutoff.
+the next ``horizon`` days, each an sklearn ``Pipeline`` (median imputation, standard scaling, a
+linear model whose ONNX graph outputs the served score directly), with held-out metrics against
+naive baselines on a time-based holdout.
 
 Must not import server.
 """

@@ -1,14 +1,6 @@
-"""Low-level reading for :mod:`model_export.inputs.ingest`: input files, per-format readers with a
-record-by-record fallback, and the parsers of ids, numbers and timestamps.
-
-A CSV or JSON Lines file that polars cannot read in one go (a ragged record, a broken line) is
-read again record by record, so a bad record costs that record, not the file; a file that
-cannot be read at all raises :class:`Unreadable`. Only the configured columns of a CSV are
-parsed (memory stays proportional to what is used), so polars ignores surplus trailing fields
-of a record there; fields shifted by an unquoted separator usually fail to parse and are
-rejected row by row. Parsers never raise on bad values: they return
-null, which ingest turns into a counted reject reason. See :mod:`model_export.inputs.ingest` for the
-accepted timestamp and number forms.
+"""Low-level reading for :mod:`model_export.inputs.ingest`: input files, per-format readers that
+fall back to reading record by record (a bad record costs that record, not the file), and
+parsers of ids, numbers and timestamps that return null instead of raising.
 
 Must not import server.
 """

@@ -1,7 +1,6 @@
-"""The offer/slot catalogue, lifecycle rules and persona templates that go into a bundle.
-
-Read from a JSON file (``model_export/data/catalogue.json`` by default) and validated with the
-manifest's own Structs, so a typo fails at training time rather than at load time.
+"""The offer/slot catalogue, lifecycle rules and persona templates that go into a bundle, read
+from JSON (``model_export/data/catalogue.json`` by default) and validated with the manifest's
+own Structs.
 
 Must not import server.
 """

@@ -1,37 +1,5 @@
-"""The training configuration: a small TOML file mapping a customer's data onto Tailor.
-
-Every table and key is optional except ``[data].transactions``; unknown keys are errors, so a
-typo fails before a long run starts. Example::
-
-    name = "acme"
-    seed = 7
-    cutoff = 2026-06-30T00:00:00Z     # default: the newest transaction
-
-    [data]
-    transactions = "exports/orders/"  # a file or a folder of .csv / .jsonl / .parquet
-    events = "var/events/"            # optional: Tailor's own event log, or page views
-    traits = "crm/customers.csv"      # optional: CRM columns, used only when listed below
-    timezone = "Europe/Berlin"        # for timestamps without an offset
-    max_amount = 50000                # larger order amounts are rejected as absurd
-    date_formats = ["%d/%m/%Y %H:%M"] # tried before ISO 8601 and epoch numbers
-    order_lines = false               # true: rows sharing an order id are lines of one order
-
-    [columns.transactions]
-    customer_id = "Customer ID"
-    order_id = "Invoice"
-    timestamp = "InvoiceDate"
-    amount = "Total"
-
-    [traits]
-    use = ["loyalty_tier"]
-
-    [segments]
-    k_min = 3
-    k_max = 8
-
-    [personas.overrides.bargain_hunters]
-    name = "Deal seekers"
-    description = "Wait for the sale."
+"""The training configuration: a small TOML file mapping a customer's data onto Tailor (every
+key optional except ``[data].transactions``; unknown keys are errors).
 
 Must not import server.
 """

@@ -1,31 +1,6 @@
 """Per-customer profiles as of a cutoff, the labels of the period after it, and the decide
 requests that carry profiles through :func:`sdk.features.build_features`.
 
-:func:`build_profiles` aggregates the clean frames of :mod:`model_export.inputs.ingest` with polars
-group-bys (no Python loop over rows): purchases (distinct orders), revenue, average order value,
-first and last purchase, recency, tenure and the mean gap between purchases, the category and
-channel mix of purchase rows, and, from web events, sessions, page views, searches, the last
-visit and the context of the last arrival. Only rows strictly before the cutoff are used, so a
-profile never sees its own labels. :func:`future_labels` counts what each customer did in
-``[cutoff, cutoff + horizon)``. :func:`profile_requests` turns profiles into wire
-:class:`~sdk.schema.DecideRequest` objects, so training rows are built by the very function that
-builds serving rows.
-
-Definitions:
-
-* An event belongs to a customer by its ``customer_id``, else by its ``visitor_id`` (a logged-in
-  site often uses the customer id as the visitor id).
-* Sessions are distinct session ids; events without one are split into sessions by 30 minutes
-  of inactivity (the usual web-analytics rule).
-* A search is a page view whose URL has a ``/search`` path segment or a ``q``, ``query``,
-  ``search``, ``s``, ``keyword`` or ``term`` query parameter. Searches without results are not in
-  exports, so they stay unknown.
-* The last arrival is the newest page view whose referrer is empty or on another host than the
-  page: its URL (with any campaign parameters) and referrer describe how the customer came,
-  where the last page of a visit would nearly always show an internal referrer.
-* Category and channel shares count purchase rows; ``recent_categories`` lists the categories
-  of purchase rows and page views, oldest first, the newest 200.
-
 Must not import server.
 """
 
@@ -223,8 +198,17 @@ def build_profiles(
 ) -> pl.DataFrame:
     """Profiles of every customer as of ``cutoff``, sorted by customer id.
 
+    An event belongs to a customer by its ``customer_id``, else by its ``visitor_id``. Sessions
+    are distinct session ids; events without one are split by ``session_gap`` of inactivity. A
+    search is a page view whose URL has a ``/search`` path segment or a ``q``, ``query``,
+    ``search``, ``s``, ``keyword`` or ``term`` parameter. The last arrival is the newest page
+    view whose referrer is empty or on another host. Category and channel shares count
+    purchase rows; ``recent_categories`` lists the categories of purchase rows and page views,
+    oldest first, the newest 200.
+
     Args:
-        transactions: the clean transactions frame of :func:`model_export.inputs.ingest.read_transactions`.
+        transactions: the clean transactions frame of
+            :func:`model_export.inputs.ingest.read_transactions`.
         cutoff: timezone-aware; only rows strictly before it are used.
         events: the clean events frame, or None (then the web columns are null).
         traits: customer_id plus trait columns, joined as ``trait_<name>``.

@@ -1,15 +1,6 @@
-"""A seeded synthetic generator of visits with planted personas, for the demo and for tests.
-
-Each generated :class:`Visit` holds a real wire :class:`~sdk.schema.DecideRequest` (so training
-features come from the same ``build_features`` as serving), the time of the visit, the planted
-persona and the offer that visitor accepted. Five personas are planted:
-
-* ``loyal``: many purchases, high order value, direct visits on a desktop;
-* ``bargain``: arrive from newsletters and coupon campaigns, low order value, full carts;
-* ``mobile``: phones, from social networks, many page views, almost never buy;
-* ``researcher``: desktop, from search engines, many searches (often without results), no buys;
-* ``dormant``: one or two purchases long ago, not seen for months;
-* ``newcomer``: a first visit, a few page views, no history, from anywhere.
+"""A seeded synthetic generator of visits with planted personas (:data:`PERSONAS`), for the demo
+and for tests: each :class:`Visit` holds a real wire :class:`~sdk.schema.DecideRequest`, its
+time, the planted persona and the offer that visitor accepted.
 
 Must not import server.
 """

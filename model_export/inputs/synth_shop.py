@@ -1,26 +1,9 @@
 """A seeded generator of a realistic shop export with planted structure, for tests and demos.
 
-:func:`generate_shop` simulates a shop over ``days`` (two years by default) ending on
-:data:`END` and writes what a customer would hand over: transactions (``Customer ID, Invoice,
-InvoiceDate, Total, Quantity, Category, Channel``), web events in Tailor's event-log shape
-(page views with URL, referrer, user agent and time zone, plus an offer log of impressions with
-their logging propensity, clicks and conversions with value) and CRM traits, as CSV, JSON Lines,
-parquet or a mix, in one file or a folder of parts. It also returns the truth: the clean frames
-ingest must produce, the planted group and labels of every customer, and, with ``messy=True``,
-the exact number of bad rows injected per reject reason.
-
-Planted structure (:data:`GROUP_SPECS`):
-
-* groups differ in purchase rate, order value, categories, channels (web/app/store), devices,
-  how they arrive (direct, search, social, email campaigns, paid) and browsing;
-* churn follows a BG/NBD-style process: after each purchase a customer leaves for good with a
-  group-specific probability, otherwise buys again after a gamma-distributed gap. A long silence
-  relative to one's usual gap therefore signals churn (the chance of never buying again grows
-  with recency), and some customers leave before the cutoff, some after;
-* the offer log's logging policy is known (uniform, or skewed towards a few offers) and the
-  conversion probability depends on group x offer (:data:`REWARD`), so a policy that learns
-  each group's best offer beats the logging policy. Conversions are offer rewards; they are not
-  mirrored in the transactions export, which the churn process alone drives.
+:func:`generate_shop` writes what a customer would hand over (transactions, web events in
+Tailor's event-log shape with an offer log, CRM traits; CSV, JSON Lines, parquet or a mix, in
+one file or a folder of parts) and returns the truth: the clean frames ingest must produce, the
+planted group and labels of every customer and, with ``messy=True``, the bad rows injected.
 
 Must not import server.
 """
@@ -28,8 +11,8 @@ Must not import server.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -52,6 +35,30 @@ from model_export.inputs._shop_files import (
     write_part,
     write_parts,
 )
+from model_export.inputs._shop_plan import (
+    END,
+    GROUP_SPECS,
+    GROUPS,
+    LOGGING_POLICIES,
+    MAX_AMOUNT,
+    OFFERS,
+    REWARD,
+    SHOP_TIMEZONE,
+    TX_COLUMNS,
+    TX_COLUMNS_ORDER,
+    Format,
+    GroupSpec,
+)
+from model_export.inputs._shop_sim import (
+    _EV_EXPORT,
+    _EV_SCHEMA,
+    _TX_SCHEMA,
+    _Customer,
+    _frame,
+    _labels,
+    _pick,
+    _simulate,
+)
 from model_export.inputs.config import (
     Columns,
     DataConfig,
@@ -59,7 +66,6 @@ from model_export.inputs.config import (
     TraitsConfig,
     TransactionColumns,
 )
-from model_export.inputs.ingest import EVENTS_SCHEMA, TRANSACTIONS_SCHEMA
 
 __all__ = [
     "DAYFIRST",
@@ -74,207 +80,6 @@ __all__ = [
     "ShopExport",
     "generate_shop",
 ]
-
-Format = Literal["csv", "jsonl", "parquet", "mixed"]
-
-#: The last instant of the simulated period (the export's "now").
-END = datetime(2026, 6, 1, tzinfo=UTC)
-#: The shop's time zone: timestamps without an offset are wall time here.
-SHOP_TIMEZONE = "Europe/Berlin"
-SHOP = "https://shop.example.com"
-#: Offers of the packaged demo catalogue.
-OFFERS = (
-    "clearance_sale",
-    "coupon_15",
-    "loyalty_points",
-    "new_arrivals",
-    "app_download",
-    "buying_guide",
-    "winback_20",
-    "welcome_10",
-)
-#: Logging policies of the offer log: probability of showing each offer.
-LOGGING_POLICIES: dict[str, dict[str, float]] = {
-    "uniform": dict.fromkeys(OFFERS, 1 / len(OFFERS)),
-    "skewed": {
-        "new_arrivals": 0.3,
-        "clearance_sale": 0.25,
-        "coupon_15": 0.15,
-        "loyalty_points": 0.06,
-        "app_download": 0.06,
-        "buying_guide": 0.06,
-        "winback_20": 0.06,
-        "welcome_10": 0.06,
-    },
-}
-#: Column names of the transactions export (mapped by the returned config).
-TX_COLUMNS = TransactionColumns(
-    customer_id="Customer ID",
-    order_id="Invoice",
-    timestamp="InvoiceDate",
-    amount="Total",
-    quantity="Quantity",
-    category="Category",
-    channel="Channel",
-)
-TX_COLUMNS_ORDER = (
-    "Customer ID",
-    "Invoice",
-    "InvoiceDate",
-    "Total",
-    "Quantity",
-    "Category",
-    "Channel",
-)
-MAX_AMOUNT = 50_000.0
-
-
-@dataclass(frozen=True, slots=True)
-class GroupSpec:
-    """How one planted group buys, browses and responds to offers."""
-
-    share: float
-    #: Mean days between purchases while active; None: never buys.
-    gap_days: float | None
-    #: Probability of leaving for good after each purchase.
-    dropout: float
-    #: Median order value and its log-normal spread.
-    aov: float
-    aov_sigma: float
-    categories: dict[str, float]
-    channels: dict[str, float]
-    devices: dict[str, float]
-    arrivals: dict[str, float]
-    #: Mean days between browsing sessions while active.
-    visit_gap_days: float
-    views: tuple[int, int]
-    search_rate: float
-    best_offer: str
-
-
-GROUPS = ("loyal", "bargain", "lapsing", "one_time", "new", "window")
-GROUP_SPECS: dict[str, GroupSpec] = {
-    "loyal": GroupSpec(
-        share=0.15,
-        gap_days=16.0,
-        dropout=0.01,
-        aov=140.0,
-        aov_sigma=0.35,
-        categories={"electronics": 0.4, "home": 0.35, "books": 0.25},
-        channels={"web": 0.5, "store": 0.35, "app": 0.15},
-        devices={"desktop": 0.8, "mobile": 0.2},
-        arrivals={"direct": 0.7, "search": 0.3},
-        visit_gap_days=30.0,
-        views=(2, 5),
-        search_rate=0.05,
-        best_offer="loyalty_points",
-    ),
-    "bargain": GroupSpec(
-        share=0.22,
-        gap_days=21.0,
-        dropout=0.03,
-        aov=22.0,
-        aov_sigma=0.4,
-        categories={"fashion": 0.45, "beauty": 0.35, "home": 0.2},
-        channels={"app": 0.6, "web": 0.35, "store": 0.05},
-        devices={"mobile": 0.6, "desktop": 0.4},
-        arrivals={"email": 0.75, "direct": 0.25},
-        visit_gap_days=20.0,
-        views=(3, 8),
-        search_rate=0.1,
-        best_offer="coupon_15",
-    ),
-    "lapsing": GroupSpec(
-        share=0.13,
-        gap_days=30.0,
-        dropout=0.2,
-        aov=60.0,
-        aov_sigma=0.4,
-        categories={"sports": 0.4, "fashion": 0.3, "home": 0.3},
-        channels={"web": 0.6, "store": 0.3, "app": 0.1},
-        devices={"desktop": 0.6, "mobile": 0.4},
-        arrivals={"search": 0.6, "direct": 0.4},
-        visit_gap_days=40.0,
-        views=(2, 4),
-        search_rate=0.1,
-        best_offer="winback_20",
-    ),
-    "one_time": GroupSpec(
-        share=0.2,
-        gap_days=60.0,
-        dropout=1.0,
-        aov=45.0,
-        aov_sigma=0.5,
-        categories={"home": 0.3, "sports": 0.3, "fashion": 0.4},
-        channels={"web": 0.7, "store": 0.2, "app": 0.1},
-        devices={"desktop": 0.5, "mobile": 0.5},
-        arrivals={"paid": 0.5, "search": 0.5},
-        visit_gap_days=90.0,
-        views=(1, 3),
-        search_rate=0.1,
-        best_offer="winback_20",
-    ),
-    "new": GroupSpec(
-        share=0.1,
-        gap_days=35.0,
-        dropout=0.1,
-        aov=50.0,
-        aov_sigma=0.4,
-        categories={"electronics": 0.3, "fashion": 0.3, "beauty": 0.2, "books": 0.2},
-        channels={"web": 0.6, "app": 0.3, "store": 0.1},
-        devices={"mobile": 0.5, "desktop": 0.5},
-        arrivals={"paid": 0.4, "social": 0.3, "search": 0.3},
-        visit_gap_days=10.0,
-        views=(2, 5),
-        search_rate=0.1,
-        best_offer="welcome_10",
-    ),
-    "window": GroupSpec(
-        share=0.2,
-        gap_days=None,
-        dropout=0.0,
-        aov=40.0,
-        aov_sigma=0.4,
-        categories={"electronics": 0.35, "fashion": 0.35, "sports": 0.3},
-        channels={},
-        devices={"mobile": 0.75, "desktop": 0.15, "tablet": 0.1},
-        arrivals={"social": 0.6, "search": 0.4},
-        visit_gap_days=12.0,
-        views=(4, 12),
-        search_rate=0.3,
-        best_offer="buying_guide",
-    ),
-}
-
-
-def _reward_row(best: str, second: str) -> dict[str, float]:
-    row = dict.fromkeys(OFFERS, 0.02)
-    row[best] = 0.2
-    row[second] = 0.08
-    return row
-
-
-#: Conversion probability of an impression, by planted group and offer.
-REWARD: dict[str, dict[str, float]] = {
-    "loyal": _reward_row("loyalty_points", "new_arrivals"),
-    "bargain": _reward_row("coupon_15", "clearance_sale"),
-    "lapsing": _reward_row("winback_20", "coupon_15"),
-    "one_time": _reward_row("winback_20", "clearance_sale"),
-    "new": _reward_row("welcome_10", "new_arrivals"),
-    "window": _reward_row("buying_guide", "app_download"),
-}
-
-_UA = {
-    "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36",
-    "mobile": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-    "tablet": "Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
-    "Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-}
-_ZONES = {"Europe/Berlin": 0.7, "Europe/Vienna": 0.1, "Europe/Zurich": 0.1, "Europe/London": 0.1}
-_SOCIAL = ("https://l.facebook.com/", "https://www.instagram.com/", "https://t.co/x1")
-_TERMS = ("headphones", "sneakers", "lamp", "serum", "tent", "novel", "charger")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,301 +118,6 @@ class ShopExport:
     now: datetime
     timezone: str
     logging_policy: dict[str, float]
-
-
-@dataclass(slots=True)
-class _Customer:
-    id: str
-    group: str
-    visitor: str
-    user_id: str | None
-    zone: str
-    device: str
-    start: datetime
-    orders: list[dict[str, Any]] = field(default_factory=list)
-    dropout_at: datetime | None = None
-
-
-def _pick(rng: random.Random, weights: dict[str, float]) -> str:
-    return rng.choices(list(weights), weights=list(weights.values()))[0]
-
-
-def _between(rng: random.Random, lo: datetime, hi: datetime) -> datetime:
-    seconds = max((hi - lo).total_seconds(), 1.0)
-    return (lo + timedelta(seconds=rng.uniform(0, seconds))).replace(microsecond=0)
-
-
-# --- simulation ----------------------------------------------------------------------------
-
-
-def _simulate_orders(rng: random.Random, c: _Customer, spec: GroupSpec) -> None:
-    if spec.gap_days is None:
-        return
-    t = c.start
-    while t < END:
-        quantity = 1 + min(int(rng.expovariate(1.0)), 5)
-        c.orders.append(
-            {
-                "customer_id": c.id,
-                "ts": t,
-                "amount": round(spec.aov * rng.lognormvariate(0.0, spec.aov_sigma), 2),
-                "quantity": float(quantity),
-                "category": _pick(rng, spec.categories),
-                "channel": _pick(rng, spec.channels),
-            }
-        )
-        if rng.random() < spec.dropout:
-            c.dropout_at = t
-            return
-        gap = rng.gammavariate(2.0, spec.gap_days / 2.0)
-        t = (t + timedelta(days=gap)).replace(microsecond=0)
-
-
-def _session_times(
-    rng: random.Random, c: _Customer, spec: GroupSpec, start: datetime
-) -> list[datetime]:
-    """Starts of sessions: one before each web/app order, plus browsing while active."""
-    times = [
-        o["ts"] - timedelta(minutes=rng.uniform(3, 25))
-        for o in c.orders
-        if o["channel"] in ("web", "app")
-    ]
-    if spec.gap_days is None:
-        active_end = min(END, c.start + timedelta(days=rng.expovariate(1 / 150)))
-    elif c.dropout_at is not None:
-        active_end = min(END, c.dropout_at + timedelta(days=30))
-    else:
-        active_end = END
-    t = max(start, c.start - timedelta(days=rng.uniform(0, 10)))
-    while True:
-        t += timedelta(days=rng.expovariate(1 / spec.visit_gap_days))
-        if t >= active_end:
-            break
-        times.append(t)
-    return sorted(x.replace(microsecond=0) for x in times if start <= x < END)
-
-
-def _landing(rng: random.Random, arrival: str, category: str) -> tuple[str, str | None]:
-    if arrival == "email":
-        campaign = rng.choice(("weekly_deals", "spring_sale", "clearance"))
-        return (
-            f"{SHOP}/c/{category}?utm_source=newsletter&utm_medium=email&utm_campaign={campaign}",
-            rng.choice((None, "https://mail.google.com/")),
-        )
-    if arrival == "search":
-        return f"{SHOP}/c/{category}", "https://www.google.com/"
-    if arrival == "social":
-        return f"{SHOP}/c/{category}", rng.choice(_SOCIAL)
-    if arrival == "paid":
-        return f"{SHOP}/c/{category}?gclid=Cj0K{rng.randint(1000, 9999)}", "https://www.google.com/"
-    return f"{SHOP}/", None
-
-
-def _session_events(
-    rng: random.Random,
-    c: _Customer,
-    spec: GroupSpec,
-    session: str,
-    t: datetime,
-    policy: dict[str, float],
-    with_offers: bool,
-) -> list[dict[str, Any]]:
-    base = {
-        "visitor_id": c.visitor,
-        "customer_id": c.user_id,
-        "session_id": session,
-        "user_agent": _UA[c.device],
-        "timezone": c.zone,
-    }
-    events: list[dict[str, Any]] = []
-    arrival = _pick(rng, spec.arrivals)
-    category = _pick(rng, spec.categories)
-    url, referrer = _landing(rng, arrival, category)
-    events.append(
-        {
-            **base,
-            "type": "pageview",
-            "ts": t,
-            "url": url,
-            "referrer": referrer,
-            "category": category if "/c/" in url else None,
-        }
-    )
-    for _ in range(rng.randint(*spec.views) - 1):
-        t += timedelta(seconds=rng.randint(10, 180))
-        previous = url
-        if rng.random() < spec.search_rate:
-            url, cat = f"{SHOP}/search?q={rng.choice(_TERMS)}", None
-        else:
-            cat = _pick(rng, spec.categories)
-            url = rng.choice((f"{SHOP}/c/{cat}", f"{SHOP}/p/{rng.randint(1000, 9999)}"))
-        events.append(
-            {**base, "type": "pageview", "ts": t, "url": url, "referrer": previous, "category": cat}
-        )
-    if with_offers and rng.random() < 0.5:
-        offer = _pick(rng, policy)
-        shown = events[0]["ts"] + timedelta(seconds=2)
-        events.append(
-            {
-                **base,
-                "type": "impression",
-                "ts": shown,
-                "offer_id": offer,
-                "propensity": policy[offer],
-            }
-        )
-        p = REWARD[c.group][offer]
-        click = min(0.9, 2 * p)
-        if rng.random() < click:
-            events.append(
-                {**base, "type": "click", "ts": shown + timedelta(seconds=5), "offer_id": offer}
-            )
-            if rng.random() < p / click:
-                value = round(spec.aov * rng.lognormvariate(0.0, spec.aov_sigma), 2)
-                events.append(
-                    {
-                        **base,
-                        "type": "conversion",
-                        "ts": shown + timedelta(seconds=rng.randint(60, 900)),
-                        "offer_id": offer,
-                        "value": value,
-                    }
-                )
-    return events
-
-
-def _visitor(rng: random.Random, prefix: str) -> str:
-    return f"{prefix}{rng.getrandbits(48):012x}"
-
-
-def _simulate(
-    rng: random.Random,
-    customers: int,
-    visitors: int,
-    start: datetime,
-    cutoff: datetime,
-    policy: dict[str, float],
-) -> tuple[list[_Customer], list[dict[str, Any]], list[dict[str, Any]]]:
-    shares = {g: GROUP_SPECS[g].share for g in GROUPS}
-    people: list[_Customer] = []
-    for i in range(customers):
-        group = _pick(rng, shares)
-        spec = GROUP_SPECS[group]
-        # A few ids are e-mail addresses, which are not valid wire ids (they get hashed ids).
-        cid = f"C{i + 1:06d}" if rng.random() > 0.01 else f"user{i + 1}@example.com"
-        logged_in = rng.random() < 0.5
-        if group == "new":
-            first = _between(rng, cutoff - timedelta(days=60), cutoff - timedelta(days=1))
-        elif group == "window":
-            first = _between(rng, start, cutoff - timedelta(days=30))
-        else:
-            first = _between(rng, start, cutoff - timedelta(days=150))
-        c = _Customer(
-            id=cid,
-            group=group,
-            visitor=cid if logged_in else _visitor(rng, "v"),
-            user_id=None if logged_in else cid,
-            zone=_pick(rng, _ZONES),
-            device=_pick(rng, spec.devices),
-            start=first,
-        )
-        _simulate_orders(rng, c, spec)
-        people.append(c)
-    orders = sorted(
-        (o for c in people for o in c.orders), key=lambda o: (o["ts"], o["customer_id"])
-    )
-    for n, o in enumerate(orders, start=1):
-        o["order_id"] = f"INV{n:07d}"
-    events: list[dict[str, Any]] = []
-    session_no = 0
-    for c in people:
-        spec = GROUP_SPECS[c.group]
-        for t in _session_times(rng, c, spec, start):
-            session_no += 1
-            events += _session_events(rng, c, spec, f"s{session_no:08d}", t, policy, True)
-    for _ in range(visitors):
-        spec = GROUP_SPECS["window"]
-        anon = _Customer(
-            id="",
-            group="window",
-            visitor=_visitor(rng, "anon-"),
-            user_id=None,
-            zone=_pick(rng, _ZONES),
-            device=_pick(rng, spec.devices),
-            start=_between(rng, start, END),
-        )
-        for _ in range(rng.randint(1, 3)):
-            session_no += 1
-            t = _between(rng, anon.start, min(END, anon.start + timedelta(days=30)))
-            events += _session_events(rng, anon, spec, f"s{session_no:08d}", t, policy, False)
-    events.sort(key=lambda e: (e["ts"], e["session_id"], e["type"]))
-    return people, orders, events
-
-
-# --- truth frames ----------------------------------------------------------------------------
-
-# the generator's truth has exactly the clean frames' columns and dtypes
-_TX_SCHEMA = TRANSACTIONS_SCHEMA
-_EV_SCHEMA = EVENTS_SCHEMA
-_EV_EXPORT = {
-    "visitor_id": "visitorId",
-    "customer_id": "userId",
-    "type": "type",
-    "ts": "timestamp",
-    "session_id": "sessionId",
-    "offer_id": "offerId",
-    "value": "value",
-    "propensity": "propensity",
-    "category": "category",
-    "url": "url",
-    "referrer": "referrer",
-    "user_agent": "userAgent",
-    "timezone": "timezone",
-}
-
-
-def _frame(rows: list[dict[str, Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {name: [r.get(name) for r in rows] for name in schema}, schema=schema, strict=False
-    )
-
-
-def _labels(people: list[_Customer], cutoff: datetime, horizon_days: int) -> pl.DataFrame:
-    end = cutoff + timedelta(days=horizon_days)
-    rows = []
-    for c in people:
-        before = [o for o in c.orders if o["ts"] < cutoff]
-        after = [o for o in c.orders if cutoff <= o["ts"] < end]
-        bought = bool(before)
-        rows.append(
-            {
-                "customer_id": c.id,
-                "visitor_id": c.visitor,
-                "group": c.group,
-                "first_purchase": c.orders[0]["ts"] if c.orders else None,
-                "dropout_at": c.dropout_at,
-                "alive_at_cutoff": c.dropout_at is None or c.dropout_at >= cutoff,
-                "purchases_before": len(before),
-                "churned": (not after) if bought else None,
-                "purchases_next": len(after) if bought else None,
-                "value_next": round(sum(o["amount"] for o in after), 2) if bought else None,
-                "best_offer": GROUP_SPECS[c.group].best_offer,
-            }
-        )
-    schema: dict[str, pl.DataType] = {
-        "customer_id": pl.String(),
-        "visitor_id": pl.String(),
-        "group": pl.String(),
-        "first_purchase": pl.Datetime("us", "UTC"),
-        "dropout_at": pl.Datetime("us", "UTC"),
-        "alive_at_cutoff": pl.Boolean(),
-        "purchases_before": pl.Int64(),
-        "churned": pl.Boolean(),
-        "purchases_next": pl.Int64(),
-        "value_next": pl.Float64(),
-        "best_offer": pl.String(),
-    }
-    return _frame(rows, schema).sort("customer_id")
 
 
 # --- rendering -----------------------------------------------------------------------------

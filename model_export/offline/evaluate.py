@@ -1,113 +1,41 @@
-"""Offline policy evaluation: what click or conversion rate a bundle would have had on logged
-traffic, estimated from the server's event log (``tailor evaluate``).
+"""Offline policy evaluation (``tailor evaluate``): the click or conversion rate a bundle would
+have had on logged traffic, estimated from logged choices (:mod:`model_export.offline.choices`)
+replayed with the bundle (:mod:`model_export.offline.replay`) by IPS, SNIPS and doubly robust
+estimators, with intervals clustered by visitor.
 
-**The log.** :func:`read_log` reads the decision and event lines of the server's event log
-(``server.eventlog``; a directory of ``*.jsonl`` files or one file) and joins them: every slot of
-every decision line is one *logged choice* ``(x, a, p, r)``: the context ``x`` (the decision
-line: ids, consent, signals, behaviour, segment, feature row...), the variant ``a`` shown, the
-probability ``p`` the logging policy chose it with (the logged ``propensity``; its ``candidates``
-give the whole logging distribution ``mu(. | x)``, or ``a`` alone with probability 1 when the
-choice was not randomized) and the reward ``r`` of the events that carry the decision's id:
-
-* ``click`` (default): 1 when at least one ``click`` event names the decision and the slot;
-* ``conversion``: 1 when at least one ``conversion`` event does;
-* ``value``: the sum of those conversions' ``value`` (a conversion without a value counts 0).
-
-An event names a slot by its ``slot``; one without a slot but with an ``offerId`` counts for the
-decision's slots that showed that offer; other events are *unattributed*. An event of another
-visitor than the decision's, or about another variant than the one logged, is ignored.
-
-**The target policy.** For a candidate bundle, every logged decision is decided again with
-:meth:`sdk.Decider.replay` from its logged feature row (so the candidate sees exactly what the
-logging policy saw, rules and experiments included) and ``pi(. | x)`` is the candidate's
-distribution over the slot's variants: its ``candidates`` when it randomizes, else 1 for the
-variant it chooses.
-
-**Estimators** (``w_i = pi(a_i | x_i) / p_i``; ``n`` logged choices)::
-
-    IPS      mean(w r)                                  unbiased when p is right and pi > 0
-                                                        only where mu > 0 ("support")
-    SNIPS    sum(w r) / sum(w)                          self-normalized: slightly biased,
-                                                        lower variance
-    DR       mean(sum_a pi(a|x) q(x, a) + w (r - q(x, a_i)))
-                                                        doubly robust: unbiased when p or q is
-                                                        right; lower variance when q is good
-    logging  mean(r)                                    the logging policy's own value
-
-``q(x, a)`` is a deliberately simple direct-method reward model: the mean reward of variant
-``a`` of the slot in the decision's segment, shrunk towards the variant's mean (which is shrunk
-towards the overall mean) by :data:`SHRINKAGE` pseudo-observations. It is *cross-fitted*: the
-visitors are split in two folds by a hash of their id and each fold's ``q`` is fitted on the
-other fold, so no row's prediction has seen its own reward.
-
-**Intervals.** Rows of one visitor are correlated (three slots of one page view; several
-visits), so every interval treats the visitor as the unit: by default a normal interval with a
-cluster-robust standard error (the sum over visitors of their summed influence terms, squared;
-for SNIPS the delta method), or with ``bootstrap=N`` percentile intervals from ``N`` resamples of
-whole visitors (:func:`model_export.fit.offer_policy.off_policy_estimates`). Differences between two
-bundles (:func:`compare`) are *paired* (same rows, per-visitor differences of the influence
-terms), so they are much tighter than the two intervals side by side.
-
-**Diagnostics.** ``ess`` (Kish effective sample size of ``w``), ``match_rate`` (mean
-``pi(a_i | x_i)``), ``max_weight`` and ``unsupported``: the mean probability the candidate puts on
-variants the logging policy could not show (``mu = 0``). IPS and SNIPS cannot see rewards
-there (they are biased downwards by up to that share); DR fills them in with ``q``, which is only
-as good as the segment means. Log exploration (``epsilon > 0``) to keep it near 0.
-
-**Skipped rows**, counted by reason: ``no_features`` (logged before feature rows were logged,
-or by an old server), ``bad_features`` (a row of the wrong length), ``feature_set`` (features of
-another set than a bundle reads: retrain or evaluate with a bundle of that set),
-``bad_propensity`` (not in (0, 1]), ``inconsistent_candidates`` (the chosen variant is not
-among the logged candidates, or with another probability), ``slot_unknown`` (a bundle has no
-such slot). Lines: ``malformed`` (not JSON or not a log record; a torn last line after a crash
-is one), ``newer_log_version``, ``duplicate_decision`` and ``other_records`` (erasure markers).
-
-The whole log is read into memory (a decision line takes about 2 KB) and every decision is
-replayed (about 0.3 ms each on one core): evaluate a window of days, not years.
-
-Errors::
-
-    EvaluationError      base of this module's errors
-    ├── LogReadError     the log path does not exist or holds no ``*.jsonl`` file
-    └── NoUsableRows     no logged choice can be evaluated; ``.skipped`` says why
-
-Must not import server (the line formats are read with this module's own Structs).
+Must not import server.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from model_export.fit.offer_policy import off_policy_estimates
-from sdk import Decider
+from model_export.offline.choices import (
+    REWARDS,
+    EvaluationError,
+    LoggedChoice,
+    LoggedData,
+    LogReadError,
+    Reward,
+    read_choices,
+)
+from model_export.offline.replay import replay_distributions, replay_inputs
 from sdk.analysis.stats import normal_ppf
 from sdk.bundle import Bundle, load_bundle
-from sdk.features import FeatureRow, feature_names
+from sdk.features import feature_names
 from sdk.hashing import hash_unit
-from sdk.schema import (
-    Behavior,
-    Campaign,
-    Consent,
-    Context,
-    DecideRequest,
-    Decision,
-    Page,
-    Signals,
-)
 
 __all__ = [
     "ESTIMATORS",
-    "LOG_VERSION",
     "REWARDS",
     "SHRINKAGE",
     "Comparison",
@@ -117,38 +45,22 @@ __all__ = [
     "LogReadError",
     "LoggedChoice",
     "LoggedData",
-    "LoggedDecision",
     "NoUsableRows",
+    "Reward",
     "compare",
     "evaluate",
-    "read_log",
+    "read_choices",
     "replay_inputs",
 ]
 
 Array = npt.NDArray[np.float64]
-Reward = Literal["click", "conversion", "value"]
 
-#: The newest event log line format this module reads (``logVersion`` of ``server.eventlog``).
-LOG_VERSION = 1
-#: Reward definitions :func:`read_log` knows.
-REWARDS: tuple[Reward, ...] = ("click", "conversion", "value")
 #: Estimators of an :class:`Evaluation`, in report order.
 ESTIMATORS = ("ips", "snips", "dr", "logging")
 #: Pseudo-observations pulling a segment's mean reward of a variant towards the variant's mean
 #: (and that towards the overall mean) in the direct-method reward model.
 SHRINKAGE = 20.0
-#: Decisions replayed per ONNX call.
-REPLAY_BATCH = 1024
 _FOLD_SEED = "tailor-evaluate-fold"
-_TOLERANCE = 1e-5  # logged probabilities are rounded to 6 decimals
-
-
-class EvaluationError(Exception):
-    """Base of the errors of offline evaluation."""
-
-
-class LogReadError(EvaluationError):
-    """The log path does not exist or holds no ``*.jsonl`` file."""
 
 
 class NoUsableRows(EvaluationError):
@@ -157,346 +69,6 @@ class NoUsableRows(EvaluationError):
     def __init__(self, message: str, skipped: dict[str, int]) -> None:
         super().__init__(message)
         self.skipped = skipped
-
-
-# --- the log's lines (read with our own Structs: model_export must not import server) --------
-
-
-class _Line(msgspec.Struct, frozen=True, kw_only=True, rename="camel", tag_field="kind"):
-    """Base of the log lines read here; unknown fields are ignored."""
-
-    log_version: int = 1
-
-
-class LoggedSlot(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """A slot of a decision line: chosen variant, propensity, candidates."""
-
-    variant_id: str
-    offer_id: str | None = None
-    propensity: float
-    candidates: dict[str, float] | None = None
-    arm: str | None = None
-
-
-class LoggedSignals(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """The enrichment signals of a decision line (no search terms are logged)."""
-
-    device_type: str
-    os: str | None = None
-    browser: str | None = None
-    touch: bool = False
-    referrer_class: str
-    referrer_source: str | None = None
-    country: str | None = None
-    local_hour: int
-    local_weekday: int
-
-
-class LoggedDecision(_Line, frozen=True, kw_only=True, tag="decision"):
-    """What evaluation reads of a ``kind: decision`` line of the event log."""
-
-    timestamp: datetime
-    decision_id: str
-    model_version: str
-    visitor_id: str
-    session_id: str | None = None
-    user_id: str | None = None
-    consent: Consent = Consent()
-    personalized: bool = False
-    signals: LoggedSignals
-    timezone: str | None = None
-    behavior: Behavior | None = None
-    persona: str | None = None
-    segment: int | None = None
-    lifecycle: str = "unknown"
-    experiment: dict[str, str] | None = None
-    slots: dict[str, LoggedSlot] = {}
-    #: NaN feature values are written as null by the JSON encoder
-    features: list[float | None] | None = None
-    feature_set: str | None = None
-    path: str | None = None
-    campaign: Campaign | None = None
-
-
-class _EventLine(_Line, frozen=True, kw_only=True, tag="event"):
-    type: str
-    visitor_id: str
-    decision_id: str | None = None
-    slot: str | None = None
-    variant_id: str | None = None
-    offer_id: str | None = None
-    value: float | None = None
-
-
-class _Kind(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    kind: str | None = None
-    log_version: int | None = None
-
-
-_line_decoder = msgspec.json.Decoder(LoggedDecision | _EventLine)
-_kind_decoder = msgspec.json.Decoder(_Kind)
-
-
-# --- logged choices ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedChoice:
-    """One slot of one logged decision: context, action, its probability and the reward."""
-
-    decision: LoggedDecision
-    slot: str
-    variant_id: str
-    propensity: float
-    #: the logging distribution over the slot's variants: the logged candidates, or the chosen
-    #: variant alone with probability 1 when the choice was not randomized
-    logging: dict[str, float]
-    reward: float
-
-    @property
-    def randomized(self) -> bool:
-        """Whether the logging policy could have shown another variant."""
-        return len([p for p in self.logging.values() if p > 0]) > 1
-
-
-@dataclass(frozen=True)
-class LoggedData:
-    """The logged choices of an event log, with what was read and skipped."""
-
-    source: str
-    reward: Reward
-    choices: list[LoggedChoice]
-    skipped: dict[str, int] = field(default_factory=dict)
-    files: int = 0
-    lines: int = 0
-    decisions: int = 0
-    events: int = 0
-    unattributed_events: int = 0
-
-    def where(self, keep: Callable[[LoggedChoice], bool]) -> LoggedData:
-        """The same data with only the choices ``keep`` accepts (say, one slot)."""
-        return replace(self, choices=[c for c in self.choices if keep(c)])
-
-
-def _files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise LogReadError(f"event log {path} does not exist")
-    files = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
-    if not files:
-        raise LogReadError(f"no *.jsonl file in {path}")
-    return files
-
-
-def _lines(files: Iterable[Path]) -> Iterator[bytes]:
-    for file in files:
-        with file.open("rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield line
-
-
-def _unreadable(raw: bytes) -> str:
-    """Why a line that is not a decision or event record was skipped."""
-    try:
-        view = _kind_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return "malformed"
-    if view.log_version is not None and view.log_version > LOG_VERSION:
-        return "newer_log_version"
-    if view.kind is not None and view.kind not in ("decision", "event"):
-        return "other_records"
-    return "malformed"
-
-
-def _logging_distribution(slot: LoggedSlot) -> dict[str, float] | None:
-    """The slot's logging distribution, or None when the candidates contradict the choice."""
-    if slot.candidates is None:
-        return {slot.variant_id: 1.0}
-    chosen = slot.candidates.get(slot.variant_id)
-    if chosen is None or abs(chosen - slot.propensity) > _TOLERANCE:
-        return None
-    return dict(slot.candidates)
-
-
-def read_log(path: str | Path, *, reward: Reward = "click") -> LoggedData:
-    """Read an event log into logged choices with their rewards (see the module docstring).
-
-    Args:
-        path: the server's event log directory (every ``*.jsonl`` file in it) or one file.
-        reward: ``click``, ``conversion`` or ``value``.
-
-    Raises:
-        LogReadError: ``path`` does not exist or holds no ``*.jsonl`` file.
-        ValueError: an unknown ``reward``.
-    """
-    if reward not in REWARDS:
-        raise ValueError(f"reward must be one of {', '.join(REWARDS)}, not {reward!r}")
-    wanted = "click" if reward == "click" else "conversion"
-    files = _files(Path(path))
-    skipped: Counter[str] = Counter()
-    decisions: dict[str, LoggedDecision] = {}
-    events: dict[str, list[_EventLine]] = defaultdict(list)
-    n_lines = n_events = 0
-    for raw in _lines(files):
-        n_lines += 1
-        try:
-            line = _line_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            skipped[_unreadable(raw)] += 1
-            continue
-        if line.log_version > LOG_VERSION:
-            skipped["newer_log_version"] += 1
-            continue
-        if isinstance(line, LoggedDecision):
-            if line.decision_id in decisions:
-                skipped["duplicate_decision"] += 1
-                continue
-            decisions[line.decision_id] = line
-        else:
-            n_events += 1
-            if line.type == wanted and line.decision_id is not None:
-                events[line.decision_id].append(line)
-    rewards: dict[tuple[str, str], float] = defaultdict(float)
-    unattributed = 0
-    for decision_id, found in events.items():
-        decision = decisions.get(decision_id)
-        for event in found:
-            if decision is None or event.visitor_id != decision.visitor_id:
-                unattributed += 1
-                continue
-            if event.slot is not None:
-                slots = [event.slot] if event.slot in decision.slots else []
-            elif event.offer_id is not None:
-                slots = [s for s, v in decision.slots.items() if v.offer_id == event.offer_id]
-            else:
-                slots = []
-            slots = [
-                s
-                for s in slots
-                if event.variant_id in (None, decision.slots[s].variant_id)
-                and event.offer_id in (None, decision.slots[s].offer_id)
-            ]
-            if not slots:
-                unattributed += 1
-            for s in slots:
-                key = (decision_id, s)
-                if reward == "value":
-                    rewards[key] += event.value or 0.0
-                else:
-                    rewards[key] = 1.0
-    choices: list[LoggedChoice] = []
-    for decision in decisions.values():
-        for slot_id, slot in decision.slots.items():
-            if not 0.0 < slot.propensity <= 1.0:
-                skipped["bad_propensity"] += 1
-                continue
-            logging = _logging_distribution(slot)
-            if logging is None:
-                skipped["inconsistent_candidates"] += 1
-                continue
-            choices.append(
-                LoggedChoice(
-                    decision=decision,
-                    slot=slot_id,
-                    variant_id=slot.variant_id,
-                    propensity=slot.propensity,
-                    logging=logging,
-                    reward=rewards.get((decision.decision_id, slot_id), 0.0),
-                )
-            )
-    return LoggedData(
-        source=str(path),
-        reward=reward,
-        choices=choices,
-        skipped=dict(skipped),
-        files=len(files),
-        lines=n_lines,
-        decisions=len(decisions),
-        events=n_events,
-        unattributed_events=unattributed,
-    )
-
-
-# --- replay ------------------------------------------------------------------------------------
-
-
-def replay_inputs(
-    decision: LoggedDecision, slots: Sequence[str]
-) -> tuple[DecideRequest, FeatureRow]:
-    """The decide request and feature row that replay ``decision`` for ``slots``.
-
-    The request carries what the rules read besides the row (ids, consent, page path, UTM
-    campaign, time zone); the row the logged feature values (null read as NaN), signals (no
-    search terms) and behaviour.
-
-    Raises:
-        ValueError: the decision line has no feature row.
-    """
-    if decision.features is None or decision.feature_set is None:
-        raise ValueError(f"decision {decision.decision_id} has no logged feature row")
-    s = decision.signals
-    request = DecideRequest(
-        visitor_id=decision.visitor_id,
-        session_id=decision.session_id,
-        user_id=decision.user_id,
-        consent=decision.consent,
-        context=Context(
-            page=Page(path=decision.path),
-            campaign=decision.campaign or Campaign(),
-            timezone=decision.timezone,
-        ),
-        behavior=decision.behavior or Behavior(),
-        slots=list(slots),
-    )
-    row = FeatureRow(
-        values=tuple(math.nan if v is None else float(v) for v in decision.features),
-        signals=Signals(
-            device_type=s.device_type,
-            os=s.os,
-            browser=s.browser,
-            touch=s.touch,
-            referrer_class=s.referrer_class,
-            referrer_source=s.referrer_source,
-            search_terms=None,
-            country=s.country,
-            local_hour=s.local_hour,
-            local_weekday=s.local_weekday,
-        ),
-        behavior=decision.behavior or Behavior(),
-        version=decision.feature_set,
-    )
-    return request, row
-
-
-def _distribution(decision: Decision, slot: str) -> dict[str, float] | None:
-    chosen = decision.slots.get(slot)
-    if chosen is None:
-        return None
-    if chosen.candidates is None:
-        return {chosen.variant_id: 1.0}
-    return {c.variant_id: c.probability for c in chosen.candidates}
-
-
-def _replay(bundle: Bundle, choices: Sequence[LoggedChoice]) -> list[dict[str, float] | None]:
-    """The bundle's distribution over each choice's slot variants (None: unknown slot)."""
-    by_decision: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(choices):
-        by_decision[c.decision.decision_id].append(i)
-    groups = list(by_decision.values())
-    decider = Decider(bundle)
-    out: list[dict[str, float] | None] = [None] * len(choices)
-    for start in range(0, len(groups), REPLAY_BATCH):
-        batch = groups[start : start + REPLAY_BATCH]
-        inputs = [
-            replay_inputs(choices[idx[0]].decision, [choices[i].slot for i in idx]) for idx in batch
-        ]
-        decided = decider.replay([q for q, _ in inputs], [r for _, r in inputs])
-        for idx, decision in zip(batch, decided, strict=True):
-            for i in idx:
-                out[i] = _distribution(decision, choices[i].slot)
-    return out
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -630,7 +202,7 @@ def _prepare(bundles: Sequence[Bundle], data: LoggedData) -> _Prepared:
     skipped.update(data.skipped)
     if not choices:
         raise _no_rows(data, skipped, feature_sets)
-    replays = [_replay(b, choices) for b in bundles]
+    replays = [replay_distributions(b, choices) for b in bundles]
     keep = [all(rep[i] is not None for rep in replays) for i in range(len(choices))]
     skipped["slot_unknown"] += keep.count(False)
     if not any(keep):
@@ -815,7 +387,7 @@ def evaluate(
 
     Args:
         bundle: the candidate bundle (a path is loaded and verified).
-        data: from :func:`read_log`.
+        data: from :func:`read_choices`.
         confidence: of the intervals.
         bootstrap: 0 for normal intervals (cluster-robust), else the number of bootstrap
             resamples of visitors (95% percentile intervals).

@@ -1,46 +1,5 @@
-"""Close the loop: retrain from the event log, evaluate offline against the serving bundle, and
-promote the candidate only when it is not worse (``tailor retrain``).
-
-Steps, each logged on the ``tailor.model_export.offline.retrain`` logger:
-
-1. **Read the log** (:func:`model_export.offline.evaluate.read_log`) first, so that a log that cannot be
-   evaluated fails before a long training run.
-2. **Train a candidate** into ``out_dir/<name>-<UTC time>``:
-
-   * with a training config (:func:`model_export.run_config.train_from_config`): the customer's
-     transactions, and the event log as the events input when the config's ``[data].events``
-     is unset or names the same log. The candidate then learns its offer policy from the logged
-     outcomes, so the log is split by visitor (a hash of the id): the ``eval_share`` of
-     visitors is held out of training (the training copy of the log leaves their lines out)
-     and the evaluation uses only them. A config whose events are another input keeps them,
-     and the whole log is used for evaluation.
-   * without a config: the synthetic demo bundle (as ``tailor train``), evaluated on the whole
-     log. Useful to try the loop on the demo; production retrains use a config.
-   * or an existing bundle (``candidate=``): no training.
-
-3. **Policy**: the holdout, experiments and exploration are the operator's, not the model's.
-   With ``policy="serving"`` (default) the serving bundle's policy is copied onto the candidate
-   (:func:`model_export.bundle.lifecycle.with_policy`), so the comparison is between models under the
-   same policy and a policy set with ``tailor bundle policy`` survives retraining. With
-   ``policy="candidate"`` the candidate keeps its own (its catalogue's), except that a
-   candidate with no policy at all (no holdout, experiment or exploration) still gets the
-   serving one.
-4. **Evaluate** candidate and serving bundle on the same logged choices
-   (:func:`model_export.offline.evaluate.compare`): the paired difference, candidate minus serving, of
-   the ``estimator`` (doubly robust by default: unbiased with the logged propensities and the
-   lowest variance of the three).
-5. **Decide** by ``rule``: ``lower`` (default): promote when the lower bound of the difference's
-   confidence interval is at least ``-margin``, a non-inferiority test: the data must show that
-   the candidate is at most ``margin`` worse. ``point``: promote when the estimated difference
-   is at least ``-margin`` (no evidence required; for small logs). With no serving bundle
-   (``live`` does not exist yet) the candidate is promoted after its evaluation.
-6. **Promote** with :func:`model_export.bundle.lifecycle.promote` (verifies, swaps ``live`` atomically,
-   keeps ``live.previous`` for ``tailor bundle rollback``), or keep the serving bundle. A kept
-   candidate stays in ``out_dir`` for inspection; nothing is deleted.
-
-A run never promotes on an error: a log without usable rows (say, logged with another feature
-set), a candidate that fails verification or a failed training raise, and ``live`` is left as
-it was.
+"""Close the loop (``tailor retrain``): train a candidate through the one training run, evaluate
+it offline against the serving bundle on the event log, and promote it only when it is not worse.
 
 Must not import server.
 """
@@ -66,7 +25,7 @@ from model_export.offline.evaluate import (
     Reward,
     compare,
     evaluate,
-    read_log,
+    read_choices,
 )
 from sdk.bundle import load_bundle
 from sdk.hashing import hash_unit
@@ -114,8 +73,8 @@ def _is_eval(visitor: str, share: float) -> bool:
 
 
 def split_log(log_path: Path, out: Path, eval_share: float) -> int:
-    """Copy the event log to ``out`` without the lines of evaluation visitors (see the module
-    docstring); lines without a visitor id (erasure markers) are kept. Returns lines kept."""
+    """Copy the event log to ``out`` without the lines of evaluation visitors (see
+    :func:`retrain`); lines without a visitor id (erasure markers) are kept. Returns lines kept."""
     out.mkdir(parents=True, exist_ok=True)
     files = [log_path] if log_path.is_file() else sorted(log_path.glob("*.jsonl"))
     kept = 0
@@ -151,23 +110,29 @@ def _train(
     say: Callable[[str], None],
 ) -> tuple[str, bool]:
     """Train into ``out``; returns a description of the data and whether the log was split."""
+    from model_export.training import train
+
     if config_path is None:
-        from model_export.fit.models import TrainConfig
-        from model_export.run import train_bundle
+        from model_export.fit.segments import TrainConfig
+        from model_export.inputs.demo import demo_inputs
 
         say(f"training the synthetic demo bundle ({visitors} visits, seed {seed})")
         demo = TrainConfig(seed=seed, k=segments)
-        train_bundle(out, n_visitors=visitors, config=demo, name=name, progress=say)
+        train(
+            demo_inputs(n_visitors=visitors, config=demo, name=name, progress=say),
+            out,
+            progress=say,
+        )
         return f"synthetic demo data ({visitors} visits, seed {seed})", False
     from model_export.inputs.config import load_config
-    from model_export.run_config import train_from_config
+    from model_export.inputs.customer import customer_inputs
 
     config = load_config(config_path)
     events = config.data.events
     uses_log = events is None or Path(events).resolve() == log_path.resolve()
     if not uses_log:
         say(f"training from {config_path} (events: {events})")
-        train_from_config(config, out, progress=say)
+        train(customer_inputs(config, progress=say), out, progress=say)
         return f"config {config_path}", False
     with tempfile.TemporaryDirectory(prefix=".tailor-retrain-", dir=out.parent) as tmp:
         kept = split_log(log_path, Path(tmp), eval_share)
@@ -176,7 +141,8 @@ def _train(
             f"visitors held out for evaluation ({kept} lines)"
         )
         data = msgspec.structs.replace(config.data, events=tmp)
-        train_from_config(msgspec.structs.replace(config, data=data), out, progress=say)
+        held_out = msgspec.structs.replace(config, data=data)
+        train(customer_inputs(held_out, progress=say), out, progress=say)
     return f"config {config_path} with the event log {log_path} (training visitors)", True
 
 
@@ -194,7 +160,7 @@ def _carry_policy(
     owned: bool,
     say: Callable[[str], None],
 ) -> tuple[Path, str]:
-    """Apply the policy rule of the module docstring; returns the bundle to evaluate."""
+    """Apply the policy rule of :func:`retrain`; returns the bundle to evaluate."""
     if serving_dir is None:
         return candidate, "candidate (no serving bundle)"
     m = load_bundle(candidate, verify_parity=False).manifest
@@ -244,7 +210,23 @@ def retrain(
     progress: Callable[[str], None] | None = None,
 ) -> RetrainResult:
     """Train (or take) a candidate, evaluate it against the serving bundle on the event log,
-    and promote it when it is not worse (see the module docstring).
+    and promote it when it is not worse. Each step is logged on :data:`log`.
+
+    1. The log is read first, so a log that cannot be evaluated fails before training.
+    2. The candidate is trained into ``out_dir/<name>-<UTC time>`` by
+       :func:`model_export.training.train`: from the config, whose events input is the log minus
+       the ``eval_share`` of visitors held out for evaluation (a hash of the visitor id) when
+       it is unset or names the same log; without a config, the synthetic demo. Or it is given
+       (``candidate=``).
+    3. ``policy="serving"`` copies the serving bundle's holdout, experiments and exploration
+       onto the candidate (:func:`model_export.bundle.lifecycle.with_policy`);
+       ``policy="candidate"`` keeps the candidate's own unless it has none.
+    4. Both are evaluated on the same logged choices
+       (:func:`model_export.offline.evaluate.compare`); rule ``lower`` promotes when the lower
+       confidence bound of the difference (candidate minus serving) is at least ``-margin``,
+       ``point`` when the estimate is. With no serving bundle the candidate is promoted.
+    5. :func:`model_export.bundle.lifecycle.promote` swaps ``live`` atomically; a kept
+       candidate stays in ``out_dir``. Any error leaves ``live`` as it was.
 
     Args:
         log_path: the server's event log directory (or one file).
@@ -269,7 +251,7 @@ def retrain(
     Raises:
         model_export.offline.evaluate.EvaluationError: the log cannot be read or has no usable rows.
         model_export.bundle.lifecycle.LifecycleError: a bundle is refused or ``live`` is not a link.
-        model_export.run_config.TrainingDataError, model_export.inputs.ingest.IngestError: training
+        model_export.errors.TrainingDataError, model_export.inputs.ingest.IngestError: training
             failed.
         ValueError: bad arguments.
     """
@@ -288,7 +270,7 @@ def retrain(
         raise LiveLinkError(f"{live} exists and is not a symlink: promote a bundle to it first")
     serving_dir = live.resolve() if live.is_symlink() else None
     say(f"serving bundle: {serving_dir or 'none (first promotion)'}")
-    data = read_log(log_dir, reward=reward)
+    data = read_choices(log_dir, reward=reward)
     say(
         f"read {data.lines} lines from {data.files} file(s) of {log_dir}: {data.decisions} "
         f"decisions, {len(data.choices)} slot decisions, {data.events} events"

@@ -1,35 +1,7 @@
 """Export logged slot decisions as Vowpal Wabbit decision-service JSON (``tailor export-vw``).
 
-One JSON line per logged slot decision (:class:`model_export.offline.evaluate.LoggedChoice`), in the
-format VW reads with ``--dsjson --cb_explore_adf`` (the Azure Personalizer / Decision Service
-log format)::
-
-    _label_cost         -reward (VW minimises cost): -1 for a click, 0 without one
-    _label_probability  the logged propensity of the chosen variant
-    _label_Action       1-based position of the chosen variant in c._multi
-    _labelIndex         0-based position (= _label_Action - 1)
-    Timestamp           the decision's time, ISO 8601 UTC ("...Z")
-    Version             "1"
-    EventId             "<decisionId>/<slot>"
-    a                   the actions as 1-based positions in c._multi, chosen one first, then
-                        the others in c._multi order (the decision service's ranking order)
-    p                   the logging probability of each action of "a", in "a" order: p[0] is
-                        _label_probability
-    c                   the shared context:
-        visit           namespace of categorical features: slot, segment, persona, lifecycle,
-                        device, os, browser, referrer, referrerSource, country, personalized
-                        (absent values are left out)
-        features        namespace of the logged feature row, by feature name (NaN values are
-                        left out: JSON has no NaN)
-        _multi          one object per candidate variant, {"variant": "<variant id>"}: the
-                        logged candidates in the order the decider listed them (the slot's
-                        catalogue order), or the chosen variant alone when the choice was not
-                        randomized (a targeting rule, a fixed experiment arm, the holdout, no
-                        exploration): such lines have one action with probability 1
-
-The reward is the one :func:`model_export.offline.evaluate.read_log` joins (click, conversion or
-value). Slot decisions with a propensity outside (0, 1] or candidates that contradict the
-choice are skipped by the reader and counted.
+The reward is the one :func:`model_export.offline.choices.read_choices` joins (click,
+conversion or value).
 
 Must not import server.
 """
@@ -45,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from model_export.offline.evaluate import LoggedChoice, LoggedData
+from model_export.offline.choices import LoggedChoice, LoggedData
 from sdk.features import FEATURE_SPECS, feature_names
 
 __all__ = ["VwExport", "export_vw", "vw_line"]
@@ -98,8 +70,34 @@ def _features(choice: LoggedChoice) -> dict[str, float]:
 
 
 def vw_line(choice: LoggedChoice) -> dict[str, Any]:
-    """The decision-service JSON object of one logged slot decision (see the module
-    docstring)."""
+    """The decision-service JSON object of one logged slot decision.
+
+    The format VW reads with ``--dsjson --cb_explore_adf`` (the Azure Personalizer /
+    Decision Service log format)::
+
+        _label_cost         -reward (VW minimises cost): -1 for a click, 0 without one
+        _label_probability  the logged propensity of the chosen variant
+        _label_Action       1-based position of the chosen variant in c._multi
+        _labelIndex         0-based position (= _label_Action - 1)
+        Timestamp           the decision's time, ISO 8601 UTC ("...Z")
+        Version             "1"
+        EventId             "<decisionId>/<slot>"
+        a                   the actions as 1-based positions in c._multi, chosen one first, then
+                            the others in c._multi order (the decision service's ranking order)
+        p                   the logging probability of each action of "a", in "a" order: p[0] is
+                            _label_probability
+        c                   the shared context:
+            visit           namespace of categorical features: slot, segment, persona, lifecycle,
+                            device, os, browser, referrer, referrerSource, country, personalized
+                            (absent values are left out)
+            features        namespace of the logged feature row, by feature name (NaN values are
+                            left out: JSON has no NaN)
+            _multi          one object per candidate variant, {"variant": "<variant id>"}: the
+                            logged candidates in the order the decider listed them (the slot's
+                            catalogue order), or the chosen variant alone when the choice was not
+                            randomized (a targeting rule, a fixed experiment arm, the holdout, no
+                            exploration): such lines have one action with probability 1
+    """
     actions = list(choice.logging)
     chosen = actions.index(choice.variant_id)
     order = [chosen] + [i for i in range(len(actions)) if i != chosen]

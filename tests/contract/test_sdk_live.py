@@ -20,7 +20,7 @@ import pytest
 
 from model_export.inputs.synth import generate
 from sdk import APIError, Client, Consent, DecideRequest, Decision, Event
-from server.eventlog import visitor_hash
+from sdk.logs import visitor_hash
 from server.security import hash_key
 from tests.conftest import FIXED_NOW, LiveServer, _start_server, keyed_server
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdk._referrer import campaign_from_query
+from sdk.referrer import campaign_from_query
 from sdk.schema import Campaign
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "utm.json"

@@ -1,23 +1,22 @@
-"""The browser tag (server/static/tailor.js) in a real headless Chromium, driven over CDP
-(tests/js/cdp.py), against a real server process on 127.0.0.1.
+"""The browser tag (server/static/tailor.js) in a real headless Chromium, driven by Playwright
+(tests/js/browser.py), against a real server process on 127.0.0.1.
 
 What the pages show is checked against what the server answers for the very request the tag
 sent (re-POSTed: the server caches a visit's decision, so the answer is the one the page got);
 what the tag sends back is checked where it lands: the server's event log and ``/metrics``.
 
-Independence: every test gets a Chromium of its own (a fresh profile: empty localStorage, no
-cached tag). The module shares one server of its own (demo mode, plus a secret key for
-``GET /v1/visitors/…`` and no per-IP rate limit), so its event log and metrics hold this
-module's traffic only. Pages other than the demo store are served from a second origin by a
-stdlib HTTP server; they give the tag a 5 s timeout, so that a slow shared machine does not turn
-a decision into a timeout (the demo page keeps the default 600 ms).
+Independence: every test gets a browser context of its own (a fresh profile: empty
+localStorage, no cached tag). The module shares one server of its own (demo mode, plus a
+secret key for ``GET /v1/visitors/…`` and no per-IP rate limit), so its event log and metrics
+hold this module's traffic only. Pages other than the demo store are served from a second
+origin by a stdlib HTTP server; they give the tag a 5 s timeout, so that a slow shared machine
+does not turn a decision into a timeout (the demo page keeps the default 600 ms).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,11 +28,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.security import hash_key
 from tests.conftest import PLANTED_PERSONAS, LiveServer, _start_server
-from tests.js.cdp import Browser, Page
+from tests.js.browser import VIEWPORT, Recorder, eventually, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -284,89 +284,68 @@ def site(server: Server) -> Iterator[Site]:
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """A Chromium of this test's own: a fresh profile (fails, never skips, without Chromium)."""
-    with Browser() as b:
-        yield b
-
-
-def open_page(browser: Browser, *init_scripts: str) -> Page:
-    """A new page that runs RECORDER, then ``init_scripts``, in every document."""
-    page = browser.new_page()
+def open_page(context: BrowserContext, *init_scripts: str) -> Recorder:
+    """A new recorded page that runs RECORDER, then ``init_scripts``, in every document."""
+    page = context.new_page()
     for script in (RECORDER, *init_scripts):
         page.add_init_script(script)
-    return page
+    return Recorder(page)
 
 
 @pytest.fixture
-def page(browser: Browser) -> Page:
-    return open_page(browser)
+def rec(context: BrowserContext) -> Recorder:
+    return open_page(context)
 
 
-def cdp(page: Page, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sends a raw CDP command on the page's session."""
-    return page.send(method, params)
+@pytest.fixture
+def page(rec: Recorder) -> Page:
+    return rec.page
 
 
-def eventually(
-    check: Callable[[], bool],
-    what: str,
-    *,
-    timeout: float = 10.0,
-    last: Callable[[], object] | None = None,
-) -> None:
-    """Polls a Python-side condition until it holds; fails naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            seen = f" (last seen: {last()!r})" if last is not None else ""
-            raise TimeoutError(f"{what} did not happen within {timeout:g} s{seen}")
-        time.sleep(0.05)
+def pump(page: Page) -> Callable[[float], None]:
+    """A pause for :func:`eventually` that lets Playwright deliver the page's events."""
+    return lambda seconds: page.wait_for_timeout(seconds * 1000)
 
 
-def bodies(page: Page, path: str) -> list[dict[str, Any]]:
-    """The JSON bodies of the POSTs the page sent to ``path`` (``/v1/decide``...), in order."""
+def raw_bodies(rec: Recorder, path: str) -> list[str]:
+    """The bodies of the POSTs the page sent to ``path`` (``/v1/decide``...) exactly as sent (to
+    re-POST them), in order."""
     return [
-        json.loads(r.post_data)
-        for r in page.requests()
+        r.post_data
+        for r in rec.requests
         if r.method == "POST" and urlsplit(r.url).path == path and r.post_data
     ]
 
 
-def raw_decide_bodies(page: Page) -> list[str]:
-    """The decide bodies exactly as sent, to re-POST them."""
-    return [
-        r.post_data
-        for r in page.requests()
-        if r.method == "POST" and urlsplit(r.url).path == "/v1/decide" and r.post_data
-    ]
+def bodies(rec: Recorder, path: str) -> list[dict[str, Any]]:
+    """The JSON bodies of the POSTs the page sent to ``path``, in order."""
+    return [json.loads(body) for body in raw_bodies(rec, path)]
 
 
-def sent_events(page: Page) -> list[dict[str, Any]]:
+def sent_events(rec: Recorder) -> list[dict[str, Any]]:
     """Every event of every batch the page sent while it was alive (batches sent during unload
     are not recorded by Chromium)."""
-    return [event for batch in bodies(page, "/v1/events") for event in batch["events"]]
+    return [event for batch in bodies(rec, "/v1/events") for event in batch["events"]]
 
 
 def wait_sent(
-    page: Page, done: Callable[[list[dict[str, Any]]], bool], what: str
+    rec: Recorder, done: Callable[[list[dict[str, Any]]], bool], what: str
 ) -> list[dict[str, Any]]:
     """The events the page sent, once ``done`` holds for them (the tag batches per second)."""
     box: list[list[dict[str, Any]]] = []
 
     def check() -> bool:
-        box[:] = [sent_events(page)]
+        box[:] = [sent_events(rec)]
         return done(box[0])
 
-    eventually(check, what, timeout=10, last=lambda: box[0] if box else None)
+    eventually(check, what, timeout=10, pause=pump(rec.page), last=lambda: box[0] if box else None)
     return box[0]
 
 
 def wait_decided(page: Page, count: int = 1) -> list[dict[str, Any]]:
     """The decisions handed to page callbacks, once there are ``count``; all must be applied."""
-    decisions: list[dict[str, Any]] = page.wait_for(
-        f"window.__test && __test.decisions.length >= {count} && __test.decisions", timeout=15
+    decisions: list[dict[str, Any]] = wait_for(
+        page, f"window.__test && __test.decisions.length >= {count} && __test.decisions"
     )
     late = [d for d in decisions if not d["applied"]]
     assert not late, f"decisions arrived after the tag's timeout (machine overloaded?): {late}"
@@ -384,7 +363,7 @@ def local_storage(page: Page) -> dict[str, str]:
 
 
 def click(page: Page, selector: str) -> None:
-    """A real mouse click (CDP input) on a point of ``selector`` that is not on a link."""
+    """A real mouse click (browser input) on a point of ``selector`` that is not on a link."""
     point = page.evaluate(
         f"""(() => {{
       const el = document.querySelector({json.dumps(selector)});
@@ -398,21 +377,24 @@ def click(page: Page, selector: str) -> None:
     }})()"""
     )
     assert point, f"no point of {selector} in the viewport off its links"
-    for kind in ("mousePressed", "mouseReleased"):
-        cdp(
-            page,
-            "Input.dispatchMouseEvent",
-            {"type": kind, "x": point[0], "y": point[1], "button": "left", "clickCount": 1},
-        )
+    page.mouse.click(point[0], point[1])
 
 
-def set_window(page: Page, state: str) -> None:
-    """Minimises (``"minimized"``: the page becomes hidden, as when the user switches away) or
-    restores (``"normal"``) the page's window, and waits for the page to see it."""
-    window = cdp(page, "Browser.getWindowForTarget")["windowId"]
-    cdp(page, "Browser.setWindowBounds", {"windowId": window, "bounds": {"windowState": state}})
-    wanted = "hidden" if state == "minimized" else "visible"
-    page.wait_for(f"document.visibilityState === {json.dumps(wanted)}", timeout=5)
+#: Sets ``document.visibilityState`` (and ``hidden``) and fires ``visibilitychange``, as the
+#: browser does when the user switches away and back: Playwright keeps its pages visible (its
+#: focus emulation does), so minimising the window would not hide one.
+VISIBILITY_JS = """(state) => {
+  for (const [name, value] of [["visibilityState", state], ["hidden", state === "hidden"]]) {
+    Object.defineProperty(document, name, { configurable: true, get: () => value });
+  }
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def set_visibility(page: Page, state: str) -> None:
+    """Makes the page ``"hidden"`` (as when the user switches away) or ``"visible"`` again."""
+    page.evaluate(VISIBILITY_JS, state)
+    assert page.evaluate("document.visibilityState") == state
 
 
 class _Text(HTMLParser):
@@ -462,14 +444,15 @@ def assert_shows(shown: dict[str, Any], decided: dict[str, Any], decision_id: st
 
 
 def demo_visit(
-    browser: Browser, server: Server, query: str = ""
+    context: BrowserContext, server: Server, query: str = ""
 ) -> tuple[dict[str, Any], dict[str, Any], Page]:
     """Opens the demo page (with ``query``) and checks that its slots show the server's decision for
     the request the tag sent; returns (decide body, the server's answer, the page)."""
-    page = open_page(browser)
+    rec = open_page(context)
+    page = rec.page
     page.goto(f"{server.url}/{query}")
     wait_decided(page)
-    [raw] = raw_decide_bodies(page)
+    [raw] = raw_bodies(rec, "/v1/decide")
     answer, cache = server.decide(raw)
     assert cache == "hit", "the server should re-serve the visit's decision"
     assert set(answer["slots"]) == DEMO_SLOTS
@@ -484,27 +467,17 @@ def demo_visit(
 
 
 def test_a_late_decision_leaves_the_defaults_and_is_reported_as_a_timeout(
-    server: Server, page: Page
+    server: Server, rec: Recorder, page: Page
 ) -> None:
     # Only the decide call is slow (1.5 s), against the demo page's default 600 ms timeout.
-    cdp(
-        page,
-        "Network.emulateNetworkConditionsByRule",
-        {
-            "offline": False,
-            "matchedNetworkConditions": [
-                {
-                    "urlPattern": "*://*:*/v1/decide*",
-                    "latency": 1500,
-                    "downloadThroughput": -1,
-                    "uploadThroughput": -1,
-                }
-            ],
-        },
-    )
+    def latency(route: Route) -> None:
+        page.wait_for_timeout(1500)  # held in the browser meanwhile, as a slow network would
+        route.continue_()
+
+    page.route("**/v1/decide*", latency)
     before = server.metrics()
     page.goto(f"{server.url}/")
-    [late] = page.wait_for("__test.decisions.length && __test.decisions", timeout=15)
+    [late] = wait_for(page, "__test.decisions.length && __test.decisions")
     assert late["applied"] is False
     assert set(late["slots"]) == DEMO_SLOTS
 
@@ -539,9 +512,9 @@ def test_a_late_decision_leaves_the_defaults_and_is_reported_as_a_timeout(
         assert shown["html"] == defaults[slot], slot
 
     # The first page view reports the timeout; the server logs it and counts it.
-    [decide] = bodies(page, "/v1/decide")
+    [decide] = bodies(rec, "/v1/decide")
     visitor = decide["visitorId"]
-    events = wait_sent(page, lambda es: any(e["type"] == "pageview" for e in es), "a pageview")
+    events = wait_sent(rec, lambda es: any(e["type"] == "pageview" for e in es), "a pageview")
     [pageview] = [e for e in events if e["type"] == "pageview"]
     props = pageview["properties"]
     assert props["timedOut"] is True
@@ -560,11 +533,11 @@ def test_a_late_decision_leaves_the_defaults_and_is_reported_as_a_timeout(
     assert 0.5 <= after[hidden_sum] - before[hidden_sum] <= 1.5
 
 
-def test_each_persona_sees_the_servers_decision(server: Server) -> None:
+def test_each_persona_sees_the_servers_decision(server: Server, browser: Browser) -> None:
     seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for preset in ("loyal", "researcher"):
-        with Browser() as browser:  # a fresh profile per visitor
-            body, answer, page = demo_visit(browser, server, f"?as={preset}")
+        with browser.new_context(viewport=VIEWPORT) as context:  # a fresh profile per visitor
+            body, answer, page = demo_visit(context, server, f"?as={preset}")
             persona = answer["persona"]["id"]
             assert page.evaluate("document.getElementById('d-persona').textContent").endswith(
                 f"({persona})"
@@ -584,12 +557,12 @@ def test_each_persona_sees_the_servers_decision(server: Server) -> None:
     assert variants["loyal"] != variants["researcher"], variants
 
 
-def test_arriving_from_a_newsletter_changes_the_banner(server: Server) -> None:
-    with Browser() as browser:
-        direct, direct_answer, _ = demo_visit(browser, server)
-    with Browser() as browser:
+def test_arriving_from_a_newsletter_changes_the_banner(server: Server, browser: Browser) -> None:
+    with browser.new_context(viewport=VIEWPORT) as context:
+        direct, direct_answer, _ = demo_visit(context, server)
+    with browser.new_context(viewport=VIEWPORT) as context:
         email, email_answer, _ = demo_visit(
-            browser, server, "?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
+            context, server, "?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
         )
     assert direct["context"]["campaign"] == {}
     assert email["context"]["campaign"] == {
@@ -603,9 +576,12 @@ def test_arriving_from_a_newsletter_changes_the_banner(server: Server) -> None:
     )
 
 
-def test_global_privacy_control_sends_and_stores_nothing(server: Server, browser: Browser) -> None:
+def test_global_privacy_control_sends_and_stores_nothing(
+    server: Server, context: BrowserContext
+) -> None:
     identify = """(window.tailor = window.tailor || []).push(["identify", "user_42"]);"""
-    page = open_page(browser, GPC, identify)
+    rec = open_page(context, GPC, identify)
+    page = rec.page
     page.goto(f"{server.url}/")
     wait_decided(page)
     assert slots(page)["hero"]["variant"]  # not personalised, but filled
@@ -614,7 +590,7 @@ def test_global_privacy_control_sends_and_stores_nothing(server: Server, browser
         "tailor.push(['setConsent', {personalization: true, storage: true}]); tailor.decide()"
     )
     wait_decided(page, 2)
-    decides = bodies(page, "/v1/decide")
+    decides = bodies(rec, "/v1/decide")
     assert len(decides) == 2
     for body in decides:
         assert body["consent"] == {"personalization": False, "storage": False}
@@ -626,30 +602,30 @@ def test_global_privacy_control_sends_and_stores_nothing(server: Server, browser
     click(page, "[data-tailor-slot=hero]")
     assert page.evaluate("__test.clicks") == ["hero"]
     page.evaluate("tailor.push(['track', 'conversion', {value: 49, currency: 'EUR'}])")
-    set_window(page, "minimized")  # a hidden page sends its queue at once
-    assert bodies(page, "/v1/events") == []
+    set_visibility(page, "hidden")  # a hidden page sends its queue at once
+    assert bodies(rec, "/v1/events") == []
     page.goto("about:blank")  # pagehide: the last chance to send
 
     # A visitor without GPC, after it: once its events are logged, anything the GPC page sent
     # before would be too.
-    control = open_page(browser)
-    control.goto(f"{server.url}/")
-    wait_decided(control)
+    control = open_page(context)
+    control.page.goto(f"{server.url}/")
+    wait_decided(control.page)
     control_visitor = bodies(control, "/v1/decide")[0]["visitorId"]
-    control.goto("about:blank")
+    control.page.goto("about:blank")
     server.wait_events(control_visitor, bool, "the control visitor's events")
     assert server.events(visitor) == []
-    assert bodies(page, "/v1/events") == []
+    assert bodies(rec, "/v1/events") == []
     assert server.visitor(visitor).status_code == 404
     assert server.visitor(control_visitor).status_code == 200
 
 
 def test_pending_consent_stores_and_sends_nothing_until_granted(
-    server: Server, site: Site, page: Page
+    server: Server, site: Site, rec: Recorder, page: Page
 ) -> None:
     page.goto(site.url("/pending"))
     [decision] = wait_decided(page)
-    [decide] = bodies(page, "/v1/decide")
+    [decide] = bodies(rec, "/v1/decide")
     assert decide["consent"] == {"personalization": False, "storage": False}
     assert decide["behavior"] == {}
     visitor = decide["visitorId"]
@@ -661,11 +637,11 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     # Two chances to send, both refused while pending: the batch timer (a page timer of the
     # same 1 s, set after the last event was queued, fires after the tag's) and hiding.
     page.evaluate("new Promise((resolve) => setTimeout(resolve, 1000))")
-    set_window(page, "minimized")
-    assert bodies(page, "/v1/events") == []
+    set_visibility(page, "hidden")
+    assert bodies(rec, "/v1/events") == []
     assert local_storage(page) == {}
 
-    set_window(page, "normal")
+    set_visibility(page, "visible")
     granted_at = datetime.now(UTC)
     page.evaluate("tailor.push(['setConsent', {personalization: true, storage: true}])")
     stored = local_storage(page)
@@ -674,8 +650,8 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     assert json.loads(stored["tailor.profile"])["pageViews"] == 1
 
     # The queue leaves at once, in one batch that carries the new consent.
-    eventually(lambda: bool(bodies(page, "/v1/events")), "the queued events")
-    [batch] = bodies(page, "/v1/events")
+    eventually(lambda: bool(bodies(rec, "/v1/events")), "the queued events", pause=pump(page))
+    [batch] = bodies(rec, "/v1/events")
     assert batch["consent"] == {"personalization": True, "storage": True}
     assert {e["type"] for e in batch["events"]} == {"pageview", "impression", "click"}
     assert {e["visitorId"] for e in batch["events"]} == {visitor}
@@ -690,7 +666,7 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
 
 
 def test_history_navigation_is_a_new_page_view_with_its_own_decision(
-    server: Server, site: Site, page: Page
+    server: Server, site: Site, rec: Recorder, page: Page
 ) -> None:
     page.goto(site.url("/spa"))
     [first] = wait_decided(page)
@@ -708,7 +684,7 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
         document.body.appendChild(el);"""
     )
     [_, second] = wait_decided(page, 2)
-    first_body, second_body = bodies(page, "/v1/decide")
+    first_body, second_body = bodies(rec, "/v1/decide")
     assert first_body["context"]["page"]["path"] == "/spa"
     page_ctx = second_body["context"]["page"]
     assert page_ctx["path"] == "/products"
@@ -716,7 +692,7 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
     assert second_body["context"]["campaign"] == {"source": "x"}
     assert "banner" in second_body["slots"]
     assert second_body["sessionId"] == first_body["sessionId"]
-    answer, cache = server.decide(raw_decide_bodies(page)[1])
+    answer, cache = server.decide(raw_bodies(rec, "/v1/decide")[1])
     assert cache == "hit"
     assert answer["decisionId"] == second["decisionId"] != first["decisionId"]
     after = slots(page)
@@ -725,9 +701,13 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
     assert page.evaluate(profile) == 2
 
     page.evaluate("history.back()")
-    page.wait_for(f"location.pathname === '/spa' && {profile} === 3", timeout=10)
-    eventually(lambda: len(bodies(page, "/v1/decide")) == 3, "a decision for the page view")
-    assert bodies(page, "/v1/decide")[2]["context"]["page"]["path"] == "/spa"
+    wait_for(page, f"location.pathname === '/spa' && {profile} === 3", timeout=10)
+    eventually(
+        lambda: len(bodies(rec, "/v1/decide")) == 3,
+        "a decision for the page view",
+        pause=pump(page),
+    )
+    assert bodies(rec, "/v1/decide")[2]["context"]["page"]["path"] == "/spa"
     assert slots(page)["hero"] == before
 
     page.goto("about:blank")
@@ -738,10 +718,12 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
         "three logged pageviews",
     )
     assert sum(e["type"] == "pageview" for e in logged) == 3
-    assert page.console() == []
+    assert rec.console == []
 
 
-def test_slots_added_later_are_filled(server: Server, site: Site, page: Page) -> None:
+def test_slots_added_later_are_filled(
+    server: Server, site: Site, rec: Recorder, page: Page
+) -> None:
     page.goto(site.url("/late"))
     [first] = wait_decided(page)
     page.evaluate(
@@ -760,7 +742,7 @@ def test_slots_added_later_are_filled(server: Server, site: Site, page: Page) ->
     assert shown["hero-2"]["decision"] == first["decisionId"]
     assert shown["hero-2"]["html"] == shown["hero"]["html"]
     # ...a banner is not covered: one more decision, for it.
-    raw = raw_decide_bodies(page)
+    raw = raw_bodies(rec, "/v1/decide")
     assert len(raw) == 2
     assert "banner" in json.loads(raw[1])["slots"]
     answer, cache = server.decide(raw[1])
@@ -769,7 +751,7 @@ def test_slots_added_later_are_filled(server: Server, site: Site, page: Page) ->
     assert_shows(shown["banner"], answer["slots"]["banner"], answer["decisionId"])
 
 
-def test_feedback_events_reach_the_event_log(server: Server, page: Page) -> None:
+def test_feedback_events_reach_the_event_log(server: Server, rec: Recorder, page: Page) -> None:
     page.goto(f"{server.url}/")
     [decision] = wait_decided(page)
     shown = slots(page)
@@ -781,7 +763,7 @@ def test_feedback_events_reach_the_event_log(server: Server, page: Page) -> None
     assert page.evaluate("__test.clicks") == ["hero"]
     # Once the click has left (a batch per second), a conversion and at once a navigation:
     # the conversion can only leave with the pagehide beacon.
-    wait_sent(page, lambda es: any(e["type"] == "click" for e in es), "the click")
+    wait_sent(rec, lambda es: any(e["type"] == "click" for e in es), "the click")
     page.evaluate(
         "tailor.push(['track', 'conversion', {value: 49, currency: 'EUR'}]);"
         "location.href = 'about:blank';"
@@ -794,7 +776,7 @@ def test_feedback_events_reach_the_event_log(server: Server, page: Page) -> None
         ),
         "the page's events",
     )
-    assert not any(e["type"] == "conversion" for e in sent_events(page))
+    assert not any(e["type"] == "conversion" for e in sent_events(rec))
 
     impressions = {e["slot"]: e for e in logged if e["type"] == "impression"}
     assert set(impressions) == DEMO_SLOTS
@@ -815,7 +797,7 @@ def test_feedback_events_reach_the_event_log(server: Server, page: Page) -> None
 
 
 def test_a_slot_below_the_fold_is_seen_only_once_scrolled_into_view(
-    server: Server, site: Site, page: Page
+    server: Server, site: Site, rec: Recorder, page: Page
 ) -> None:
     page.goto(site.url("/fold"))
     [decision] = wait_decided(page)
@@ -827,10 +809,10 @@ def test_a_slot_below_the_fold_is_seen_only_once_scrolled_into_view(
 
     # The observer reports both slots in one callback: when the hero's impression has left,
     # the one below the fold was judged not visible.
-    events = wait_sent(page, impressed("hero"), "the hero's impression")
+    events = wait_sent(rec, impressed("hero"), "the hero's impression")
     assert not impressed("recommendation")(events)
     page.evaluate("document.getElementById('below').scrollIntoView()")
-    events = wait_sent(page, impressed("recommendation"), "the impression below the fold")
+    events = wait_sent(rec, impressed("recommendation"), "the impression below the fold")
     [below] = [e for e in events if e["type"] == "impression" and e["slot"] == "recommendation"]
     assert (below["decisionId"], below["variantId"]) == (
         decision["decisionId"],
@@ -839,13 +821,15 @@ def test_a_slot_below_the_fold_is_seen_only_once_scrolled_into_view(
     server.wait_events(below["visitorId"], impressed("recommendation"), "the logged impression")
 
 
-def test_errors_in_page_callbacks_do_not_break_the_page(site: Site, page: Page) -> None:
+def test_errors_in_page_callbacks_do_not_break_the_page(
+    site: Site, rec: Recorder, page: Page
+) -> None:
     page.goto(site.url("/errors"))
     [decision] = wait_decided(page)
     assert slots(page)["hero"]["variant"] == decision["slots"]["hero"]
     assert page.evaluate("window.tagLoadedAtLoad") is True
     assert page.evaluate("window.pageScriptGoesOn") is True
-    page.wait_for("window.laterCallback", timeout=5)
+    wait_for(page, "window.laterCallback", timeout=5)
     assert (
         page.evaluate("[window.firstCallback, window.laterCallback]")
         == [decision["decisionId"]] * 2
@@ -858,7 +842,7 @@ def test_errors_in_page_callbacks_do_not_break_the_page(site: Site, page: Page) 
         tailor.push(["onDecision", (d) => { window.evenLater = d.decisionId; }]);"""
     )
     assert page.evaluate("window.evenLater") == decision["decisionId"]
-    console = page.console()
+    console = rec.console
     assert not [line for line in console if line.startswith(("exception:", "error:"))], console
     # data-debug: the swallowed errors are reported as console.debug, each once.
     debug = [line for line in console if line.startswith("debug: tailor:")]

@@ -1,6 +1,6 @@
-"""The reports dashboard (server/static/reports.html) in a real headless Chromium, driven over
-CDP (tests/js/cdp.py), against a real demo server on 127.0.0.1 whose event log holds experiment
-traffic sent through the real decide and events endpoints.
+"""The reports dashboard (server/static/reports.html) in a real headless Chromium, driven by
+Playwright (tests/js/browser.py), against a real demo server on 127.0.0.1 whose event log holds
+experiment traffic sent through the real decide and events endpoints.
 
 What the page shows is checked against the JSON routes it reads; the page must load nothing from
 another origin, log no error, break no Content-Security-Policy rule, and insert data as text only
@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import LiveServer, _start_server
-from tests.js.cdp import Browser, Page
+from tests.js.browser import Recorder, wait_for
 from tests.server.test_reports_api import Traffic, post_traffic, wait_for_report
 
 pytestmark = pytest.mark.browser
@@ -84,13 +85,20 @@ def site(policy_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def page(site: Site) -> Iterator[Page]:
-    with Browser() as browser:
-        page = browser.new_page(width=1400, height=1000)
-        page.add_init_script(RECORD_VIOLATIONS)
-        page.goto(site.url + "/reports")
-        page.wait_for("document.querySelectorAll('#experiments button').length > 0")
-        yield page
+def rec(site: Site, browser: Browser) -> Iterator[Recorder]:
+    """The dashboard, loaded in a profile of the module's own, with its requests and console."""
+    with browser.new_context(viewport={"width": 1400, "height": 1000}) as context:
+        context.set_default_timeout(20_000)
+        rec = Recorder(context.new_page())
+        rec.page.add_init_script(RECORD_VIOLATIONS)
+        rec.page.goto(site.url + "/reports")
+        wait_for(rec.page, "document.querySelectorAll('#experiments button').length > 0")
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def page(rec: Recorder) -> Page:
+    return rec.page
 
 
 def _select(page: Page, experiment: str) -> None:
@@ -99,10 +107,11 @@ def _select(page: Page, experiment: str) -> None:
         "[...document.querySelectorAll('#experiments button')]"
         f".find((b) => b.dataset.experiment === {key}).click()"
     )
-    page.wait_for(
+    wait_for(
+        page,
         f"document.querySelector('#arm-table tbody tr') && state_is({key})".replace(
             "state_is(", "document.querySelector('#title').textContent.includes("
-        )
+        ),
     )
 
 
@@ -123,7 +132,7 @@ def test_the_list_shows_every_experiment(page: Page, site: Site) -> None:
     assert shown == [e["experiment"] for e in listed]
     assert {"holdout", "hero_test", "banner_others"} <= set(shown)
     # the holdout is listed first and selected on arrival (its report loads after the list)
-    page.wait_for("document.querySelector('#title').textContent !== ''")
+    wait_for(page, "document.querySelector('#title').textContent !== ''")
     assert page.evaluate("document.querySelector('#title').textContent").startswith("holdout")
 
 
@@ -173,7 +182,7 @@ def test_the_group_picker_shows_a_segment(page: Page, site: Site) -> None:
 
 def test_the_kpi_chart_has_a_line_per_segment(page: Page, site: Site) -> None:
     series = site.get("/v1/reports/kpis?by=segment&bucket=day")
-    page.wait_for("document.querySelectorAll('#kpi-chart polyline.series').length > 0")
+    wait_for(page, "document.querySelectorAll('#kpi-chart polyline.series').length > 0")
     groups = page.evaluate(
         "[...document.querySelectorAll('#kpi-chart polyline.series')].map((p) => p.dataset.group)"
     )
@@ -184,9 +193,10 @@ def test_the_kpi_chart_has_a_line_per_segment(page: Page, site: Site) -> None:
         "(() => { const s = document.querySelector('#kpi-metric'); s.value = 'visitors';"
         " s.dispatchEvent(new Event('change')); })()"
     )
-    page.wait_for(
+    wait_for(
+        page,
         "[...document.querySelectorAll('#kpi-chart circle.point title')]"
-        ".some((t) => t.textContent.includes('visitors'))"
+        ".some((t) => t.textContent.includes('visitors'))",
     )
 
 
@@ -198,14 +208,14 @@ def test_data_is_inserted_as_text(page: Page) -> None:
     assert page.evaluate(TABLE_JS)[0]["arm"] == EVIL_ARM
 
 
-def test_nothing_from_another_origin_and_no_errors(page: Page, site: Site) -> None:
+def test_nothing_from_another_origin_and_no_errors(rec: Recorder, page: Page, site: Site) -> None:
     origins = {
         urlsplit(r.url)._replace(path="", query="", fragment="").geturl()
-        for r in page.requests()
+        for r in rec.requests
         if not r.url.startswith("data:")
     }
     assert origins == {site.url}
     assert page.evaluate("window.__violations") == []
-    errors = [m for m in page.console() if m.startswith(("error", "exception"))]
+    errors = [m for m in rec.console if m.startswith(("error", "exception"))]
     assert errors == []
     assert "error" not in page.evaluate("document.querySelector('#status').className")

@@ -5,8 +5,9 @@ from collections import Counter
 from pathlib import Path
 
 from model_export.cli import main as cli_main
-from model_export.fit.models import TrainConfig
-from model_export.run import TrainReport, train_bundle
+from model_export.fit.segments import TrainConfig
+from model_export.inputs.demo import demo_inputs
+from model_export.training import TrainingResult, train
 from sdk.bundle import load_bundle
 from tests.conftest import PLANTED_PERSONAS
 
@@ -14,13 +15,13 @@ from tests.conftest import PLANTED_PERSONAS
 ARI_THRESHOLD = 0.9
 
 
-def test_planted_personas_are_recovered(trained: TrainReport) -> None:
+def test_planted_personas_are_recovered(trained: TrainingResult) -> None:
     metrics = trained.manifest.training.metrics
     assert metrics["segments_ari_vs_planted"] >= ARI_THRESHOLD
     assert metrics["segments_k"] == 6  # chosen by silhouette, not fixed
 
 
-def test_each_planted_persona_maps_to_its_named_persona(trained: TrainReport) -> None:
+def test_each_planted_persona_maps_to_its_named_persona(trained: TrainingResult) -> None:
     names = PLANTED_PERSONAS
     seg_persona = {s.id: s.persona for s in trained.manifest.segments}
     by_planted: dict[str, Counter[str]] = {}
@@ -30,20 +31,20 @@ def test_each_planted_persona_maps_to_its_named_persona(trained: TrainReport) ->
         assert counts.most_common(1)[0][0] == names[planted]
 
 
-def test_onnx_matches_sklearn_on_held_out_rows(trained: TrainReport) -> None:
+def test_onnx_matches_sklearn_on_held_out_rows(trained: TrainingResult) -> None:
     m = trained.manifest.training.metrics
     assert m["parity_rows_checked"] >= 1000
     assert m["parity_segments_max_abs_diff"] < 1e-3
     assert m["parity_offers_max_abs_diff"] < 1e-4
 
 
-def test_offer_model_beats_the_popular_offer_baseline(trained: TrainReport) -> None:
+def test_offer_model_beats_the_popular_offer_baseline(trained: TrainingResult) -> None:
     m = trained.manifest.training.metrics
     assert m["offers_top1_accuracy"] > m["offers_baseline_top1_accuracy"] + 0.2
     assert m["offers_top3_accuracy"] > m["offers_top1_accuracy"]
 
 
-def test_manifest_records_provenance(trained: TrainReport) -> None:
+def test_manifest_records_provenance(trained: TrainingResult) -> None:
     raw = json.loads((trained.path / "manifest.json").read_text())
     assert raw["createdAt"].endswith(("Z", "+00:00"))
     assert set(raw["files"]) == {
@@ -61,8 +62,8 @@ def test_manifest_records_provenance(trained: TrainReport) -> None:
 
 
 def test_same_seed_same_models(tmp_path: Path) -> None:
-    a = train_bundle(tmp_path / "a", n_visitors=1500, config=TrainConfig(seed=3, k=5))
-    b = train_bundle(tmp_path / "b", n_visitors=1500, config=TrainConfig(seed=3, k=5))
+    a = train(demo_inputs(n_visitors=1500, config=TrainConfig(seed=3, k=5)), tmp_path / "a")
+    b = train(demo_inputs(n_visitors=1500, config=TrainConfig(seed=3, k=5)), tmp_path / "b")
     assert a.manifest.model_version == b.manifest.model_version
     assert (a.path / "offers.onnx").read_bytes() == (b.path / "offers.onnx").read_bytes()
 
@@ -80,16 +81,15 @@ def test_cli_trains_a_loadable_bundle_and_skips_if_present(tmp_path: Path) -> No
 
 def test_retraining_replaces_the_bundle_atomically(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
-    train_bundle(out, n_visitors=1500, config=TrainConfig(seed=1, k=5))
-    second = train_bundle(out, n_visitors=1500, config=TrainConfig(seed=2, k=5))
+    train(demo_inputs(n_visitors=1500, config=TrainConfig(seed=1, k=5)), out)
+    second = train(demo_inputs(n_visitors=1500, config=TrainConfig(seed=2, k=5)), out)
     assert load_bundle(out).version == second.manifest.model_version
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_bundles_of_an_older_feature_set_still_load(tmp_path: Path) -> None:
-    report = train_bundle(
-        tmp_path / "v1", n_visitors=1500, config=TrainConfig(seed=3, k=5, feature_set_version="1")
-    )
+    v1 = TrainConfig(seed=3, k=5, feature_set_version="1")
+    report = train(demo_inputs(n_visitors=1500, config=v1), tmp_path / "v1")
     bundle = load_bundle(report.path)
     assert bundle.manifest.feature_set_version == "1"
     assert len(bundle.manifest.feature_names) == 37

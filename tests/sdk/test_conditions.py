@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdk import ConditionError, evaluate_condition
-from sdk._conditions import MAX_DEPTH, check_condition, compile_condition, evaluate
+from sdk.conditions import MAX_DEPTH, check_condition, compile_condition, evaluate
 
 ATTRS: dict[str, Any] = {
     "lifecycle": "loyal",

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 from cachetools import LRUCache
 
-from sdk import _device
-from sdk._device import DEVICE_TYPES, Device, parse_device
+from sdk import device as device_module
+from sdk.device import DEVICE_TYPES, Device, parse_device
 from sdk.schema import Screen, UserAgentData
 
 VECTORS = Path(__file__).resolve().parents[1] / "contract" / "vectors" / "devices.json"
@@ -32,7 +32,7 @@ CHROME_WINDOWS = (
 def small_cache(monkeypatch: pytest.MonkeyPatch) -> LRUCache[str, Device]:
     """Swap the module's UA cache for a tiny empty one, so evictions happen quickly."""
     cache: LRUCache[str, Device] = LRUCache(maxsize=16)
-    monkeypatch.setattr(_device, "_cache", cache)
+    monkeypatch.setattr(device_module, "_cache", cache)
     return cache
 
 
@@ -92,21 +92,21 @@ def test_never_raises_on_odd_strings() -> None:
 
 
 def test_cache_has_the_documented_bound() -> None:
-    assert isinstance(_device._cache, LRUCache)
-    assert _device._cache.maxsize == 4096
+    assert isinstance(device_module._cache, LRUCache)
+    assert device_module._cache.maxsize == 4096
 
 
 def test_each_string_is_parsed_once(
     small_cache: LRUCache[str, Device], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = _device._classify_ua
+    real = device_module._classify_ua
 
     def counting(ua: str) -> Device:
         calls.append(ua)
         return real(ua)
 
-    monkeypatch.setattr(_device, "_classify_ua", counting)
+    monkeypatch.setattr(device_module, "_classify_ua", counting)
     ua = CHROME_WINDOWS.format(v=120)
     results = {parse_device(ua) for _ in range(10)}
     assert calls == [ua]
@@ -133,7 +133,7 @@ def test_cache_is_thread_safe(small_cache: LRUCache[str, Device]) -> None:
         "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
         for v in range(64)
     ]
-    expected = {ua: _device._classify_ua(ua) for ua in agents}
+    expected = {ua: device_module._classify_ua(ua) for ua in agents}
     start = threading.Barrier(8)
 
     def hammer(offset: int) -> list[bool]:
@@ -168,7 +168,7 @@ def test_missing_ua_parser_names_the_extra(
 
 def test_import_sdk_does_not_import_optional_parsers() -> None:
     code = (
-        "import sys, sdk, sdk._device, sdk._referrer, sdk.geo\n"
+        "import sys, sdk, sdk.device, sdk.referrer, sdk.geo\n"
         "bad = [m for m in ('ua_parser', 'ua_parser_rs', 'maxminddb') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from model_export.fit.models import feature_matrix
+from model_export.fit.rows import feature_matrix
 from model_export.inputs.synth import generate
 from sdk.features import FEATURE_NAMES, FEATURE_SPEC, build_features, merge_behavior
 from sdk.schema import Behavior, Campaign, Context, DecideRequest, Page

@@ -15,8 +15,26 @@ from scipy import stats
 
 from model_export.inputs.synth import generate
 from sdk import Decider, load_bundle
-from sdk._policy import HOLDOUT, PERSONALIZED, assign, epsilon_for, explore
-from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, NamespaceDef
+from sdk._policy import (
+    EXPLORE_SEED,
+    HOLDOUT,
+    PERSONALIZED,
+    Exploration,
+    Policy,
+    assign,
+    epsilon_for,
+    explore,
+)
+from sdk.hashing import prefix_state
+from sdk.manifest import (
+    ArmDef,
+    ExperimentDef,
+    ExplorationDef,
+    HoldoutDef,
+    NamespaceDef,
+    manifest_decoder,
+)
+from sdk.schema import DecideRequest
 from tests.conftest import FIXED_NOW, TEST_POLICY
 
 N = 100_000
@@ -140,6 +158,45 @@ def test_epsilon_per_segment() -> None:
     assert epsilon_for(None, 2) == 0.0
 
 
+RECORDED_MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "bundle"
+
+
+def test_policy_binds_the_manifests_experiments_with_compiled_targeting() -> None:
+    manifest = manifest_decoder.decode((RECORDED_MANIFEST / "manifest.json").read_bytes())
+    policy = Policy(manifest)
+    seen: Counter[str] = Counter()
+    for vid in IDS[:3000]:
+        for lifecycle in ("prospect", "loyal"):
+            attributes = {"visitorId": vid, "lifecycle": lifecycle}
+            bound = policy.assign(attributes, ["hero", "banner"], True)
+            plain = assign(
+                manifest.experiments, manifest.holdout, attributes, ["hero", "banner"], True
+            )
+            assert bound == plain
+            seen.update(bound.arms.keys())
+    # the holdout and every experiment (banner_prospects only for prospects) are reached
+    assert set(seen) == {"holdout", "hero_test", "banner_prospects", "banner_others"}
+    assert policy.assign({"visitorId": "v"}, ["hero"], False) == assign(
+        manifest.experiments, manifest.holdout, {"visitorId": "v"}, ["hero"], False
+    )
+    reason = policy.holdout_reason()
+    assert reason.code == "experiment.holdout"
+
+
+def test_policy_exploration_of_a_visit() -> None:
+    manifest = manifest_decoder.decode((RECORDED_MANIFEST / "manifest.json").read_bytes())
+    policy = Policy(manifest)  # epsilon 0.2, segment 0 never explores
+    request = DecideRequest(visitor_id="v1", session_id="s1")
+    explored = policy.exploration(request, 3, True)
+    assert explored == Exploration(
+        epsilon=0.2, visit="v1|s1", state=prefix_state(EXPLORE_SEED, "v1|s1|")
+    )
+    assert policy.exploration(request, 0, True) == Exploration(0.0, "v1|s1", None)
+    assert policy.exploration(request, 3, False).epsilon == 0.0  # no consent, no exploring
+    no_session = policy.exploration(DecideRequest(visitor_id="v1"), None, True)
+    assert (no_session.epsilon, no_session.visit) == (0.2, "v1|")
+
+
 # --- through the Decider --------------------------------------------------------------------
 
 
@@ -163,7 +220,7 @@ def test_decisions_record_arms_and_obey_them(policy_decider: Decider) -> None:
     manifest = policy_decider.bundle.manifest
     defaults = {s.id: s.default for s in manifest.slots}
     decisions = policy_decider.decide_many(_requests(3000, 5))  # type: ignore[arg-type]
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for d in decisions:
         assert d.experiment is not None and HOLDOUT in d.experiment
         if d.experiment[HOLDOUT] == HOLDOUT:

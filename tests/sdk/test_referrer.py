@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from sdk import _referrer
-from sdk._referrer import REFERRER_CLASSES, Referrer, classify_referrer
+from sdk import referrer as referrer_module
+from sdk.referrer import REFERRER_CLASSES, Referrer, classify_referrer
 from sdk.schema import Campaign, Page
 
 VECTORS = Path(__file__).resolve().parents[1] / "contract" / "vectors" / "referrers.json"
@@ -72,7 +72,7 @@ def test_rules_table_is_valid_data() -> None:
         assert rule["class"] in REFERRER_CLASSES
     assert set(raw["mediums"]) <= set(REFERRER_CLASSES)
     # Decoded through typed Structs: a typo in a key fails loudly.
-    assert _referrer._table() is _referrer._table()
+    assert referrer_module._table() is referrer_module._table()
 
 
 def test_fbclid_is_not_paid_but_gclid_is() -> None:

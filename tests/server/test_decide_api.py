@@ -13,8 +13,9 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from model_export.fit.models import TrainConfig
-from model_export.run import train_bundle
+from model_export.fit.segments import TrainConfig
+from model_export.inputs.demo import demo_inputs
+from model_export.training import train
 from server.settings import Settings
 from tests.conftest import _start_server, app_client
 
@@ -115,9 +116,8 @@ def test_admin_reload_swaps_a_good_bundle_and_keeps_the_old_on_refusal(
 ) -> None:
     live = tmp_path / "live"
     os.symlink(bundle_dir, live)
-    candidate = train_bundle(
-        tmp_path / "candidate", n_visitors=1500, config=TrainConfig(seed=5, k=5), name="next"
-    ).path
+    inputs = demo_inputs(n_visitors=1500, config=TrainConfig(seed=5, k=5), name="next")
+    candidate = train(inputs, tmp_path / "candidate").path
     broken = tmp_path / "broken"
     shutil.copytree(candidate, broken)
     with (broken / "offers.onnx").open("ab") as fh:
@@ -163,9 +163,8 @@ def test_real_server_hot_reloads_by_polling(
         assert refused["modelVersion"] == old
         decided = httpx.post(f"{server.url}/v1/decide", json=make_request()).json()
         assert decided["modelVersion"] == old  # the old bundle keeps serving
-        fresh = train_bundle(
-            tmp_path / "fresh", n_visitors=1500, config=TrainConfig(seed=9, k=5), name="fresh"
-        ).path
+        inputs = demo_inputs(n_visitors=1500, config=TrainConfig(seed=9, k=5), name="fresh")
+        fresh = train(inputs, tmp_path / "fresh").path
         _swap(live, fresh)
         ready = _wait_for(server.url, lambda r: r["modelVersion"].startswith("fresh-"))
         assert "lastReloadRefused" not in ready

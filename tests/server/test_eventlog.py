@@ -15,6 +15,7 @@ import pytest
 
 from model_export.inputs.config import DataConfig, TrainingConfig
 from model_export.inputs.ingest import read_events
+from sdk.logs import visitor_hash
 from sdk.schema import (
     Behavior,
     Consent,
@@ -31,7 +32,7 @@ from sdk.schema import (
     Signals,
     SlotDecision,
 )
-from server.eventlog import EventLog, EventLogError, visitor_hash
+from server.eventlog import EventLog, EventLogError
 
 NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36"

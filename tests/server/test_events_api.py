@@ -12,8 +12,9 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.testing import TestClient
 
+from sdk.logs import visitor_hash
 from sdk.schema import Consent, DecideRequest
-from server.eventlog import EventLog, visitor_hash
+from server.eventlog import EventLog
 from server.events import route_handlers
 from server.problems import exception_handlers
 from server.settings import Settings

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -26,6 +25,7 @@ from litestar.testing import TestClient
 from server.reports import Design, ReportService
 from server.security import SecurityConfig, SecurityMiddleware
 from tests.conftest import TEST_PUBLIC_KEY, app_client
+from tests.sdk.analysis.records import decision, write_log
 from tests.server.test_openapi import _validator
 
 PROBLEM = "application/problem+json"
@@ -384,22 +384,22 @@ def test_results_are_cached_by_file_stamp_and_age(tmp_path: Path) -> None:
     now = [100.0]
     service = ReportService(str(tmp_path), tmp_path, min_age=2.0, clock=lambda: now[0])
     design = Design(weights={}, controls={}, digest=None)
-    line = {
-        "kind": "decision",
-        "type": "decision",
-        "timestamp": "2026-05-04T10:00:00Z",
-        "decisionId": "d1",
-        "visitorId": "v1",
-        "experiment": {"x": "a"},
-        "slots": {},
-    }
-    (tmp_path / "events-1.jsonl").write_text(json.dumps(line) + "\n")
+    write_log(tmp_path / "events-1.jsonl", [decision("v1", "d1", {"x": "a"})])
     first = service.experiments(design)
     assert Counter(r.experiment for r in first.reports) == {"x": 1}
     assert service.experiments(design) is first  # same files: cached
-    (tmp_path / "events-2.jsonl").write_text(json.dumps({**line, "visitorId": "v2"}) + "\n")
+    write_log(tmp_path / "events-2.jsonl", [decision("v2", "d2", {"x": "a"})])
     assert service.experiments(design) is first  # changed, but younger than min_age
     now[0] += 2.5
     second = service.experiments(design)
     assert second is not first and second.reports[0].visitors == 2
     assert service.experiments(design, confidence=0.9) is not second  # another query
+
+
+def test_a_log_directory_not_created_yet_gives_empty_reports(tmp_path: Path) -> None:
+    service = ReportService(str(tmp_path / "not-yet"), tmp_path)
+    design = Design(weights={"x": {"a": 1.0, "b": 1.0}}, controls={}, digest=None)
+    experiments = service.experiments(design)
+    assert (experiments.files, experiments.lines, experiments.malformed) == (0, 0, 0)
+    assert [(r.experiment, r.visitors) for r in experiments.reports] == [("x", 0)]
+    assert service.kpis("segment", "day").points == []

@@ -1,4 +1,4 @@
-"""Tests of server.security and server.ratelimit: keys, routes, origins, CORS, preflight, limits,
+"""Tests of server.security (and its rate limiter): keys, routes, origins, CORS, preflight, limits,
 the keyless loopback demo; a tiny Litestar app in process, and a real uvicorn process."""
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.testing import TestClient
 
 import server.security as security
-from server.ratelimit import RateLimiter
 from server.security import (
     ApiKey,
     OriginRules,
@@ -36,6 +35,8 @@ from server.security import (
     generate_key,
     hash_key,
 )
+from server.security.origins import canonical_origin
+from server.security.ratelimit import RateLimiter
 
 ROOT = Path(__file__).resolve().parents[2]
 PK = "pk_test_public_shop"
@@ -392,8 +393,8 @@ def test_origin_patterns_are_validated(pattern: str, message: str) -> None:
 def test_origin_patterns_are_normalised() -> None:
     rules = OriginRules.compile(["HTTPS://Shop.Example.com:443", "http://localhost:3000"])
     assert rules.exact == {"https://shop.example.com", "http://localhost:3000"}
-    assert rules.allows(security._canonical_origin("https://shop.example.com"))
-    assert not rules.allows(security._canonical_origin("http://localhost:3001"))
+    assert rules.allows(canonical_origin("https://shop.example.com"))
+    assert not rules.allows(canonical_origin("http://localhost:3001"))
     assert not rules.allows(None)
 
 
@@ -751,7 +752,7 @@ def test_config_from_json_and_toml(tmp_path: Path) -> None:
 
 def test_security_imports_neither_litestar_nor_model_export() -> None:
     code = (
-        "import sys, server.security, server.ratelimit; "
+        "import sys, server.security; "
         "print(sorted(m for m in ('litestar', 'model_export') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=True)

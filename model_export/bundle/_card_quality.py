@@ -1,0 +1,339 @@
+"""The model card's sections on how good the models are: held-out metrics, ONNX parity,
+feature importance, churn, RFM and other diagnostics.
+
+Must not import server or sklearn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from model_export.bundle._card_charts import (
+    TOP_FEATURES,
+    _bars,
+    _heatmap,
+    _importance_chart,
+    _plotting,
+    _roc_calibration,
+    _svg,
+)
+from model_export.bundle._card_data import METRIC_GROUPS, _Card, _group_of, _per_k
+from model_export.bundle._card_html import (
+    _Html,
+    _join,
+    _json,
+    _kv,
+    _note,
+    _pill,
+    _share,
+    _signed,
+    _table,
+    _tag,
+    format_number,
+)
+from model_export.bundle.metrics import lower_is_better
+from sdk.bundle import PARITY_ATOL
+
+
+def _baselines(metrics: Mapping[str, float]) -> dict[str, list[tuple[str, str]]]:
+    """Metric -> [(baseline key, baseline label)] for keys with a ``baseline`` token.
+
+    A baseline key names its metric either with the ``baseline`` token removed
+    (``offers_baseline_top1_accuracy`` is the baseline of ``offers_top1_accuracy``) or as its
+    longest prefix that is a metric, the rest being the label (``churn_auc_recency_baseline``
+    is the ``recency`` baseline of ``churn_auc``; ``value_mae_baseline`` that of ``value_mae``).
+    """
+    found: dict[str, list[tuple[str, str]]] = {}
+    for key in sorted(metrics):
+        tokens = key.split("_")
+        if "baseline" not in tokens:
+            continue
+        i = tokens.index("baseline")
+        without = "_".join(tokens[:i] + tokens[i + 1 :])
+        if without in metrics:
+            found.setdefault(without, []).append((key, "baseline"))
+            continue
+        for j in range(len(tokens) - 1, 0, -1):
+            prefix = "_".join(tokens[:j])
+            if prefix in metrics and "baseline" not in tokens[:j]:
+                label = "_".join(t for t in tokens[j:] if t != "baseline") or "baseline"
+                found.setdefault(prefix, []).append((key, label))
+                break
+    return found
+
+
+def _delta_cell(name: str, delta: float) -> _Html:
+    if delta == 0 or math.isnan(delta):
+        return _tag("span", _signed(delta), class_="muted")
+    better = (delta < 0) == lower_is_better(name)
+    return _tag("span", _signed(delta), class_="up" if better else "down")
+
+
+def _metrics_table(c: _Card, keys: list[str], baselines: dict[str, list[tuple[str, str]]]) -> _Html:
+    with_baselines = any(key in baselines for key in keys)
+    rows = []
+    for key in keys:
+        value = c.metrics[key]
+        pairs = baselines.get(key, [])
+        direction = _tag("span", "lower is better" if lower_is_better(key) else "", class_="muted")
+        row: list[object] = [_tag("code", key), format_number(value)]
+        if with_baselines:
+            row.append(
+                _join(
+                    _tag(
+                        "div",
+                        _join(
+                            [
+                                f"{'' if label == 'baseline' else label} ",
+                                format_number(c.metrics[b]),
+                                _tag("span", b, class_="sub"),
+                            ]
+                        ),
+                        title=b,
+                    )
+                    for b, label in pairs
+                )
+                or "—"
+            )
+            row.append(_join(_tag("div", _delta_cell(key, value - c.metrics[b])) for b, _ in pairs))
+        rows.append([*row, direction])
+    headers = ["metric", "value", *(["baseline", "vs baseline"] if with_baselines else []), ""]
+    return _table(headers, rows, numeric=[1, 2, 3] if with_baselines else [1])
+
+
+def _per_k_table(per_k: dict[str, dict[int, float]], chosen: float | None) -> _Html:
+    ks = sorted({k for values in per_k.values() for k in values})
+    names = sorted(per_k)
+    rows = []
+    for k in ks:
+        label: object = format_number(k)
+        if chosen is not None and k == chosen:
+            label = _join([format_number(k), " ", _pill("chosen", "info")])
+        values = [format_number(per_k[n][k]) if k in per_k[n] else "—" for n in names]
+        rows.append([label, *values])
+    return _table(["k", *names], rows, numeric=range(1, len(names) + 1))
+
+
+def _metrics_section(c: _Card) -> _Html:
+    metrics = c.metrics
+    if not metrics:
+        return _note("The manifest records no held-out metrics.")
+    baselines = _baselines(metrics)
+    per_k = _per_k(metrics)
+    done = {b for pairs in baselines.values() for b, _ in pairs}
+    done |= {f"{name}_k{k}" for name, values in per_k.items() for k in values}
+    groups: dict[str, list[str]] = {}
+    for key in sorted(metrics):
+        if key not in done:
+            groups.setdefault(_group_of(key), []).append(key)
+    parts: list[str] = [
+        _note(
+            "Held-out numbers computed by training. Where training also scored a baseline "
+            "(a key containing “baseline”), it is shown next to the metric it is a baseline for."
+        )
+    ]
+    titles = dict(METRIC_GROUPS)
+    for prefix in [*(p for p, _ in METRIC_GROUPS if p != "parity"), "other"]:
+        if prefix in groups:
+            parts.append(_tag("h3", titles.get(prefix, "Other")))
+            parts.append(_metrics_table(c, groups[prefix], baselines))
+        if prefix == "segments" and per_k:
+            parts.append(_tag("h3", "Choosing the number of segments"))
+            parts.append(_per_k_table(per_k, metrics.get("segments_k")))
+    return _Html("".join(parts))
+
+
+def _parity_section(c: _Card) -> _Html | None:
+    keys = sorted(k for k in c.metrics if _group_of(k) == "parity")
+    if not keys:
+        return None
+    rows = []
+    for key in keys:
+        value = c.metrics[key]
+        check: object = ""
+        if "diff" in key:
+            ok = value <= PARITY_ATOL
+            check = _pill("within tolerance" if ok else "over tolerance", "good" if ok else "bad")
+        rows.append([_tag("code", key), format_number(value), check])
+    return _Html(
+        _note(
+            "The same held-out rows run through the sklearn pipelines (float64) and the exported "
+            f"ONNX graphs (onnxruntime, float32). The loader refuses a bundle whose parity rows "
+            f"differ by more than {format_number(PARITY_ATOL)}."
+        )
+        + _table(["measure", "value", ""], rows, numeric=[1])
+    )
+
+
+def _importance_section(c: _Card) -> _Html | None:
+    raw = c.diagnostics.get("feature_importance")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        return _note("feature_importance is present but not a {model: {feature: weight}} map.")
+    parts: list[str] = [
+        _note(
+            f"The {TOP_FEATURES} largest weights by magnitude per model; red pushes the "
+            "prediction up, blue down."
+        )
+    ]
+    for model, weights in raw.items():
+        parts.append(_tag("h3", model))
+        try:
+            clean = {str(f): float(w) for f, w in weights.items()}
+        except (AttributeError, TypeError, ValueError):
+            parts.append(_note("weights are not a {feature: number} map"))
+            continue
+        if not clean:
+            parts.append(_note("no weights"))
+            continue
+        with _plotting():
+            fig = _importance_chart(clean)
+            parts.append(_svg(fig, f"importance-{model}", f"feature importance of {model}"))
+    return _Html("".join(parts))
+
+
+def _points(raw: Any, width: int) -> list[tuple[float, ...]]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("expected a non-empty list")
+    points = []
+    for item in raw:
+        if not isinstance(item, list | tuple) or len(item) < width:
+            raise ValueError(f"expected lists of {width} numbers")
+        values = tuple(float(v) for v in item[:width])
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("non-finite value")
+        points.append(values)
+    return points
+
+
+def _churn_section(c: _Card) -> _Html | None:
+    roc_raw = c.diagnostics.get("churn_roc")
+    cal_raw = c.diagnostics.get("churn_calibration")
+    if roc_raw is None and cal_raw is None:
+        return None
+    parts: list[str] = []
+    roc = cal = None
+    try:
+        roc = _points(roc_raw, 2) if roc_raw is not None else None
+    except (TypeError, ValueError) as exc:
+        parts.append(_note(f"churn_roc is malformed ({exc}); not plotted."))
+    try:
+        cal = _points(cal_raw, 3) if cal_raw is not None else None
+    except (TypeError, ValueError) as exc:
+        parts.append(_note(f"churn_calibration is malformed ({exc}); not plotted."))
+    if roc is None and cal is None:
+        return _Html("".join(parts))
+    auc = c.metrics.get("churn_auc")
+    if auc is None and roc is not None:
+        pts = sorted(roc)
+        auc = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
+    with _plotting():
+        fig = _roc_calibration(
+            [(p[0], p[1]) for p in roc] if roc else None,
+            [(p[0], p[1], p[2]) for p in cal] if cal else None,
+            auc,
+        )
+        parts.append(_svg(fig, "churn", "churn ROC curve and calibration"))
+    parts.append(
+        _note(
+            "ROC: how well the churn score ranks churners above the rest on held-out customers. "
+            "Calibration: predicted probability against the observed churn rate per bin "
+            "(marker size and the lower bars show how many customers fall in each bin)."
+        )
+    )
+    return _Html("".join(parts))
+
+
+def _rfm_section(c: _Card) -> _Html | None:
+    rfm = c.m.rfm
+    dist = c.diagnostics.get("rfm_distribution")
+    if rfm is None and dist is None:
+        return None
+    parts: list[str] = []
+    if rfm is not None:
+        parts.append(
+            _note(
+                "Quintile edges learned from the customer base. Recency scores 5 for the most "
+                "recent fifth; frequency and monetary score 5 for the highest fifth. The RFM "
+                "score is the weighted mean of the three scores."
+            )
+        )
+        rows = [
+            [name, *(format_number(e) for e in edges), format_number(rfm.weights.get(key, 0.0))]
+            for name, key, edges in (
+                ("recency (days)", "r", rfm.recency_edges),
+                ("frequency (purchases)", "f", rfm.frequency_edges),
+                ("monetary", "m", rfm.monetary_edges),
+            )
+        ]
+        parts.append(
+            _table(
+                ["", "edge 1", "edge 2", "edge 3", "edge 4", "weight"], rows, numeric=range(1, 6)
+            )
+        )
+        extra = {k: v for k, v in rfm.weights.items() if k not in ("r", "f", "m")}
+        if extra:
+            parts.append(_kv((k, format_number(v)) for k, v in sorted(extra.items())))
+    if dist is not None:
+        try:
+            counts = {str(k): float(v) for k, v in dist.items()}
+        except (AttributeError, TypeError, ValueError):
+            parts.append(_note("rfm_distribution is malformed; not plotted."))
+            counts = {}
+        if counts:
+            parts.append(_tag("h3", "Customers by RFM code"))
+            parts.append(_rfm_distribution(counts))
+    return _Html("".join(parts))
+
+
+def _rfm_distribution(counts: dict[str, float]) -> _Html:
+    total = sum(counts.values()) or 1.0
+    parts: list[str] = []
+    codes = {k: v for k, v in counts.items() if re.fullmatch(r"[1-5]{3}", k)}
+    with _plotting():
+        if len(codes) == len(counts):
+            grid = [[0.0] * 5 for _ in range(5)]
+            for code, n in codes.items():
+                grid[5 - int(code[0])][int(code[1]) - 1] += n
+            fig = _heatmap(
+                [f"R{r}" for r in range(5, 0, -1)],
+                [f"F{f}" for f in range(1, 6)],
+                grid,
+                limit=max(max(row) for row in grid) or 1.0,
+                cmap="Blues",
+                label="customers (summed over M)",
+                fmt=format_number,
+                centred=False,
+            )
+            parts.append(_svg(fig, "rfm", "customers by recency and frequency score"))
+        else:
+            top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+            fig = _bars([k for k, _ in top], [v for _, v in top])
+            parts.append(_svg(fig, "rfm", "customers by RFM code"))
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    parts.append(
+        _table(
+            ["RFM code", "customers", "share"],
+            [[_tag("code", k), format_number(v), _share(v / total)] for k, v in top],
+            numeric=[1, 2],
+        )
+    )
+    return _Html("".join(parts))
+
+
+_KNOWN_DIAGNOSTICS = {"feature_importance", "churn_roc", "churn_calibration", "rfm_distribution"}
+
+
+def _other_diagnostics(c: _Card) -> _Html | None:
+    other = {k: v for k, v in c.diagnostics.items() if k not in _KNOWN_DIAGNOSTICS}
+    if not other:
+        return None
+    return _table(
+        ["diagnostic", "value"],
+        [[_tag("code", k), _tag("code", _json(v, 1200))] for k, v in sorted(other.items())],
+    )

@@ -1,0 +1,144 @@
+"""The rules step of a decision: lifecycle stage, offer eligibility and suppression.
+
+:class:`Rules` compiles a bundle's lifecycle rules and offer eligibility conditions once, then
+gives each decision its lifecycle stage and its ranked, eligible, unsuppressed offers, with the
+reasons that explain them. Pure and synchronous; :func:`decision_attributes` builds the
+attributes that eligibility and targeting conditions read.
+
+Must import only the standard library and sdk (no numpy, onnxruntime, litestar or sklearn).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdk.conditions import compile_condition
+from sdk.features import FeatureRow
+from sdk.manifest import Manifest
+from sdk.schema import Behavior, DecideRequest, Lifecycle, RankedOffer, Reason
+
+__all__ = ["CONSENT_LIFECYCLE", "Rules", "decision_attributes", "lifecycle_facts"]
+
+#: The lifecycle of a visit decided without personalization consent.
+CONSENT_LIFECYCLE = Lifecycle(stage="unknown", rule="consent")
+
+
+def lifecycle_facts(b: Behavior) -> dict[str, Any]:
+    """The behaviour facts lifecycle rules read (``behavior`` in the decision attributes)."""
+    return {
+        "purchases": b.purchases or 0.0,
+        "revenue": b.revenue or 0.0,
+        "sessionCount": b.session_count if b.session_count is not None else 1.0,
+        "pageViews": b.page_views or 0.0,
+        "daysSinceLastPurchase": b.days_since_last_purchase,
+        "daysSinceLastVisit": b.days_since_last_visit,
+        "cartItems": b.cart_items or 0.0,
+    }
+
+
+def decision_attributes(
+    request: DecideRequest,
+    row: FeatureRow,
+    persona: str | None,
+    lifecycle: str,
+    facts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The attributes that offer eligibility and variant conditions are evaluated against
+    (``facts``: the behaviour facts of ``row`` when already computed)."""
+    s = row.signals
+    return {
+        "persona": persona,
+        "lifecycle": lifecycle,
+        "device": {"type": s.device_type, "os": s.os, "browser": s.browser, "touch": s.touch},
+        "referrer": {"class": s.referrer_class, "source": s.referrer_source},
+        "country": s.country,
+        "page": {"path": request.context.page.path},
+        "campaign": {
+            "source": request.context.campaign.source,
+            "medium": request.context.campaign.medium,
+            "name": request.context.campaign.name,
+        },
+        "behavior": facts if facts is not None else lifecycle_facts(row.behavior),
+        "localHour": s.local_hour,
+        "localWeekday": s.local_weekday,
+    }
+
+
+class Rules:
+    """A bundle's lifecycle rules and offer eligibility, compiled once.
+
+    Args:
+        manifest: the bundle's manifest (its conditions are already checked by the loader).
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        lifecycle = manifest.lifecycle
+        self._stages = [
+            (rule.stage, f"lifecycle.rules[{i}]", compile_condition(rule.when))
+            for i, rule in enumerate(lifecycle.rules)
+        ]
+        self._default = Lifecycle(stage=lifecycle.default, rule="lifecycle.default")
+        self._offer_classes = manifest.offer_classes
+        self._eligible = {o.id: compile_condition(o.eligibility) for o in manifest.offers}
+        self._names = {o.id: o.name for o in manifest.offers}
+
+    def lifecycle(self, facts: dict[str, Any]) -> Lifecycle:
+        """The stage of the first lifecycle rule ``facts`` satisfy, else the default stage."""
+        for stage, rule, when in self._stages:
+            if when(facts):
+                return Lifecycle(stage=stage, rule=rule)
+        return self._default
+
+    def rank(
+        self, probas: list[float], attributes: dict[str, Any], suppressed: frozenset[str]
+    ) -> list[RankedOffer]:
+        """The offers by descending score (ties by id), without suppressed or ineligible ones.
+
+        Args:
+            probas: the offer model's probabilities, in the manifest's ``offer_classes`` order.
+            attributes: the decision attributes eligibility conditions read.
+            suppressed: offers the visitor said "not interested" to.
+        """
+        scored = sorted(
+            zip(self._offer_classes, probas, strict=True), key=lambda item: (-item[1], item[0])
+        )
+        eligible = self._eligible
+        kept = [
+            (offer_id, score)
+            for offer_id, score in scored
+            if offer_id not in suppressed and eligible[offer_id](attributes)
+        ]
+        names = self._names
+        return [
+            RankedOffer(id=offer_id, name=names[offer_id], score=round(score, 6), rank=i)
+            for i, (offer_id, score) in enumerate(kept, 1)
+        ]
+
+    @staticmethod
+    def lifecycle_reason(lifecycle: Lifecycle) -> Reason:
+        """Why the visit has its lifecycle stage."""
+        return Reason(
+            code="lifecycle.rule", message=f"lifecycle {lifecycle.stage} by {lifecycle.rule}"
+        )
+
+    @staticmethod
+    def offer_reasons(ranked: list[RankedOffer], suppressed: frozenset[str]) -> list[Reason]:
+        """Why offers are missing (suppressed) and which one ranks first."""
+        reasons: list[Reason] = []
+        if suppressed:
+            reasons.append(
+                Reason(
+                    code="offer.suppressed",
+                    message="not shown, the visitor said not interested: "
+                    + ", ".join(sorted(suppressed)),
+                )
+            )
+        if ranked:
+            reasons.append(
+                Reason(
+                    code="offer.top",
+                    message=f"{ranked[0].id} ranks first of {len(ranked)} eligible offers "
+                    f"(score {ranked[0].score:.3f})",
+                )
+            )
+        return reasons

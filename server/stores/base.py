@@ -1,0 +1,249 @@
+"""What a profile store is: the :class:`ProfileStore` protocol every backend implements, the
+stored :class:`ProfileRecord` and the pure rules that update it from visits and events.
+
+The rules follow the browser tag's own first-party profile: a visit opens a session or counts a
+page view and keeps the page's categories, searches and cart; a ``conversion`` counts a
+purchase, ``not_interested`` suppresses an offer, ``dismiss`` is counted, ``pageview`` counts a
+page view. No IP address or user agent is ever stored.
+
+Must not import model_export or litestar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import msgspec
+
+from sdk.schema import Behavior, DecideRequest, Event
+
+__all__ = [
+    "MAX_CATEGORIES",
+    "MAX_OFFERS",
+    "SESSION_TIMEOUT",
+    "ProfileRecord",
+    "ProfileStore",
+    "VisitorProfile",
+    "as_utc",
+    "behavior_at",
+    "updated_by_events",
+    "updated_by_visit",
+]
+
+#: Idle time after which a visit without a session id opens a new session (as the tag does).
+SESSION_TIMEOUT = timedelta(minutes=30)
+#: Categories kept per visitor (unique, most recent last), as the tag keeps them.
+MAX_CATEGORIES = 50
+#: Offers kept per visitor in the suppressed and dismissed sets (oldest dropped first).
+MAX_OFFERS = 200
+_DAY = 86_400.0
+
+
+class ProfileRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The stored state of one visitor. Times are UTC; counters the page alone knows (searches,
+    cart) are None until it sends them.
+
+    Not tracked by the garbage collector (``gc=False``): a record holds only strings, numbers,
+    datetimes, tuples of strings and a dict of counters, so it can never be part of a reference
+    cycle, and a store of a hundred thousand visitors then adds nothing to a collection."""
+
+    first_seen: datetime
+    last_seen: datetime
+    session_id: str | None = None
+    sessions: int = 0
+    #: Page views of the current session.
+    page_views: int = 0
+    categories: tuple[str, ...] = ()
+    searches: float | None = None
+    searches_without_results: float | None = None
+    cart_items: float | None = None
+    cart_value: float | None = None
+    purchases: int = 0
+    revenue: float = 0.0
+    first_purchase: datetime | None = None
+    last_purchase: datetime | None = None
+    suppressed: tuple[str, ...] = ()
+    dismissed: dict[str, int] = {}
+
+
+class VisitorProfile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Everything stored about a visitor, as ``GET /v1/visitors/{id}`` returns it."""
+
+    visitor_id: str
+    behavior: Behavior
+    suppressed_offers: list[str]
+    dismissed_offers: dict[str, int]
+    session_id: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+class ProfileStore(Protocol):
+    """Where visitor profiles live. Synchronous and thread-safe; ``now`` is timezone-aware."""
+
+    def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
+        """The stored behaviour (days computed against ``now``), or None when unknown."""
+        ...
+
+    def snapshot(self, visitor_id: str, *, now: datetime | None = None) -> VisitorProfile | None:
+        """Everything stored about the visitor (for access requests), or None when unknown."""
+        ...
+
+    def record_visit(self, visitor_id: str, request: DecideRequest, *, now: datetime) -> Behavior:
+        """Record a decide request as a visit; the stored behaviour after it.
+
+        Without storage consent (:func:`sdk.consent.permissions`) this is a no-op: nothing is
+        read or stored and an empty :class:`Behavior` is returned. Read the profile for a
+        decision with :meth:`get` *before* recording its visit, so the request's own categories
+        are not counted twice by the decider's merge.
+        """
+        ...
+
+    def apply(self, visitor_id: str, events: Sequence[Event], *, now: datetime) -> Behavior:
+        """Apply feedback events of the visitor (creating the profile if absent); the result."""
+        ...
+
+    def delete(self, visitor_id: str) -> bool:
+        """Forget the visitor; whether anything was stored."""
+        ...
+
+    def suppressed(self, visitor_id: str) -> frozenset[str]:
+        """Offers the visitor said ``not_interested`` to (empty when unknown)."""
+        ...
+
+
+# --- pure update rules -----------------------------------------------------------------------
+
+
+def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _days(since: datetime | None, now: datetime) -> float | None:
+    return None if since is None else max((now - since).total_seconds() / _DAY, 0.0)
+
+
+def _recent_unique(old: Iterable[str], new: Iterable[str], limit: int) -> tuple[str, ...]:
+    """``old`` then ``new``, each value once at its latest position, the last ``limit``."""
+    kept = dict.fromkeys(old)
+    for value in new:
+        kept.pop(value, None)
+        kept[value] = None
+    return tuple(kept)[-limit:]
+
+
+def _page_view(
+    record: ProfileRecord | None, session_id: str | None, now: datetime
+) -> ProfileRecord:
+    """``record`` after one page view at ``now`` in session ``session_id``."""
+    if record is None:
+        return ProfileRecord(
+            first_seen=now, last_seen=now, session_id=session_id, sessions=1, page_views=1
+        )
+    if session_id is not None:
+        new_session = session_id != record.session_id
+    else:
+        new_session = record.sessions == 0 or now - record.last_seen >= SESSION_TIMEOUT
+    if new_session:
+        return msgspec.structs.replace(
+            record,
+            last_seen=max(now, record.last_seen),
+            session_id=session_id,
+            sessions=record.sessions + 1,
+            page_views=1,
+        )
+    return msgspec.structs.replace(
+        record, last_seen=max(now, record.last_seen), page_views=record.page_views + 1
+    )
+
+
+def updated_by_visit(
+    record: ProfileRecord | None, request: DecideRequest, now: datetime
+) -> ProfileRecord:
+    """``record`` after the visit ``request`` at ``now`` (consent is the caller's business)."""
+    now = as_utc(now)
+    out = _page_view(record, request.session_id, now)
+    b = request.behavior
+    categories = (c.strip()[:64] for c in b.categories_viewed)
+    return msgspec.structs.replace(
+        out,
+        categories=_recent_unique(out.categories, (c for c in categories if c), MAX_CATEGORIES),
+        searches=b.searches if b.searches is not None else out.searches,
+        searches_without_results=(
+            b.searches_without_results
+            if b.searches_without_results is not None
+            else out.searches_without_results
+        ),
+        cart_items=b.cart_items if b.cart_items is not None else out.cart_items,
+        cart_value=b.cart_value if b.cart_value is not None else out.cart_value,
+    )
+
+
+def updated_by_events(
+    record: ProfileRecord | None, events: Iterable[Event], now: datetime
+) -> ProfileRecord:
+    """``record`` after feedback ``events`` received at ``now`` (created when None).
+
+    A conversion is dated by its timestamp (naive ones read as UTC), never later than ``now``.
+    """
+    now = as_utc(now)
+    out = record if record is not None else ProfileRecord(first_seen=now, last_seen=now)
+    for event in events:
+        if event.type == "conversion":
+            when = now
+            if event.timestamp is not None:
+                stamp = event.timestamp
+                stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+                when = min(stamp.astimezone(UTC), now)
+            first = out.first_purchase
+            last = out.last_purchase
+            out = msgspec.structs.replace(
+                out,
+                purchases=out.purchases + 1,
+                revenue=out.revenue + (event.value or 0.0),
+                first_purchase=when if first is None else min(first, when),
+                last_purchase=when if last is None else max(last, when),
+                cart_items=0.0,
+                cart_value=0.0,
+            )
+        elif event.type == "not_interested" and event.offer_id:
+            suppressed = _recent_unique(out.suppressed, [event.offer_id], MAX_OFFERS)
+            out = msgspec.structs.replace(out, suppressed=suppressed)
+        elif event.type == "dismiss" and event.offer_id:
+            dismissed = dict(out.dismissed)
+            count = dismissed.pop(event.offer_id, 0) + 1
+            dismissed[event.offer_id] = count
+            while len(dismissed) > MAX_OFFERS:
+                del dismissed[next(iter(dismissed))]
+            out = msgspec.structs.replace(out, dismissed=dismissed)
+        elif event.type == "pageview":
+            out = _page_view(out, event.session_id, now)
+            category = event.properties.get("category")
+            if isinstance(category, str) and category.strip():
+                categories = _recent_unique(out.categories, [category.strip()[:64]], MAX_CATEGORIES)
+                out = msgspec.structs.replace(out, categories=categories)
+    return out
+
+
+def behavior_at(record: ProfileRecord, now: datetime) -> Behavior:
+    """The stored behaviour of ``record``, with days counted to ``now``."""
+    now = as_utc(now)
+    bought = record.purchases > 0
+    return Behavior(
+        page_views=float(record.page_views) if record.sessions else None,
+        session_count=float(record.sessions) if record.sessions else None,
+        categories_viewed=list(record.categories),
+        searches=record.searches,
+        searches_without_results=record.searches_without_results,
+        cart_items=record.cart_items,
+        cart_value=record.cart_value,
+        purchases=float(record.purchases),
+        revenue=record.revenue,
+        days_since_last_visit=_days(record.last_seen, now) if record.sessions else None,
+        days_since_last_purchase=_days(record.last_purchase, now) if bought else None,
+        days_since_first_purchase=_days(record.first_purchase, now) if bought else None,
+    )
