@@ -94,10 +94,10 @@ schema: $(STAMP)
 tag: js-deps
 	cd js_snippet && npm run build
 
-## The README's demo screenshots (docs/img), taken in headless Chromium against the demo bundle.
+## The demo screenshots of docs/tag.md (docs/img), taken in headless Chromium against the demo bundle.
 screenshots: $(STAMP) system-deps
 	$(BIN)/tailor train --if-missing --out $(BUNDLE)
 	$(BIN)/python -m docs.screenshots --bundle $(BUNDLE)
 
 clean:
-	rm -rf $(VENV) var js_snippet/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var site js_snippet/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -108,16 +108,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         engine.load_static(Path(settings.static_dir))
         app.state.engine = engine
         _settle_heap(settings.gc_young_threshold)
-        async with anyio.create_task_group() as tasks:
-            if settings.reload_interval > 0:
-                tasks.start_soon(_watch, engine, settings.reload_interval)
-            try:
-                yield
-            finally:
-                tasks.cancel_scope.cancel()
-                engine.geo.close()
-                if engine.eventlog is not None:
-                    await anyio.to_thread.run_sync(engine.eventlog.close)
+        try:
+            async with anyio.create_task_group() as tasks:
+                if settings.reload_interval > 0:
+                    tasks.start_soon(_watch, engine, settings.reload_interval)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            # outside the cancelled task group, or the await below would be cancelled at once
+            # and the last flush interval of the event log lost
+            engine.geo.close()
+            if engine.eventlog is not None:
+                await anyio.to_thread.run_sync(engine.eventlog.close)
 
     app = Litestar(
         route_handlers=[*route_handlers, *event_handlers, *report_handlers, metrics_handler],

@@ -51,7 +51,7 @@ def test_docs_build_in_strict_mode_with_every_page(tmp_path: Path) -> None:
     assert (site / "img" / "demo-loyal.png").is_file()
 
 
-def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
+def test_a_broken_link_or_a_page_missing_from_the_nav_fails_the_build(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
     shutil.copytree(DOCS, copy / "docs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
@@ -62,9 +62,11 @@ def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
         f.write(
             "\nSee [the missing page](no-such-page.md) and [an anchor](sdk.md#no-such-anchor).\n"
         )
+    (copy / "docs" / "orphan.md").write_text("# A page missing from the nav\n", encoding="utf-8")
     result = _mkdocs_build(copy, tmp_path / "broken")
     assert result.returncode != 0
-    assert "no-such-page.md" in result.stderr and "no-such-anchor" in result.stderr
+    for problem in ("no-such-page.md", "no-such-anchor", "orphan.md"):
+        assert problem in result.stderr, problem
 
 
 def test_the_readme_links_every_docs_page() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
+from sdk.logs import DecisionRecord, read_log
 from server.settings import Settings
 from tests.conftest import TEST_ORIGIN, TEST_PUBLIC_KEY, app_client
 
@@ -231,3 +232,17 @@ def test_absurd_timestamps_are_refused(client: TestClient, make_request: MakeReq
     for stamp in ("9999-12-31T00:00:00Z", "1970-01-01T00:00:00Z"):
         r = client.post("/v1/decide", json=make_request(timestamp=stamp, sessionId=None))
         assert _problem(r, 422)["detail"].endswith("at `$.timestamp`")  # type: ignore[union-attr]
+
+
+def test_shutdown_writes_what_the_event_log_buffered(
+    bundle_dir: Path, make_request: MakeRequest, tmp_path: Path
+) -> None:
+    events = tmp_path / "events"
+    with app_client(bundle_path=str(bundle_dir), event_log_dir=str(events)) as client:
+        answer = client.post("/v1/decide", json=make_request(visitorId="v-shutdown"))
+        assert answer.status_code == 200
+    # stopped at once, well within the writer's flush interval: the lifespan's close wrote it
+    records = list(read_log(events))
+    assert [r.decision_id for r in records if isinstance(r, DecisionRecord)] == [
+        answer.json()["decisionId"]
+    ]

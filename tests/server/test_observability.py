@@ -1,4 +1,4 @@
-"""Metrics, the timing middleware, /metrics and Server-Timing (server/observability.py)."""
+"""Metrics, the timing middleware, /metrics and Server-Timing (server/observability/)."""
 
 from __future__ import annotations
 
