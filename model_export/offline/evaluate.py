@@ -98,9 +98,13 @@ class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
     interval: str
     #: ``ips``, ``snips``, ``dr`` and ``logging`` (see :data:`ESTIMATORS`)
     estimates: dict[str, Estimate]
+    #: Kish effective sample size of the weights ``w = pi(a|x) / p``
     ess: float
+    #: mean ``pi(a|x)`` of the logged actions
     match_rate: float
     max_weight: float
+    #: mean probability the bundle puts on variants the logging policy could not show: IPS and
+    #: SNIPS see no reward there, DR fills it in with its reward model
     unsupported: float
 
 
@@ -163,8 +167,10 @@ def _reward_model(
     columns: dict[tuple[str, str], int],
     folds: npt.NDArray[np.int64],
 ) -> Array:
-    """Cross-fitted ``q(x, a)`` for every row and column: segment-within-variant means with
-    shrinkage (see the module docstring); a fold without training rows predicts 0."""
+    """Cross-fitted ``q(x, a)`` for every row and column: the mean reward of the variant in the
+    decision's segment, shrunk towards the variant's mean (itself shrunk towards the overall
+    mean) by :data:`SHRINKAGE` pseudo-observations, fitted on the other fold of visitors; a fold
+    without training rows predicts 0."""
     n, k = len(choices), len(columns)
     slot_of = [""] * k
     for (slot, _), j in columns.items():
@@ -266,6 +272,8 @@ class _Terms:
 
 
 def _terms(prep: _Prepared, target: Array) -> _Terms:
+    """IPS ``mean(w r)``, SNIPS ``sum(w r) / sum(w)``, DR ``mean(sum_a pi q + w (r - q))`` and
+    the logging policy's ``mean(r)``, with ``w = pi(a|x) / p``, and their influence terms."""
     rows = np.arange(len(prep.r))
     match = target[rows, prep.action]
     w = match / prep.p

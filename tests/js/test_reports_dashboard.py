@@ -65,23 +65,32 @@ def site(policy_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
             traffic = post_traffic(client, N_VISITORS, "dash")
-            port = urlsplit(live.url).port
+            wait_for_report(client.get, traffic.lines)
+            # A decision line as the server writes them, but with markup in its names.
+            logs = tmp / f"events-{urlsplit(live.url).port}"
             planted = {
-                "kind": "decision",
-                "type": "decision",
-                "timestamp": "2026-01-05T10:00:00Z",
+                **_a_decision_line(logs),
                 "decisionId": "planted",
                 "visitorId": "planted-visitor",
-                "segment": 0,
                 "experiment": {EVIL_EXPERIMENT: EVIL_ARM},
                 "slots": {},
             }
-            (tmp / f"events-{port}" / "events-planted.jsonl").write_text(json.dumps(planted) + "\n")
+            (logs / "events-planted.jsonl").write_text(json.dumps(planted) + "\n")
             wait_for_report(client.get, traffic.lines + 1)
         yield Site(live, traffic)
     finally:
         live.process.terminate()
         live.process.wait(timeout=10)
+
+
+def _a_decision_line(logs: Path) -> dict[str, Any]:
+    """The first decision line of the event log in ``logs``."""
+    for path in sorted(logs.glob("events-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record: dict[str, Any] = json.loads(line)
+            if record.get("type") == "decision":
+                return record
+    raise AssertionError(f"no decision line in {logs}")
 
 
 @pytest.fixture(scope="module")
