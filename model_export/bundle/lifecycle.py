@@ -27,6 +27,7 @@ from model_export.bundle.diff import (
 from model_export.bundle.metrics import (
     LOWER_IS_BETTER,
     MetricDelta,
+    RegressionRefused,
     Requirement,
     RequirementCheck,
     check_requirements,
@@ -39,7 +40,6 @@ from model_export.bundle.verify import (
     CurrentBundleError,
     LifecycleError,
     LiveLinkError,
-    RegressionRefused,
     RequirementError,
     SampleError,
     VerifyResult,

@@ -13,11 +13,12 @@ from typing import Literal
 
 import msgspec
 
-from model_export.bundle.verify import RequirementError
+from model_export.bundle.verify import LifecycleError, RequirementError
 
 __all__ = [
     "LOWER_IS_BETTER",
     "MetricDelta",
+    "RegressionRefused",
     "Requirement",
     "RequirementCheck",
     "check_requirements",
@@ -61,6 +62,14 @@ class MetricDelta(msgspec.Struct, frozen=True, kw_only=True):
     delta: float | None
     lower_is_better: bool
     change: Literal["better", "worse", "same", "added", "removed"]
+
+
+class RegressionRefused(LifecycleError):
+    """A required metric got worse than in the current bundle; ``checks`` has every check."""
+
+    def __init__(self, message: str, checks: list[RequirementCheck]) -> None:
+        super().__init__(message)
+        self.checks = checks
 
 
 def lower_is_better(metric: str) -> bool:

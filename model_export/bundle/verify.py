@@ -6,6 +6,7 @@ Errors::
     └── LifecycleError        base of the bundle lifecycle's errors
         ├── BundleRefused         a bundle to promote, roll back to or diff fails verification
         ├── RegressionRefused     a required metric got worse; ``.checks`` has every check
+        │                         (defined in ``model_export.bundle.metrics``)
         ├── RequirementError      a requirement expression is malformed (also a ValueError)
         ├── CurrentBundleError    the current bundle's manifest cannot be read to compare metrics
         ├── LiveLinkError         ``live`` is not a symlink, or there is no ``live.previous``
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,15 +26,11 @@ from model_export.errors import ModelExportError
 from sdk.bundle import Bundle, load_bundle
 from sdk.errors import BundleError
 
-if TYPE_CHECKING:
-    from model_export.bundle.metrics import RequirementCheck
-
 __all__ = [
     "BundleRefused",
     "CurrentBundleError",
     "LifecycleError",
     "LiveLinkError",
-    "RegressionRefused",
     "RequirementError",
     "SampleError",
     "VerifyResult",
@@ -50,14 +46,6 @@ class LifecycleError(ModelExportError):
 class BundleRefused(LifecycleError):
     """A bundle to promote, roll back to or compare fails verification; ``__cause__`` is the
     :class:`sdk.BundleError` that says why."""
-
-
-class RegressionRefused(LifecycleError):
-    """A required metric got worse than in the current bundle."""
-
-    def __init__(self, message: str, checks: list[RequirementCheck]) -> None:
-        super().__init__(message)
-        self.checks = checks
 
 
 class RequirementError(LifecycleError, ValueError):

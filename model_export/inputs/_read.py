@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from model_export.errors import ModelExportError
+
 __all__ = [
     "FORMATS",
     "ROW",
@@ -48,8 +50,9 @@ _EARLIEST_US = 631_152_000_000_000  # 1990-01-01T00:00:00Z in microseconds
 _SAMPLE = 1000
 
 
-class Unreadable(Exception):
-    """A file cannot be read at all; the message says why."""
+class Unreadable(ModelExportError):
+    """A file cannot be read at all; the message says why (ingest turns it into an
+    :class:`~model_export.inputs.ingest.IngestError`)."""
 
 
 # --- files ---------------------------------------------------------------------------------
