@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                         shot = args.out / f"demo-{preset}.png"
                         page.screenshot(path=shot)
                         variants = {k: v["variantId"] for k, v in decision["slots"].items()}
-                        print(f"{shot.relative_to(ROOT)}: {decision['persona']['id']} {variants}")
+                        where = shot.relative_to(ROOT) if shot.is_relative_to(ROOT) else shot
+                        print(f"{where}: {decision['persona']['id']} {variants}")
         finally:
             proc.terminate()
             proc.wait(timeout=10)
