@@ -1,5 +1,5 @@
 // The shared UTM vectors (tests/contract/vectors/utm.json), which pytest runs through
-// sdk/_referrer.py campaign_from_query: the tag and the server read a query string alike.
+// sdk/referrer.py campaign_from_query: the tag and the server read a query string alike.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
