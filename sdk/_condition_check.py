@@ -30,8 +30,9 @@ __all__ = ["MAX_DEPTH", "Malformed", "check_condition", "check_node"]
 MAX_DEPTH: Final = 64
 
 
-class Malformed(Exception):
-    """A condition is malformed. ``where`` collects path parts, innermost first."""
+class Malformed(ConditionError):
+    """A condition is malformed (inside the checker: :func:`check_condition` raises a
+    :class:`ConditionError` naming the path). ``where`` collects path parts, innermost first."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
