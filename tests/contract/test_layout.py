@@ -69,9 +69,9 @@ def test_no_private_module_of_another_package_is_imported(graph: grimp.ImportGra
         if _top(module) not in PACKAGES:
             continue
         for imported in graph.find_modules_directly_imported_by(module):
-            if _top(imported) in PACKAGES and _top(imported) != _top(module):
-                if any(part.startswith("_") for part in imported.split(".")[1:]):
-                    offending.append(f"{module} imports {imported}")
+            other = _top(imported) in PACKAGES and _top(imported) != _top(module)
+            if other and any(part.startswith("_") for part in imported.split(".")[1:]):
+                offending.append(f"{module} imports {imported}")
     assert offending == []
 
 
@@ -117,9 +117,5 @@ def test_one_exception_root_in_sdk() -> None:
 
     classes = _exception_classes("sdk")
     assert TailorError in classes
-    strays = [
-        c.__qualname__
-        for c in classes
-        if not issubclass(c, TailorError | MissingExtraError)
-    ]
+    strays = [c.__qualname__ for c in classes if not issubclass(c, TailorError | MissingExtraError)]
     assert strays == []
