@@ -1,31 +1,6 @@
-"""Experiment reports over HTTP and the reports dashboard.
-
-Routes (the JSON ones are aggregate business data: secret key, or the keyless loopback demo,
-see ``server.security``):
-
-* ``GET /v1/reports/experiments``: every experiment of the event log and of the serving
-  bundle's manifest, with its visitors per arm, time range, significant arms and SRM flag;
-* ``GET /v1/reports/experiments/{key}``: the full :class:`sdk.analysis.reports.ExperimentReport`
-  (``confidence``, ``start`` and ``end`` query parameters); 404 ``experiment-not-found``;
-* ``GET /v1/reports/kpis``: :class:`sdk.analysis.reports.KpiSeries` (``by``, ``bucket``, ``start``,
-  ``end``);
-* ``GET /reports``: the dashboard (``server/static/reports.html``), a self-contained page
-  that fetches the routes above from its own origin. It holds no data, so it is served to
-  anyone, like the tag; its Content-Security-Policy allows only its own inline script and
-  style (by hash) and same-origin requests. Outside the demo, when the routes answer 401, it
-  asks for a secret key, keeps it in the page's memory only and sends it as a bearer token.
-
-The numbers come from :mod:`sdk.analysis.reports` over the files of ``Settings.event_log_dir`` as they
-are on disk: every worker's files, without the records still buffered in memory (at most one
-flush interval, 1 s, behind). Arm weights and controls come from the serving bundle's
-manifest (equal weights without a bundle). A server without an event log answers 404
-``no-event-log``: the reports do not exist there, and no request can change that.
-
-Reading the log is blocking work, done in a worker thread (``anyio.to_thread``), one
-computation at a time per process. Results are cached per query, keyed by the log files'
-names, sizes and modification times and by the manifest digest; while the log is being written
-the key changes every second, so a result is also reused for :data:`MIN_AGE` seconds. The
-page is read once per process, on its first request.
+"""Experiment reports over HTTP (``/v1/reports/experiments``, ``/v1/reports/kpis``) and the
+reports dashboard (``GET /reports``), computed by :mod:`sdk.analysis.reports` from the event log
+files on disk, in a worker thread, cached per query (see ``docs/server.md``).
 
 Must not import model_export.
 """
