@@ -1,5 +1,8 @@
-"""Fixtures of the browser tests: one headless Chromium per test session, and per test a fresh
-browser context (an incognito-like profile: empty storage and cache)."""
+"""Fixtures of the browser tests: one headless Chromium for the tests of this package, and per
+test a fresh browser context (an incognito-like profile: empty storage and cache).
+
+The browser is package-scoped, not session-scoped: Playwright's sync API keeps an event loop
+running in the main thread while it is open, and ``asyncio.run`` in any later test would fail."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from playwright.sync_api import Browser, BrowserContext
 from tests.js.browser import VIEWPORT, launch
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, shared by the session (fails, never skips, without Chromium)."""
+    """Debian's Chromium, shared by this package's tests (fails, never skips, without it)."""
     with launch() as b:
         yield b
 
