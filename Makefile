@@ -30,7 +30,7 @@ system-deps:
 ## Train the demo bundle if missing, then serve the demo page on http://$(HOST):$(PORT)/
 run: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing
-	$(BIN)/python -m server --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+	$(BIN)/python -m server --demo --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
 bundle: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE)

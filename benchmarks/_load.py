@@ -366,6 +366,8 @@ def serve(
         TAILOR_KEYS_FILE=str(keys),
         TAILOR_EVENT_LOG_DIR=str(events),
         TAILOR_DEMO="0",
+        # one load generator on 127.0.0.1 stands for many visitors' browsers: no per-client cap
+        TAILOR_NEW_PROFILES_PER_MINUTE="0",
     )
     cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as fh:  # the child keeps its own descriptor

@@ -109,6 +109,7 @@ async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
         TAILOR_EVENT_LOG_DIR=str(tmp / "events"),
         TAILOR_DEMO="0",
         TAILOR_RELOAD_INTERVAL="0",
+        TAILOR_NEW_PROFILES_PER_MINUTE="0",  # one caller stands for many visitors
     )
     from sdk import Decider, load_bundle
     from sdk.schema import request_decoder

@@ -202,11 +202,14 @@ def slots_of(bundle: Path) -> list[tuple[str, str]]:
 
 
 def page_html(slots: Sequence[tuple[str, str]], server_url: str, timeout_ms: int | None) -> str:
-    """A small store page: the tag in ``<head>`` as the README says, one element per slot."""
+    """A small store page: the tag in ``<head>`` as the README says, one element per slot.
+
+    The page declares consent granted (a visitor who accepted the banner): the tag sends its
+    own timings in an event, and events wait while consent is pending."""
     timeout = f' data-timeout="{timeout_ms}"' if timeout_ms is not None else ""
     tag = (
         f'<script async src="{server_url}{TAG_PATH}" data-key="{PUBLIC_KEY}" '
-        f'data-endpoint="{server_url}"{timeout}></script>'
+        f'data-endpoint="{server_url}" data-consent="granted"{timeout}></script>'
     )
     products = "\n".join(
         f'<li class="product"><span data-tailor-category="{cat}">{cat}</span> '

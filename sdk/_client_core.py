@@ -23,7 +23,13 @@ from sdk._fallback import Fallback
 from sdk._local import LocalEngine
 from sdk._resilience import CircuitBreaker, Retry
 from sdk.bundle import Bundle
-from sdk.errors import APIError, CircuitOpenError, TailorError, TransportError
+from sdk.errors import (
+    APIError,
+    CircuitOpenError,
+    SecretKeyRequiredError,
+    TailorError,
+    TransportError,
+)
 from sdk.schema import Content, DecideRequest, Decision, Id, SlotDecision
 
 __all__ = [
@@ -102,6 +108,11 @@ class Core:
             from sdk._onnx import require_local
 
             require_local()  # a missing extra fails here, naming it; no I/O
+            if self.base_url and api_key and api_key.startswith("pk_"):
+                raise SecretKeyRequiredError(
+                    "local mode fetches the bundle from the server with a secret key (sk_...); "
+                    "a public key (pk_...) may not read bundles"
+                )
             self.local = LocalEngine(
                 bundle=bundle,
                 source=self.base_url,

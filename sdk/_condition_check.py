@@ -8,7 +8,6 @@ Must import only the standard library and sdk's errors and condition modules.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -21,8 +20,8 @@ from sdk._operators import (
     is_number,
     is_operators,
 )
-from sdk._patterns import compiled_regex, version_key
-from sdk.errors import ConditionError
+from sdk._patterns import RegexError, compiled_regex, version_key
+from sdk.errors import ConditionError, MissingExtraError
 
 __all__ = ["MAX_DEPTH", "Malformed", "check_condition", "check_node"]
 
@@ -154,8 +153,10 @@ def _check_operator(op: str, expected: Any, depth: int) -> None:
             raise Malformed("$regex takes a string")
         try:
             compiled_regex(expected)
-        except (re.error, RecursionError, OverflowError, ValueError) as exc:
+        except RegexError as exc:
             raise Malformed(f"invalid regular expression ({exc})") from exc
+        except MissingExtraError as exc:  # refused at load, not at the first visit
+            raise Malformed(f"$regex cannot be evaluated: {exc}") from exc
     else:  # "$not"
         _check_spec(expected, depth)
 

@@ -4,14 +4,14 @@
 (or a loaded bundle), from a server's ``/v1/bundle``, or a directory to start with and a server
 to refresh from. Nothing happens at construction: the bundle loads on the first decision and
 the refresher thread starts then (a forked child starts its own). A refused or unreachable new
-bundle is logged and counted; the last good one keeps serving.
+bundle is logged and counted; the last good one keeps serving. Downloads go through
+:mod:`sdk._download`'s checks (plain listed names, regular files, size caps, deadlines, HTTPS).
 
 Must not import litestar or sklearn; numpy and onnxruntime come only through sdk's loaders.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -25,14 +25,25 @@ import httpx
 import msgspec
 
 from sdk._decider import Decider
+from sdk._download import (
+    INFO_MAX_BYTES,
+    Download,
+    DownloadLimits,
+    cached_copy_is_good,
+    check_file_name,
+    check_source_url,
+    fetch_file,
+    is_sha256,
+    listed_files,
+)
 from sdk.bundle import Bundle, load_bundle
+from sdk.errors import BundleDownloadError
 
 __all__ = ["LocalEngine", "default_cache_dir"]
 
 log = logging.getLogger("tailor")
 
 _info_decoder = msgspec.json.Decoder(dict[str, Any])
-_HEX64 = frozenset("0123456789abcdef")
 
 
 def default_cache_dir() -> Path:
@@ -50,8 +61,12 @@ class LocalEngine:
         headers: HTTP headers for the server (the API key).
         refresh_interval: seconds between checks of the server.
         cache_dir: where downloaded bundles are kept (default :func:`default_cache_dir`).
-        timeout: seconds for each HTTP request of the refresher.
+        timeout: seconds the refresher waits for each read from the server.
         transport: an httpx transport for the refresher (tests).
+        limits: size caps and deadline of downloads (default :meth:`DownloadLimits.from_env`).
+
+    Raises:
+        InsecureURLError: ``source`` is plain ``http://`` to a host that is not loopback.
     """
 
     def __init__(
@@ -64,9 +79,13 @@ class LocalEngine:
         cache_dir: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        limits: DownloadLimits | None = None,
     ) -> None:
         if bundle is None and source is None:
             raise ValueError("local mode needs a bundle, a server to fetch it from, or both")
+        if source is not None:
+            check_source_url(source)
+        self.limits = limits if limits is not None else DownloadLimits.from_env()
         self._start = bundle
         self.source = source.rstrip("/") if source else None
         self._headers = dict(headers or {})
@@ -177,22 +196,26 @@ class LocalEngine:
     def _refresh(self, http: httpx.Client) -> bool:
         current = self._decider.bundle.digest if self._decider is not None else None
         headers = {"if-none-match": f'"{current}"'} if current else {}
-        response = http.get("/v1/bundle", headers=headers)
-        if response.status_code == 304:
-            return False
-        response.raise_for_status()
-        info = _info_decoder.decode(response.content)
+        with Download(http, "/v1/bundle", self.limits, headers) as answer:
+            if answer.status == 304:
+                return False
+            raw = answer.read(INFO_MAX_BYTES)
+        info = _info_decoder.decode(raw)
         digest = str(info.get("digest", ""))
         files = info.get("files")
-        if len(digest) != 64 or not set(digest) <= _HEX64 or not isinstance(files, dict):
-            raise ValueError("GET /v1/bundle answered without a digest and a file list")
+        if not is_sha256(digest) or not isinstance(files, dict):
+            raise BundleDownloadError("GET /v1/bundle answered without a digest and a file list")
+        for name in files:
+            check_file_name(name)  # before anything touches the disk
         if digest == current:
             return False
         directory = self._download(http, digest, files)
         try:
             bundle = load_bundle(directory)
             if bundle.digest != digest:
-                raise ValueError(f"downloaded bundle has digest {bundle.digest}, expected {digest}")
+                raise BundleDownloadError(
+                    f"downloaded bundle has digest {bundle.digest}, expected {digest}"
+                )
             decider = Decider(bundle)
         except Exception:
             shutil.rmtree(directory, ignore_errors=True)  # never start from a refused copy
@@ -203,23 +226,28 @@ class LocalEngine:
         log.info("tailor: local bundle is now %s", bundle.manifest.model_version)
         return True
 
-    def _download(self, http: httpx.Client, digest: str, files: dict[str, Any]) -> Path:
+    def _download(self, http: httpx.Client, digest: str, offered: dict[str, Any]) -> Path:
+        """The bundle ``digest`` in the cache: the cached copy when every file checks out,
+        else downloaded into a fresh temporary directory and renamed into place."""
         target = self.cache_dir / digest
-        if (target / "manifest.json").is_file():
-            if all(_sha256_of(target / name) == sha for name, sha in files.items()):
-                return target
+        if cached_copy_is_good(target, digest, self.limits):
+            return target
+        if target.is_symlink():
+            target.unlink()  # never follow a link planted in the cache
+        elif target.exists():
             shutil.rmtree(target, ignore_errors=True)  # a damaged copy: fetch it again
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.cache_dir))
         try:
-            for name, sha in files.items():
-                if not isinstance(name, str) or "/" in name or name.startswith("."):
-                    raise ValueError(f"unsafe bundle file name {name!r}")
-                response = http.get(f"/v1/bundle/files/{name}")
-                response.raise_for_status()
-                if hashlib.sha256(response.content).hexdigest() != sha:
-                    raise ValueError(f"bundle file {name} does not match its sha256")
-                (tmp / name).write_bytes(response.content)
+            budget = [self.limits.max_total_bytes]
+            manifest = fetch_file(http, tmp, "manifest.json", digest, self.limits, budget)
+            files = listed_files(manifest)
+            if {**files, "manifest.json": digest} != offered:
+                raise BundleDownloadError(
+                    "GET /v1/bundle lists other files than the bundle's manifest.json"
+                )
+            for name, sha in sorted(files.items()):
+                fetch_file(http, tmp, name, sha, self.limits, budget)
             try:
                 tmp.rename(target)
             except OSError:  # another process won the race: use its copy
@@ -239,13 +267,6 @@ class LocalEngine:
 
     def _after_fork_in_child(self) -> None:
         self._init_process_state()
-
-
-def _sha256_of(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 _live: weakref.WeakSet[LocalEngine] = weakref.WeakSet()

@@ -1,18 +1,33 @@
 """Strings the condition language parses: version strings and regular expressions.
 
 :func:`version_key` gives the sort key of a version string (the ``$v…`` operators compare
-those); :func:`compiled_regex` compiles a ``$regex`` pattern once (a bounded cache).
+those); :func:`compiled_regex` compiles a ``$regex`` pattern once (a bounded cache) with RE2,
+a linear-time engine (``google-re2``, in the ``local`` extra), never with Python's backtracking
+``re``.
 
-Must import only the standard library.
+Must import only the standard library, sdk.errors and (lazily) ``re2``.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-__all__ = ["compiled_regex", "version_key"]
+from sdk.errors import ConditionError, MissingExtraError
+
+__all__ = ["Regex", "RegexError", "compiled_regex", "version_key"]
+
+
+class Regex(Protocol):
+    """What conditions need of a compiled pattern."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+class RegexError(ConditionError):
+    """Raised when RE2 cannot compile a ``$regex`` pattern (e.g. a backreference)."""
+
 
 _VERSION: Final = re.compile(
     r"[vV]?(?P<core>[0-9]+(?:\.[0-9]+)*)"
@@ -61,6 +76,31 @@ def version_key(text: Any) -> tuple[Any, ...] | None:
     return (tuple(core), 0, identifiers)
 
 
+@lru_cache(maxsize=1)
+def _re2() -> tuple[Any, Any]:
+    try:
+        import re2
+    except ImportError as exc:
+        raise MissingExtraError("google-re2 (for $regex conditions)", "local") from exc
+    options = re2.Options()
+    options.log_errors = False  # errors are raised, not also printed
+    return re2, options
+
+
 @lru_cache(maxsize=256)
-def compiled_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def compiled_regex(pattern: str) -> Regex:
+    """``pattern`` compiled by RE2 (matching takes time linear in the input).
+
+    Raises:
+        RegexError: RE2 cannot compile it (RE2 syntax has no backreferences or lookaround).
+        MissingExtraError: ``google-re2`` is not installed (the ``local`` extra).
+    """
+    re2, options = _re2()
+    try:
+        compiled: Regex = re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise RegexError(f"RE2 cannot compile {pattern!r}: {reason}") from exc
+    return compiled

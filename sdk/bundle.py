@@ -121,6 +121,8 @@ class Bundle:
 
 def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
     path = directory / "manifest.json"
+    if path.exists() and not path.is_file():  # a FIFO or device would hang or never end
+        raise BundleFormatError(f"{directory}: manifest.json is not a regular file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:

@@ -17,13 +17,15 @@ from cachetools import LRUCache
 
 from sdk.schema import Screen, UserAgentData
 
-__all__ = ["DEVICE_TYPES", "Device", "parse_device"]
+__all__ = ["DEVICE_TYPES", "MAX_UA_LENGTH", "Device", "parse_device"]
 
 #: Every value :attr:`Device.type` can take.
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot")
 
-#: Longest User-Agent prefix that is parsed and cached (the wire schema's own limit).
-_MAX_UA_LENGTH = 1024
+#: Longest User-Agent prefix that is parsed and cached: a never-seen long string costs ua-parser
+#: milliseconds, so only this much is read (real browsers send 100-300 characters; see
+#: docs/sdk.md, "Local mode limits").
+MAX_UA_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,7 @@ def _classify_ua(ua: str) -> Device:
 
 
 def _cached_classify(ua: str) -> Device:
-    key = ua[:_MAX_UA_LENGTH]
+    key = ua[:MAX_UA_LENGTH]
     if not key.isascii():  # lone surrogates (possible only from Python callers) cannot be parsed
         key = key.encode("utf-8", "replace").decode("utf-8")
     with _cache_lock:

@@ -5,9 +5,15 @@
     │   ├── BundleFormatError       manifest missing, unreadable, unknown fields or wrong version
     │   ├── BundleIntegrityError    a file is missing or its sha256 does not match the manifest
     │   ├── BundleModelError        an ONNX model's inputs/outputs differ from the manifest
-    │   └── BundleParityError       replaying parity.jsonl gives outputs training did not expect
+    │   ├── BundleParityError       replaying parity.jsonl gives outputs training did not expect
+    │   └── BundleDownloadError     local mode refused what a server offered as a bundle
+    │       ├── UnsafeBundleFileError   a file name or cached file that is not a plain file
+    │       ├── BundleTooLargeError     a file or the whole bundle is over its size cap
+    │       └── BundleTimeoutError      a download took longer than its deadline
     ├── ConditionError              a targeting/rule condition is malformed
     ├── GeoDatabaseError            a GeoIP database cannot be read
+    ├── InsecureURLError            local mode would fetch bundles over plain http:// (not loopback)
+    ├── SecretKeyRequiredError      local mode was given a public key to fetch bundles with
     ├── TransportError              the server could not be reached or timed out (client)
     │   └── CircuitOpenError        the client's circuit breaker refused the call
     └── APIError                    the server answered with a problem (client); has .problem
@@ -23,17 +29,23 @@ from typing import Any
 
 __all__ = [
     "APIError",
+    "BundleDownloadError",
     "BundleError",
     "BundleFormatError",
     "BundleIntegrityError",
     "BundleModelError",
     "BundleParityError",
+    "BundleTimeoutError",
+    "BundleTooLargeError",
     "CircuitOpenError",
     "ConditionError",
     "GeoDatabaseError",
+    "InsecureURLError",
     "MissingExtraError",
+    "SecretKeyRequiredError",
     "TailorError",
     "TransportError",
+    "UnsafeBundleFileError",
 ]
 
 
@@ -61,6 +73,34 @@ class BundleModelError(BundleError):
 
 class BundleParityError(BundleError):
     """Raised when replaying ``parity.jsonl`` through features + ONNX differs from training."""
+
+
+class BundleDownloadError(BundleError):
+    """Raised by local mode when a server's ``/v1/bundle`` answer is malformed or its files
+    do not match the digests it announced; the subclasses name the sharper refusals."""
+
+
+class UnsafeBundleFileError(BundleDownloadError):
+    """Raised when a server offers a file name that is not one plain file name listed in the
+    manifest, or a cached file is not a regular file (checked before anything is opened)."""
+
+
+class BundleTooLargeError(BundleDownloadError):
+    """Raised when one downloaded file, or the bundle in total, exceeds local mode's size cap."""
+
+
+class BundleTimeoutError(BundleDownloadError):
+    """Raised when downloading one bundle file takes longer than local mode's deadline."""
+
+
+class InsecureURLError(TailorError):
+    """Raised when local mode is pointed at a plain ``http://`` server that is not loopback:
+    a bundle decides what visitors see, so it is fetched over HTTPS."""
+
+
+class SecretKeyRequiredError(TailorError):
+    """Raised when local mode would fetch a bundle with a public key (or none) and the server
+    answers that ``/v1/bundle`` needs a secret key."""
 
 
 class ConditionError(TailorError):

@@ -7,8 +7,9 @@ neither knows. ``maxminddb`` is an optional dependency (the ``local`` extra), im
 when a database is first used, so ``import sdk`` never pulls it in; this module must import
 nothing but the standard library, msgspec and :mod:`sdk.schema`.
 
-Headers are only as trustworthy as the edge that sets them: pass ``header_names=()`` when the
-server is reachable without going through an edge that overwrites them.
+Headers are only as trustworthy as the edge that sets them, so none is trusted by default: pass
+``header_names=`` (e.g. :data:`EDGE_HEADERS` or :func:`edge_header_groups`) only when every
+request goes through an edge that overwrites them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ipaddress
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from types import TracebackType
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GEO_HEADERS",
+    "EDGE_HEADERS",
     "GeoDatabaseError",
     "GeoHeaderGroup",
     "GeoHeaderNames",
     "GeoResolver",
+    "edge_header_groups",
     "fallback_location",
 ]
 
@@ -71,7 +74,8 @@ class GeoHeaderGroup:
 #: Header groups in priority order; the first group with a valid country wins.
 GeoHeaderNames = tuple[GeoHeaderGroup, ...]
 
-DEFAULT_GEO_HEADERS: GeoHeaderNames = (
+#: The location headers of well-known edges, to opt in to (never trusted by default).
+EDGE_HEADERS: GeoHeaderNames = (
     # Cloudflare: CF-IPCountry always; region and city with the "visitor location" transform.
     GeoHeaderGroup("cf-ipcountry", "cf-region-code", "cf-ipcity"),
     # Amazon CloudFront, when the origin request policy forwards the viewer location headers.
@@ -83,6 +87,21 @@ DEFAULT_GEO_HEADERS: GeoHeaderNames = (
     # Google App Engine.
     GeoHeaderGroup("x-appengine-country", "x-appengine-region", "x-appengine-city"),
 )
+#: What :class:`GeoResolver` trusts unless told otherwise: no header (any client can send one).
+DEFAULT_GEO_HEADERS: GeoHeaderNames = ()
+
+
+def edge_header_groups(names: Iterable[str]) -> GeoHeaderNames:
+    """Header groups from country header names (case-insensitive): a name of
+    :data:`EDGE_HEADERS` brings its edge's region and city headers, any other is a country
+    header alone."""
+    known = {group.country: group for group in EDGE_HEADERS}
+    groups = []
+    for name in names:
+        name = name.strip().lower()
+        if name:
+            groups.append(known.get(name, GeoHeaderGroup(name)))
+    return tuple(groups)
 
 
 def _text(value: str | None, *, url_encoded: bool = False) -> str | None:
@@ -146,8 +165,8 @@ class GeoResolver:
     The database is opened on first use, once, behind a lock; lookups are thread-safe.
 
     Args:
-        header_names: Edge header groups to trust, in priority order; ``None`` for
-            :data:`DEFAULT_GEO_HEADERS`, ``()`` to trust no header.
+        header_names: Edge header groups to trust, in priority order; ``None`` or ``()``
+            (the default) trusts no header.
         mmdb_path: A GeoIP2/GeoLite2 City or Country database, or ``None`` for headers only.
     """
 

@@ -13,18 +13,24 @@ Must not import server or model_export.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
+from sdk.consent import LogPermissions
 from sdk.errors import TailorError
 from sdk.features import FeatureRow
+from sdk.referrer import campaign_keys
 from sdk.schema import Behavior, Campaign, Consent, DecideRequest, Decision, Event
 
 __all__ = [
+    "ANONYMOUS_PREFIX",
+    "FULL_LOG",
     "LOG_VERSION",
     "MAX_CLOCK_SKEW",
     "DecisionRecord",
@@ -36,11 +42,15 @@ __all__ = [
     "LoggedOffer",
     "LoggedSignals",
     "LoggedSlot",
+    "anonymous_id",
     "decision_record",
     "encode_record",
     "erasure_record",
     "event_record",
+    "is_anonymous",
+    "logged_path",
     "logged_slots",
+    "logged_url",
     "read_log",
     "visitor_hash",
 ]
@@ -51,6 +61,12 @@ LOG_VERSION = 1
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
+#: What a record holds when consent allows everything (storage and personalization).
+FULL_LOG = LogPermissions(record=True, ids=True, behavior=True, context=True)
+#: Start of the stand-in visitor id of a record logged without storage consent.
+ANONYMOUS_PREFIX = "anon-"
+
+
 class LogNotFoundError(TailorError):
     """A log path given to :func:`read_log` does not exist."""
 
@@ -59,6 +75,42 @@ def visitor_hash(visitor_id: str) -> str:
     """The pseudonymous id of a visitor in erasure markers: SHA-256 hex of a domain-separated
     ``visitor_id``. Not anonymous: whoever knows an id can recompute it."""
     return hashlib.sha256(b"tailor-erasure-v1\0" + visitor_id.encode()).hexdigest()
+
+
+def anonymous_id(decision_id: str | None) -> str:
+    """The visitor id logged without storage consent: ``anon-`` and the decision id (an event
+    of the decision gets the same one, so reports join them), or a random one when there is no
+    decision. It links nothing beyond that one decision."""
+    return ANONYMOUS_PREFIX + (decision_id or uuid.uuid4().hex)
+
+
+def is_anonymous(visitor_id: str) -> bool:
+    """Whether a logged ``visitor_id`` is an :func:`anonymous_id` stand-in."""
+    return visitor_id.startswith(ANONYMOUS_PREFIX)
+
+
+def logged_url(url: str | None) -> str | None:
+    """``url`` as it is logged: no user info, no fragment, and of its query only the campaign
+    keys (:func:`sdk.referrer.campaign_keys`); None for no URL or one that does not parse."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    keep = campaign_keys()
+    query = "&".join(
+        pair for pair in parts.query.split("&") if unquote(pair.partition("=")[0]).lower() in keep
+    )
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, query, "")) or None
+
+
+def logged_path(path: str | None) -> str | None:
+    """A page path as it is logged: without any query string or fragment."""
+    if not path:
+        return None
+    return path.partition("?")[0].partition("#")[0] or None
 
 
 # --- records -------------------------------------------------------------------------------
@@ -222,6 +274,21 @@ def _campaign(c: Campaign) -> dict[str, str] | None:
     return kept or None
 
 
+def _signals(decision: Decision, context: bool) -> LoggedSignals:
+    sig = decision.signals
+    return LoggedSignals(
+        device_type=sig.device_type,
+        os=sig.os if context else None,
+        browser=sig.browser if context else None,
+        touch=sig.touch,
+        referrer_class=sig.referrer_class,
+        referrer_source=sig.referrer_source,
+        country=sig.country if context else None,
+        local_hour=sig.local_hour,
+        local_weekday=sig.local_weekday,
+    )
+
+
 def decision_record(
     decision: Decision,
     request: DecideRequest,
@@ -230,6 +297,7 @@ def decision_record(
     behavior: Behavior | None,
     row: FeatureRow | None,
     slots: dict[str, LoggedSlot] | None = None,
+    policy: LogPermissions = FULL_LOG,
 ) -> DecisionRecord:
     """The log record of ``decision``.
 
@@ -241,32 +309,26 @@ def decision_record(
             be logged (see :mod:`sdk.consent`).
         row: the feature row the decision was made from (logged for offline replay).
         slots: :func:`logged_slots` of ``decision`` when already computed.
+        policy: what the visit's consent lets the record hold
+            (:func:`sdk.consent.log_policy`): without ``ids`` the visitor id is an
+            :func:`anonymous_id` and there is no session or user id; without ``context`` no
+            path, time zone, country, OS or browser.
     """
-    sig = decision.signals
+    ids, context = policy.ids, policy.context
     return DecisionRecord(
         log_version=LOG_VERSION,
         type="decision",
         timestamp=timestamp,
         decision_id=decision.decision_id,
         model_version=decision.model_version,
-        visitor_id=decision.visitor_id,
-        session_id=decision.session_id,
-        user_id=request.user_id,
+        visitor_id=decision.visitor_id if ids else anonymous_id(decision.decision_id),
+        session_id=decision.session_id if ids else None,
+        user_id=request.user_id if ids else None,
         consent=request.consent,
         personalized=decision.personalized,
-        signals=LoggedSignals(
-            device_type=sig.device_type,
-            os=sig.os,
-            browser=sig.browser,
-            touch=sig.touch,
-            referrer_class=sig.referrer_class,
-            referrer_source=sig.referrer_source,
-            country=sig.country,
-            local_hour=sig.local_hour,
-            local_weekday=sig.local_weekday,
-        ),
-        timezone=request.context.timezone,
-        behavior=_behavior_fields(behavior) if behavior is not None else None,
+        signals=_signals(decision, context),
+        timezone=request.context.timezone if context else None,
+        behavior=_behavior_fields(behavior) if behavior is not None and policy.behavior else None,
         persona=decision.persona.id if decision.persona is not None else None,
         segment=decision.segment.id if decision.segment is not None else None,
         lifecycle=decision.lifecycle.stage,
@@ -275,7 +337,7 @@ def decision_record(
         slots=slots if slots is not None else logged_slots(decision),
         features=list(row.values) if row is not None else None,
         feature_set=row.version if row is not None else None,
-        path=(request.context.page.path or None),
+        path=logged_path(request.context.page.path) if context else None,
         campaign=_campaign(request.context.campaign),
     )
 
@@ -296,6 +358,7 @@ def event_record(
     chosen: LoggedSlot | None = None,
     user_id: str | None = None,
     timezone: str | None = None,
+    policy: LogPermissions = FULL_LOG,
 ) -> EventRecord:
     """The log record of ``event``, received at ``received`` (UTC).
 
@@ -307,20 +370,26 @@ def event_record(
             variant: its propensity, variant and offer are copied onto the record.
         user_id: the user id of the event's decision, when known.
         timezone: the time zone of the event's decision, when known.
+        policy: what the sender's consent lets the record hold
+            (:func:`sdk.consent.event_log_policy`): without ``ids`` the visitor id is the
+            :func:`anonymous_id` of the event's decision and there is no session or user id;
+            without ``context`` no URL, referrer or time zone. URLs are always
+            :func:`logged_url`.
     """
     when = _as_utc(event.timestamp) if event.timestamp is not None else received
     if when > received + MAX_CLOCK_SKEW:
         when = received
     propensity = chosen.propensity if chosen is not None and chosen.propensity > 0 else None
     props = event.properties
+    ids, context = policy.ids, policy.context
     return EventRecord(
         log_version=LOG_VERSION,
         type=event.type,
         timestamp=when,
         received_at=received,
-        visitor_id=event.visitor_id,
-        session_id=event.session_id,
-        user_id=user_id,
+        visitor_id=event.visitor_id if ids else anonymous_id(event.decision_id),
+        session_id=event.session_id if ids else None,
+        user_id=user_id if ids else None,
         decision_id=event.decision_id,
         slot=event.slot,
         variant_id=event.variant_id or (chosen.variant_id if chosen is not None else None),
@@ -329,9 +398,9 @@ def event_record(
         value=event.value,
         currency=event.currency,
         category=_text(props, "category", 64),
-        url=_text(props, "url", 4096),
-        referrer=_text(props, "referrer", 4096),
-        timezone=_text(props, "timezone", 64) or timezone,
+        url=logged_url(_text(props, "url", 4096)) if context else None,
+        referrer=logged_url(_text(props, "referrer", 4096)) if context else None,
+        timezone=(_text(props, "timezone", 64) or timezone) if context else None,
     )
 
 

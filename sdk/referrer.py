@@ -21,7 +21,13 @@ import msgspec
 
 from sdk.schema import Campaign, Page
 
-__all__ = ["REFERRER_CLASSES", "Referrer", "campaign_from_query", "classify_referrer"]
+__all__ = [
+    "REFERRER_CLASSES",
+    "Referrer",
+    "campaign_from_query",
+    "campaign_keys",
+    "classify_referrer",
+]
 
 #: Every referrer class, in feature-encoding order: never reorder, only append.
 REFERRER_CLASSES = ("direct", "internal", "search", "social", "email", "paid", "referral")
@@ -208,6 +214,14 @@ def campaign_from_query(query: str) -> Campaign | None:
             found[field] = unquote(value.replace("+", " "))[:_MAX_UTM_LENGTH]
     values = {field: value for field, value in found.items() if value}
     return Campaign(**values) if values else None
+
+
+def campaign_keys() -> frozenset[str]:
+    """The query parameters that name a campaign: ``utm_source``, ``utm_medium``,
+    ``utm_campaign``, ``utm_content`` and the known click ids (lowercase). ``utm_term`` is not
+    one: it holds search terms."""
+    utm = (name for name in _UTM_FIELDS if name != "utm_term")
+    return frozenset((*utm, *(name for name, _ in _table().click_ids)))
 
 
 def _search_terms(query: str, names: tuple[str, ...]) -> str | None:

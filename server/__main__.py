@@ -1,4 +1,6 @@
-"""``python -m server``: run the decision server with uvicorn.
+"""``python -m server``: run the decision server with uvicorn, with its connection limits
+(header and keep-alive timeouts, header size, concurrency) from :class:`server.settings.Settings`
+and every log line passed through the key-redacting filter.
 
 Must not import model_export.
 """
@@ -6,7 +8,6 @@ Must not import model_export.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 __all__ = ["main"]
@@ -20,6 +21,12 @@ def main() -> None:
     parser.add_argument("--bundle", default=None, help="bundle directory (TAILOR_BUNDLE)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the local demo: keyless requests from loopback, the demo page at / (TAILOR_DEMO=1); "
+        "refused together with API keys",
+    )
+    parser.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=os.environ.get("TAILOR_ACCESS_LOG", "0") == "1",
@@ -29,21 +36,34 @@ def main() -> None:
     args = parser.parse_args()
     if args.bundle:
         os.environ["TAILOR_BUNDLE"] = args.bundle
-    import uvicorn
+    if args.demo:
+        os.environ["TAILOR_DEMO"] = "1"
+    import logging.config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from server.observability.redaction import log_config
+
+    logging.config.dictConfig(log_config(LOGGING_CONFIG))
     from server.settings import Settings
 
-    settings = Settings.from_env()
-    settings.security_config()  # refuse to start without keys unless this is the demo
     logger = logging.getLogger("tailor.server")
+    settings = Settings.from_env()
+    try:
+        settings.security_config()  # no keys and no demo, or both: refuse to start
+    except ValueError as exc:
+        logger.error("refusing to start: %s", exc)
+        raise SystemExit(2) from exc
+    # read by server.security.connections in every worker process
+    os.environ["TAILOR_HEADER_TIMEOUT"] = str(settings.header_timeout)
+    os.environ["TAILOR_MAX_HEADER_BYTES"] = str(settings.max_header_bytes)
     if settings.demo:
         logger.warning(
             "DEMO MODE on http://%s:%d/: keyless requests are accepted from loopback only "
-            "(127.0.0.0/8, ::1, with a loopback Host); %s",
+            "(127.0.0.0/8, ::1, with a loopback Host); never expose it",
             args.host,
             args.port,
-            "API keys are also accepted" if settings.security else "no API keys are configured",
         )
     uvicorn.run(
         "server.app:create_app",
@@ -52,7 +72,12 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        log_config=log_config(LOGGING_CONFIG),
         access_log=args.access_log,
+        http="server.security.connections:HeaderLimitedProtocol",
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.limit_concurrency,
     )
 
 

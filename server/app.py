@@ -20,7 +20,7 @@ import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 
-from sdk.geo import GeoHeaderGroup, GeoResolver
+from sdk.geo import GeoResolver, edge_header_groups
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.events import route_handlers as event_handlers
@@ -91,11 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_bytes=int(settings.decision_cache_mib * 1024 * 1024)
         )
         engine.geo = GeoResolver(
-            header_names=(
-                tuple(GeoHeaderGroup(h.lower()) for h in settings.geo_headers)
-                if settings.geo_headers is not None
-                else None
-            ),
+            header_names=edge_header_groups(settings.geo_headers),
             mmdb_path=settings.mmdb_path,
         )
         await anyio.to_thread.run_sync(engine.holder.check)
@@ -134,9 +130,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "metrics": metrics,
                 "reports": ReportService(settings.event_log_dir, settings.static_dir),
+                "body_timeout": settings.body_timeout,
             }
         ),
-        openapi_config=openapi_config(),
+        openapi_config=openapi_config(interactive=settings.docs_ui),
+        # logging is configured by whoever runs the app (python -m server: every handler
+        # redacts keys); Litestar's default config would replace the root handler
+        logging_config=None,
         debug=False,
     )
     # around the whole ASGI handler, so 404/405 and refusals of the key check are timed too

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import msgspec
 
-from sdk.consent import permissions
+from sdk.consent import LogPermissions, log_policy
 from sdk.features import FeatureRow, merge_behavior
 from sdk.logs import (
+    FULL_LOG,
     EventRecord,
     LoggedSlot,
     decision_record,
@@ -75,6 +76,10 @@ _remembered_decoder = msgspec.msgpack.Decoder(_Remembered)
 
 def _recalled(raw: bytes | None) -> _Remembered | None:
     return _remembered_decoder.decode(raw) if raw is not None else None
+
+
+def _log_all(_visitor_id: str) -> LogPermissions:
+    return FULL_LOG
 
 
 def _utcnow() -> datetime:
@@ -156,6 +161,7 @@ class EventLog:
         self._stopping = False
         self._closed = False
         self._dropped = 0
+        self._withheld = 0
         self._failing = False
         self._fd: int | None = None
         self._path: Path | None = None
@@ -182,6 +188,11 @@ class EventLog:
         return self._dropped
 
     @property
+    def withheld(self) -> int:
+        """Decisions and events not logged because their consent allows no record."""
+        return self._withheld
+
+    @property
     def current(self) -> Path | None:
         """The file this process is writing, or None."""
         return self._path
@@ -203,28 +214,47 @@ class EventLog:
                 is then the merged one the features were built from.
             row: the feature row the decision was made from (logged for offline replay).
         """
+        policy = log_policy(request.consent)
+        if not policy.record:
+            self._withhold(1)  # a refusal: counted, not logged, not remembered
+            return
         behavior = None
-        if permissions(request.consent).log_behavior:
+        if policy.behavior:
             # the row's behaviour is that merge already (the features were built on it)
             behavior = (
                 row.behavior if row is not None else merge_behavior(request.behavior, profile)
             )
         slots = logged_slots(decision)
         record = decision_record(
-            decision, request, timestamp=self._clock(), behavior=behavior, row=row, slots=slots
+            decision,
+            request,
+            timestamp=self._clock(),
+            behavior=behavior,
+            row=row,
+            slots=slots,
+            policy=policy,
         )
         remembered = _Remembered(
             decision.visitor_id, request.user_id, request.context.timezone, slots
         )
         self._append([encode_record(record)], remember=(decision.decision_id, remembered))
 
-    def append_events(self, events: Sequence[Event], *, received_at: datetime) -> None:
+    def append_events(
+        self,
+        events: Sequence[Event],
+        *,
+        received_at: datetime,
+        policy: Callable[[str], LogPermissions] = _log_all,
+    ) -> None:
         """Log feedback events, each as one ``kind: event`` line.
 
         Args:
             events: decoded events (of any visitors).
             received_at: timezone-aware time the server received them; stands in for a missing
                 event timestamp or one too far in the future (:data:`sdk.logs.MAX_CLOCK_SKEW`).
+            policy: what the log may hold of a visitor's events
+                (:func:`sdk.consent.event_log_policy`); events it does not let be recorded
+                are only counted (:attr:`withheld`).
         """
         if received_at.tzinfo is None:
             raise ValueError("received_at must be timezone-aware")
@@ -236,8 +266,15 @@ class EventLog:
                 for e in events
                 if e.decision_id is not None
             }
-        lines = [encode_record(_event_record(e, received, known)) for e in events]
-        self._append(lines)
+        policies = {v: policy(v) for v in {e.visitor_id for e in events}}
+        kept = [e for e in events if policies[e.visitor_id].record]
+        if len(kept) < len(events):
+            self._withhold(len(events) - len(kept))
+        lines = [
+            encode_record(_event_record(e, received, known, policies[e.visitor_id])) for e in kept
+        ]
+        if lines:
+            self._append(lines)
 
     def append_erasure(self, visitor_id: str) -> None:
         """Log that ``visitor_id`` asked to be erased (as :func:`sdk.logs.visitor_hash` only)."""
@@ -291,6 +328,11 @@ class EventLog:
         return purge(self.directory, self.closed_files(), erased_by_hash(hashes))
 
     # -- appending ----------------------------------------------------------------------------
+
+    def _withhold(self, n: int) -> None:
+        self._check_fork()
+        with self._lock:
+            self._withheld += n
 
     def _append(
         self, lines: list[bytes], *, remember: tuple[str, _Remembered] | None = None
@@ -411,7 +453,10 @@ class EventLog:
 
 
 def _event_record(
-    event: Event, received: datetime, known: dict[str, _Remembered | None]
+    event: Event,
+    received: datetime,
+    known: dict[str, _Remembered | None],
+    policy: LogPermissions,
 ) -> EventRecord:
     """The record of ``event`` with what its remembered decision, if any, tells about it."""
     decision = known.get(event.decision_id) if event.decision_id is not None else None
@@ -424,7 +469,12 @@ def _event_record(
     ):
         chosen = None  # the event is about another variant than the one logged
     if decision is None:
-        return event_record(event, received, chosen=chosen)
+        return event_record(event, received, chosen=chosen, policy=policy)
     return event_record(
-        event, received, chosen=chosen, user_id=decision.user_id, timezone=decision.timezone
+        event,
+        received,
+        chosen=chosen,
+        user_id=decision.user_id,
+        timezone=decision.timezone,
+        policy=policy,
     )

@@ -2,7 +2,8 @@
 ``DELETE /v1/visitors/{id}``, secret key).
 
 Events are accepted as JSON or ``text/plain`` (``sendBeacon``), applied to profiles that a
-consented decide request created and appended to the event log, as :mod:`sdk.consent` allows;
+consented decide request created and appended to the event log, both as :mod:`sdk.consent`
+allows (without storage consent anonymously, URLs without their query);
 a refused batch is answered ``202 {"accepted": 0}``. Deleting a visitor erases the profile and
 cached decisions and appends an erasure marker to the log.
 
@@ -20,7 +21,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from sdk.consent import event_permissions, gpc
+from sdk.consent import event_log_policy, event_permissions, gpc
 from sdk.schema import Event, EventBatch, Id
 from server.bodies import decode_body, read_body
 from server.eventlog import EventLog
@@ -103,16 +104,25 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     by_visitor: defaultdict[str, list[Event]] = defaultdict(list)
     for event in batch.events:
         by_visitor[event.visitor_id].append(event)
+    stored: set[str] = set()
     for visitor_id, events in by_visitor.items():
         if not allowed.apply_to_profiles:
             continue  # the visitor allows personalization but no stored profile
         if engine.profiles.get(visitor_id, now=received_at) is None:
             continue  # no stored profile: no storage consent was seen for this visitor
+        stored.add(visitor_id)
         engine.profiles.apply(visitor_id, events, now=received_at)
         if engine.decision_cache is not None and any(e.type in _DECISIVE for e in events):
             engine.decision_cache.invalidate(visitor_id)
     if engine.eventlog is not None:
-        engine.eventlog.append_events(batch.events, received_at=received_at)
+        consent = batch.consent
+        engine.eventlog.append_events(
+            batch.events,
+            received_at=received_at,
+            policy=lambda visitor_id: event_log_policy(
+                consent, refused_by_gpc=False, stored=visitor_id in stored
+            ),
+        )
     metrics = getattr(engine, "metrics", None)
     if metrics is not None:
         metrics.observe_events(batch.events)  # incl. the tag's flicker timings

@@ -353,7 +353,7 @@ DECIDE_BATCH_DOCS: Final = wire_docs(
     response_description="One decision per visit, in order",
     problems=_DECIDE_PROBLEMS,
     tags=("decide",),
-    security=PUBLIC_KEY_SECURITY,
+    security=SECRET_KEY_SECURITY,
 )
 EVENTS_DOCS: Final = wire_docs(
     operation_id="sendEvents",
@@ -413,7 +413,7 @@ BUNDLE_DOCS: Final = wire_docs(
     extra_responses={304: "Not modified: the bundle still has the `If-None-Match` ETag"},
     problems=(503,),
     tags=("admin",),
-    security=PUBLIC_KEY_SECURITY,
+    security=SECRET_KEY_SECURITY,
 )
 BUNDLE_FILE_DOCS: Final = wire_docs(
     operation_id="getBundleFile",
@@ -428,7 +428,7 @@ BUNDLE_FILE_DOCS: Final = wire_docs(
     extra_responses={304: "Not modified: the file still has the `If-None-Match` ETag"},
     problems=(404, 409, 503),
     tags=("admin",),
-    security=PUBLIC_KEY_SECURITY,
+    security=SECRET_KEY_SECURITY,
 )
 ADMIN_RELOAD_DOCS: Final = wire_docs(
     operation_id="reloadBundle",
@@ -508,9 +508,10 @@ Bodies are camelCase JSON (wire schema version {SCHEMA_VERSION}); unknown fields
 Every error is an RFC 9457 `application/problem+json` document.
 
 Routes under `/v1/` need an API key: a public key (`pk_…`, embedded in web pages, accepted only
-from the sites it lists in `Origin`) for decisions, events and the bundle; a secret key (`sk_…`,
-servers only) for everything, including the experiment reports. The local demo accepts keyless
-requests from loopback to the public routes and to the reports.
+from the sites it lists in `Origin`) for single decisions and events, rate-limited per client;
+a secret key (`sk_…`, servers only) for everything, including batch decisions and the experiment
+reports. The local demo (off unless enabled, and never with keys) accepts keyless requests from
+loopback to the public routes and to the reports.
 """
 
 _TAGS = [
@@ -529,13 +530,21 @@ def _version() -> str:
         return "0+unknown"
 
 
-def openapi_config(*, servers: Sequence[str] = ("/",), path: str = "/schema") -> OpenAPIConfig:
+def openapi_config(
+    *, servers: Sequence[str] = ("/",), path: str = "/schema", interactive: bool = False
+) -> OpenAPIConfig:
     """The OpenAPI configuration of the decision server.
 
     Args:
         servers: base URLs listed in the document (relative ``/`` works behind any host).
-        path: where the document and the documentation UIs are served.
+        path: where the document (``openapi.json``) and the documentation UIs are served.
+        interactive: also serve the Scalar and Swagger UI pages. Off by default: their
+            scripts load from a CDN, and no package here ships them to pin with integrity
+            hashes (``Settings.docs_ui`` turns them on for local development).
     """
+    plugins: list[Any] = [JsonRenderPlugin()]
+    if interactive:
+        plugins = [ScalarRenderPlugin(), SwaggerRenderPlugin(), *plugins]
     return OpenAPIConfig(
         title="Tailor decision API",
         version=_version(),
@@ -544,7 +553,7 @@ def openapi_config(*, servers: Sequence[str] = ("/",), path: str = "/schema") ->
         servers=[Server(url=url) for url in servers],
         tags=_TAGS,
         path=path,
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(), JsonRenderPlugin()],
+        render_plugins=plugins,
         components=WireComponents(security_schemes=dict(SECURITY_SCHEMES)),
         use_handler_docstrings=True,
     )

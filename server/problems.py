@@ -9,20 +9,35 @@ Must not import model_export.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-__all__ = ["PROBLEM_TYPE_BASE", "Problem", "exception_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_TYPE_BASE",
+    "Problem",
+    "exception_handlers",
+    "problem_response",
+    "without_paths",
+]
 
 PROBLEM_TYPE_BASE = "https://tailor.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("tailor.server")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^/\\\s'\"`,;:()]+)+[/\\]?")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every filesystem path cut to its last component (``/srv/b/x.onnx`` ->
+    ``x.onnx``), for public answers; the server log keeps the whole path."""
+    return _PATH.sub(lambda m: m.group().rstrip("/\\").rsplit("/", 1)[-1].rsplit("\\", 1)[-1], text)
 
 
 class Problem(Exception):
-    """Raise from a handler to answer with a problem document."""
+    """Raise from a handler to answer with a problem document; keyword arguments are extra
+    members of the document, and ``headers`` (set after construction) response headers."""
 
     def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -31,6 +46,7 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.extra = extra
+        self.headers: dict[str, str] | None = None
 
 
 def problem_response(
@@ -57,7 +73,7 @@ def problem_response(
 
 def _on_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[dict[str, Any]]:
     return problem_response(
-        exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra
+        exc.status, exc.slug, exc.title, exc.detail, request.url.path, exc.headers, **exc.extra
     )
 
 
@@ -67,6 +83,7 @@ _SLUGS = {
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    408: ("body-timeout", "Request timeout"),
     413: ("body-too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
     429: ("rate-limited", "Too many requests"),

@@ -37,7 +37,8 @@ from server.openapi import (
     DECIDE_BATCH_DOCS,
     DECIDE_DOCS,
 )
-from server.problems import Problem
+from server.problems import Problem, without_paths
+from server.security import Principal
 from server.state import Engine
 from server.stores import ProfileStore
 
@@ -92,15 +93,23 @@ def _decode_batch(body: bytes) -> list[DecideRequest]:
 def _decider(engine: Engine) -> Decider:
     decider = engine.decider
     if decider is None:
-        raise Problem(
-            503, "not-ready", "No verified bundle", engine.error or "bundle not loaded yet"
-        )
+        reason = without_paths(engine.error) if engine.error else "bundle not loaded yet"
+        raise Problem(503, "not-ready", "No verified bundle", reason)
     return decider
 
 
 def _key_kind(request: Request[Any, Any, Any]) -> str | None:
     key = request.scope.get("state", {}).get("tailor_key")
     return getattr(key, "kind", None)
+
+
+def _new_profile_client(request: Request[Any, Any, Any]) -> tuple[str, bytes] | None:
+    """The bucket of a public-key client's new profiles (key id + hashed address), or None
+    for secret keys, whose new profiles are not capped."""
+    key: Principal | None = request.scope.get("state", {}).get("tailor_key")
+    if key is None or key.kind != "public":
+        return None
+    return (key.id, key.client or b"")
 
 
 def _prepare(
@@ -161,11 +170,21 @@ def _decided(
     profile: Behavior | None,
     row: FeatureRow,
     now: datetime,
+    client: tuple[str, bytes] | None,
 ) -> None:
-    """What follows a decision: the visit recorded (with storage consent), the decision logged
-    and counted."""
+    """What follows a decision: the visit recorded (with storage consent, and for a public-key
+    client within its new-profile cap), the decision logged and counted."""
     store = engine.profiles
-    if store is not None and permissions(req.consent).store:
+    if (
+        store is not None
+        and permissions(req.consent).store
+        and (
+            client is None
+            or profile is not None
+            or store.get(req.visitor_id) is not None
+            or engine.allow_new_profile(client)
+        )
+    ):
         store.record_visit(req.visitor_id, req, now=now)
     if engine.eventlog is not None:
         engine.eventlog.append_decision(decision, req, profile=profile, row=row)
@@ -174,11 +193,15 @@ def _decided(
 
 
 def decide_visits(
-    engine: Engine, decider: Decider, requests: list[DecideRequest]
+    engine: Engine,
+    decider: Decider,
+    requests: list[DecideRequest],
+    client: tuple[str, bytes] | None = None,
 ) -> list[Decision]:
     """Profiles in, decisions out, visits recorded and logged: the stateful shell around the
     pure decider, for one request (:meth:`~sdk.Decider.decide`) or several (one batched
-    :meth:`~sdk.Decider.decide_many`)."""
+    :meth:`~sdk.Decider.decide_many`); ``client``: a public-key client whose new profiles
+    are capped (:meth:`Engine.allow_new_profile`)."""
     now = datetime.now(UTC)
     store = engine.profiles
     rows: list[FeatureRow] = []
@@ -187,14 +210,14 @@ def decide_visits(
         profile = _profile(store, req)
         suppressed = _suppressed(store, req)
         decision = decider.decide(req, profile=profile, suppressed=suppressed, rows=rows)
-        _decided(engine, req, decision, profile, rows[0], now)
+        _decided(engine, req, decision, profile, rows[0], now, client)
         return [decision]
     profiles = [_profile(store, r) for r in requests]
     decisions = decider.decide_many(
         requests, profiles=profiles, suppressed=[_suppressed(store, r) for r in requests], rows=rows
     )
     for r, d, p, row in zip(requests, decisions, profiles, rows, strict=True):
-        _decided(engine, r, d, p, row, now)
+        _decided(engine, r, d, p, row, now, client)
     return decisions
 
 
@@ -217,7 +240,8 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     t2 = t3 = time.perf_counter()
     if payload is None:
         cache = "miss"
-        decision = decide_visits(engine, decider, [decide_request])[0]
+        client = _new_profile_client(request)
+        decision = decide_visits(engine, decider, [decide_request], client)[0]
         t2 = time.perf_counter()
         payload = _encoder.encode(decision)
         t3 = time.perf_counter()
@@ -244,7 +268,7 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
     decider = _decider(engine)
     t1 = time.perf_counter()
-    decisions = decide_visits(engine, decider, requests)
+    decisions = decide_visits(engine, decider, requests, _new_profile_client(request))
     t2 = time.perf_counter()
     payload = _batch_encoder.encode(decisions)
     timing = ServerTiming.from_scope(request.scope)
@@ -337,7 +361,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     decider = _decider(engine)
     body: dict[str, Any] = {"status": "ready", "modelVersion": decider.bundle.version}
     if engine.error:  # a newer bundle was refused; the old one keeps serving
-        body["lastReloadRefused"] = engine.error
+        body["lastReloadRefused"] = without_paths(engine.error)
     return Response(body, headers={"x-tailor-worker": str(os.getpid())})
 
 

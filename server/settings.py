@@ -23,18 +23,32 @@ __all__ = ["Settings"]
 _STATIC = Path(__file__).resolve().parent / "static"
 
 
+#: Numeric settings read from the environment: (variable, field, type).
+_NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
+    ("TAILOR_NEW_PROFILES_PER_MINUTE", "new_profiles_per_minute", int),
+    ("TAILOR_HEADER_TIMEOUT", "header_timeout", float),
+    ("TAILOR_BODY_TIMEOUT", "body_timeout", float),
+    ("TAILOR_KEEP_ALIVE_TIMEOUT", "keep_alive_timeout", float),
+    ("TAILOR_MAX_HEADER_BYTES", "max_header_bytes", int),
+    ("TAILOR_LIMIT_CONCURRENCY", "limit_concurrency", int),
+)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Configuration of one server process.
 
     Attributes:
         bundle_path: directory of the model bundle to serve.
         mmdb_path: optional MaxMind City/Country database for geo lookups by client IP.
-        geo_headers: trusted edge headers carrying the visitor's country (first present wins);
-            None uses the defaults of ``sdk.geo``. Trust them only behind a CDN that sets them.
+        geo_headers: trusted edge headers carrying the visitor's country (first present wins),
+            e.g. ``["cf-ipcountry"]``; none by default, since any client can send them. List them
+            only behind a CDN that sets them and strips the client's own.
         max_body_bytes: largest request body accepted; larger ones get 413.
         static_dir: where the demo page and the built tag live.
-        demo: the local demo: serve the demo page at ``/`` and accept keyless requests from
-            loopback (127.0.0.0/8, ::1) with a loopback Host. Without ``demo``, keys are required.
+        demo: the local demo, off unless enabled (``--demo``, ``TAILOR_DEMO=1``; ``make run``):
+            serve the demo page at ``/`` and accept keyless requests from loopback
+            (127.0.0.0/8, ::1) with a loopback Host. Never together with keys (refused at
+            start-up); without ``demo``, keys are required.
         security: API keys (public keys with their allowed origins, secret keys), rate limits;
             read from ``TAILOR_KEYS_FILE`` (JSON or TOML) by :meth:`from_env`.
         trusted_proxy_hops: how many reverse proxies in front of the server append to
@@ -47,14 +61,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         decision_cache_mib: memory for the per-visit decision cache per process, in MiB of
             encoded decisions (about 3 KiB each; least recent dropped).
         profile_ttl_days: a profile not seen for this long is forgotten.
+        new_profiles_per_minute: most new profiles one public-key client (key + address) may
+            create a minute; past it, its new visitors get contextual decisions and nothing is
+            stored, so one client cannot evict other visitors' profiles (0: no cap).
+        header_timeout: seconds a connection has to send a request's line and headers.
+        body_timeout: seconds a handler waits for a request body (408 after).
+        keep_alive_timeout: seconds an idle keep-alive connection stays open.
+        max_header_bytes: largest request line + headers (also uvicorn's
+            ``h11_max_incomplete_event_size``).
+        limit_concurrency: connections + tasks a worker serves at once before answering 503.
+        docs_ui: serve the interactive API docs (Scalar, Swagger UI) beside
+            ``/schema/openapi.json``; off by default, since their scripts load from a CDN without
+            integrity hashes (``TAILOR_DOCS_UI=1``).
     """
 
     bundle_path: str = "var/bundles/demo"
     mmdb_path: str | None = None
-    geo_headers: list[str] | None = None
+    geo_headers: list[str] = []
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     static_dir: str = str(_STATIC)
-    demo: bool = True
+    demo: bool = False
     trusted_proxy_hops: Annotated[int, Meta(ge=0, le=10)] = 0
     reload_interval: Annotated[float, Meta(ge=0, le=3600)] = 2.0
     security: SecurityConfig | None = None
@@ -63,6 +89,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     decision_cache_mib: Annotated[float, Meta(gt=0, le=65536)] = 64.0
     gc_young_threshold: Annotated[int, Meta(ge=100, le=10_000_000)] = 10_000
     profile_ttl_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
+    new_profiles_per_minute: Annotated[int, Meta(ge=0)] = 60
+    header_timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    body_timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    keep_alive_timeout: Annotated[float, Meta(gt=0, le=300)] = 5.0
+    max_header_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = 64 * 1024
+    limit_concurrency: Annotated[int, Meta(ge=1)] = 1000
+    docs_ui: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -89,6 +122,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["decision_cache_mib"] = float(env["TAILOR_DECISION_CACHE_MIB"])
         if env.get("TAILOR_GC_YOUNG"):
             values["gc_young_threshold"] = int(env["TAILOR_GC_YOUNG"])
+        for name, field, kind in _NUMBERS:
+            if env.get(name):
+                values[field] = kind(env[name])
+        if env.get("TAILOR_DOCS_UI"):
+            values["docs_ui"] = env["TAILOR_DOCS_UI"].lower() in ("1", "true", "yes")
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         settings = msgspec.convert(values, cls)
@@ -101,10 +139,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """The effective security configuration.
 
         Raises:
-            ValueError: neither keys nor the loopback demo are configured: any configuration
-                other than the local demo requires keys.
+            ValueError: neither keys nor the loopback demo are configured (any configuration
+                other than the local demo requires keys), or both are.
         """
         security = self.security or SecurityConfig(keys=[])
+        if self.demo and security.keys:
+            raise ValueError(
+                "demo mode (TAILOR_DEMO=1 / --demo) cannot run with API keys configured: keyless "
+                "loopback requests would bypass the keys; unset TAILOR_DEMO or TAILOR_KEYS_FILE"
+            )
         if self.demo:
             security = msgspec.structs.replace(security, demo_keyless_loopback=True)
         elif not security.keys:

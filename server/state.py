@@ -18,6 +18,7 @@ from sdk.geo import GeoResolver
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.reloader import BundleHolder
+from server.security.ratelimit import RateLimiter
 from server.settings import Settings
 from server.stores import ProfileStore
 
@@ -39,7 +40,7 @@ class Asset:
 class Engine:
     """What handlers need: settings, the bundle holder (its decider is None until a bundle is
     verified), the geo resolver, the per-visit decision cache, the profile store, the event
-    log, metrics and static assets."""
+    log, metrics, static assets and the per-client new-profile buckets."""
 
     settings: Settings
     holder: BundleHolder
@@ -49,6 +50,12 @@ class Engine:
     eventlog: EventLog | None = None
     metrics: Any = None
     assets: dict[str, Asset] = field(default_factory=dict)
+    new_profiles: RateLimiter = field(default_factory=lambda: RateLimiter(burst_seconds=60.0))
+
+    def allow_new_profile(self, client: tuple[str, bytes]) -> bool:
+        """Whether a public-key client (key id, hashed address) may create one more profile
+        now: at most ``Settings.new_profiles_per_minute`` a minute (0: no cap)."""
+        return self.new_profiles.acquire((client, self.settings.new_profiles_per_minute)) == 0
 
     @property
     def decider(self) -> Decider | None:

@@ -190,8 +190,11 @@ def keyed_server(bundle_path: Path, root: Path, keys: dict[str, Any]) -> Iterato
 
 @pytest.fixture(scope="session")
 def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real uvicorn process serving the test bundle on 127.0.0.1."""
-    server = _start_server(bundle_dir, tmp_path_factory.mktemp("logs") / "server.log")
+    """A real uvicorn process serving the test bundle on 127.0.0.1, in demo mode (keyless
+    loopback requests; opted in, since the demo is off by default)."""
+    server = _start_server(
+        bundle_dir, tmp_path_factory.mktemp("logs") / "server.log", {"TAILOR_DEMO": "1"}
+    )
     yield server
     server.process.terminate()
     server.process.wait(timeout=10)
@@ -251,17 +254,20 @@ def security_for_tests() -> Any:
 @contextmanager
 def app_client(**settings: Any) -> Iterator[Any]:
     """A Litestar TestClient (lifespan running) on ``create_app(Settings(**settings))``, with
-    the test keys configured and the secret key sent on every request."""
+    the test keys configured and the secret key sent on every request; with ``demo=True``,
+    keyless (the demo refuses keys)."""
     from litestar.testing import TestClient
 
     from server.app import create_app
     from server.settings import Settings
 
-    if settings.get("security") is None:
+    demo = bool(settings.get("demo"))
+    if settings.get("security") is None and not demo:
         settings["security"] = security_for_tests()
     settings.setdefault("reload_interval", 0)
     with tempfile.TemporaryDirectory(prefix="tailor-events-") as events:
         settings.setdefault("event_log_dir", events)
         with TestClient(create_app(Settings(**settings))) as client:
-            client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
+            if not demo:
+                client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
             yield client

@@ -63,7 +63,8 @@ function start() {
   let timer;
   let consent;
   let pending;
-  const refused = () => !pending && !consent.personalization && !consent.storage;
+  const none = () => !consent.personalization && !consent.storage; // nothing granted (yet)
+  const refused = () => !pending && none();
   const post = (batch, attempt) =>
     fetch(url('events'), { method: 'POST', body: JSON.stringify({ events: batch, consent }), keepalive: true }).then((r) => {
       const wait = retryDelay(r.status, r.headers.get('retry-after'), attempt, Math.random());
@@ -115,8 +116,10 @@ function start() {
     if (refused()) events.length = 0;
     else flush();
   };
-  const granted = (opt.consent || 'granted') == 'granted';
-  setConsent(granted, granted, opt.consent == 'pending');
+  // Nothing is stored before consent unless the site declares data-consent="granted".
+  const declared = opt.consent || 'pending';
+  const granted = declared == 'granted';
+  setConsent(granted, granted, declared == 'pending');
 
   /**
    * The session id, touched; a new session (counted in the profile) after 30 idle minutes.
@@ -210,15 +213,18 @@ function start() {
       t.timer = setTimeout(() => show((t.late = 1)), deadline - perf());
     }
     return Promise.resolve()
-      .then(() =>
-        fetch(url('decide'), {
+      .then(() => {
+        const sid = session();
+        // Before any consent (pending) and after a refusal: a throwaway id and no session.
+        const anonymous = none();
+        return fetch(url('decide'), {
           method: 'POST',
           body: JSON.stringify(
             buildRequest(
               w,
               {
-                visitorId: state.vid,
-                sessionId: session(),
+                visitorId: anonymous ? rid() : state.vid,
+                sessionId: anonymous ? undefined : sid,
                 userId,
                 consent,
                 behavior: behavior(state.profile, Date.now()),
@@ -228,8 +234,8 @@ function start() {
               Intl.DateTimeFormat().resolvedOptions().timeZone,
             ),
           ),
-        }),
-      )
+        });
+      })
       .then((r) => {
         if (!r.ok) throw r.status;
         return r.json();

@@ -49,7 +49,7 @@ function decision(req, id = 'dec_1') {
 }
 
 /** A test page: slots with default content, the queue, the tag, and a script that reports. */
-function page({ api, timeout, consent, before = '', after: script, load = 'async' }) {
+function page({ api, timeout, consent = 'granted', before = '', after: script, load = 'async' }) {
   const attrs = [`data-key="pk_test"`, `data-endpoint="${api}"`, timeout && `data-timeout="${timeout}"`, consent && `data-consent="${consent}"`, 'data-debug'];
   return `<!doctype html><html><head><title>Test page</title>
 <script>
@@ -298,7 +298,27 @@ describe('the tag in Chromium', () => {
     assert.deepEqual(body.behavior, {});
   });
 
-  test('consent pending, then granted: stored from then on, same visitor', async () => {
+  test('by default consent is pending: nothing read or stored, the decide request carries no id', async () => {
+    const sc = await run('default', {
+      consent: null, // no data-consent attribute
+      before: `localStorage.setItem("tailor.vid", "stored-visitor");
+        localStorage.setItem("tailor.sid", '{"id":"stored-session","t":' + Date.now() + '}');`,
+      after: `tailor.push(["onDecision", function () { setTimeout(report, 1300); }]);`,
+    });
+    const [r] = sc.reports;
+    // what was there stays untouched (pending neither reads nor erases), nothing was added
+    assert.deepEqual(r.storage, { 'tailor.vid': 'stored-visitor', 'tailor.sid': r.storage['tailor.sid'], 'tailor.profile': null });
+    assert.match(r.storage['tailor.sid'], /stored-session/);
+    const [body] = sc.requests.filter((q) => q.path === '/v1/decide').map((q) => JSON.parse(q.body));
+    assert.deepEqual(body.consent, { personalization: false, storage: false });
+    assert.notEqual(body.visitorId, 'stored-visitor'); // a throwaway id
+    assert.equal(body.sessionId, undefined);
+    assert.equal(body.userId, undefined);
+    assert.deepEqual(body.behavior, {});
+    assert.deepEqual(sc.requests.filter((q) => q.path === '/v1/events'), []); // queued, not sent
+  });
+
+  test('consent pending, then granted: stored from then on, a new visitor id', async () => {
     const sc = await run('pending', {
       consent: 'pending',
       after: `tailor.push(["onDecision", function (d) {
@@ -313,8 +333,9 @@ describe('the tag in Chromium', () => {
     assert.equal(r.before, null);
     assert.deepEqual(first.consent, { personalization: false, storage: false });
     assert.deepEqual(second.consent, { personalization: true, storage: true });
-    assert.equal(second.visitorId, first.visitorId);
-    assert.equal(r.storage['tailor.vid'], first.visitorId);
+    assert.notEqual(second.visitorId, first.visitorId); // the pending one was thrown away
+    assert.equal(first.sessionId, undefined);
+    assert.equal(r.storage['tailor.vid'], second.visitorId);
     assert.equal(second.userId, 'user_42');
     assert.equal(second.behavior.pageViews, 1);
   });

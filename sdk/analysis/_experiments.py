@@ -35,7 +35,7 @@ from sdk.analysis.stats import (
     small_sample_warning,
     welch_t_test,
 )
-from sdk.logs import LogRecord
+from sdk.logs import LogRecord, is_anonymous
 
 #: A sample-ratio-mismatch test below this p-value is flagged.
 SRM_ALPHA = 0.001
@@ -316,6 +316,12 @@ def experiment_reports(
                 f"{contaminated} visitors were exposed to more than one arm and are left out "
                 "(sticky assignment broken: changed weights, seeds or visitor ids?)"
             )
+        anonymous = sum(1 for v in clean if is_anonymous(v))
+        if anonymous:
+            warnings.append(
+                f"{anonymous} exposures were logged without storage consent and count as one "
+                "visitor each (no id joins a visitor's decisions)"
+            )
         if len(log.currencies) > 1:
             warnings.append(
                 "revenue adds up values in several currencies: " + ", ".join(sorted(log.currencies))
@@ -328,6 +334,7 @@ def experiment_reports(
                 confidence=confidence,
                 visitors=len(clean),
                 contaminated=contaminated,
+                anonymous=anonymous,
                 first_exposure=min((x.first for x in exposures.values()), default=None),
                 last_exposure=max((x.last for x in exposures.values()), default=None),
                 overall=overall,

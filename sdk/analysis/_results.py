@@ -92,6 +92,9 @@ class ExperimentReport(_Out, frozen=True, kw_only=True):
     confidence: float
     visitors: int
     contaminated: int
+    #: of ``visitors``, exposures logged without storage consent: each anonymous decision is
+    #: one visitor of its own (:func:`sdk.logs.is_anonymous`)
+    anonymous: int = 0
     first_exposure: datetime | None
     last_exposure: datetime | None
     overall: GroupReport

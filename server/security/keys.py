@@ -101,7 +101,8 @@ class SecurityConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         keys: the accepted keys; ids and digests are unique and ``demo`` is reserved.
         demo_keyless_loopback: accept keyless loopback requests to public routes as the
             implicit public key ``demo`` (the local demo only).
-        per_key_per_minute: default limit of each key (0: none).
+        per_key_per_minute: default limit of each key (0: none): of each client (address, or
+            /64 for IPv6) of a public key, of a secret key as a whole.
         per_ip_per_minute: limit of each client address, or /64 for IPv6, for requests not
             authenticated by a secret key (0: none).
         burst_seconds: a full bucket holds this many seconds' worth of its rate (at least one

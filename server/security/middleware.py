@@ -1,7 +1,8 @@
 """The security ASGI middleware: authenticates the API key of every request under the protected
 prefix (``/v1/``), checks the route's key kind and the browser's ``Origin``, answers CORS
-preflights, applies per-key and per-IP rate limits and refuses with problem+json; the
-:class:`Principal` it admits is put in ``scope["state"]["tailor_key"]``.
+preflights, applies rate limits (a secret key's per key; a public key's per key and client
+address, so one client cannot exhaust a whole site's budget; per-IP) and refuses with
+problem+json; the :class:`Principal` it admits is put in ``scope["state"]["tailor_key"]``.
 
 Must not import litestar or model_export.
 """
@@ -9,6 +10,7 @@ Must not import litestar or model_export.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -70,11 +72,14 @@ class Principal:
         id: the key's configured id (``demo`` for the keyless loopback demo).
         kind: ``public`` or ``secret``.
         origin: the request's ``Origin`` when it was checked against a public key, else None.
+        client: for public keys, a keyed hash of the client's address (its rate-limit and
+            new-profile buckets); the address itself is not kept.
     """
 
     id: str
     kind: KeyKind
     origin: str | None = None
+    client: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,9 +314,15 @@ class SecurityMiddleware:
                 (b"access-control-allow-origin", principal.origin.encode("latin-1")),
                 (b"access-control-expose-headers", _EXPOSE),
             ]
-        limits: list[tuple[Hashable, int]] = [(("key", principal.id), rate)]
-        if principal.kind == "public" and self.config.per_ip_per_minute:
-            limits.append((self._ip_bucket(address), self.config.per_ip_per_minute))
+        limits: list[tuple[Hashable, int]]
+        if principal.kind == "public":
+            ip = self._ip_bucket(address)
+            principal = dataclasses.replace(principal, client=ip[1])
+            limits = [(("key", principal.id, ip[1]), rate)]  # per key and client
+            if self.config.per_ip_per_minute:
+                limits.append((ip, self.config.per_ip_per_minute))
+        else:
+            limits = [(("key", principal.id), rate)]
         wait = self._limiter.acquire(*limits)
         if wait:
             await send_problem(send, scope, rate_limited(wait, cors))
@@ -373,8 +384,8 @@ class SecurityMiddleware:
                 403,
                 "secret-key-required",
                 "Secret key required",
-                f"{method} {path} needs a secret key; public keys may only call the public "
-                "routes (decide, events, bundle)",
+                f"{method} {path} needs a secret key; public keys may only call the routes "
+                "a browser needs (single decide, events)",
             )
         if origin_text is not None:
             if not key.origins.allows(origin):

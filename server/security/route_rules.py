@@ -22,9 +22,8 @@ __all__ = [
 #: path's descendants, and ``GET`` covers ``HEAD``.
 DEFAULT_PUBLIC_ROUTES: tuple[str, ...] = (
     "POST /v1/decide",
-    "POST /v1/decide/batch",
     "POST /v1/events",
-    "GET /v1/bundle/*",
+    # /v1/bundle and its files are secret-only: a browser never needs them (issue 15).
 )
 #: Secret routes that the keyless loopback demo may call too (same syntax): the reports.
 DEMO_READ_ROUTES: tuple[str, ...] = ("GET /v1/reports/*",)

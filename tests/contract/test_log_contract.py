@@ -1,7 +1,8 @@
 """The decision and event log as a real server process writes it, read back with the SDK's typed
-reader (:func:`sdk.logs.read_log`): every decision answered is logged under its id with what it
-answered, events refer to their decisions, behaviour is logged only with personalization
-consent, and every line is a valid record.
+reader (:func:`sdk.logs.read_log`): every decision answered under some consent is logged under
+its id with what it answered (a refusal is not logged at all), events refer to their decisions,
+ids and page only with storage consent, behaviour only with personalization and storage
+consent (:func:`sdk.consent.log_policy`), and every line is a valid record.
 
 One server on 127.0.0.1 with the policy bundle (experiments, holdout, exploration) and a secret
 key; it is stopped (which writes what is buffered) before the log is read.
@@ -17,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from sdk.consent import REFUSED
+from sdk.consent import REFUSED, LogPermissions, log_policy
 from sdk.logs import (
     DecisionRecord,
     ErasureRecord,
     EventRecord,
     LogReader,
+    anonymous_id,
     read_log,
     visitor_hash,
 )
@@ -50,6 +52,15 @@ class Logged:
     erased: str  # the visitor erased with DELETE /v1/visitors/{id}
     reader: LogReader
     records: list[DecisionRecord | EventRecord | ErasureRecord]
+
+
+def backend_keys(secret: str) -> dict[str, Any]:
+    """The security config of a server with one secret key and no rate limits."""
+    return {
+        "per_key_per_minute": 0,
+        "per_ip_per_minute": 0,
+        "keys": [{"id": "backend", "kind": "secret", "sha256": hash_key(secret)}],
+    }
 
 
 def _body(i: int, consent: dict[str, bool]) -> dict[str, Any]:
@@ -84,11 +95,7 @@ def _events(decision: dict[str, Any], n: int) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def logged(policy_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     root = tmp_path_factory.mktemp("log-contract")
-    keys = {
-        "per_key_per_minute": 0,
-        "per_ip_per_minute": 0,
-        "keys": [{"id": "backend", "kind": "secret", "sha256": hash_key(SECRET)}],
-    }
+    keys = backend_keys(SECRET)
     decisions: dict[str, dict[str, Any]] = {}
     sent_consent: dict[str, dict[str, bool]] = {}
     gpc: set[str] = set()
@@ -130,6 +137,16 @@ def _decision_records(logged: Logged) -> dict[str, DecisionRecord]:
     return {r.decision_id: r for r in logged.records if isinstance(r, DecisionRecord)}
 
 
+def _policy(logged: Logged, decision_id: str) -> LogPermissions:
+    """What the log may hold of a decision, by the consent it was sent with."""
+    refused = decision_id in logged.gpc
+    return log_policy(Consent(**logged.sent_consent[decision_id]), refused_by_gpc=refused)
+
+
+def _recorded(logged: Logged) -> set[str]:
+    return {d for d in logged.decisions if _policy(logged, d).record}
+
+
 def test_every_line_is_a_known_record(logged: Logged) -> None:
     assert logged.reader.files, "the server wrote no log file"
     assert logged.reader.lines == len(logged.records) > 0
@@ -139,8 +156,9 @@ def test_every_line_is_a_known_record(logged: Logged) -> None:
 
 def test_counts_of_kinds_match_what_was_sent(logged: Logged) -> None:
     kinds = Counter(type(r).__name__ for r in logged.records)
+    assert 0 < len(_recorded(logged)) < len(logged.decisions)
     assert kinds == {
-        "DecisionRecord": len(logged.decisions),
+        "DecisionRecord": len(_recorded(logged)),
         "EventRecord": sum(logged.events_sent.values()),
         "ErasureRecord": 1,
     }
@@ -150,11 +168,20 @@ def test_counts_of_kinds_match_what_was_sent(logged: Logged) -> None:
 
 def test_decision_records_are_the_answers(logged: Logged) -> None:
     records = _decision_records(logged)
-    assert records.keys() == logged.decisions.keys()
-    for decision_id, answer in logged.decisions.items():
-        record = records[decision_id]
+    assert records.keys() == _recorded(logged)
+    for decision_id, record in records.items():
+        answer = logged.decisions[decision_id]
         assert record.model_version == answer["modelVersion"]
-        assert record.visitor_id == answer["visitorId"]
+        if _policy(logged, decision_id).ids:
+            assert record.visitor_id == answer["visitorId"]
+            assert record.session_id == answer["sessionId"]
+            assert record.path == answer["visitorId"].replace("log-v", "/c/")
+            assert record.timezone == "Europe/Paris"
+        else:  # personalization without storage: nothing that links the visit to anyone
+            assert record.visitor_id == anonymous_id(decision_id)
+            assert record.session_id is None and record.user_id is None
+            assert record.path is None and record.timezone is None
+            assert record.signals.country is None and record.signals.os is None
         assert record.personalized == answer["personalized"]
         assert record.experiment == answer.get("experiment")
         assert [o.id for o in record.offers] == [o["id"] for o in answer["offers"]]
@@ -170,35 +197,39 @@ def test_decision_records_are_the_answers(logged: Logged) -> None:
     assert any(r.experiment for r in records.values()), "no exposure logged"
 
 
-def test_behavior_is_logged_only_with_personalization_consent(logged: Logged) -> None:
+def test_behavior_is_logged_only_with_personalization_and_storage(logged: Logged) -> None:
     records = _decision_records(logged)
     with_consent = without = 0
     for decision_id, record in records.items():
         sent = Consent(**logged.sent_consent[decision_id])
-        if decision_id in logged.gpc:
-            assert record.consent == REFUSED  # Sec-GPC refuses whatever the body says
-        else:
-            assert record.consent == sent
-        if record.consent.personalization:
+        assert decision_id not in logged.gpc  # Sec-GPC refuses whatever the body says
+        assert record.consent == sent != REFUSED
+        if record.consent.personalization and record.consent.storage:
             with_consent += 1
             assert record.behavior is not None and record.behavior["pageViews"] >= 2
         else:
             without += 1
             assert record.behavior is None
-            assert record.personalized is False
     assert with_consent > 0 and without > 0
     assert any(logged.sent_consent[d]["personalization"] for d in logged.gpc)
 
 
 def test_events_refer_to_their_decisions(logged: Logged) -> None:
+    """Events are sent without consent: they are logged with ids when the visitor has a stored
+    profile (a decide with storage consent), otherwise anonymously."""
     records = _decision_records(logged)
     events = [r for r in logged.records if isinstance(r, EventRecord)]
-    assert {e.decision_id for e in events} == records.keys()
+    assert {e.decision_id for e in events} == logged.decisions.keys()
     for event in events:
         assert event.decision_id is not None
+        if event.decision_id not in records:  # a refused decision: its events are anonymous
+            assert event.visitor_id == anonymous_id(event.decision_id)
+            assert event.session_id is None and event.timezone is None
+            continue
         decision = records[event.decision_id]
         assert event.visitor_id == decision.visitor_id
-        assert event.timezone == "Europe/Paris"  # copied from the decision
+        stored = _policy(logged, event.decision_id).ids
+        assert event.timezone == ("Europe/Paris" if stored else None)  # from the decision
         if event.slot is None:
             continue
         chosen = decision.slots[event.slot]

@@ -150,8 +150,16 @@ def test_tracked_events_reach_the_event_log_and_close_flushes(server: LiveServer
     visitor = f"track-{uuid.uuid4().hex[:12]}"
     # events would wait a minute for companions: only close() can send them in time
     client = Client(server.url, api_key=SECRET, timeout=5, event_interval=60)
+    # storage consent: the events are logged under the visitor's id (sdk.consent.log_policy)
+    consent = Consent(personalization=True, storage=True)
     decision = client.decide(
-        DecideRequest(visitor_id=visitor, session_id="s1", slots=["hero"], timestamp=FIXED_NOW)
+        DecideRequest(
+            visitor_id=visitor,
+            session_id="s1",
+            consent=consent,
+            slots=["hero"],
+            timestamp=FIXED_NOW,
+        )
     )
     events = [
         Event(type="impression", visitor_id=visitor, decision_id=decision.decision_id, slot="hero"),
@@ -219,7 +227,8 @@ def test_forget_needs_a_secret_key_which_the_keyless_demo_has_not(
 def test_a_dead_server_gets_fast_fallbacks_then_the_breaker_opens(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
-    live = _start_server(bundle_dir, tmp_path / "server.log")  # demo: a few calls only
+    # demo (opted in): a few calls only
+    live = _start_server(bundle_dir, tmp_path / "server.log", {"TAILOR_DEMO": "1"})
     try:
         with Client(live.url, timeout=0.5, cache=False) as client:
             request = DecideRequest(visitor_id="v-dies", session_id="s1", timestamp=FIXED_NOW)

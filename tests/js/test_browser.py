@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,14 +32,12 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.security import hash_key
 from tests.conftest import PLANTED_PERSONAS, LiveServer, _start_server
 from tests.js.browser import VIEWPORT, Recorder, eventually, wait_for
 
 pytestmark = pytest.mark.browser
 
 DEMO_SLOTS = {"banner", "hero", "recommendation"}
-SECRET_KEY = "sk_browser_tests_0123456789abcdefghijklmn"
 #: Elements the tag keeps when it inserts ``html`` content (js_snippet/src/core.js).
 ALLOWED_TAGS = {"a", "p", "span", "strong", "em", "b", "i", "h1", "h2", "h3", "h4"}
 ALLOWED_TAGS |= {"ul", "ol", "li", "br", "img", "div", "small"}
@@ -157,30 +156,33 @@ class Server:
             if not sample.labels
         }
 
-    def visitor(self, visitor_id: str) -> httpx.Response:
-        """``GET /v1/visitors/{id}`` with the secret key."""
-        return httpx.get(
-            f"{self.url}/v1/visitors/{visitor_id}",
-            headers={"authorization": f"Bearer {SECRET_KEY}"},
-            timeout=10,
-        )
+    def mark(self) -> None:
+        """Log a consented decision of a visitor of its own and wait until it is written: what
+        the server logged before it is on disk then (one worker, one file, in order)."""
+        marker = f"marker-{uuid.uuid4().hex}"
+        consent = {"personalization": True, "storage": True}
+        self.decide(json.dumps({"visitorId": marker, "consent": consent}))
+        eventually(lambda: bool(self.logged(marker)), "the marker decision in the log", timeout=15)
+
+    def logged(self, visitor_id: str) -> list[str]:
+        """The kinds of the log lines (decisions and events) under ``visitor_id``."""
+        return [
+            record["kind"]
+            for path in sorted(self.events_dir.glob("events-*.jsonl"))
+            for line in path.read_text().splitlines()
+            if line.endswith("}") and (record := json.loads(line)).get("visitorId") == visitor_id
+        ]
 
 
 @pytest.fixture(scope="module")
 def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: the demo (keyless loopback), a secret key, no per-IP
-    limit; warmed up with one decision so the first page does not pay for it."""
+    """A server of this module's own: the demo (keyless loopback), no per-IP limit; warmed
+    up with one decision so the first page does not pay for it."""
     tmp = tmp_path_factory.mktemp("browser-server")
     keys = tmp / "keys.json"
-    keys.write_text(
-        json.dumps(
-            {
-                "keys": [{"id": "browser-tests", "kind": "secret", "sha256": hash_key(SECRET_KEY)}],
-                "per_ip_per_minute": 0,
-            }
-        )
-    )
-    live = _start_server(bundle_dir, tmp / "server.log", {"TAILOR_KEYS_FILE": str(keys)})
+    keys.write_text(json.dumps({"keys": [], "per_ip_per_minute": 0}))
+    env = {"TAILOR_KEYS_FILE": str(keys), "TAILOR_DEMO": "1"}  # demo mode takes no keys
+    live = _start_server(bundle_dir, tmp / "server.log", env)
     try:
         port = urlsplit(live.url).port
         warm_up = {"visitorId": "warm-up", "consent": {"personalization": True, "storage": True}}
@@ -199,17 +201,24 @@ PAGES = {
 <script>window.tailor = window.tailor || [];</script>
 <!--TAG data-consent="pending"-->
 <div id="hero" data-tailor-slot="hero">Default hero</div>""",
+    "/default": """<!doctype html><title>default</title>
+<script>
+  window.tailor = window.tailor || [];
+  tailor.push(["identify", "user_42"]);
+</script>
+<!--TAG-->
+<div id="hero" data-tailor-slot="hero">Default hero</div>""",
     "/spa": """<!doctype html><title>spa</title>
 <script>window.tailor = window.tailor || [];</script>
-<!--TAG-->
+<!--TAG data-consent="granted"-->
 <div id="hero" data-tailor-slot="hero">Default hero</div>""",
     "/late": """<!doctype html><title>late</title>
 <script>window.tailor = window.tailor || [];</script>
-<!--TAG-->
+<!--TAG data-consent="granted"-->
 <div id="hero" data-tailor-slot="hero">Default hero</div>""",
     "/fold": """<!doctype html><title>fold</title>
 <script>window.tailor = window.tailor || [];</script>
-<!--TAG-->
+<!--TAG data-consent="granted"-->
 <div id="hero" data-tailor-slot="hero">Default hero</div>
 <div style="height: 3000px">A long page</div>
 <div id="below" data-tailor-slot="recommendation">Default recommendation</div>""",
@@ -219,7 +228,7 @@ PAGES = {
   tailor.push(["onDecision", function () { throw new Error("thrown before the tag loaded"); }]);
   tailor.push(["onDecision", function (d, applied) { window.firstCallback = d.decisionId; }]);
 </script>
-<!--TAG data-debug-->
+<!--TAG data-consent="granted" data-debug-->
 <div id="hero" data-tailor-slot="hero">Default hero</div>
 <script>
   window.addEventListener("load", function () {
@@ -355,6 +364,20 @@ def wait_decided(page: Page, count: int = 1) -> list[dict[str, Any]]:
 def slots(page: Page) -> dict[str, dict[str, Any]]:
     """The page's slots by slot id (the element id when it has one)."""
     return {s["id"] or s["slot"]: s for s in page.evaluate(SLOTS_JS)}
+
+
+def anonymous_decides(rec: Recorder, page: Page) -> list[dict[str, Any]]:
+    """The page's two decide requests, once both are answered, each checked to grant nothing
+    and carry no session, user id or behaviour, and a throwaway visitor id of its own."""
+    wait_decided(page, 2)
+    decides = bodies(rec, "/v1/decide")
+    assert len(decides) == 2
+    for body in decides:
+        assert body["consent"] == {"personalization": False, "storage": False}
+        assert "sessionId" not in body and "userId" not in body
+        assert body["behavior"] == {}
+    assert decides[0]["visitorId"] != decides[1]["visitorId"]
+    return decides
 
 
 def local_storage(page: Page) -> dict[str, str]:
@@ -589,13 +612,7 @@ def test_global_privacy_control_sends_and_stores_nothing(
     page.evaluate(
         "tailor.push(['setConsent', {personalization: true, storage: true}]); tailor.decide()"
     )
-    wait_decided(page, 2)
-    decides = bodies(rec, "/v1/decide")
-    assert len(decides) == 2
-    for body in decides:
-        assert body["consent"] == {"personalization": False, "storage": False}
-        assert "userId" not in body
-        assert body["behavior"] == {}
+    decides = anonymous_decides(rec, page)
     visitor = decides[0]["visitorId"]
     assert not [k for k in local_storage(page) if k.startswith("tailor.")]
 
@@ -616,8 +633,8 @@ def test_global_privacy_control_sends_and_stores_nothing(
     server.wait_events(control_visitor, bool, "the control visitor's events")
     assert server.events(visitor) == []
     assert bodies(rec, "/v1/events") == []
-    assert server.visitor(visitor).status_code == 404
-    assert server.visitor(control_visitor).status_code == 200
+    assert server.logged(visitor) == []  # a refusal: not even the decision is logged
+    assert "decision" in server.logged(control_visitor)
 
 
 def test_pending_consent_stores_and_sends_nothing_until_granted(
@@ -628,7 +645,7 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     [decide] = bodies(rec, "/v1/decide")
     assert decide["consent"] == {"personalization": False, "storage": False}
     assert decide["behavior"] == {}
-    visitor = decide["visitorId"]
+    assert "sessionId" not in decide  # and a throwaway visitor id
     assert slots(page)["hero"]["decision"] == decision["decisionId"]
     assert local_storage(page) == {}
 
@@ -645,8 +662,9 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     granted_at = datetime.now(UTC)
     page.evaluate("tailor.push(['setConsent', {personalization: true, storage: true}])")
     stored = local_storage(page)
-    assert stored["tailor.vid"] == visitor
-    assert json.loads(stored["tailor.sid"])["id"] == decide["sessionId"]
+    visitor = stored["tailor.vid"]
+    assert visitor != decide["visitorId"]
+    assert json.loads(stored["tailor.sid"])["id"]
     assert json.loads(stored["tailor.profile"])["pageViews"] == 1
 
     # The queue leaves at once, in one batch that carries the new consent.
@@ -663,6 +681,23 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
         assert datetime.fromisoformat(event["receivedAt"]) >= granted_at, event
         assert datetime.fromisoformat(event["timestamp"]) < granted_at, event
         assert event["decisionId"] == decision["decisionId"]
+
+
+def test_by_default_nothing_is_stored_and_no_id_leaves_before_consent(
+    server: Server, site: Site, rec: Recorder, page: Page
+) -> None:
+    """A tag without ``data-consent`` waits for the page's consent: no ``localStorage``
+    write, and its decide request carries a throwaway visitor id, no session or user id."""
+    page.goto(site.url("/default"))
+    wait_decided(page)
+    page.evaluate("tailor.push(['track', 'conversion', {value: 5}]); tailor.decide()")
+    decides = anonymous_decides(rec, page)
+    set_visibility(page, "hidden")  # the queue would leave now, were consent given
+    assert bodies(rec, "/v1/events") == []
+    assert local_storage(page) == {}
+    server.mark()
+    for body in decides:  # the server logged nothing of either visit
+        assert server.logged(body["visitorId"]) == []
 
 
 def test_history_navigation_is_a_new_page_view_with_its_own_decision(

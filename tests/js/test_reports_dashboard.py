@@ -61,7 +61,9 @@ def site(policy_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("reports-dashboard")
     keys = tmp / "keys.json"
     keys.write_text(json.dumps({"keys": [], "per_ip_per_minute": 0}))
-    live = _start_server(policy_bundle_dir, tmp / "server.log", {"TAILOR_KEYS_FILE": str(keys)})
+    live = _start_server(
+        policy_bundle_dir, tmp / "server.log", {"TAILOR_KEYS_FILE": str(keys), "TAILOR_DEMO": "1"}
+    )
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
             traffic = post_traffic(client, N_VISITORS, "dash")

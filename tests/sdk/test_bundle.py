@@ -4,7 +4,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from sdk import (
     BundleFormatError,
@@ -94,6 +97,34 @@ def test_malformed_rule_is_refused(bundle_copy: Path) -> None:
         bundle_copy, lambda m: m["lifecycle"]["rules"][0].update({"when": {"x": {"$foo": 1}}})
     )
     with pytest.raises(BundleFormatError, match=r"\$foo.*lifecycle.rules\[0\]"):
+        load_bundle(bundle_copy)
+
+
+def test_a_rule_re2_cannot_compile_is_refused_at_load(bundle_copy: Path) -> None:
+    when = {"page.path": {"$regex": r"^/(sale)/\1"}}  # a backreference: not RE2 syntax
+    _edit_manifest(bundle_copy, lambda m: m["lifecycle"]["rules"][1].update({"when": when}))
+    with pytest.raises(BundleFormatError, match=r"RE2 cannot compile.*lifecycle\.rules\[1\]"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "listed-and-hashed"])
+def test_a_model_with_external_data_is_refused(bundle_copy: Path, listed: bool) -> None:
+    model = onnx.load(bundle_copy / "segments.onnx")
+    weights = numpy_helper.from_array(np.arange(64, dtype=np.float32), "crafted_weights")
+    model.graph.initializer.append(weights)
+    onnx.save_model(
+        model,
+        str(bundle_copy / "segments.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="segments.weights",
+        size_threshold=0,
+    )
+    assert (bundle_copy / "segments.weights").stat().st_size > 0
+    _rehash(bundle_copy, "segments.onnx")
+    if listed:
+        _rehash(bundle_copy, "segments.weights")
+    with pytest.raises(BundleModelError, match=r"segments\.onnx: tensor .* uses external data"):
         load_bundle(bundle_copy)
 
 

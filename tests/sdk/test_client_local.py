@@ -42,7 +42,7 @@ from sdk import (
 from sdk.schema import Content
 from tests.conftest import FIXED_NOW, ROOT
 
-FAKE_URL = "http://tailor.test"
+FAKE_URL = "https://tailor.test"
 REFRESH_THREAD = "tailor-bundle-refresh"
 
 
@@ -450,7 +450,7 @@ def test_a_failed_refresh_keeps_the_last_good_bundle(
         assert local.refresh_failures == 2 and local.refreshes == 0
         why = {
             "down": "ConnectError: [Errno 111] Connection refused",
-            "tampered": "ValueError: bundle file parity.jsonl does not match its sha256",
+            "tampered": "BundleDownloadError: bundle file parity.jsonl does not match its sha256",
             "refused": "BundleFormatError: bundle format version 999 is not supported",
         }[failure]
         assert local.last_error is not None and local.last_error.startswith(why)
@@ -482,10 +482,16 @@ def _add_unsafe_file(info: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("answer", "why"),
     [
-        (lambda info: info.pop("digest"), "ValueError: GET /v1/bundle answered without a digest"),
-        (lambda info: info.pop("files"), "ValueError: GET /v1/bundle answered without a digest"),
-        (_claim_other_digest, "ValueError: downloaded bundle has digest"),
-        (_add_unsafe_file, "ValueError: unsafe bundle file name '../escape'"),
+        (
+            lambda info: info.pop("digest"),
+            "BundleDownloadError: GET /v1/bundle answered without a digest",
+        ),
+        (
+            lambda info: info.pop("files"),
+            "BundleDownloadError: GET /v1/bundle answered without a digest",
+        ),
+        (_claim_other_digest, "BundleDownloadError: bundle file manifest.json does not match"),
+        (_add_unsafe_file, "UnsafeBundleFileError: unsafe bundle file name '../escape'"),
         (None, "HTTPStatusError: Server error '503 Service Unavailable'"),
     ],
     ids=["no-digest", "no-files", "wrong-digest", "unsafe-name", "no-bundle-yet"],

@@ -16,7 +16,7 @@ import pytest
 from cachetools import LRUCache
 
 from sdk import device as device_module
-from sdk.device import DEVICE_TYPES, Device, parse_device
+from sdk.device import DEVICE_TYPES, MAX_UA_LENGTH, Device, parse_device
 from sdk.schema import Screen, UserAgentData
 
 VECTORS = Path(__file__).resolve().parents[1] / "contract" / "vectors" / "devices.json"
@@ -121,10 +121,19 @@ def test_cache_is_bounded(small_cache: LRUCache[str, Device]) -> None:
     assert CHROME_WINDOWS.format(v=0) not in small_cache
 
 
-def test_cache_key_is_capped(small_cache: LRUCache[str, Device]) -> None:
+def test_only_the_capped_prefix_is_parsed_and_is_the_cache_key(
+    small_cache: LRUCache[str, Device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert MAX_UA_LENGTH == 512
+    parsed: list[str] = []
+    real = device_module._classify_ua
+    monkeypatch.setattr(device_module, "_classify_ua", lambda ua: parsed.append(ua) or real(ua))
     ua = CHROME_WINDOWS.format(v=124) + " x" * 5000
+    other_tail = CHROME_WINDOWS.format(v=124) + " y" * 5000
     assert parse_device(ua) == Device("desktop", "Windows", "Chrome", touch=False)
-    assert all(len(key) <= 1024 for key in small_cache)
+    assert parse_device(ua[:MAX_UA_LENGTH] + other_tail[MAX_UA_LENGTH:]).browser == "Chrome"
+    assert [len(p) for p in parsed] == [MAX_UA_LENGTH]  # the second is the same cache key
+    assert list(small_cache) == [ua[:MAX_UA_LENGTH]]
 
 
 def test_cache_is_thread_safe(small_cache: LRUCache[str, Device]) -> None:

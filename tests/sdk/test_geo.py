@@ -20,10 +20,12 @@ import pytest
 
 from sdk.geo import (
     DEFAULT_GEO_HEADERS,
+    EDGE_HEADERS,
     GeoDatabaseError,
     GeoHeaderGroup,
     GeoHeaderNames,
     GeoResolver,
+    edge_header_groups,
     fallback_location,
 )
 from sdk.schema import Location
@@ -50,7 +52,7 @@ def make_resolver() -> Iterator[MakeResolver]:
 
     def make(
         *,
-        header_names: GeoHeaderNames | None = None,
+        header_names: GeoHeaderNames | None = EDGE_HEADERS,
         mmdb_path: str | os.PathLike[str] | None = None,
     ) -> GeoResolver:
         resolver = GeoResolver(header_names=header_names, mmdb_path=mmdb_path)
@@ -258,9 +260,19 @@ def test_headers_can_be_disabled_or_replaced(make_resolver: MakeResolver) -> Non
     assert custom.resolve({"CF-IPCountry": "FR"}, None) is None
 
 
-def test_default_headers_are_lowercase_and_start_with_cloudflare() -> None:
-    assert DEFAULT_GEO_HEADERS[0].country == "cf-ipcountry"
-    for group in DEFAULT_GEO_HEADERS:
+def test_no_header_is_trusted_by_default() -> None:
+    assert DEFAULT_GEO_HEADERS == ()
+    with GeoResolver() as resolver:
+        assert resolver.resolve({"CF-IPCountry": "FR"}, None) is None
+    assert edge_header_groups(["CF-IPCountry", "X-Geo"]) == (
+        EDGE_HEADERS[0],
+        GeoHeaderGroup("x-geo"),
+    )
+
+
+def test_edge_headers_are_lowercase_and_start_with_cloudflare() -> None:
+    assert EDGE_HEADERS[0].country == "cf-ipcountry"
+    for group in EDGE_HEADERS:
         for name in (group.country, group.region, group.city):
             assert name is None or name == name.lower()
 

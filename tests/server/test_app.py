@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,24 +114,42 @@ def test_global_privacy_control_turns_personalization_off(
     assert r.json()["personalized"] is False and r.json()["persona"] is None
 
 
+BROWSER = {"authorization": f"Bearer {TEST_PUBLIC_KEY}", "origin": TEST_ORIGIN}
+
+
+def _country(client: TestClient, make_request: MakeRequest, headers: dict[str, str]) -> str:  # type: ignore[type-arg]
+    """The country a decision used, for a body claiming France (a new session each call)."""
+    ctx = make_request()["context"]
+    ctx["location"] = {"country": "FR"}  # type: ignore[index]
+    session = f"s-{next(_SESSIONS)}"
+    r = client.post(
+        "/v1/decide", json=make_request(context=ctx, sessionId=session), headers=headers
+    )
+    assert r.status_code == 200, r.text
+    country: str = r.json()["signals"]["country"]
+    return country
+
+
+_SESSIONS = itertools.count()
+
+
 def test_trusted_edge_header_sets_country_and_client_location_is_ignored(
+    bundle_dir: Path, make_request: MakeRequest
+) -> None:
+    with app_client(bundle_path=str(bundle_dir), geo_headers=["CF-IPCountry"]) as client:
+        assert _country(client, make_request, {**BROWSER, "CF-IPCountry": "JP"}) == "JP"
+        # from Europe/London, not the body's "FR"
+        assert _country(client, make_request, BROWSER) == "GB"
+
+
+def test_edge_headers_are_not_trusted_by_default(
     client: TestClient,
     make_request: MakeRequest,  # type: ignore[type-arg]
 ) -> None:
-    ctx = make_request()["context"]
-    ctx["location"] = {"country": "FR"}  # type: ignore[index]
-    browser = {"authorization": f"Bearer {TEST_PUBLIC_KEY}", "origin": TEST_ORIGIN}
-    r = client.post(
-        "/v1/decide",
-        json=make_request(context=ctx, sessionId="s-jp"),
-        headers={**browser, "CF-IPCountry": "JP"},
-    )
-    assert r.json()["signals"]["country"] == "JP"
-    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-gb"), headers=browser)
-    assert r.json()["signals"]["country"] == "GB"  # from Europe/London, not the browser's "FR"
+    # any client can send CF-IPCountry
+    assert _country(client, make_request, {**BROWSER, "CF-IPCountry": "JP"}) == "GB"
     # a backend caller with a secret key is trusted with the visitor's location
-    r = client.post("/v1/decide", json=make_request(context=ctx, sessionId="s-fr"))
-    assert r.json()["signals"]["country"] == "FR"
+    assert _country(client, make_request, {}) == "FR"
 
 
 def test_mmdb_lookup_by_client_ip(bundle_dir: Path, make_request: MakeRequest) -> None:
@@ -169,12 +188,28 @@ def test_tampered_bundle_is_refused_and_not_ready(
         assert c.get("/healthz").status_code == 200
         problem = _problem(c.get("/readyz"), 503)
         assert "segments.onnx" in str(problem["detail"])
-        _problem(c.post("/v1/decide", json=make_request()), 503)
+        problem_503 = _problem(c.post("/v1/decide", json=make_request()), 503)
+        for detail in (problem["detail"], problem_503["detail"]):  # no filesystem paths
+            assert str(bundle_copy.parent) not in str(detail)
 
 
-def test_demo_page_and_tag_are_served(client: TestClient) -> None:  # type: ignore[type-arg]
-    page = client.get("/")
-    assert page.status_code == 200 and "data-tailor-slot" in page.text
+def test_demo_page_only_in_demo_mode(client: TestClient, bundle_dir: Path) -> None:  # type: ignore[type-arg]
+    _problem(client.get("/"), 404)
+    with app_client(bundle_path=str(bundle_dir), demo=True) as demo:
+        page = demo.get("/")
+        assert page.status_code == 200 and "data-tailor-slot" in page.text
+
+
+def test_demo_mode_is_refused_with_keys(bundle_dir: Path) -> None:
+    from tests.conftest import security_for_tests
+
+    settings = Settings(bundle_path=str(bundle_dir), demo=True, security=security_for_tests())
+    with pytest.raises(ValueError, match=r"demo mode .* cannot run with API keys"):
+        settings.security_config()
+    assert Settings().demo is False
+
+
+def test_tag_is_served(client: TestClient) -> None:  # type: ignore[type-arg]
     tag = client.get("/tag/v1/tailor.js")
     assert tag.status_code == 200 and tag.headers["content-type"].startswith("text/javascript")
     etag = tag.headers["etag"]

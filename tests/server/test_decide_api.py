@@ -152,7 +152,9 @@ def test_real_server_hot_reloads_by_polling(
 ) -> None:
     live = tmp_path / "live"
     os.symlink(bundle_dir, live)
-    server = _start_server(live, tmp_path / "server.log", {"TAILOR_RELOAD_INTERVAL": "0.2"})
+    server = _start_server(
+        live, tmp_path / "server.log", {"TAILOR_RELOAD_INTERVAL": "0.2", "TAILOR_DEMO": "1"}
+    )
     try:
         old = httpx.get(f"{server.url}/readyz").json()["modelVersion"]
         broken = tmp_path / "broken"
@@ -161,6 +163,10 @@ def test_real_server_hot_reloads_by_polling(
         _swap(live, broken)
         refused = _wait_for(server.url, lambda r: "lastReloadRefused" in r)
         assert refused["modelVersion"] == old
+        # the reason names the file, never the path (that stays in the server log)
+        assert "parity" in refused["lastReloadRefused"]
+        assert str(tmp_path) not in refused["lastReloadRefused"]
+        assert str(live) in server.log.read_text()
         decided = httpx.post(f"{server.url}/v1/decide", json=make_request()).json()
         assert decided["modelVersion"] == old  # the old bundle keeps serving
         inputs = demo_inputs(n_visitors=1500, config=TrainConfig(seed=9, k=5), name="fresh")
@@ -204,6 +210,7 @@ def test_tailor_serve_runs_several_workers(bundle_dir: Path, tmp_path: Path) -> 
                 str(port),
                 "--workers",
                 "2",
+                "--demo",
                 "--bundle",
                 str(bundle_dir),
             ],

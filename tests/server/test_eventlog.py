@@ -15,7 +15,8 @@ import pytest
 
 from model_export.inputs.config import DataConfig, TrainingConfig
 from model_export.inputs.ingest import read_events
-from sdk.logs import visitor_hash
+from sdk.consent import log_policy
+from sdk.logs import anonymous_id, visitor_hash
 from sdk.schema import (
     Behavior,
     Consent,
@@ -376,13 +377,43 @@ def test_behaviour_is_not_logged_without_personalization_consent(
     make_log: Callable[..., EventLog],
 ) -> None:
     log = make_log()
-    log.append_decision(decision(), request(consent=Consent()))
+    log.append_decision(decision(), request(consent=Consent(storage=True)))
     log.flush()
     (record,) = lines(log)
     assert "behavior" not in record and record["consent"] == {
         "personalization": False,
-        "storage": False,
+        "storage": True,
     }
+
+
+def test_a_refused_decision_is_counted_not_logged(make_log: Callable[..., EventLog]) -> None:
+    log = make_log()
+    log.append_decision(decision("d1"), request(consent=Consent()))
+    log.append_events(
+        [Event(type="click", visitor_id="v1", decision_id="d1", slot="hero")],
+        received_at=NOW,
+        policy=lambda _visitor: log_policy(Consent()),
+    )
+    log.flush()
+    assert lines(log) == [] and log.withheld == 2 and log.dropped == 0
+
+
+def test_without_storage_consent_records_are_anonymous(make_log: Callable[..., EventLog]) -> None:
+    log = make_log()
+    personal = Consent(personalization=True)
+    log.append_decision(decision("d1"), request(consent=personal))
+    page = "https://shop.example.com/a?token=SECRET123&utm_source=news"
+    log.append_events(
+        [Event(type="click", visitor_id="v1", decision_id="d1", properties={"url": page})],
+        received_at=NOW,
+        policy=lambda _visitor: log_policy(personal),
+    )
+    log.flush()
+    made, event = lines(log)
+    for record in (made, event):
+        assert record["visitorId"] == anonymous_id("d1")
+        assert not {"sessionId", "userId", "timezone", "path", "behavior", "url"} & record.keys()
+    assert "country" not in made["signals"] and "os" not in made["signals"]
 
 
 def test_events_are_flat_and_copy_the_remembered_decisions_propensity(

@@ -382,15 +382,12 @@ def test_api_keys_are_documented(doc: dict[str, Any]) -> None:
     public = [{"bearerKey": []}, {"headerKey": []}, {"queryKey": []}]
     secret = [{"bearerKey": []}, {"headerKey": []}]
     paths = doc["paths"]
-    for path, method in [
-        ("/v1/decide", "post"),
-        ("/v1/decide/batch", "post"),
-        ("/v1/events", "post"),
-        ("/v1/bundle", "get"),
-        ("/v1/bundle/files/{name}", "get"),
-    ]:
+    for path, method in [("/v1/decide", "post"), ("/v1/events", "post")]:
         assert paths[path][method]["security"] == public, path
     for path, method in [
+        ("/v1/decide/batch", "post"),
+        ("/v1/bundle", "get"),
+        ("/v1/bundle/files/{name}", "get"),
         ("/v1/visitors/{visitor_id}", "get"),
         ("/v1/visitors/{visitor_id}", "delete"),
         ("/v1/admin/reload", "post"),
@@ -398,12 +395,22 @@ def test_api_keys_are_documented(doc: dict[str, Any]) -> None:
         assert paths[path][method]["security"] == secret, path
 
 
-def test_documentation_pages_are_served(client: TestClient[Litestar]) -> None:
-    for path in ("/schema", "/schema/scalar", "/schema/swagger"):
-        r = client.get(path)
-        assert r.status_code == 200, path
-        assert r.headers["content-type"].startswith("text/html")
-        assert "<title>Tailor decision API" in r.text
+def test_cdn_documentation_pages_are_off_by_default(client: TestClient[Litestar]) -> None:
+    for path in ("/schema/scalar", "/schema/swagger"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/schema/openapi.json").status_code == 200
+
+
+def test_documentation_pages_are_served_when_enabled() -> None:
+    app = Litestar(
+        route_handlers=[decide], openapi_config=openapi_config(interactive=True), debug=False
+    )
+    with TestClient(app) as c:
+        for path in ("/schema", "/schema/scalar", "/schema/swagger"):
+            r = c.get(path)
+            assert r.status_code == 200, path
+            assert r.headers["content-type"].startswith("text/html")
+            assert "<title>Tailor decision API" in r.text
 
 
 # --- the documented schemas describe what the server sends -------------------------------------

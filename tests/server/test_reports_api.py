@@ -149,7 +149,7 @@ N_VISITORS = 120
 
 @pytest.fixture(scope="module")
 def served(policy_bundle_dir: Path) -> Iterator[tuple[TestClient[Any], Traffic]]:
-    """The real app (demo on, one trusted proxy hop so tests can appear to come from loopback)
+    """The real app (keys, one trusted proxy hop so tests can appear to come from loopback)
     after 120 visitors' decisions and events."""
     with app_client(bundle_path=str(policy_bundle_dir), trusted_proxy_hops=1) as client:
         traffic = post_traffic(client, N_VISITORS, "api")
@@ -274,7 +274,7 @@ def test_no_event_log_is_a_404(policy_bundle_dir: Path) -> None:
 LOOPBACK = {"x-forwarded-for": "127.0.0.1", "host": "127.0.0.1:8000"}
 
 
-def test_reports_need_a_secret_key_except_in_the_loopback_demo(
+def test_reports_need_a_secret_key_even_from_loopback(
     served: tuple[TestClient[Any], Traffic],
 ) -> None:
     client, _ = served
@@ -283,24 +283,33 @@ def test_reports_need_a_secret_key_except_in_the_loopback_demo(
     _problem(client.get(path, headers=no_key), 401, "missing-key")  # a remote client
     r = client.get(path, headers={"authorization": f"Bearer {TEST_PUBLIC_KEY}"})
     _problem(r, 403, "secret-key-required")
-    # the keyless loopback demo may read every report route, with GET or HEAD only
+    # with keys configured there is no demo: loopback (or a proxy rewriting Host) gets nothing
     for route in (path, "/v1/reports/experiments/holdout", "/v1/reports/kpis"):
-        assert client.get(route, headers={**no_key, **LOOPBACK}).status_code == 200, route
-    r = client.head(path, headers={**no_key, **LOOPBACK})
-    assert r.status_code == 405  # let through; Litestar has no HEAD handler for it
-    r = client.delete(path, headers={**no_key, **LOOPBACK})
-    assert r.status_code == 405  # Litestar's router refuses it before any route middleware
-    assert not SecurityMiddleware(_never, SecurityConfig(keys=[])).demo_route("DELETE", (path,))
-    # ... not from a foreign origin, a foreign Host, or other secret routes
-    foreign = {**no_key, **LOOPBACK, "origin": "https://evil.example"}
-    _problem(client.get(path, headers=foreign), 401, "missing-key")
-    rebound = {**no_key, "x-forwarded-for": "127.0.0.1", "host": "evil.example"}
-    _problem(client.get(path, headers=rebound), 401, "missing-key")
-    _problem(client.get("/v1/visitors/api-1", headers={**no_key, **LOOPBACK}), 401, "missing-key")
-    r = client.get("/v1/reports/../visitors/api-1", headers={**no_key, **LOOPBACK})
-    assert r.status_code in (401, 404)
+        _problem(client.get(route, headers={**no_key, **LOOPBACK}), 401, "missing-key")
     # the dashboard page holds no data: open to everyone
     assert client.get("/reports", headers=no_key).status_code == 200
+
+
+def test_the_loopback_demo_reads_reports_only(policy_bundle_dir: Path) -> None:
+    with app_client(bundle_path=str(policy_bundle_dir), demo=True, trusted_proxy_hops=1) as client:
+        path = "/v1/reports/experiments"
+        # the keyless loopback demo may read every report route, with GET or HEAD only
+        for route in (path, "/v1/reports/experiments/holdout", "/v1/reports/kpis"):
+            assert client.get(route, headers=LOOPBACK).status_code == 200, route
+        r = client.head(path, headers=LOOPBACK)
+        assert r.status_code == 405  # let through; Litestar has no HEAD handler for it
+        r = client.delete(path, headers=LOOPBACK)
+        assert r.status_code == 405  # Litestar's router refuses it before any route middleware
+        assert not SecurityMiddleware(_never, SecurityConfig(keys=[])).demo_route("DELETE", (path,))
+        # ... not from a remote address, a foreign origin, a foreign Host, or other secret routes
+        _problem(client.get(path), 401, "missing-key")
+        foreign = {**LOOPBACK, "origin": "https://evil.example"}
+        _problem(client.get(path, headers=foreign), 401, "missing-key")
+        rebound = {"x-forwarded-for": "127.0.0.1", "host": "evil.example"}
+        _problem(client.get(path, headers=rebound), 401, "missing-key")
+        _problem(client.get("/v1/visitors/api-1", headers=LOOPBACK), 401, "missing-key")
+        r = client.get("/v1/reports/../visitors/api-1", headers=LOOPBACK)
+        assert r.status_code in (401, 404)
 
 
 def test_without_the_demo_loopback_needs_a_key_too(policy_bundle_dir: Path) -> None:

@@ -37,6 +37,7 @@ from server.security import (
 )
 from server.security.origins import canonical_origin
 from server.security.ratelimit import RateLimiter
+from server.security.route_rules import DEFAULT_PUBLIC_ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 PK = "pk_test_public_shop"
@@ -266,10 +267,10 @@ def test_open_routes_need_no_key_and_are_untouched(client: TestClient[Any]) -> N
     ("method", "path", "expected"),
     [
         ("POST", "/v1/decide", "public"),
-        ("POST", "/v1/decide/batch", "public"),
+        ("POST", "/v1/decide/batch", "secret"),
         ("POST", "/v1/events", "public"),
-        ("GET", "/v1/bundle", "public"),
-        ("HEAD", "/v1/bundle/manifest.json", "public"),
+        ("GET", "/v1/bundle", "secret"),
+        ("HEAD", "/v1/bundle/manifest.json", "secret"),
         ("GET", "/v1/bundles", "secret"),
         ("DELETE", "/v1/bundle/x", "secret"),
         ("GET", "/v1/decide", "secret"),
@@ -313,13 +314,31 @@ def test_public_key_with_other_origin_is_403(client: TestClient[Any]) -> None:
         assert "access-control-allow-origin" not in r.headers
 
 
-def test_public_key_needs_origin_on_post_but_not_on_get(client: TestClient[Any]) -> None:
+@pytest.fixture
+def public_get_client() -> Iterator[TestClient[Any]]:
+    """The tiny app with ``GET /v1/bundle/*`` configured as a public route (none is by
+    default): how the middleware treats public GETs."""
+    factory = SecurityMiddleware.factory(
+        make_config(), public_routes=(*DEFAULT_PUBLIC_ROUTES, "GET /v1/bundle/*")
+    )
+    app = Litestar(route_handlers=HANDLERS, middleware=[factory], openapi_config=None)
+    with TestClient(app, base_url="http://testserver.local") as client:
+        yield client
+
+
+def test_public_key_needs_origin_on_post_but_not_on_get(
+    public_get_client: TestClient[Any],
+) -> None:
+    client = public_get_client
     problem(client.post("/v1/decide", content=b"{}", headers=bearer(PK)), 403, "origin-required")
     r = client.get("/v1/bundle/manifest.json", headers=bearer(PK))
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
-def test_app_cors_headers_are_replaced_by_the_middlewares(client: TestClient[Any]) -> None:
+def test_app_cors_headers_are_replaced_by_the_middlewares(
+    public_get_client: TestClient[Any],
+) -> None:
+    client = public_get_client
     r = client.get("/v1/bundle/manifest.json", headers=bearer(PK, origin=SHOP))
     assert r.headers.get_list("access-control-allow-origin") == [SHOP]
     assert r.headers["etag"] == '"abc"'
@@ -493,15 +512,18 @@ def test_per_key_limit_429_then_refill(
     ]
 
 
-def test_default_per_key_limit_applies_to_public_keys(
+def test_default_per_key_limit_applies_to_each_client_of_a_public_key(
     make_client: Callable[..., TestClient[Any]], clock: FakeClock
 ) -> None:
     client = make_client(per_key_per_minute=60, per_ip_per_minute=0, burst_seconds=1.0)
     assert client.post("/v1/events", headers=bearer(PK, origin=SHOP)).status_code == 202
-    r = client.post("/v1/events", headers=bearer(PK, origin=SHOP, x_test_peer="203.0.113.1"))
+    r = client.post("/v1/events", headers=bearer(PK, origin=SHOP))
     problem(r, 429, "rate-limited")
     # the browser can read the 429 and its Retry-After
     assert r.headers["access-control-allow-origin"] == SHOP and r.headers["retry-after"] == "1"
+    # another client of the same key has its own bucket: one client cannot lock out a site
+    r = client.post("/v1/events", headers=bearer(PK, origin=SHOP, x_test_peer="203.0.113.1"))
+    assert r.status_code == 202
     clock.advance(1.0)
     assert client.post("/v1/events", headers=bearer(PK, origin=SHOP)).status_code == 202
 
@@ -545,7 +567,8 @@ def test_no_ip_address_is_stored() -> None:
     )
     assert status == 200
     stored = list(middleware._limiter._buckets.keys())
-    assert ("key", "shop") in stored and len(stored) == 2
+    assert len(stored) == 2  # (key, hashed address) and (ip, hashed address)
+    assert {k[0] for k in stored} == {"key", "ip"} and stored[0][:2] == ("key", "shop")
     assert "192.0.2.77" not in repr(stored) and repr(bytes([192, 0, 2, 77]))[2:-1] not in repr(
         stored
     )

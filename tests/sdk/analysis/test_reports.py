@@ -17,7 +17,7 @@ from sdk.analysis.reports import (
     kpis_over_time,
     summarize,
 )
-from sdk.logs import LogNotFoundError, LogRecord, read_log
+from sdk.logs import LogNotFoundError, LogRecord, anonymous_id, read_log
 from tests.sdk.analysis.records import decision, event, lines, write_log
 
 
@@ -307,3 +307,27 @@ def test_public_names() -> None:
     for name in reports.__all__:
         assert getattr(reports, name) is not None
     assert not hasattr(reports, "read_log")  # the one reader is sdk.logs.read_log
+
+
+def test_anonymous_decisions_count_as_one_exposure_each() -> None:
+    """Without storage consent a decision is logged under ``anon-<decision id>`` and so are its
+    events: each is one visitor of its own, with its conversion attributed to it."""
+    a, b, c = (anonymous_id(d) for d in ("da", "db", "dc"))
+    log = [
+        decision("v1", "d1", {"x": "A"}, slots=hero("x", "A")),
+        decision(a, "da", {"x": "A"}, slots=hero("x", "A")),
+        decision(b, "db", {"x": "B"}, slots=hero("x", "B")),
+        decision(c, "dc", {"x": "B"}, slots=hero("x", "B")),
+        event("impression", b, decision_id="db", slot="hero"),
+        event("conversion", b, decision_id="db", value=25.0),
+        # a conversion without a decision gets a fresh stand-in: attributed to no exposure
+        event("conversion", anonymous_id(None), value=1000.0),
+    ]
+    report = only(experiment_reports(log), "x")
+    assert report.visitors == 4 and report.anonymous == 3 and report.contaminated == 0
+    assert any("without storage consent" in w for w in report.warnings)
+    arms = {s.arm: s for s in report.overall.arms}
+    assert arms["A"].visitors == 2 and arms["B"].visitors == 2
+    assert arms["B"].orders == 1 and arms["B"].revenue == 25.0 and arms["B"].impressions == 1
+    assert arms["A"].revenue == 0.0
+    assert only(experiment_reports(small_log()), "x").anonymous == 0
