@@ -9,13 +9,14 @@ reading inputs, offline evaluation or the bundle lifecycle.
         ├── EvaluationError             offline evaluation cannot go on (offline.evaluate)
         │   ├── LogReadError            the log path does not exist or holds no ``*.jsonl``
         │   └── NoUsableRows            no logged choice can be evaluated
-        └── LifecycleError              the bundle lifecycle refuses (bundle.lifecycle)
-            ├── BundleRefused           a bundle fails verification
-            ├── RegressionRefused       a required metric got worse
-            ├── RequirementError        a requirement expression is malformed (also ValueError)
-            ├── CurrentBundleError      the current bundle's manifest cannot be read
-            ├── LiveLinkError           ``live`` is not a symlink, or no ``live.previous``
-            └── SampleError             a sample file of decide requests cannot be read
+        ├── LifecycleError              the bundle lifecycle refuses (bundle.lifecycle)
+        │   ├── BundleRefused           a bundle fails verification
+        │   ├── RegressionRefused       a required metric got worse
+        │   ├── RequirementError        a requirement expression is malformed (also ValueError)
+        │   ├── CurrentBundleError      the current bundle's manifest cannot be read
+        │   ├── LiveLinkError           ``live`` is not a symlink, or no ``live.previous``
+        │   └── SampleError             a sample file of decide requests cannot be read
+        └── SigningError                a signing key cannot be read or written (bundle.signing)
 
 Must not import server.
 """

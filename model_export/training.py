@@ -19,7 +19,12 @@ import numpy.typing as npt
 from sklearn.pipeline import Pipeline
 
 from model_export.bundle.card import render_report
-from model_export.bundle.export import convert_and_check, parity_rows, write_bundle
+from model_export.bundle.export import (
+    convert_and_check,
+    expected_outputs,
+    parity_rows,
+    write_bundle,
+)
 from model_export.fit.personas import describe_segments
 from model_export.fit.rows import columns, feature_matrix
 from model_export.fit.segments import (
@@ -29,6 +34,7 @@ from model_export.fit.segments import (
     fit_segments,
     segment_recovery,
 )
+from model_export.fit.synthetic import synthetic_requests
 from model_export.inputs.catalogue import Catalogue
 from sdk.features import feature_names
 from sdk.manifest import Manifest, RfmDef, TrainingInfo
@@ -48,7 +54,7 @@ __all__ = [
     "train",
 ]
 
-#: How many held-out rows go into ``parity.jsonl``.
+#: How many synthetic requests go into ``parity.jsonl``.
 PARITY_ROWS = 64
 #: Softmax temperature over squared distances for persona affinities (in scaled units).
 AFFINITY_TEMPERATURE = 4.0
@@ -86,7 +92,8 @@ class TrainingInputs:
 
     Each row is a decide request and the time it is made at; ``fit_rows`` index the rows the
     segments and personas are learned from, ``check_rows`` the held-out rows on which ONNX is
-    checked against sklearn (the first :data:`PARITY_ROWS` go into ``parity.jsonl``).
+    checked against sklearn. ``parity.jsonl`` holds :data:`PARITY_ROWS` synthetic requests drawn
+    from the ``fit_rows``' marginals, never a row itself.
     ``planted`` is the persona each row was generated from, when known (synthetic data).
     """
 
@@ -123,7 +130,11 @@ def _noop(_: str) -> None:
 
 
 def train(
-    inputs: TrainingInputs, out_dir: str | Path, *, progress: Progress | None = None
+    inputs: TrainingInputs,
+    out_dir: str | Path,
+    *,
+    progress: Progress | None = None,
+    signing_key: str | Path | None = None,
 ) -> TrainingResult:
     """Train every model of ``inputs`` and publish a verified bundle at ``out_dir``.
 
@@ -132,6 +143,8 @@ def train(
             :mod:`model_export.inputs.customer`).
         out_dir: bundle directory to write (replaced atomically if it exists).
         progress: called with a short message per step.
+        signing_key: an Ed25519 private key PEM file: the bundle is published signed
+            (``signature.json`` is written before the atomic rename).
     """
     say = progress or _noop
     config, catalogue = inputs.config, inputs.catalogue
@@ -162,18 +175,24 @@ def train(
     say("exporting to ONNX and checking sklearn against onnxruntime on held-out rows")
     models: dict[str, Model] = {"segments": (seg_pipe, SEGMENT_FEATURES, "scores")}
     models.update(learned.models)
-    blobs, expected, parity_metrics = convert_and_check(
-        {key: (pipe, columns(names, version), out) for key, (pipe, names, out) in models.items()},
-        x[check],
-        inputs.name,
-    )
+    pipes = {
+        key: (pipe, columns(names, version), out) for key, (pipe, names, out) in models.items()
+    }
+    blobs, _, parity_metrics = convert_and_check(pipes, x[check], inputs.name)
     metrics.update(parity_metrics)
-    idx = check[:PARITY_ROWS]
+    say(f"drawing {PARITY_ROWS} synthetic parity requests from the training rows")
+    fit = inputs.fit_rows
+    syn_requests, syn_nows = synthetic_requests(
+        [inputs.requests[i] for i in fit],
+        [inputs.nows[i] for i in fit],
+        PARITY_ROWS,
+        seed=config.seed,
+        min_group=config.min_group_size,
+    )
+    syn_x = feature_matrix(syn_requests, syn_nows, version=version)
+    expected = expected_outputs(pipes, syn_x)
     parity = parity_rows(
-        [inputs.requests[i] for i in idx],
-        [inputs.nows[i] for i in idx],
-        x[idx],
-        {key: (models[key][2], expected[key][: len(idx)]) for key in models},
+        syn_requests, syn_nows, syn_x, {key: (models[key][2], expected[key]) for key in models}
     )
     say(f"writing bundle to {out_dir}")
     manifest = write_bundle(
@@ -183,6 +202,7 @@ def train(
         name=inputs.name,
         created_at=datetime.now(UTC),
         render_report=render_report,
+        signing_key=signing_key,
         manifest_fields={
             "schema_version": SCHEMA_VERSION,
             "feature_set_version": version,

@@ -67,6 +67,8 @@ class Client(Surface):
             own :class:`VisitCache`, or False to turn it off.
         refresh_interval: local mode: seconds between bundle checks with the server.
         bundle_cache_dir: local mode: where downloaded bundles are kept.
+        public_keys: local mode: trusted Ed25519 public keys; when given, a bundle must be
+            signed by one of them (unsigned bundles load without keys: local development).
         event_batch_size: events per batch sent by ``track`` (at most 100).
         event_interval: seconds an event waits for companions before it is sent.
         event_queue_size: events queued at most; more are dropped and counted.
@@ -87,6 +89,7 @@ class Client(Surface):
         cache: VisitCache | bool = True,
         refresh_interval: float = 60.0,
         bundle_cache_dir: str | os.PathLike[str] | None = None,
+        public_keys: list[str] | None = None,
         event_batch_size: int = 100,
         event_interval: float = 1.0,
         event_queue_size: int = 10_000,
@@ -104,6 +107,7 @@ class Client(Surface):
             cache=cache,
             refresh_interval=refresh_interval,
             bundle_cache_dir=bundle_cache_dir,
+            public_keys=public_keys,
             local_transport=transport,
         )
         self._http_args: dict[str, Any] = {
@@ -283,6 +287,7 @@ class AsyncClient(Surface):
         cache: VisitCache | bool = True,
         refresh_interval: float = 60.0,
         bundle_cache_dir: str | os.PathLike[str] | None = None,
+        public_keys: list[str] | None = None,
         event_batch_size: int = 100,
         event_interval: float = 1.0,
         event_queue_size: int = 10_000,
@@ -301,6 +306,7 @@ class AsyncClient(Surface):
             cache=cache,
             refresh_interval=refresh_interval,
             bundle_cache_dir=bundle_cache_dir,
+            public_keys=public_keys,
             local_transport=bundle_transport,
         )
         self._http = httpx.AsyncClient(

@@ -83,6 +83,7 @@ class Core:
         refresh_interval: float,
         bundle_cache_dir: str | os.PathLike[str] | None,
         local_transport: httpx.BaseTransport | None,
+        public_keys: list[str] | None = None,
     ) -> None:
         if mode not in ("remote", "local"):
             raise ValueError(f"mode must be 'remote' or 'local', not {mode!r}")
@@ -120,6 +121,7 @@ class Core:
                 refresh_interval=refresh_interval,
                 cache_dir=bundle_cache_dir,
                 transport=local_transport,
+                public_keys=public_keys,
             )
         self._fallback_arg = fallback
         self._fallback: Fallback | None = None

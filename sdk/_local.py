@@ -64,6 +64,8 @@ class LocalEngine:
         timeout: seconds the refresher waits for each read from the server.
         transport: an httpx transport for the refresher (tests).
         limits: size caps and deadline of downloads (default :meth:`DownloadLimits.from_env`).
+        public_keys: trusted Ed25519 public keys; when given, every bundle (starting,
+            cached or downloaded) must be signed by one of them (:func:`sdk.load_bundle`).
 
     Raises:
         InsecureURLError: ``source`` is plain ``http://`` to a host that is not loopback.
@@ -80,6 +82,7 @@ class LocalEngine:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         limits: DownloadLimits | None = None,
+        public_keys: list[str] | None = None,
     ) -> None:
         if bundle is None and source is None:
             raise ValueError("local mode needs a bundle, a server to fetch it from, or both")
@@ -87,6 +90,7 @@ class LocalEngine:
             check_source_url(source)
         self.limits = limits if limits is not None else DownloadLimits.from_env()
         self._start = bundle
+        self.public_keys = public_keys
         self.source = source.rstrip("/") if source else None
         self._headers = dict(headers or {})
         self.refresh_interval = refresh_interval
@@ -124,7 +128,11 @@ class LocalEngine:
                 if self._decider is None:
                     start = self._start
                     if start is not None:
-                        loaded = start if isinstance(start, Bundle) else load_bundle(Path(start))
+                        loaded = (
+                            start
+                            if isinstance(start, Bundle)
+                            else load_bundle(Path(start), public_keys=self.public_keys)
+                        )
                         self._decider = Decider(loaded)
                     elif not self._looked:
                         self._looked = True
@@ -147,7 +155,7 @@ class LocalEngine:
             return None
         for directory in sorted(found, key=lambda d: d.stat().st_mtime, reverse=True):
             try:
-                return Decider(load_bundle(directory))
+                return Decider(load_bundle(directory, public_keys=self.public_keys))
             except Exception as exc:  # a damaged copy: try the next one
                 log.warning("tailor: cached bundle %s refused: %s", directory.name, exc)
         return None
@@ -211,7 +219,7 @@ class LocalEngine:
             return False
         directory = self._download(http, digest, files)
         try:
-            bundle = load_bundle(directory)
+            bundle = load_bundle(directory, public_keys=self.public_keys)
             if bundle.digest != digest:
                 raise BundleDownloadError(
                     f"downloaded bundle has digest {bundle.digest}, expected {digest}"

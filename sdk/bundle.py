@@ -3,16 +3,21 @@
 :func:`load_bundle` reads a directory written by ``model_export`` (``manifest.json``, the ONNX
 models, ``parity.jsonl``) and checks the manifest's versions, every file's sha256, each
 model's inputs and outputs, the conditions, and that replaying ``parity.jsonl`` reproduces
-what training computed.
+what training computed. Given trusted public keys, it first checks the Ed25519 signature in
+``signature.json`` over the bytes of ``manifest.json``; without keys an unsigned bundle loads
+(the local-development default).
 
-Must not import litestar or sklearn; numpy and onnxruntime are loaded lazily.
+Must not import litestar or sklearn; numpy, onnxruntime and cryptography are loaded lazily.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,13 +32,29 @@ from sdk.errors import (
     BundleFormatError,
     BundleIntegrityError,
     BundleParityError,
+    BundleSignatureError,
     ConditionError,
 )
 from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
 
-__all__ = ["PARITY_ATOL", "PARITY_RTOL", "Bundle", "ParityRow", "load_bundle", "sha256_file"]
+__all__ = [
+    "PARITY_ATOL",
+    "PARITY_RTOL",
+    "SIGNATURE_ALGORITHM",
+    "SIGNATURE_FILE",
+    "Bundle",
+    "BundleSignature",
+    "ParityRow",
+    "PublicKeySpec",
+    "key_id",
+    "load_bundle",
+    "load_public_keys",
+    "sha256_file",
+    "signature_status",
+    "verify_signature",
+]
 
 #: Tolerance between training's float64 sklearn outputs and onnxruntime's float32 outputs
 #: when parity rows are replayed: ``|got - want| <= PARITY_ATOL + PARITY_RTOL * |want|``
@@ -55,6 +76,100 @@ class ParityRow(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 _parity_decoder = msgspec.json.Decoder(ParityRow)
+
+#: The detached signature beside ``manifest.json``; the one file not in the manifest's hashes.
+SIGNATURE_FILE = "signature.json"
+SIGNATURE_ALGORITHM = "ed25519"
+#: A trusted public key: a path to a PEM file, PEM text, or the base64 of the raw 32 bytes.
+PublicKeySpec = str | bytes | os.PathLike[str]
+
+
+class BundleSignature(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``signature.json``: which key signed the exact bytes of ``manifest.json``, and how."""
+
+    key_id: str
+    algorithm: str
+    signature: str  # base64
+
+
+_signature_decoder = msgspec.json.Decoder(BundleSignature)
+
+
+def key_id(raw_public_key: bytes) -> str:
+    """The id of a public key: the first 16 hex of the sha256 of its raw 32 bytes."""
+    return hashlib.sha256(raw_public_key).hexdigest()[:16]
+
+
+def load_public_keys(specs: Sequence[PublicKeySpec]) -> dict[str, Any]:
+    """Trusted Ed25519 public keys by key id (imports ``cryptography``).
+
+    Raises:
+        BundleSignatureError: a key cannot be read or is not an Ed25519 public key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    keys: dict[str, Any] = {}
+    for spec in specs:
+        text = spec if isinstance(spec, bytes) else os.fspath(spec).strip().encode()
+        try:
+            if b"-----BEGIN" in text:
+                key: Any = serialization.load_pem_public_key(text)
+            elif len(text) == 44 and not Path(text.decode()).exists():
+                key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+            else:
+                key = serialization.load_pem_public_key(Path(text.decode()).read_bytes())
+        except (OSError, ValueError, TypeError, binascii.Error) as exc:
+            raise BundleSignatureError(f"cannot read public key {_short(text)}: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise BundleSignatureError(f"public key {_short(text)} is not an Ed25519 key")
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        keys[key_id(raw)] = key
+    return keys
+
+
+def _short(text: bytes) -> str:
+    return repr(text[:60].decode(errors="replace")) + ("..." if len(text) > 60 else "")
+
+
+def signature_status(directory: Path) -> BundleSignature | None:
+    """The bundle's signature as written (unchecked), or None when it is unsigned.
+
+    Raises:
+        BundleSignatureError: ``signature.json`` exists but is not a valid signature file.
+    """
+    path = directory / SIGNATURE_FILE
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise BundleSignatureError(f"{SIGNATURE_FILE} is not a regular file")
+    try:
+        return _signature_decoder.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError) as exc:
+        raise BundleSignatureError(f"malformed {SIGNATURE_FILE}: {exc}") from exc
+
+
+def _check_signature(directory: Path, raw: bytes, trusted: dict[str, Any]) -> BundleSignature:
+    from cryptography.exceptions import InvalidSignature
+
+    sig = signature_status(directory)
+    if sig is None:
+        raise BundleSignatureError(
+            f"bundle is unsigned ({SIGNATURE_FILE} missing) and trusted keys are configured"
+        )
+    if sig.algorithm != SIGNATURE_ALGORITHM:
+        raise BundleSignatureError(f"signature algorithm {sig.algorithm!r} is not ed25519")
+    key = trusted.get(sig.key_id)
+    if key is None:
+        raise BundleSignatureError(f"bundle is signed by key {sig.key_id}, which is not trusted")
+    try:
+        key.verify(base64.b64decode(sig.signature, validate=True), raw)
+    except (InvalidSignature, binascii.Error, ValueError) as exc:
+        raise BundleSignatureError(
+            f"signature by key {sig.key_id} does not match manifest.json: the manifest was "
+            "modified after signing"
+        ) from exc
+    return sig
 
 
 def sha256_file(path: Path) -> str:
@@ -119,16 +234,36 @@ class Bundle:
         return separate
 
 
-def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
+def verify_signature(path: str | Path, public_keys: Sequence[PublicKeySpec]) -> BundleSignature:
+    """Check only the signature of the bundle at ``path`` against ``public_keys``.
+
+    Raises:
+        BundleSignatureError: the bundle is unsigned, or signed wrongly or by another key.
+        BundleFormatError: ``manifest.json`` cannot be read.
+    """
+    trusted = load_public_keys(public_keys)
+    directory = Path(path).resolve()
+    return _check_signature(directory, _read_manifest_bytes(directory), trusted)
+
+
+def _read_manifest_bytes(directory: Path) -> bytes:
     path = directory / "manifest.json"
     if path.exists() and not path.is_file():  # a FIFO or device would hang or never end
         raise BundleFormatError(f"{directory}: manifest.json is not a regular file")
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise BundleFormatError(f"{directory} has no manifest.json") from exc
     except OSError as exc:
         raise BundleFormatError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
+    raw = _read_manifest_bytes(directory)
+    return _decode_manifest(raw), raw
+
+
+def _decode_manifest(raw: bytes) -> Manifest:
     try:
         manifest = manifest_decoder.decode(raw)
     except msgspec.DecodeError as exc:
@@ -151,7 +286,7 @@ def _read_manifest(directory: Path) -> tuple[Manifest, bytes]:
         raise BundleFormatError(
             f"bundle feature names differ from feature set {manifest.feature_set_version}"
         )
-    return manifest, raw
+    return manifest
 
 
 def _verify_files(directory: Path, manifest: Manifest) -> None:
@@ -305,22 +440,34 @@ def _check_fused(bundle: Bundle, matrix: Any) -> None:
                 )
 
 
-def load_bundle(path: str | Path, *, verify_parity: bool = True) -> Bundle:
+def load_bundle(
+    path: str | Path,
+    *,
+    verify_parity: bool = True,
+    public_keys: Sequence[PublicKeySpec] | None = None,
+) -> Bundle:
     """Load and verify the bundle in directory ``path``.
 
     Args:
         path: the bundle directory.
         verify_parity: replay ``parity.jsonl`` (on by default; turn off only in benchmarks).
+        public_keys: trusted Ed25519 public keys (see :data:`PublicKeySpec`). When given, the
+            bundle must be signed by one of them, checked before the manifest is decoded;
+            when None, a signature is not required (local development).
 
     Raises:
-        BundleFormatError, BundleIntegrityError, BundleModelError, BundleParityError: the bundle
-            is refused; the message says which file and why.
+        BundleFormatError, BundleIntegrityError, BundleModelError, BundleParityError,
+            BundleSignatureError: the bundle is refused; the message says which file and why.
     """
+    trusted = load_public_keys(public_keys) if public_keys is not None else None
     # resolve a symlinked "live" path once, so a swap during loading cannot mix two bundles
     directory = Path(path).resolve()
     if not directory.is_dir():
         raise BundleFormatError(f"bundle directory {directory} does not exist")
-    manifest, raw = _read_manifest(directory)
+    raw = _read_manifest_bytes(directory)
+    if trusted is not None:
+        _check_signature(directory, raw, trusted)
+    manifest = _decode_manifest(raw)
     _verify_files(directory, manifest)
     _verify_conditions(manifest)
     index = {name: i for i, name in enumerate(manifest.feature_names)}

@@ -6,6 +6,7 @@
     │   ├── BundleIntegrityError    a file is missing or its sha256 does not match the manifest
     │   ├── BundleModelError        an ONNX model's inputs/outputs differ from the manifest
     │   ├── BundleParityError       replaying parity.jsonl gives outputs training did not expect
+    │   ├── BundleSignatureError    trusted keys were given and the signature is missing or wrong
     │   └── BundleDownloadError     local mode refused what a server offered as a bundle
     │       ├── UnsafeBundleFileError   a file name or cached file that is not a plain file
     │       ├── BundleTooLargeError     a file or the whole bundle is over its size cap
@@ -35,6 +36,7 @@ __all__ = [
     "BundleIntegrityError",
     "BundleModelError",
     "BundleParityError",
+    "BundleSignatureError",
     "BundleTimeoutError",
     "BundleTooLargeError",
     "CircuitOpenError",
@@ -73,6 +75,12 @@ class BundleModelError(BundleError):
 
 class BundleParityError(BundleError):
     """Raised when replaying ``parity.jsonl`` through features + ONNX differs from training."""
+
+
+class BundleSignatureError(BundleError):
+    """Raised when trusted public keys are given and ``signature.json`` is missing, malformed,
+    made by another key or does not match the bytes of ``manifest.json`` (checked before
+    anything else in the bundle is read), or when a trusted key cannot be read."""
 
 
 class BundleDownloadError(BundleError):

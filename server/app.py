@@ -3,7 +3,8 @@
 ``create_app(settings)`` builds the app; the lifespan loads and verifies the bundle once per
 worker process and stores the decider and geo resolver on ``app.state``. Handlers reach them
 through dependency injection. A bundle that fails verification leaves the app alive but not
-ready (``/readyz`` answers 503 and ``/v1/decide`` answers 503 problem+json).
+ready (``/readyz`` answers 503 and ``/v1/decide`` answers 503 problem+json). When trusted
+bundle public keys are configured, a bundle refused at start stops the process instead.
 
 Must not import model_export.
 """
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 settings.bundle_path,
                 on_loaded=metrics.bundle_loaded,
                 on_refused=metrics.bundle_refused,
+                public_keys=settings.bundle_public_keys,
             ),
         )
         engine.metrics = metrics
@@ -94,7 +96,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             header_names=edge_header_groups(settings.geo_headers),
             mmdb_path=settings.mmdb_path,
         )
-        await anyio.to_thread.run_sync(engine.holder.check)
+        first = await anyio.to_thread.run_sync(engine.holder.check)
+        if first.refused is not None and settings.bundle_public_keys is not None:
+            # signatures are required: refuse to start rather than wait unready for one
+            raise RuntimeError(f"bundle refused at start: {first.refused}")
         engine.profiles = MemoryProfileStore(
             max_visitors=settings.max_visitors,
             ttl_seconds=settings.profile_ttl_days * 86_400,

@@ -1,7 +1,8 @@
 """Hot bundle reload: :class:`BundleHolder` owns the serving :class:`sdk.Decider`, loads and
 verifies a changed bundle (a directory or a ``LIVE`` symlink) and swaps it in with one attribute
-assignment; a refused bundle leaves the old one serving and its reason is kept. Each worker
-polls on its own; ``POST /v1/admin/reload`` checks at once.
+assignment; a refused bundle leaves the old one serving and its reason is kept. With trusted
+public keys, a bundle must be signed by one of them. Each worker polls on its own;
+``POST /v1/admin/reload`` checks at once.
 
 Must not import model_export.
 """
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sdk import BundleError, Decider, load_bundle
+from sdk.bundle import SIGNATURE_FILE
 
 __all__ = ["BundleHolder", "ReloadResult"]
 
@@ -31,14 +33,19 @@ class ReloadResult:
     refused: str | None = None
 
 
-def _fingerprint(path: Path) -> tuple[str, int, int] | None:
-    """Resolved target and manifest mtime/size: cheap to compute on every poll."""
+def _fingerprint(path: Path) -> tuple[str, int, int, int] | None:
+    """Resolved target, manifest mtime/size and signature mtime (0 when unsigned): cheap to
+    compute on every poll, and changed when a bundle is signed in place."""
     try:
         target = path.resolve()
         stat = (target / "manifest.json").stat()
     except OSError:
         return None
-    return (str(target), stat.st_mtime_ns, stat.st_size)
+    try:
+        signed = (target / SIGNATURE_FILE).stat().st_mtime_ns
+    except OSError:
+        signed = 0
+    return (str(target), stat.st_mtime_ns, stat.st_size, signed)
 
 
 class BundleHolder:
@@ -48,6 +55,7 @@ class BundleHolder:
         path: the bundle directory or ``LIVE`` symlink.
         on_loaded: called with the model version after each successful (re)load.
         on_refused: called with the reason after each refused bundle.
+        public_keys: trusted Ed25519 public keys; when given, unsigned bundles are refused.
     """
 
     def __init__(
@@ -56,14 +64,16 @@ class BundleHolder:
         *,
         on_loaded: Callable[[str], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        public_keys: list[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.public_keys = public_keys
         self.decider: Decider | None = None
         self.error: str | None = None
         self.loaded_at: datetime | None = None
         self.reloads = 0
         self.refusals = 0
-        self._seen: tuple[str, int, int] | None = None
+        self._seen: tuple[str, int, int, int] | None = None
         self._lock = threading.Lock()
         self._on_loaded = on_loaded
         self._on_refused = on_refused
@@ -81,7 +91,7 @@ class BundleHolder:
                 return ReloadResult(changed=False, version=self.version)
             self._seen = seen
             try:
-                bundle = load_bundle(self.path)
+                bundle = load_bundle(self.path, public_keys=self.public_keys)
             except BundleError as exc:
                 self.error = str(exc)
                 self.refusals += 1

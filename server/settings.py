@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     Attributes:
         bundle_path: directory of the model bundle to serve.
+        bundle_public_keys: trusted Ed25519 public keys (PEM file paths, or the base64 raw key
+            ``tailor bundle keygen`` prints); when set, a bundle must carry a valid signature
+            by one of them (``TAILOR_BUNDLE_PUBLIC_KEYS``, comma-separated). None: unsigned
+            bundles load (local development); production servers should set it.
         mmdb_path: optional MaxMind City/Country database for geo lookups by client IP.
         geo_headers: trusted edge headers carrying the visitor's country (first present wins),
             e.g. ``["cf-ipcountry"]``; none by default, since any client can send them. List them
@@ -76,6 +80,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """
 
     bundle_path: str = "var/bundles/demo"
+    bundle_public_keys: list[str] | None = None
     mmdb_path: str | None = None
     geo_headers: list[str] = []
     max_body_bytes: Annotated[int, Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
@@ -104,6 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         values: dict[str, object] = {}
         if "TAILOR_BUNDLE" in env:
             values["bundle_path"] = env["TAILOR_BUNDLE"]
+        if env.get("TAILOR_BUNDLE_PUBLIC_KEYS", "").strip():
+            keys = env["TAILOR_BUNDLE_PUBLIC_KEYS"].split(",")
+            values["bundle_public_keys"] = [k.strip() for k in keys if k.strip()]
         if env.get("TAILOR_MMDB"):
             values["mmdb_path"] = env["TAILOR_MMDB"]
         if env.get("TAILOR_GEO_HEADERS"):

@@ -346,7 +346,7 @@ def diff(
     """Compare two bundles: metrics, where the same visitors land, and the catalogue.
 
     Both bundles are verified first. The rows run through both segment models are the union
-    of the two ``parity.jsonl`` files (held-out training requests), or the decide requests in
+    of the two ``parity.jsonl`` files (synthetic requests), or the decide requests in
     ``sample`` (JSON lines). Each bundle builds its own feature rows with its own feature set
     version, so bundles with different feature sets compare fine.
 

@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
-from sdk.bundle import ParityRow, load_bundle, sha256_file
+from model_export.bundle.signing import load_private_key, public_key_pem, sign_manifest
+from sdk.bundle import SIGNATURE_FILE, ParityRow, load_bundle, sha256_file
 from sdk.manifest import (
     BUNDLE_FORMAT_VERSION,
     FusedSpec,
@@ -198,7 +199,8 @@ def parity_rows(
     features: npt.NDArray[np.float64],
     expected: dict[str, tuple[str, npt.NDArray[np.float64]]],
 ) -> bytes:
-    """``parity.jsonl``: raw requests with the features and sklearn outputs training computed."""
+    """``parity.jsonl``: the (synthetic) requests with the features and sklearn outputs
+    training computed (:func:`model_export.fit.synthetic.synthetic_requests` makes them)."""
     lines = []
     for i, (req, now) in enumerate(zip(requests, nows, strict=True)):
         row = ParityRow(
@@ -223,9 +225,11 @@ def write_bundle(
     name: str,
     created_at: datetime,
     render_report: Callable[[Manifest], str] | None = None,
+    signing_key: str | Path | None = None,
 ) -> Manifest:
     """Write ``models``, ``parity.jsonl``, ``report.html`` and the manifest atomically into
-    ``out_dir``.
+    ``out_dir``, and ``signature.json`` over the manifest when ``signing_key`` (an Ed25519
+    private key PEM file) is given.
 
     The model version is ``{name}-{first 12 hex of the sha256 over the model and parity
     files}``. The report is rendered from the manifest as it is before file hashes are added,
@@ -263,13 +267,18 @@ def write_bundle(
             (tmp / "report.html").write_text(render_report(manifest), encoding="utf-8")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = msgspec.structs.replace(manifest, files=files)
-        raw = manifest_encoder.encode(manifest)
-        (tmp / "manifest.json").write_bytes(msgspec.json.format(raw, indent=2) + b"\n")
+        raw = msgspec.json.format(manifest_encoder.encode(manifest), indent=2) + b"\n"
+        (tmp / "manifest.json").write_bytes(raw)
+        public_keys = None
+        if signing_key is not None:  # the one file outside the manifest's hashes
+            key = load_private_key(signing_key)
+            (tmp / SIGNATURE_FILE).write_bytes(sign_manifest(raw, key))
+            public_keys = [public_key_pem(key)]
         for p in tmp.iterdir():
             with p.open("rb") as fh:
                 os.fsync(fh.fileno())
         # the reader's own checks (hashes, ONNX I/O, parity replay) before it goes live
-        load_bundle(tmp)
+        load_bundle(tmp, public_keys=public_keys)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -284,8 +293,16 @@ def write_bundle(
     return manifest
 
 
+def expected_outputs(
+    pipes: Mapping[str, tuple[Pipeline, Sequence[int], str]], x: npt.NDArray[np.float64]
+) -> dict[str, npt.NDArray[np.float64]]:
+    """sklearn's outputs of each pipeline on ``x`` rounded to float32 (what onnxruntime sees)."""
+    x32 = x.astype(np.float32).astype(np.float64)
+    return {model: sklearn_outputs(pipe, x32[:, cols]) for model, (pipe, cols, _) in pipes.items()}
+
+
 def convert_and_check(
-    pipes: dict[str, tuple[Pipeline, Sequence[int], str]],
+    pipes: Mapping[str, tuple[Pipeline, Sequence[int], str]],
     x_check: npt.NDArray[np.float64],
     name: str,
 ) -> tuple[dict[str, bytes], dict[str, npt.NDArray[np.float64]], dict[str, float]]:
@@ -301,17 +318,15 @@ def convert_and_check(
         ONNX bytes per model, sklearn's expected outputs on ``x_check`` (computed on the same
         float32-rounded inputs onnxruntime sees), and ``parity_<model>_max_abs_diff`` metrics.
     """
-    x32 = x_check.astype(np.float32).astype(np.float64)
     blobs: dict[str, bytes] = {}
-    expected: dict[str, npt.NDArray[np.float64]] = {}
+    expected = expected_outputs(pipes, x_check)
     metrics: dict[str, float] = {}
     for model, (pipe, cols, output) in pipes.items():
         blob = onnx_bytes(pipe, len(cols), f"{name}_{model}")
-        want = sklearn_outputs(pipe, x32[:, cols])
+        want = expected[model]
         got = np.asarray(onnx_outputs(blob, x_check[:, cols])[output], dtype=np.float64)
         got = got.reshape(want.shape)
         blobs[model] = blob
-        expected[model] = want
         metrics[f"parity_{model}_max_abs_diff"] = float(np.max(np.abs(got - want)))
     metrics["parity_rows_checked"] = float(len(x_check))
     return blobs, expected, metrics

@@ -47,8 +47,17 @@ def load_policy(path: str | Path) -> PolicyConfig:
         raise RequirementError(f"{file}: {exc}") from exc
 
 
-def with_policy(src: str | Path, out: str | Path, policy: PolicyConfig, name: str) -> Manifest:
-    """Write a copy of the bundle at ``src`` to ``out`` with ``policy`` in its manifest.
+def with_policy(
+    src: str | Path,
+    out: str | Path,
+    policy: PolicyConfig,
+    name: str,
+    *,
+    signing_key: str | Path | None = None,
+) -> Manifest:
+    """Write a copy of the bundle at ``src`` to ``out`` with ``policy`` in its manifest, signed
+    with ``signing_key`` (an Ed25519 private key PEM file) when given: the manifest is new, so
+    the source's signature would no longer match it.
 
     The models and parity rows are the source's; the manifest, the model card and the hashes
     are new, and the model version is ``{name}-{hash of the models}``, so decisions say which
@@ -113,4 +122,5 @@ def with_policy(src: str | Path, out: str | Path, policy: PolicyConfig, name: st
         name=name,
         created_at=datetime.now(UTC),
         render_report=render_report,
+        signing_key=signing_key,
     )

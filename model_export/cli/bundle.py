@@ -1,4 +1,5 @@
-"""``tailor bundle verify|diff|promote|rollback|policy``: which bundle is live, and why.
+"""``tailor bundle verify|diff|promote|rollback|policy|keygen|sign``: which bundle is live, and
+why, and who signed it.
 
 Must not import server.
 """
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from model_export.cli._common import json_out, num
+from model_export.cli.train import add_public_key_option, add_signing_key_option
 
 if TYPE_CHECKING:
     from model_export.bundle.lifecycle import BundleDiff, FieldChange, Migration, RequirementCheck
@@ -31,12 +33,18 @@ _CHANGE_STYLE = {
 
 
 def _bundle_verify(args: argparse.Namespace, console: Console) -> int:
-    from model_export.bundle.lifecycle import verify
+    import msgspec
 
+    from model_export.bundle.lifecycle import verify
+    from model_export.bundle.signing import signature_report
+
+    signed, line = signature_report(args.bundle, args.public_key)
     result = verify(args.bundle)
     if args.json:
-        json_out(result)
-    elif result.ok:
+        json_out({**msgspec.to_builtins(result), "ok": result.ok and signed, "signature": line})
+        return 0 if result.ok and signed else 1
+    console.print(line, style=None if signed else "red")
+    if result.ok:
         console.print(
             f"[green]ok[/] {args.bundle}: {result.model_version}, feature set "
             f"{result.feature_set_version}, created "
@@ -45,7 +53,42 @@ def _bundle_verify(args: argparse.Namespace, console: Console) -> int:
         console.print("verified: manifest, sha256 of every file, ONNX inputs/outputs, parity")
     else:
         console.print(f"[red]refused[/] {args.bundle}: {result.error_type}: {result.error}")
-    return 0 if result.ok else 1
+    return 0 if result.ok and signed else 1
+
+
+def _bundle_keygen(args: argparse.Namespace, console: Console) -> int:
+    from model_export.bundle.signing import SigningError, generate_key_pair
+
+    try:
+        pair = generate_key_pair(args.out, overwrite=args.force)
+    except SigningError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        return 1
+    if not args.json:
+        console.print(f"[green]wrote[/] private key {pair.private_key} (0600: keep it secret)")
+        console.print(f"[green]wrote[/] public key {pair.public_key} (key id {pair.key_id})")
+        console.print(f"public key inline, for TAILOR_BUNDLE_PUBLIC_KEYS: {pair.public_raw_b64}")
+    else:
+        json_out(pair)
+    return 0
+
+
+def _bundle_sign(args: argparse.Namespace, console: Console) -> int:
+    from model_export.bundle.signing import SigningError, sign_and_check
+    from sdk.bundle import load_bundle
+    from sdk.errors import BundleError
+
+    try:
+        load_bundle(args.bundle)  # sign only what verifies
+        kid = sign_and_check(args.bundle, args.key)
+    except (SigningError, BundleError) as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        return 1
+    if args.json:
+        json_out({"bundle": args.bundle, "keyId": kid})
+    else:
+        console.print(f"[green]signed[/] {args.bundle} with key {kid}")
+    return 0
 
 
 def _field_text(change: FieldChange) -> str:
@@ -220,7 +263,13 @@ def _bundle_policy(args: argparse.Namespace, console: Console) -> int:
     from model_export.bundle.lifecycle import LifecycleError, load_policy, with_policy
 
     try:
-        manifest = with_policy(args.bundle, args.out, load_policy(args.policy), args.name)
+        manifest = with_policy(
+            args.bundle,
+            args.out,
+            load_policy(args.policy),
+            args.name,
+            signing_key=args.signing_key,
+        )
     except LifecycleError as exc:
         console.print(f"[red]refused:[/] {exc}")
         return 1
@@ -246,6 +295,7 @@ def add_parser(sub: Any) -> None:
     cmds = bundle.add_subparsers(dest="bundle_command", required=True)
     verify = cmds.add_parser("verify", help="verify a bundle as serving does (exit 1 if refused)")
     verify.add_argument("bundle")
+    add_public_key_option(verify)
     verify.set_defaults(run=_bundle_verify)
     diff = cmds.add_parser("diff", help="compare metrics, segments, personas and the catalogue")
     diff.add_argument("current")
@@ -288,6 +338,15 @@ def add_parser(sub: Any) -> None:
     policy.add_argument("--policy", required=True, metavar="FILE", help="policy TOML or JSON")
     policy.add_argument("--out", required=True, help="bundle directory to write")
     policy.add_argument("--name", default="policy", help="model version prefix")
+    add_signing_key_option(policy)
     policy.set_defaults(run=_bundle_policy)
-    for cmd in (verify, diff, promote, rollback, policy):
+    keygen = cmds.add_parser("keygen", help="write an Ed25519 key pair for signing bundles")
+    keygen.add_argument("--out", required=True, metavar="DIR", help="directory for the keys")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    keygen.set_defaults(run=_bundle_keygen)
+    sign = cmds.add_parser("sign", help="verify BUNDLE and write its signature.json")
+    sign.add_argument("bundle")
+    sign.add_argument("--key", required=True, metavar="PATH", help="private key PEM file")
+    sign.set_defaults(run=_bundle_sign)
+    for cmd in (verify, diff, promote, rollback, policy, keygen, sign):
         cmd.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -6,16 +6,23 @@ Must not import server.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["add_inspect_parser", "add_train_parser"]
+__all__ = [
+    "add_inspect_parser",
+    "add_public_key_option",
+    "add_signing_key_option",
+    "add_train_parser",
+]
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
+    from model_export.bundle.signing import SigningError, load_private_key, signature_report
     from model_export.fit.segments import TrainConfig
     from model_export.inputs.catalogue import load_catalogue
     from model_export.inputs.demo import demo_inputs
@@ -25,6 +32,12 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     if args.if_missing and (out / "manifest.json").is_file():
         console.print(f"[green]bundle exists[/] at {out}; not retraining (--if-missing)")
         return 0
+    if args.signing_key:  # a bad key fails now, not after the training run
+        try:
+            load_private_key(args.signing_key)
+        except SigningError as exc:
+            console.print(f"[red]cannot sign:[/] {exc}")
+            return 1
     with console.status("training...") as status:
 
         def progress(message: str) -> None:
@@ -45,7 +58,9 @@ def _train(args: argparse.Namespace, console: Console) -> int:
                 name=args.name,
                 progress=progress,
             )
-            m = train(inputs, out, progress=progress).manifest
+            m = train(inputs, out, progress=progress, signing_key=args.signing_key).manifest
+    if args.signing_key:  # write_bundle checked the signature before publishing
+        console.print(signature_report(out, None)[1])
     table = Table(title=f"bundle {m.model_version}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -77,7 +92,12 @@ def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, conso
 
     try:
         config = load_config(args.config)
-        report = train(customer_inputs(config, progress=progress), out, progress=progress)
+        report = train(
+            customer_inputs(config, progress=progress),
+            out,
+            progress=progress,
+            signing_key=args.signing_key,
+        )
     except (OSError, ValueError, msgspec.ValidationError, IngestError, TrainingDataError) as exc:
         console.print(f"[red]cannot train:[/] {exc}")
         return None
@@ -100,11 +120,16 @@ def _write_card(path: Path, manifest: Any, console: Console) -> None:
 
 
 def _inspect(args: argparse.Namespace, console: Console) -> int:
+    from model_export.bundle.signing import signature_report
     from sdk import BundleError
     from sdk.bundle import load_bundle
 
+    signed, line = signature_report(args.bundle, args.public_key)
+    console.print(line, style=None if signed else "red")
+    if not signed:  # before anything else in the bundle is read
+        return 1
     try:
-        bundle = load_bundle(args.bundle)
+        bundle = load_bundle(args.bundle, public_keys=args.public_key)
     except BundleError as exc:
         console.print(f"[red]refused:[/] {exc}")
         return 1
@@ -133,6 +158,7 @@ def add_train_parser(sub: Any) -> None:
         help="train from your own data described by this config (else: synthetic demo data)",
     )
     train.add_argument("--report", default=None, metavar="PATH", help="also write the model card")
+    add_signing_key_option(train)
     train.set_defaults(run=_train)
 
 
@@ -141,4 +167,26 @@ def add_inspect_parser(sub: Any) -> None:
     inspect = sub.add_parser("inspect", help="verify a bundle and show its version")
     inspect.add_argument("bundle")
     inspect.add_argument("--report", default=None, metavar="PATH", help="write the model card")
+    add_public_key_option(inspect)
     inspect.set_defaults(run=_inspect)
+
+
+def add_signing_key_option(parser: Any) -> None:
+    """``--signing-key PATH`` (default ``$TAILOR_SIGNING_KEY``): sign the bundle written."""
+    parser.add_argument(
+        "--signing-key",
+        default=os.environ.get("TAILOR_SIGNING_KEY") or None,
+        metavar="PATH",
+        help="Ed25519 private key PEM to sign the bundle with (default: $TAILOR_SIGNING_KEY)",
+    )
+
+
+def add_public_key_option(parser: Any) -> None:
+    """``--public-key KEY`` (repeatable): require a signature by one of these keys."""
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="trusted public key (PEM file, or base64 raw key); requires a valid signature",
+    )

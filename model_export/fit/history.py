@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from model_export.fit import offer_policy as policy
 from model_export.fit import scores as predict
+from model_export.fit.privacy import OTHER, merge_small
 from model_export.fit.rows import columns, feature_matrix
 from model_export.fit.segments import Progress
 from model_export.inputs import profiles
@@ -245,23 +246,30 @@ def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def segment_traits(
-    frame: pl.DataFrame, labels: npt.NDArray[np.int_], use: Sequence[str]
+    frame: pl.DataFrame, labels: npt.NDArray[np.int_], use: Sequence[str], *, min_group: int = 10
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Share of each trait value within each segment (top 10 values per trait)."""
+    """Share of each trait value within each segment (top 10 values per trait).
+
+    k-suppressed: a segment of fewer than ``min_group`` customers gets no entry, and values
+    held by fewer than ``min_group`` of a segment's customers are merged into ``"other"``
+    (left out when ``"other"`` is itself that small).
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
     with_seg = frame.with_columns(segment=pl.Series(labels))
+    sizes = dict(with_seg.group_by("segment").len().iter_rows())
     for trait in use:
         column = f"trait_{trait}"
         if column not in frame.columns:
             continue
-        shares = (
-            with_seg.group_by("segment", column)
-            .len()
-            .with_columns(share=pl.col("len") / pl.col("len").sum().over("segment"))
-            .sort("segment", "share", descending=[False, True])
-        )
-        for seg, value, _, share in shares.iter_rows():
+        counts: dict[int, dict[str, int]] = {}
+        for seg, value, n in with_seg.group_by("segment", column).len().iter_rows():
+            counts.setdefault(int(seg), {})[str(value)] = int(n)
+        for seg, values in sorted(counts.items()):
+            if sizes[seg] < min_group:
+                continue
+            kept = merge_small(values, min_group)
+            top = sorted(kept.items(), key=lambda kv: (kv[0] == OTHER, -kv[1], kv[0]))[:10]
             bucket = out.setdefault(str(seg), {}).setdefault(trait, {})
-            if len(bucket) < 10:
-                bucket[str(value)] = round(float(share), 4)
+            for value, n in top:
+                bucket[value] = round(n / sizes[seg], 4)
     return out

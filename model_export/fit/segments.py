@@ -58,6 +58,7 @@ class TrainConfig:
     seeds: int = 3
     min_stability: float = 0.6
     min_share: float = 0.02
+    min_group_size: int = 10
 
 
 def _segment_pipeline(k: int, seed: int) -> Pipeline:
@@ -89,8 +90,10 @@ def fit_segments(
     scored on a sample by silhouette and by stability over ``config.seeds`` seeds; the k with
     the best silhouette among those at least ``config.min_stability`` stable wins (the most
     stable k when none is). Then, while a segment holds less than ``config.min_share`` of the
-    rows, k is lowered and the model refitted: tiny segments are merged away rather than
-    shipped (over-segmenting is the classic failure).
+    rows or fewer than ``config.min_group_size`` rows, k is lowered and the model refitted:
+    tiny segments are merged away rather than shipped (over-segmenting is the classic failure;
+    a segment under k customers would also describe too few people, see ``docs/training.md``).
+    At k = 2 the fit is kept as it is; the manifest then leaves the small segment's traits out.
 
     Args:
         x: rows restricted to the segment features (float64; NaN is imputed).
@@ -120,14 +123,15 @@ def fit_segments(
     k = best_k
     pipe = _segment_pipeline(k, config.seed).fit(x)
     merged = 0
+    smallest = max(config.min_share * len(x), config.min_group_size)
     while k > 2:
-        shares = np.bincount(pipe[-1].labels_, minlength=k) / len(x)
-        if shares.min() >= config.min_share:
+        sizes = np.bincount(pipe[-1].labels_, minlength=k)
+        if sizes.min() >= smallest:
             break
         k -= 1
         merged += 1
         if progress:
-            progress(f"a segment holds {shares.min():.1%} < {config.min_share:.0%}: k={k}")
+            progress(f"a segment holds {sizes.min()} rows < {smallest:.0f}: k={k}")
         pipe = _segment_pipeline(k, config.seed).fit(x)
     metrics["segments_k_selected"] = float(best_k)
     metrics["segments_merged"] = float(merged)

@@ -129,6 +129,14 @@ class OffersConfig(_Cfg, frozen=True, kw_only=True):
     catalogue: str | None = None
 
 
+class PrivacyConfig(_Cfg, frozen=True, kw_only=True):
+    """What a bundle may report about groups of customers (see ``docs/training.md``)."""
+
+    #: Groups (segments, trait values, RFM cells, category counts) smaller than this are
+    #: merged into "other" or left out of the manifest and the model card.
+    min_group_size: Annotated[int, Meta(ge=1, le=10_000)] = 10
+
+
 class TrainingConfig(_Cfg, frozen=True, kw_only=True):
     """A whole training run."""
 
@@ -142,6 +150,7 @@ class TrainingConfig(_Cfg, frozen=True, kw_only=True):
     personas: PersonasConfig = PersonasConfig()
     predict: PredictConfig = PredictConfig()
     offers: OffersConfig = OffersConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 def load_config(path: str | Path) -> TrainingConfig:

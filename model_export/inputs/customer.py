@@ -33,6 +33,7 @@ from model_export.fit.history import (
     requests_and_rows,
     segment_traits,
 )
+from model_export.fit.privacy import merge_small, suppress_summary
 from model_export.fit.segments import Progress, TrainConfig
 from model_export.inputs import ingest, profiles
 from model_export.inputs.catalogue import Catalogue, load_catalogue
@@ -76,8 +77,9 @@ class _HistoryModels:
         say("RFM quintiles")
         rfm_edges = rfm.rfm_def(self.at_cutoff)
         scored = rfm.rfm_scores(self.at_cutoff, rfm_edges)
-        rfm_counts = dict(
-            scored.group_by("rfm_code").len().sort("len", descending=True).iter_rows()
+        k = self.config.privacy.min_group_size
+        rfm_counts = merge_small(
+            dict(scored.group_by("rfm_code").len().sort("len", descending=True).iter_rows()), k
         )
         pipes, metrics, diagnostics, skipped = predictive_scores(
             tx, events, self.cutoff, horizon, config.seed, say
@@ -100,7 +102,7 @@ class _HistoryModels:
         diagnostics["rfm_distribution"] = rfm_counts
         if self.traits is not None and config.traits.use:
             diagnostics["segment_traits"] = segment_traits(
-                self.at_cutoff, segments[-1].labels_, config.traits.use
+                self.at_cutoff, segments[-1].labels_, config.traits.use, min_group=k
             )
         data: dict[str, Any] = {"offerPolicy": pol_meta}
         if skipped:
@@ -146,10 +148,9 @@ def customer_inputs(
     requests = profiles.profile_requests(at_cutoff, cutoff)
     seg = config.segments
     check = holdout_mask(at_cutoff["customer_id"].to_list(), 0.2, config.seed + 1)
+    summaries = suppress_summary(ingest.summarize(results), config.privacy.min_group_size)
     data: dict[str, Any] = {
-        kind: _camel(summary)
-        for kind, summary in ingest.summarize(results).items()
-        if kind != "total"
+        kind: _camel(summary) for kind, summary in summaries.items() if kind != "total"
     }
     data.update(
         {
@@ -175,6 +176,7 @@ def customer_inputs(
             min_share=seg.min_share,
             min_stability=seg.min_stability,
             silhouette_sample=seg.sample,
+            min_group_size=config.privacy.min_group_size,
         ),
         requests=requests,
         nows=[cutoff] * len(requests),

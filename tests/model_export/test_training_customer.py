@@ -6,11 +6,13 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from model_export.errors import ModelExportError, TrainingDataError
+from model_export.fit.synthetic import GENERIC_TIMEZONES, GENERIC_USER_AGENTS
 from model_export.inputs import ingest, profiles
 from model_export.inputs.customer import customer_inputs
 from model_export.inputs.synth_shop import ShopExport, generate_shop
@@ -105,8 +107,6 @@ def test_parity_of_every_model(trained: TrainingResult) -> None:
 
 
 def test_without_an_offer_log_the_affinity_model_is_used(shop: ShopExport, tmp_path: Path) -> None:
-    import msgspec
-
     config = msgspec.structs.replace(
         shop.config, data=msgspec.structs.replace(shop.config.data, events=None)
     )
@@ -124,3 +124,54 @@ def test_too_few_customers_is_a_training_data_error_under_the_tailor_root(tmp_pa
     assert isinstance(raised.value, ModelExportError)
     assert isinstance(raised.value, TailorError)
     assert not isinstance(raised.value, ValueError)
+
+
+def test_bundle_holds_no_customer_value_and_no_group_under_k(
+    shop: ShopExport, trained: TrainingResult
+) -> None:
+    """Issue 15: a bundle is served to public-key holders; none of its files may quote a
+    customer's id, URL, referrer, user agent or time zone, nor describe a group under k."""
+    identifying = {
+        "transactions": ["customer_id"],
+        "events": ["visitor_id", "customer_id", "session_id", "url", "referrer", "user_agent"],
+        "traits": ["customer_id"],
+    }
+    frames = {"transactions": shop.transactions, "events": shop.events, "traits": shop.traits}
+    values: set[str] = set()
+    for kind, names in identifying.items():
+        for name in names:
+            values |= {str(v) for v in frames[kind][name].drop_nulls().unique() if len(str(v)) > 5}
+    timezones = set(shop.events["timezone"].drop_nulls().unique()) | {shop.timezone}
+    assert len(values) > 1000 and timezones
+    blob = b"".join(
+        (trained.path / name).read_bytes()
+        for name in ("parity.jsonl", "manifest.json", "report.html")
+    )
+    assert not [v for v in values | timezones if v.encode() in blob]
+
+    k = shop.config.privacy.min_group_size
+    m = trained.manifest
+    assert k == 10 and min(s.size for s in m.segments) >= k
+    diag = m.training.diagnostics
+    assert min(diag["rfm_distribution"].values()) >= k
+    data = m.training.data
+    for kind, table in (("transactions", "categories"), ("transactions", "channels")):
+        assert data[kind][table] and min(data[kind][table].values()) >= k
+    assert min(data["events"]["types"].values()) >= k
+    assert not any("examples" in summary for summary in data.values() if isinstance(summary, dict))
+    sizes = {str(s.id): s.size for s in m.segments}
+    assert diag["segment_traits"]
+    for seg, traits in diag["segment_traits"].items():
+        for shares in traits.values():
+            assert all(round(share * sizes[seg]) >= k for share in shares.values())
+
+
+def test_parity_rows_are_synthetic(trained: TrainingResult) -> None:
+    rows = (trained.path / "parity.jsonl").read_bytes().splitlines()
+    requests = [msgspec.json.decode(line)["request"] for line in rows]
+    assert [r["visitorId"] for r in requests] == [f"parity-{i:04d}" for i in range(1, 65)]
+    assert {r["context"]["userAgent"] for r in requests} == set(GENERIC_USER_AGENTS)
+    assert {r["context"]["timezone"] for r in requests} == set(GENERIC_TIMEZONES)
+    assert all(r["userId"] is None and r["context"]["page"]["referrer"] is None for r in requests)
+    # drawn from the marginals: behaviour varies across rows
+    assert len({r["behavior"]["revenue"] for r in requests}) > 10

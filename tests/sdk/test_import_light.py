@@ -6,7 +6,16 @@ import sys
 
 import sdk
 
-HEAVY = ("numpy", "onnxruntime", "litestar", "sklearn", "skl2onnx", "ua_parser", "maxminddb")
+HEAVY = (
+    "numpy",
+    "onnxruntime",
+    "litestar",
+    "sklearn",
+    "skl2onnx",
+    "ua_parser",
+    "maxminddb",
+    "cryptography",
+)
 
 
 def test_import_sdk_loads_no_heavy_package() -> None:
@@ -33,6 +42,7 @@ def test_public_names_are_pinned() -> None:
             "BundleIntegrityError",
             "BundleModelError",
             "BundleParityError",
+            "BundleSignatureError",
             "BundleTimeoutError",
             "BundleTooLargeError",
             "Campaign",
