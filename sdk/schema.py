@@ -30,6 +30,9 @@ __all__ = [
     "Consent",
     "Content",
     "Context",
+    "Conversion",
+    "ConversionBatch",
+    "DataRequest",
     "DecideRequest",
     "Decision",
     "Event",
@@ -67,6 +70,7 @@ Money = Annotated[float, Meta(ge=0, le=1_000_000_000)]
 Days = Annotated[float, Meta(ge=0, le=36_500)]
 Probability = Annotated[float, Meta(ge=0, le=1)]
 Pixels = Annotated[float, Meta(ge=0, le=100_000)]
+Token = Annotated[str, Meta(min_length=1, max_length=256)]
 
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -182,6 +186,12 @@ class DecideRequest(_Wire, frozen=True, kw_only=True):
     behavior: Behavior = Behavior()
     slots: Annotated[list[SlotId], Meta(max_length=32)] = []
     timestamp: datetime | None = None
+    #: The visitor token the server issued with an earlier decision (``Decision.visitorToken``):
+    #: with a public key, the stored profile of ``visitorId`` is read or changed only with it.
+    visitor_token: Token | None = None
+    #: ``userId`` signed by the site's backend (:func:`sdk.tokens.user_token`): with a public
+    #: key, a user id without a valid one is dropped.
+    user_token: Token | None = None
 
 
 # --- decision ------------------------------------------------------------------------------
@@ -305,6 +315,10 @@ class Decision(_Wire, frozen=True, kw_only=True):
     ttl: int = 1800
     rfm: RfmResult | None = None
     scores: dict[str, float] | None = None
+    #: Issued by the server to a public-key visitor with storage consent: the proof that
+    #: ``visitorId`` is theirs, to store with it and send back (``visitorToken``) on later
+    #: decides, events and data requests. None from secret keys and the SDK's local mode.
+    visitor_token: str | None = None
 
 
 # --- feedback events -----------------------------------------------------------------------
@@ -324,6 +338,9 @@ class Event(_Wire, frozen=True, kw_only=True):
     currency: Annotated[str, Meta(min_length=3, max_length=3)] | None = None
     timestamp: datetime | None = None
     properties: Annotated[dict[str, Any], Meta(max_length=32)] = {}
+    #: A random id of the event (the tag always sends one): with a public key it is required,
+    #: and an event id seen before is a replay and refused.
+    event_id: Id | None = None
 
 
 class EventBatch(_Wire, frozen=True, kw_only=True):
@@ -335,6 +352,35 @@ class EventBatch(_Wire, frozen=True, kw_only=True):
     #: unknown: events then change only profiles that a consented decide request created.
     #: Neither personalization nor storage is a refusal: the batch is dropped, like ``Sec-GPC``.
     consent: Consent | None = None
+    #: The sender's visitor token (public keys): events change the stored profile of their
+    #: visitor only when it is valid for that visitor.
+    visitor_token: Token | None = None
+
+
+class DataRequest(_Wire, frozen=True, kw_only=True):
+    """A visitor asking for their own data or its erasure (``POST /v1/me``,
+    ``POST /v1/me/forget``), proven by their visitor token."""
+
+    visitor_token: Token
+
+
+class Conversion(_Wire, frozen=True, kw_only=True):
+    """A purchase the site's backend confirms (``POST /v1/conversions``, secret key): trusted
+    revenue, counted once per ``orderId``."""
+
+    visitor_id: Id
+    order_id: Id
+    value: Money
+    currency: Annotated[str, Meta(min_length=3, max_length=3)] | None = None
+    decision_id: Annotated[str, Meta(max_length=64)] | None = None
+    offer_id: Annotated[str, Meta(max_length=64)] | None = None
+    timestamp: datetime | None = None
+
+
+class ConversionBatch(_Wire, frozen=True, kw_only=True):
+    """Confirmed conversions sent together."""
+
+    conversions: Annotated[list[Conversion], Meta(min_length=1, max_length=100)]
 
 
 # --- codecs, built once ---------------------------------------------------------------------
@@ -348,7 +394,8 @@ def json_schema() -> dict[str, Any]:
     import inspect
 
     _, components = msgspec.json.schema_components(
-        [DecideRequest, Decision, EventBatch], ref_template="#/$defs/{name}"
+        [DecideRequest, Decision, EventBatch, DataRequest, ConversionBatch],
+        ref_template="#/$defs/{name}",
     )
     for component in components.values():  # msgspec releases differ in docstring indentation
         if isinstance(component.get("description"), str):
