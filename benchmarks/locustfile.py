@@ -236,7 +236,10 @@ class TagVisitor(FastHttpUser):
     def _beacon(self, decision: dict[str, Any], waited_ms: float) -> None:
         """The events of one page view, sent in one batch as the tag does on page hide."""
         rng = self.rng
-        ids = {"visitorId": self.vid, "sessionId": self.sid, "decisionId": decision["decisionId"]}
+        # a public key's events: the decision's visitor, an event id each, one conversion
+        vid, decision_id = decision["visitorId"], decision["decisionId"]
+        ids = {"visitorId": vid, "sessionId": self.sid, "decisionId": decision_id}
+        converted = False
         properties = (
             {"timeToDecisionMs": round(waited_ms), "slotsHiddenMs": round(waited_ms)}
             if self.first_page
@@ -251,13 +254,17 @@ class TagVisitor(FastHttpUser):
             batch.append({"type": "impression", **shown})
             if rng.random() < CLICK_RATE:
                 batch.append({"type": "click", **shown})
-                if rng.random() < CONVERSION_RATE:
+                if not converted and rng.random() < CONVERSION_RATE:
+                    converted = True
                     value = round(rng.uniform(15, 250), 2)
                     batch.append({"type": "conversion", **shown, "value": value, "currency": "EUR"})
+        for event in batch:
+            event["eventId"] = _rid(rng)
         consent = {"personalization": True, "storage": True}
+        body = {"events": batch, "consent": consent, "visitorToken": decision.get("visitorToken")}
         with self.client.post(
             f"/v1/events?key={PUBLIC_KEY}",
-            data=_encode({"events": batch, "consent": consent}),
+            data=_encode({k: v for k, v in body.items() if v is not None}),
             headers=_load.tag_headers("granted", _VISITS[self.visit].context.user_agent, ORIGIN),
             name="/v1/events (tag)",
             catch_response=True,

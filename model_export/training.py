@@ -1,7 +1,8 @@
-"""The one training run: inputs -> feature rows -> segments and personas -> the inputs' other
-models -> ONNX through :func:`model_export.bundle.export.convert_and_check` -> manifest -> verified,
-atomic publish. The synthetic demo (:mod:`model_export.inputs.demo`), a customer's data
-(:mod:`model_export.inputs.customer`) and retraining all train through :func:`train`.
+"""The one training run: inputs -> sensitive scrub -> feature rows -> segments and personas ->
+the inputs' other models -> ONNX through :func:`model_export.bundle.export.convert_and_check` ->
+manifest -> verified, atomic publish. The synthetic demo (:mod:`model_export.inputs.demo`), a
+customer's data (:mod:`model_export.inputs.customer`) and retraining all train through
+:func:`train`.
 
 Must not import server.
 """
@@ -35,10 +36,11 @@ from model_export.fit.segments import (
     segment_recovery,
 )
 from model_export.fit.synthetic import synthetic_requests
-from model_export.inputs.catalogue import Catalogue
+from model_export.inputs.catalogue import Catalogue, check_sensitive
 from sdk.features import feature_names
 from sdk.manifest import Manifest, RfmDef, TrainingInfo
 from sdk.schema import SCHEMA_VERSION, DecideRequest
+from sdk.sensitive import Sensitivity
 
 if TYPE_CHECKING:
     from model_export.inputs.ingest import InputReport
@@ -145,12 +147,21 @@ def train(
         progress: called with a short message per step.
         signing_key: an Ed25519 private key PEM file: the bundle is published signed
             (``signature.json`` is written before the atomic rename).
+
+    Raises:
+        model_export.inputs.sensitive.SensitiveTargetingError: a rule of the catalogue
+            targets one of its sensitive categories or paths (checked before any work).
     """
     say = progress or _noop
-    config, catalogue = inputs.config, inputs.catalogue
+    config, catalogue = inputs.config, check_sensitive(inputs.catalogue)
     version = config.feature_set_version
+    sensitivity = Sensitivity.from_def(catalogue.sensitive)
+    requests = inputs.requests
+    if sensitivity:  # what the decider will do to every request, so no model learns them
+        say("dropping sensitive categories and pages from the training requests")
+        requests = [sensitivity.scrub_request(r) for r in requests]
     say("building feature rows with sdk.features.build_features")
-    x = feature_matrix(inputs.requests, inputs.nows, version=version)
+    x = feature_matrix(requests, inputs.nows, version=version)
     seg_cols = columns(SEGMENT_FEATURES, version)
     fit_x = x[inputs.fit_rows][:, seg_cols]
 
@@ -183,7 +194,7 @@ def train(
     say(f"drawing {PARITY_ROWS} synthetic parity requests from the training rows")
     fit = inputs.fit_rows
     syn_requests, syn_nows = synthetic_requests(
-        [inputs.requests[i] for i in fit],
+        [requests[i] for i in fit],
         [inputs.nows[i] for i in fit],
         PARITY_ROWS,
         seed=config.seed,
@@ -217,6 +228,8 @@ def train(
             "experiments": catalogue.experiments,
             "holdout": catalogue.holdout,
             "exploration": catalogue.exploration,
+            "sensitive": catalogue.sensitive,
+            "public_scores": catalogue.serving.public_scores,
             "rfm": learned.rfm,
             "training": TrainingInfo(
                 data={**inputs.data, **learned.data},

@@ -1,11 +1,11 @@
 """The Python SDK's clients: :class:`Client` (sync, thread-safe) and :class:`AsyncClient`.
 
-Both have one surface (``decide``, ``decide_many``, ``track``, ``flush``, ``forget``,
-``close``) and two modes: ``remote`` (a Tailor server over pooled HTTP) and ``local`` (the
-server's :class:`~sdk.Decider` in-process, from a bundle kept fresh by :mod:`sdk._local`). No
-I/O in constructors; retries, the circuit breaker, fallbacks and what each answer means are
-shared in :mod:`sdk._client_core`; the visit cache is :mod:`sdk._cache`, event delivery
-:mod:`sdk._events`.
+Both have one surface (``decide``, ``decide_many``, ``track``, ``record_conversions``,
+``flush``, ``forget``, ``close``) and two modes: ``remote`` (a Tailor server over pooled
+HTTP) and ``local`` (the server's :class:`~sdk.Decider` in-process, from a bundle kept fresh
+by :mod:`sdk._local`). No I/O in constructors; retries, the circuit breaker, fallbacks and
+what each answer means are shared in :mod:`sdk._client_core`; the visit cache is
+:mod:`sdk._cache`, event delivery :mod:`sdk._events`.
 
 Must not import numpy, onnxruntime, litestar or sklearn at module level.
 """
@@ -26,12 +26,15 @@ from sdk._cache import AsyncCoalescer, Coalescer, VisitCache
 from sdk._client_core import (
     BATCH,
     DEFAULT_TIMEOUT,
+    ConversionsRecorded,
     Core,
     FallbackArg,
     Mode,
     Surface,
     batch_decisions,
     checked,
+    conversion_chunks,
+    conversions_recorded,
     decision_decoder,
     decode,
     encoder,
@@ -40,9 +43,9 @@ from sdk._client_core import (
 )
 from sdk._events import AsyncEventSender, EventSender
 from sdk._resilience import CircuitBreaker, Retry
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, PublicKeySpec
 from sdk.errors import APIError, TransportError
-from sdk.schema import DecideRequest, Decision, Event, EventBatch
+from sdk.schema import Conversion, DecideRequest, Decision, Event, EventBatch
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client"]
 
@@ -67,8 +70,10 @@ class Client(Surface):
             own :class:`VisitCache`, or False to turn it off.
         refresh_interval: local mode: seconds between bundle checks with the server.
         bundle_cache_dir: local mode: where downloaded bundles are kept.
-        public_keys: local mode: trusted Ed25519 public keys; when given, a bundle must be
-            signed by one of them (unsigned bundles load without keys: local development).
+        public_keys: local mode: trusted Ed25519 public keys (PEM paths, or the base64 raw
+            keys ``tailor bundle keygen`` prints); when given, a bundle must be signed by one
+            of them. Default: ``TAILOR_BUNDLE_PUBLIC_KEYS`` (comma-separated) if set; without
+            keys an unsigned bundle loads (local development).
         event_batch_size: events per batch sent by ``track`` (at most 100).
         event_interval: seconds an event waits for companions before it is sent.
         event_queue_size: events queued at most; more are dropped and counted.
@@ -89,7 +94,7 @@ class Client(Surface):
         cache: VisitCache | bool = True,
         refresh_interval: float = 60.0,
         bundle_cache_dir: str | os.PathLike[str] | None = None,
-        public_keys: list[str] | None = None,
+        public_keys: Sequence[PublicKeySpec] | None = None,
         event_batch_size: int = 100,
         event_interval: float = 1.0,
         event_queue_size: int = 10_000,
@@ -174,6 +179,24 @@ class Client(Surface):
         if self._core.base_url is None:
             raise no_server()
         return self._events.put(event)
+
+    def record_conversions(self, conversions: Sequence[Conversion]) -> ConversionsRecorded:
+        """Confirm purchases from the backend (``POST /v1/conversions``, secret key): the
+        revenue reports and retraining count as real. Sent now, 100 a call; each ``orderId``
+        counts once, so a retry after an error cannot count an order twice.
+
+        Raises:
+            APIError: the server refused a call (401/403 without a secret key, 422 for an
+                invalid conversion); earlier calls of a long list were counted.
+            TransportError: the server could not be reached.
+        """
+        if self._core.base_url is None:
+            raise no_server()
+        recorded = ConversionsRecorded()
+        for body in conversion_chunks(conversions):
+            response = self._call("POST", "/v1/conversions", body, guarded=False)
+            recorded += conversions_recorded(response)
+        return recorded
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Send the queued events now; True when all left within ``timeout`` seconds."""
@@ -287,7 +310,7 @@ class AsyncClient(Surface):
         cache: VisitCache | bool = True,
         refresh_interval: float = 60.0,
         bundle_cache_dir: str | os.PathLike[str] | None = None,
-        public_keys: list[str] | None = None,
+        public_keys: Sequence[PublicKeySpec] | None = None,
         event_batch_size: int = 100,
         event_interval: float = 1.0,
         event_queue_size: int = 10_000,
@@ -361,6 +384,16 @@ class AsyncClient(Surface):
         if self._core.base_url is None:
             raise no_server()
         return self._events.put(event)
+
+    async def record_conversions(self, conversions: Sequence[Conversion]) -> ConversionsRecorded:
+        """See :meth:`Client.record_conversions`."""
+        if self._core.base_url is None:
+            raise no_server()
+        recorded = ConversionsRecorded()
+        for body in conversion_chunks(conversions):
+            response = await self._call("POST", "/v1/conversions", body, guarded=False)
+            recorded += conversions_recorded(response)
+        return recorded
 
     async def flush(self, timeout: float | None = 5.0) -> bool:
         """See :meth:`Client.flush`."""

@@ -22,7 +22,7 @@ from sdk._cache import VisitCache
 from sdk._fallback import Fallback
 from sdk._local import LocalEngine
 from sdk._resilience import CircuitBreaker, Retry
-from sdk.bundle import Bundle
+from sdk.bundle import Bundle, PublicKeySpec
 from sdk.errors import (
     APIError,
     CircuitOpenError,
@@ -30,17 +30,28 @@ from sdk.errors import (
     TailorError,
     TransportError,
 )
-from sdk.schema import Content, DecideRequest, Decision, Id, SlotDecision
+from sdk.schema import (
+    Content,
+    Conversion,
+    ConversionBatch,
+    DecideRequest,
+    Decision,
+    Id,
+    SlotDecision,
+)
 
 __all__ = [
     "BATCH",
     "DEFAULT_TIMEOUT",
+    "ConversionsRecorded",
     "Core",
     "FallbackArg",
     "Mode",
     "Surface",
     "batch_decisions",
     "checked",
+    "conversion_chunks",
+    "conversions_recorded",
     "decision_decoder",
     "encoder",
     "json_headers",
@@ -83,7 +94,7 @@ class Core:
         refresh_interval: float,
         bundle_cache_dir: str | os.PathLike[str] | None,
         local_transport: httpx.BaseTransport | None,
-        public_keys: list[str] | None = None,
+        public_keys: Sequence[PublicKeySpec] | None = None,
     ) -> None:
         if mode not in ("remote", "local"):
             raise ValueError(f"mode must be 'remote' or 'local', not {mode!r}")
@@ -292,6 +303,44 @@ def batch_decisions(response: httpx.Response, sent: int) -> list[Decision]:
             },
         )
     return decisions
+
+
+class ConversionsRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``record_conversions`` did: conversions the server counted, and those it skipped
+    because their order id was counted before (a retry, or a second report of one order)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+
+    def __add__(self, other: ConversionsRecorded) -> ConversionsRecorded:
+        return ConversionsRecorded(
+            accepted=self.accepted + other.accepted,
+            duplicates=self.duplicates + other.duplicates,
+        )
+
+
+_recorded = msgspec.json.Decoder(ConversionsRecorded)
+
+
+def conversion_chunks(conversions: Sequence[Conversion]) -> list[bytes]:
+    """The bodies of ``POST /v1/conversions`` for ``conversions``, at most :data:`BATCH` each.
+
+    Raises:
+        TypeError: an item is not a :class:`~sdk.schema.Conversion`.
+    """
+    for item in conversions:
+        if not isinstance(item, Conversion):
+            raise TypeError(f"record_conversions takes sdk.schema.Conversion, not {item!r}")
+    return [
+        encoder.encode(ConversionBatch(conversions=list(conversions[i : i + BATCH])))
+        for i in range(0, len(conversions), BATCH)
+    ]
+
+
+def conversions_recorded(response: httpx.Response) -> ConversionsRecorded:
+    """The server's answer to ``POST /v1/conversions``."""
+    recorded: ConversionsRecorded = decode(_recorded, response)
+    return recorded
 
 
 def visitor_path(visitor_id: str) -> str:

@@ -1,9 +1,10 @@
 """The decider: one decide request in, one decision out, pure and synchronous.
 
-:class:`Decider` only orchestrates the steps of a decision: consent gate -> features -> one
-batched ONNX run -> persona (:mod:`sdk._persona`) -> rules (:mod:`sdk._rules`) -> policy
-(:mod:`sdk._policy`) -> slot variants (:mod:`sdk._variants`) -> decision. The same object
-serves the server and the SDK's local mode; the clock and the decision id factory are injected.
+:class:`Decider` only orchestrates the steps of a decision: sensitive scrub
+(:mod:`sdk.sensitive`) -> consent gate -> features -> one batched ONNX run -> persona
+(:mod:`sdk._persona`) -> rules (:mod:`sdk._rules`) -> policy (:mod:`sdk._policy`) -> slot
+variants (:mod:`sdk._variants`) -> decision. The same object serves the server and the SDK's
+local mode; the clock and the decision id factory are injected.
 
 Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk.bundle``.
 """
@@ -30,6 +31,7 @@ from sdk.schema import (
     Reason,
     SegmentResult,
 )
+from sdk.sensitive import Sensitivity
 
 __all__ = ["Decider", "decision_attributes", "slot_decision"]
 
@@ -64,6 +66,11 @@ class Decider:
         bundle: a bundle returned by :func:`sdk.bundle.load_bundle`.
         clock: returns the current timezone-aware time.
         new_id: returns a fresh decision id.
+
+    Attributes:
+        sensitivity: the bundle's sensitive categories and paths. Every request and stored
+            profile is scrubbed with it before features, rules and personas; the server
+            scrubs what it stores and logs with this same object.
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class Decider:
         self._new_id = new_id
         self._np, _ = require_local()
         m = bundle.manifest
+        self.sensitivity = Sensitivity.from_manifest(m)
         self._version = m.feature_set_version
         self._personas = Personas(m)
         self._rules = Rules(m)
@@ -130,7 +138,13 @@ class Decider:
         rows: list[FeatureRow] | None = None,
     ) -> list[Decision]:
         """Decide many visits with one batched ONNX call per model (``rows``: see
-        :meth:`decide`)."""
+        :meth:`decide`). Sensitive categories and paths are scrubbed from ``requests`` and
+        ``profiles`` first (:meth:`sdk.sensitive.Sensitivity.scrub_request`)."""
+        if self.sensitivity:
+            scrub = self.sensitivity
+            requests = [scrub.scrub_request(r) for r in requests]
+            if profiles is not None:
+                profiles = [p if p is None else scrub.scrub_behavior(p) for p in profiles]
         built = self._rows(requests, profiles)
         if rows is not None:
             rows.extend(built)
@@ -151,6 +165,8 @@ class Decider:
                 raise ValueError(
                     f"logged features are set {row.version}; this bundle reads {self._version}"
                 )
+        if self.sensitivity:
+            requests = [self.sensitivity.scrub_request(r) for r in requests]
         return self._decide_rows(requests, rows, None)
 
     def _rows(

@@ -3,7 +3,8 @@
 A server's answer is untrusted until its hashes check out, so names are checked before the disk
 is touched (one plain file name, listed in the manifest), only regular files are opened, every
 file and the bundle in total are capped in size, each download has a deadline, and plain
-``http://`` is accepted only for loopback servers.
+``http://`` is accepted only for loopback servers. ``signature.json`` (the one file a manifest
+cannot list) is fetched and cached beside the manifest when the server offers it.
 
 Must not import litestar, numpy or onnxruntime.
 """
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from sdk.bundle import SIGNATURE_FILE
 from sdk.errors import (
     BundleDownloadError,
     BundleTimeoutError,
@@ -35,6 +37,7 @@ from sdk.errors import (
 
 __all__ = [
     "INFO_MAX_BYTES",
+    "SIGNATURE_MAX_BYTES",
     "Download",
     "DownloadLimits",
     "cached_copy_is_good",
@@ -51,6 +54,8 @@ _MAX_NAME = 128
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: ``GET /v1/bundle`` answers a few hundred bytes; more is refused.
 INFO_MAX_BYTES = 1 << 20
+#: ``signature.json`` is about 200 bytes; more is refused.
+SIGNATURE_MAX_BYTES = 64 << 10
 
 
 def _env_number(name: str, default: float) -> float:
@@ -122,13 +127,14 @@ def check_source_url(url: str) -> None:
 
 
 def listed_files(manifest: bytes) -> dict[str, str]:
-    """The ``files`` of a downloaded manifest, every name and hash checked."""
+    """The ``files`` of a downloaded manifest, every name and hash checked (it never lists
+    itself or ``signature.json``, which signs its bytes)."""
     try:
         files = _file_list_decoder.decode(manifest).files
     except msgspec.DecodeError as exc:
         raise BundleDownloadError(f"downloaded manifest.json has no file list: {exc}") from exc
     for name, sha in files.items():
-        if check_file_name(name) == "manifest.json" or not is_sha256(sha):
+        if check_file_name(name) in ("manifest.json", SIGNATURE_FILE) or not is_sha256(sha):
             raise BundleDownloadError(f"manifest.json lists {name!r} with hash {sha!r}")
     return files
 
@@ -219,18 +225,21 @@ def fetch_file(
     sha: str,
     limits: DownloadLimits,
     budget: list[int],
+    cap: int | None = None,
 ) -> bytes:
     """Download bundle file ``name`` into ``directory`` (a new file, never a link), checked
-    against ``sha``; ``budget`` holds the bytes the whole bundle may still take. Returns the
-    bytes of ``manifest.json`` (the only file read back), else ``b""``."""
+    against ``sha``; ``budget`` holds the bytes the whole bundle may still take, ``cap`` a
+    tighter limit for this file. Returns the bytes of ``manifest.json`` (the only file read
+    back), else ``b""``."""
     check_file_name(name)
     digest = hashlib.sha256()
     kept: list[bytes] = []
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    most = min(limits.max_file_bytes, budget[0], cap if cap is not None else budget[0])
     with Download(http, f"/v1/bundle/files/{name}", limits) as answer:
         fd = os.open(directory / name, flags, 0o644)
         with os.fdopen(fd, "wb") as out:
-            for chunk in answer.chunks(min(limits.max_file_bytes, budget[0])):
+            for chunk in answer.chunks(most):
                 digest.update(chunk)
                 out.write(chunk)
                 if name == "manifest.json":
@@ -256,9 +265,12 @@ def _sha256_of_regular(path: Path, cap: int) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-def cached_copy_is_good(target: Path, digest: str, limits: DownloadLimits) -> bool:
+def cached_copy_is_good(
+    target: Path, digest: str, limits: DownloadLimits, signature: str | None = None
+) -> bool:
     """True when ``target`` is a real directory whose manifest has ``digest`` and whose listed
-    files are regular files with their listed hashes (names checked before any is opened)."""
+    files are regular files with their listed hashes (names checked before any is opened);
+    with ``signature`` (its sha256), ``signature.json`` must be there with that hash too."""
     if target.is_symlink() or not target.is_dir():
         return False
     try:
@@ -266,6 +278,8 @@ def cached_copy_is_good(target: Path, digest: str, limits: DownloadLimits) -> bo
         if sha != digest:
             return False
         files = listed_files(manifest)  # every name checked before one is opened
+        if signature is not None:
+            files = {**files, SIGNATURE_FILE: signature}
         return all(
             _sha256_of_regular(target / name, limits.max_file_bytes)[0] == want
             for name, want in files.items()

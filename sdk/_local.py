@@ -6,18 +6,22 @@ to refresh from. Nothing happens at construction: the bundle loads on the first 
 the refresher thread starts then (a forked child starts its own). A refused or unreachable new
 bundle is logged and counted; the last good one keeps serving. Downloads go through
 :mod:`sdk._download`'s checks (plain listed names, regular files, size caps, deadlines, HTTPS).
+With trusted public keys, a downloaded bundle's signature is checked as soon as its
+``manifest.json`` and ``signature.json`` are in, before any other file is fetched or used.
 
 Must not import litestar or sklearn; numpy and onnxruntime come only through sdk's loaders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ import msgspec
 from sdk._decider import Decider
 from sdk._download import (
     INFO_MAX_BYTES,
+    SIGNATURE_MAX_BYTES,
     Download,
     DownloadLimits,
     cached_copy_is_good,
@@ -36,10 +41,16 @@ from sdk._download import (
     is_sha256,
     listed_files,
 )
-from sdk.bundle import Bundle, load_bundle
-from sdk.errors import BundleDownloadError
+from sdk.bundle import (
+    SIGNATURE_FILE,
+    Bundle,
+    PublicKeySpec,
+    load_bundle,
+    verify_signature,
+)
+from sdk.errors import BundleDownloadError, BundleSignatureError
 
-__all__ = ["LocalEngine", "default_cache_dir"]
+__all__ = ["LocalEngine", "default_cache_dir", "public_keys_from_env"]
 
 log = logging.getLogger("tailor")
 
@@ -50,6 +61,13 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/tailor/bundles`` (``~/.cache/tailor/bundles`` by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tailor" / "bundles"
+
+
+def public_keys_from_env() -> list[str] | None:
+    """The comma-separated keys of ``TAILOR_BUNDLE_PUBLIC_KEYS`` (as the server reads them),
+    or None when it is unset or blank."""
+    keys = [k.strip() for k in os.environ.get("TAILOR_BUNDLE_PUBLIC_KEYS", "").split(",")]
+    return [k for k in keys if k] or None
 
 
 class LocalEngine:
@@ -64,11 +82,14 @@ class LocalEngine:
         timeout: seconds the refresher waits for each read from the server.
         transport: an httpx transport for the refresher (tests).
         limits: size caps and deadline of downloads (default :meth:`DownloadLimits.from_env`).
-        public_keys: trusted Ed25519 public keys; when given, every bundle (starting,
-            cached or downloaded) must be signed by one of them (:func:`sdk.load_bundle`).
+        public_keys: trusted Ed25519 public keys (PEM paths or text, or base64 raw keys, as
+            :func:`sdk.load_bundle` takes them); when given, every bundle (starting, cached or
+            downloaded) must be signed by one of them. None: the keys of
+            ``TAILOR_BUNDLE_PUBLIC_KEYS`` if set, else signatures are not required.
 
     Raises:
         InsecureURLError: ``source`` is plain ``http://`` to a host that is not loopback.
+        ValueError: ``public_keys`` is empty, or one key instead of a list of keys.
     """
 
     def __init__(
@@ -82,15 +103,21 @@ class LocalEngine:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         limits: DownloadLimits | None = None,
-        public_keys: list[str] | None = None,
+        public_keys: Sequence[PublicKeySpec] | None = None,
     ) -> None:
         if bundle is None and source is None:
             raise ValueError("local mode needs a bundle, a server to fetch it from, or both")
         if source is not None:
             check_source_url(source)
+        if isinstance(public_keys, str | bytes | os.PathLike):
+            raise ValueError("public_keys is a list of keys: pass [key] for one key")
+        if public_keys is not None and not public_keys:
+            raise ValueError("public_keys is empty: no bundle could ever be trusted")
         self.limits = limits if limits is not None else DownloadLimits.from_env()
         self._start = bundle
-        self.public_keys = public_keys
+        keys = public_keys if public_keys is not None else public_keys_from_env()
+        #: The trusted keys every bundle must be signed by (None: signatures not required).
+        self.public_keys: list[PublicKeySpec] | None = list(keys) if keys is not None else None
         self.source = source.rstrip("/") if source else None
         self._headers = dict(headers or {})
         self.refresh_interval = refresh_interval
@@ -100,6 +127,7 @@ class LocalEngine:
         self.refreshes = 0
         self.refresh_failures = 0
         self.last_error: str | None = None
+        self._refused: BundleSignatureError | None = None  # the last download, if refused so
         self._decider: Decider | None = None
         self._looked = False  # cache_dir searched for a starting bundle
         self._init_process_state()
@@ -121,6 +149,8 @@ class LocalEngine:
 
         Raises:
             BundleError: the starting bundle directory is refused.
+            BundleSignatureError: there is no bundle yet and the server's was refused for its
+                signature (a download that failed otherwise gives None: it is retried).
         """
         decider = self._decider
         if decider is None:
@@ -128,12 +158,7 @@ class LocalEngine:
                 if self._decider is None:
                     start = self._start
                     if start is not None:
-                        loaded = (
-                            start
-                            if isinstance(start, Bundle)
-                            else load_bundle(Path(start), public_keys=self.public_keys)
-                        )
-                        self._decider = Decider(loaded)
+                        self._decider = Decider(self._load_start(start))
                     elif not self._looked:
                         self._looked = True
                         self._decider = self._newest_cached()
@@ -145,7 +170,23 @@ class LocalEngine:
         if decider is None and wait > 0 and not self._attempted.is_set():
             self._attempted.wait(wait)
             decider = self._decider
+        refused = self._refused
+        if decider is None and refused is not None:
+            raise BundleSignatureError(f"{self.source}/v1/bundle: {refused}") from refused
         return decider
+
+    def _load_start(self, start: str | os.PathLike[str] | Bundle) -> Bundle:
+        """The starting bundle, loaded (or, given loaded, its signature checked on disk)."""
+        if not isinstance(start, Bundle):
+            return load_bundle(Path(start), public_keys=self.public_keys)
+        if self.public_keys is not None:
+            verify_signature(start.path, self.public_keys)
+            raw = (start.path / "manifest.json").read_bytes()
+            if hashlib.sha256(raw).hexdigest() != start.digest:
+                raise BundleSignatureError(
+                    f"{start.path}: manifest.json changed since the bundle was loaded"
+                )
+        return start
 
     def _newest_cached(self) -> Decider | None:
         """The newest bundle in ``cache_dir`` that loads and verifies, or None."""
@@ -194,11 +235,13 @@ class LocalEngine:
         except Exception as exc:  # keep the last good bundle whatever went wrong
             self.refresh_failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self._refused = exc if isinstance(exc, BundleSignatureError) else None
             log.warning("tailor: bundle refresh from %s failed: %s", self.source, self.last_error)
             return False
         finally:
             self._attempted.set()
         self.last_error = None
+        self._refused = None
         return changed
 
     def _refresh(self, http: httpx.Client) -> bool:
@@ -217,6 +260,11 @@ class LocalEngine:
             check_file_name(name)  # before anything touches the disk
         if digest == current:
             return False
+        if self.public_keys is not None and SIGNATURE_FILE not in files:
+            raise BundleSignatureError(
+                f"the server's bundle {digest[:12]} is unsigned (GET /v1/bundle lists no "
+                f"{SIGNATURE_FILE}) and trusted keys are configured"
+            )
         directory = self._download(http, digest, files)
         try:
             bundle = load_bundle(directory, public_keys=self.public_keys)
@@ -236,9 +284,14 @@ class LocalEngine:
 
     def _download(self, http: httpx.Client, digest: str, offered: dict[str, Any]) -> Path:
         """The bundle ``digest`` in the cache: the cached copy when every file checks out,
-        else downloaded into a fresh temporary directory and renamed into place."""
+        else downloaded into a fresh temporary directory and renamed into place. With trusted
+        keys, the signature is checked once the manifest and signature are in, before any
+        other file is fetched."""
+        signature = offered.get(SIGNATURE_FILE)
+        if signature is not None and not is_sha256(signature):
+            raise BundleDownloadError(f"GET /v1/bundle lists {SIGNATURE_FILE} without a sha256")
         target = self.cache_dir / digest
-        if cached_copy_is_good(target, digest, self.limits):
+        if cached_copy_is_good(target, digest, self.limits, signature):
             return target
         if target.is_symlink():
             target.unlink()  # never follow a link planted in the cache
@@ -249,8 +302,14 @@ class LocalEngine:
         try:
             budget = [self.limits.max_total_bytes]
             manifest = fetch_file(http, tmp, "manifest.json", digest, self.limits, budget)
+            if signature is not None:
+                cap = SIGNATURE_MAX_BYTES
+                fetch_file(http, tmp, SIGNATURE_FILE, signature, self.limits, budget, cap)
+            if self.public_keys is not None:
+                verify_signature(tmp, self.public_keys)  # over the exact manifest bytes
             files = listed_files(manifest)
-            if {**files, "manifest.json": digest} != offered:
+            signed = {SIGNATURE_FILE: signature} if signature is not None else {}
+            if {**files, "manifest.json": digest, **signed} != offered:
                 raise BundleDownloadError(
                     "GET /v1/bundle lists other files than the bundle's manifest.json"
                 )

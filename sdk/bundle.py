@@ -2,10 +2,10 @@
 
 :func:`load_bundle` reads a directory written by ``model_export`` (``manifest.json``, the ONNX
 models, ``parity.jsonl``) and checks the manifest's versions, every file's sha256, each
-model's inputs and outputs, the conditions, and that replaying ``parity.jsonl`` reproduces
-what training computed. Given trusted public keys, it first checks the Ed25519 signature in
-``signature.json`` over the bytes of ``manifest.json``; without keys an unsigned bundle loads
-(the local-development default).
+model's inputs and outputs, the conditions (none may target a sensitive category or path),
+and that replaying ``parity.jsonl`` reproduces what training computed. Given trusted public
+keys, it first checks the Ed25519 signature in ``signature.json`` over the bytes of
+``manifest.json``; without keys an unsigned bundle loads (the local-development default).
 
 Must not import litestar or sklearn; numpy, onnxruntime and cryptography are loaded lazily.
 """
@@ -34,10 +34,12 @@ from sdk.errors import (
     BundleParityError,
     BundleSignatureError,
     ConditionError,
+    SensitiveRuleError,
 )
 from sdk.features import FEATURE_SPECS, build_features, feature_names
 from sdk.manifest import BUNDLE_FORMAT_VERSION, Manifest, ModelSpec, manifest_decoder
 from sdk.schema import SCHEMA_VERSION, Behavior, DecideRequest
+from sdk.sensitive import Sensitivity
 
 __all__ = [
     "PARITY_ATOL",
@@ -344,6 +346,11 @@ def _verify_conditions(manifest: Manifest) -> None:
     offers = {o.id for o in manifest.offers}
     if set(manifest.offer_classes) - offers:
         raise BundleFormatError("offer model classes are not all in the offer catalogue")
+    refused = Sensitivity.from_manifest(manifest).rule_violations(manifest)
+    if refused:
+        raise SensitiveRuleError(
+            "rules target sensitive categories or paths: " + "; ".join(refused)
+        )
 
 
 def _close(a: float | None, b: float, atol: float) -> bool:

@@ -3,6 +3,7 @@
     TailorError
     ├── BundleError                 a model bundle cannot be used
     │   ├── BundleFormatError       manifest missing, unreadable, unknown fields or wrong version
+    │   │   └── SensitiveRuleError  a rule targets a sensitive category or page path
     │   ├── BundleIntegrityError    a file is missing or its sha256 does not match the manifest
     │   ├── BundleModelError        an ONNX model's inputs/outputs differ from the manifest
     │   ├── BundleParityError       replaying parity.jsonl gives outputs training did not expect
@@ -45,6 +46,7 @@ __all__ = [
     "InsecureURLError",
     "MissingExtraError",
     "SecretKeyRequiredError",
+    "SensitiveRuleError",
     "TailorError",
     "TransportError",
     "UnsafeBundleFileError",
@@ -62,6 +64,12 @@ class BundleError(TailorError):
 class BundleFormatError(BundleError):
     """Raised when the manifest is missing, is not valid JSON, has unknown fields or a format or
     feature-set version this code cannot read."""
+
+
+class SensitiveRuleError(BundleFormatError):
+    """Raised when a rule of the manifest (lifecycle, offer eligibility or category, slot
+    variant, experiment) targets a category or page path the manifest marks sensitive; the
+    message names every such rule (see :meth:`sdk.sensitive.Sensitivity.rule_violations`)."""
 
 
 class BundleIntegrityError(BundleError):

@@ -27,6 +27,7 @@ from sdk.errors import TailorError
 from sdk.features import FeatureRow
 from sdk.referrer import campaign_keys
 from sdk.schema import Behavior, Campaign, Consent, DecideRequest, Decision, Event
+from sdk.sensitive import Sensitivity
 
 __all__ = [
     "ANONYMOUS_PREFIX",
@@ -202,7 +203,13 @@ class DecisionRecord(_Record, frozen=True, kw_only=True, tag="decision"):
 
 
 class EventRecord(_Record, frozen=True, kw_only=True, tag="event"):
-    """A ``kind: event`` line: one feedback event with the keys of its decision."""
+    """A ``kind: event`` line: one feedback event with the keys of its decision.
+
+    ``trusted`` says where it came from: True for events sent with a secret key and for
+    conversions a backend confirmed (``POST /v1/conversions``, with their ``orderId``); False,
+    and absent from the line, for events from browsers (public keys), whose values nobody
+    vouches for. Lines written before the field existed read as untrusted too. ``eventId``
+    is the sender's random id of the event (required from browsers), for deduplication."""
 
     type: str
     timestamp: datetime
@@ -221,6 +228,9 @@ class EventRecord(_Record, frozen=True, kw_only=True, tag="event"):
     url: str | None = None
     referrer: str | None = None
     timezone: str | None = None
+    order_id: str | None = None
+    event_id: str | None = None
+    trusted: bool = False
 
 
 class ErasureRecord(_Record, frozen=True, kw_only=True, tag="erasure"):
@@ -298,6 +308,7 @@ def decision_record(
     row: FeatureRow | None,
     slots: dict[str, LoggedSlot] | None = None,
     policy: LogPermissions = FULL_LOG,
+    sensitivity: Sensitivity | None = None,
 ) -> DecisionRecord:
     """The log record of ``decision``.
 
@@ -313,7 +324,12 @@ def decision_record(
             (:func:`sdk.consent.log_policy`): without ``ids`` the visitor id is an
             :func:`anonymous_id` and there is no session or user id; without ``context`` no
             path, time zone, country, OS or browser.
+        sensitivity: the decider's :class:`~sdk.sensitive.Sensitivity`: sensitive categories
+            and a sensitive page path are scrubbed from ``request`` and ``behavior`` first.
     """
+    if sensitivity is not None:
+        request = sensitivity.scrub_request(request)
+        behavior = None if behavior is None else sensitivity.scrub_behavior(behavior)
     ids, context = policy.ids, policy.context
     return DecisionRecord(
         log_version=LOG_VERSION,
@@ -359,6 +375,8 @@ def event_record(
     user_id: str | None = None,
     timezone: str | None = None,
     policy: LogPermissions = FULL_LOG,
+    trusted: bool = False,
+    sensitivity: Sensitivity | None = None,
 ) -> EventRecord:
     """The log record of ``event``, received at ``received`` (UTC).
 
@@ -375,7 +393,14 @@ def event_record(
             :func:`anonymous_id` of the event's decision and there is no session or user id;
             without ``context`` no URL, referrer or time zone. URLs are always
             :func:`logged_url`.
+        trusted: the sender is trusted (a secret key, a confirmed conversion): its value
+            counts as revenue in reports and retraining. The ``orderId`` property is logged
+            as ``order_id`` (with ``ids`` only).
+        sensitivity: the decider's :class:`~sdk.sensitive.Sensitivity`: a sensitive
+            ``category`` and sensitive URLs are dropped from the properties first.
     """
+    if sensitivity is not None:
+        event = sensitivity.scrub_event(event)
     when = _as_utc(event.timestamp) if event.timestamp is not None else received
     if when > received + MAX_CLOCK_SKEW:
         when = received
@@ -401,6 +426,9 @@ def event_record(
         url=logged_url(_text(props, "url", 4096)) if context else None,
         referrer=logged_url(_text(props, "referrer", 4096)) if context else None,
         timezone=(_text(props, "timezone", 64) or timezone) if context else None,
+        order_id=_text(props, "orderId", 128) if ids else None,
+        event_id=event.event_id,
+        trusted=trusted,
     )
 
 

@@ -17,6 +17,7 @@ from msgspec import Meta
 
 __all__ = [
     "BUNDLE_FORMAT_VERSION",
+    "PUBLIC_SCORES",
     "ArmDef",
     "ContentDef",
     "ExperimentDef",
@@ -33,6 +34,7 @@ __all__ = [
     "PersonaDef",
     "RfmDef",
     "SegmentDef",
+    "SensitiveDef",
     "SlotDef",
     "TrainingInfo",
     "VariantDef",
@@ -179,6 +181,27 @@ class RfmDef(_Config, frozen=True, kw_only=True):
 
 Share = Annotated[float, Meta(ge=0.0, le=1.0)]
 
+#: Profile-derived scores a bundle may let the server return to public keys: ``"rfm"`` and the
+#: keys of ``Decision.scores`` (see ``sdk._decider.PREDICTIVE_SCORES``).
+PUBLIC_SCORES = ("rfm", "churnProbability", "expectedPurchases", "expectedValue")
+PublicScore = Literal["rfm", "churnProbability", "expectedPurchases", "expectedValue"]
+#: A sensitive path prefix: starts with ``/`` and is more than slashes; no query or fragment.
+PathPrefix = Annotated[str, Meta(max_length=256, pattern=r"^/+[^/?#\s][^?#\s]*$")]
+
+
+class SensitiveDef(_Config, frozen=True, kw_only=True):
+    """Product categories and page paths that must never enter a profile, a feature row, the
+    log or a targeting rule (health, pregnancy, religion, financial hardship...).
+
+    ``categories`` match case-insensitively; ``paths`` are URL path prefixes matched
+    case-insensitively and by whole segments (``/health`` covers ``/health`` and
+    ``/health/x``, not ``/healthy-snacks``). Names and prefixes are not personal data; the
+    one definition of the matching is :class:`sdk.sensitive.Sensitivity`.
+    """
+
+    categories: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+    paths: list[PathPrefix] = []
+
 
 class ArmDef(_Config, frozen=True, kw_only=True):
     """One arm of an experiment and what it shows in the experiment's slots.
@@ -276,6 +299,10 @@ class Manifest(_Config, frozen=True, kw_only=True):
     exploration: ExplorationDef | None = None
     rfm: RfmDef | None = None
     fused: FusedSpec | None = None
+    #: What this bundle's decider scrubs from every request (empty in bundles made before it).
+    sensitive: SensitiveDef = SensitiveDef()
+    #: Profile-derived scores (:data:`PUBLIC_SCORES`) the server may return to public keys.
+    public_scores: list[PublicScore] = []
 
 
 manifest_encoder = msgspec.json.Encoder(order="deterministic")

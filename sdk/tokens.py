@@ -28,6 +28,7 @@ __all__ = [
     "TokenCheck",
     "issue_visitor_token",
     "token_issued_at",
+    "token_visitor_id",
     "user_token",
     "verify_user_token",
     "verify_visitor_token",
@@ -67,7 +68,10 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:  # the decoder skips foreign characters: one spelling per token
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def _visitor_mac(secret: bytes, visitor_id: str, issued: int) -> bytes:
@@ -101,6 +105,13 @@ def token_issued_at(token: str) -> int | None:
     """The issue time (unix seconds) written in a well-formed token, unverified; else None."""
     parsed = _parse(token)
     return parsed[1] if parsed else None
+
+
+def token_visitor_id(token: str) -> str | None:
+    """The visitor id written in a well-formed token, unverified; else None (a data request
+    names its visitor only by its token)."""
+    parsed = _parse(token)
+    return parsed[0] if parsed else None
 
 
 def verify_visitor_token(

@@ -1,6 +1,8 @@
 """``python -m server``: run the decision server with uvicorn, with its connection limits
 (header and keep-alive timeouts, header size, concurrency) from :class:`server.settings.Settings`
-and every log line passed through the key-redacting filter.
+and every log line passed through the key-redacting filter. It refuses to start on a
+configuration the app would refuse (keys without a visitor token secret, ...); the demo without
+a token secret gets a random one, made here once and shared by every worker.
 
 Must not import model_export.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 
 __all__ = ["main"]
 
@@ -46,12 +49,19 @@ def main() -> None:
     from server.observability.redaction import log_config
 
     logging.config.dictConfig(log_config(LOGGING_CONFIG))
+    from server.identity import Identity
     from server.settings import Settings
 
     logger = logging.getLogger("tailor.server")
     settings = Settings.from_env()
+    if settings.demo and not (settings.token_secrets or settings.token_secret_file):
+        # one visitor token secret for every worker of this demo run (each worker process
+        # builds its app from the environment), so that they all verify each other's tokens
+        os.environ["TAILOR_TOKEN_SECRETS"] = secrets.token_urlsafe(32)
+        settings = Settings.from_env()
     try:
-        settings.security_config()  # no keys and no demo, or both: refuse to start
+        security = settings.security_config()  # no keys and no demo, or both: refuse to start
+        Identity.from_settings(settings, keys=bool(security.keys))  # keys need a token secret
     except ValueError as exc:
         logger.error("refusing to start: %s", exc)
         raise SystemExit(2) from exc

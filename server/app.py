@@ -22,9 +22,11 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from sdk.geo import GeoResolver, edge_header_groups
+from server.conversions import route_handlers as conversion_handlers
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.events import route_handlers as event_handlers
+from server.identity import Identity
 from server.observability import Metrics, MetricsMiddleware, metrics_handler
 from server.openapi import openapi_config
 from server.problems import exception_handlers
@@ -35,7 +37,8 @@ from server.routes import BATCH_BODY_FACTOR, route_handlers
 from server.security import SecurityMiddleware
 from server.settings import Settings
 from server.state import Engine
-from server.stores import MemoryProfileStore
+from server.stores import MemoryEventGuard, MemoryProfileStore
+from server.visitors import route_handlers as visitor_handlers
 
 __all__ = ["create_app"]
 
@@ -72,9 +75,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     Args:
         settings: the configuration; read from ``TAILOR_*`` environment variables when None.
+
+    Raises:
+        ValueError: keys and the demo both or neither configured, or keys without a visitor
+            token secret (:meth:`server.identity.Identity.from_settings`).
     """
     settings = settings if settings is not None else Settings.from_env()
     security = settings.security_config()
+    # the token secrets: refused with keys and none set; the demo makes one
+    identity = Identity.from_settings(settings, keys=bool(security.keys))
     metrics = Metrics.from_env()  # one per worker process: uvicorn calls the factory in each
 
     @asynccontextmanager
@@ -104,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             max_visitors=settings.max_visitors,
             ttl_seconds=settings.profile_ttl_days * 86_400,
         )
+        engine.guard = MemoryEventGuard(max_entries=settings.event_guard_entries)
         if settings.event_log_dir is not None:
             engine.eventlog = EventLog(settings.event_log_dir)
         engine.load_static(Path(settings.static_dir))
@@ -125,7 +135,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await anyio.to_thread.run_sync(engine.eventlog.close)
 
     app = Litestar(
-        route_handlers=[*route_handlers, *event_handlers, *report_handlers, metrics_handler],
+        route_handlers=[
+            *route_handlers,
+            *event_handlers,
+            *visitor_handlers,
+            *conversion_handlers,
+            *report_handlers,
+            metrics_handler,
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         # the largest any route accepts (a decide batch); each handler's read_body enforces its own
@@ -136,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "metrics": metrics,
                 "reports": ReportService(settings.event_log_dir, settings.static_dir),
                 "body_timeout": settings.body_timeout,
+                "identity": identity,
             }
         ),
         openapi_config=openapi_config(interactive=settings.docs_ui),

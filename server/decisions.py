@@ -1,7 +1,9 @@
 """Per-visit decision stability: a bounded TTL cache of encoded decisions keyed by visitor,
-session, model version and consent, so a visitor keeps the same persona and variants for the
-whole visit. Requests without a session id are not cached; every access holds a lock; entries
-are ``gc=False`` structs the garbage collector never scans.
+session, model version, consent and the kind of key that asked, so a visitor keeps the same
+persona and variants for the whole visit (a public key's decisions carry a visitor token and
+no private scores: they are never re-served to a secret key, nor the other way round).
+Requests without a session id are not cached; every access holds a lock; entries are
+``gc=False`` structs the garbage collector never scans.
 
 Must not import model_export.
 """
@@ -17,8 +19,9 @@ from server.lru import LruTtlCache
 
 __all__ = ["DecisionCache"]
 
-#: A visit: ``"{visitor} {session} {consent} {model version}"``. Visitor and session ids are
-#: validated to contain no space, so the visitor is everything before the first one.
+#: A visit: ``"{visitor} {session} {consent}{p|s} {model version}"`` (``p``: a public key).
+#: Visitor and session ids are validated to contain no space, so the visitor is everything
+#: before the first one.
 Key = str
 
 
@@ -53,12 +56,13 @@ class DecisionCache:
         self.misses = 0
 
     @staticmethod
-    def key(request: DecideRequest, version: str) -> Key | None:
-        """The visit key of a request, or None when it has no session id (not cached)."""
+    def key(request: DecideRequest, version: str, *, public: bool = False) -> Key | None:
+        """The visit key of a request, or None when it has no session id (not cached);
+        ``public``: asked with a public key (after its identity checks)."""
         if request.session_id is None:
             return None
         consent = request.consent
-        flags = f"{consent.personalization:d}{consent.storage:d}"
+        flags = f"{consent.personalization:d}{consent.storage:d}{'p' if public else 's'}"
         return f"{request.visitor_id} {request.session_id} {flags} {version}"
 
     def get(self, key: Key | None, slots: list[str]) -> bytes | None:

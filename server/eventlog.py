@@ -245,6 +245,7 @@ class EventLog:
         *,
         received_at: datetime,
         policy: Callable[[str], LogPermissions] = _log_all,
+        trusted: bool = False,
     ) -> None:
         """Log feedback events, each as one ``kind: event`` line.
 
@@ -255,6 +256,8 @@ class EventLog:
             policy: what the log may hold of a visitor's events
                 (:func:`sdk.consent.event_log_policy`); events it does not let be recorded
                 are only counted (:attr:`withheld`).
+            trusted: whether the sender is trusted (a secret key or a confirmed conversion,
+                :attr:`sdk.logs.EventRecord.trusted`); browsers' events are not.
         """
         if received_at.tzinfo is None:
             raise ValueError("received_at must be timezone-aware")
@@ -271,7 +274,8 @@ class EventLog:
         if len(kept) < len(events):
             self._withhold(len(events) - len(kept))
         lines = [
-            encode_record(_event_record(e, received, known, policies[e.visitor_id])) for e in kept
+            encode_record(_event_record(e, received, known, policies[e.visitor_id], trusted))
+            for e in kept
         ]
         if lines:
             self._append(lines)
@@ -457,6 +461,7 @@ def _event_record(
     received: datetime,
     known: dict[str, _Remembered | None],
     policy: LogPermissions,
+    trusted: bool,
 ) -> EventRecord:
     """The record of ``event`` with what its remembered decision, if any, tells about it."""
     decision = known.get(event.decision_id) if event.decision_id is not None else None
@@ -469,7 +474,7 @@ def _event_record(
     ):
         chosen = None  # the event is about another variant than the one logged
     if decision is None:
-        return event_record(event, received, chosen=chosen, policy=policy)
+        return event_record(event, received, chosen=chosen, policy=policy, trusted=trusted)
     return event_record(
         event,
         received,
@@ -477,4 +482,5 @@ def _event_record(
         user_id=decision.user_id,
         timezone=decision.timezone,
         policy=policy,
+        trusted=trusted,
     )

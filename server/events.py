@@ -7,6 +7,12 @@ allows (without storage consent anonymously, URLs without their query);
 a refused batch is answered ``202 {"accepted": 0}``. Deleting a visitor erases the profile and
 cached decisions and appends an erasure marker to the log.
 
+A public key is in every page, so its batches are checked before anything is applied or
+logged: each event names a decision the server issued to its visitor and an event id never
+seen (:class:`server.stores.EventGuard`: 403 ``forged-event``, 409 ``replayed-event``), a
+decision converts once, values are bounded (422), and a stored profile changes only with the
+batch's valid visitor token. Their records are marked untrusted; secret keys' are trusted.
+
 Must not import model_export.
 """
 
@@ -23,13 +29,16 @@ from litestar.params import FromPath
 
 from sdk.consent import event_log_policy, event_permissions, gpc
 from sdk.schema import Event, EventBatch, Id
+from sdk.tokens import TokenCheck
 from server.bodies import decode_body, read_body
 from server.eventlog import EventLog
+from server.identity import Identity
 from server.openapi import EVENTS_DOCS, VISITOR_DELETE_DOCS, VISITOR_GET_DOCS
 from server.problems import Problem
-from server.stores import ProfileStore
+from server.stores import EventGuard, ProfileStore
+from server.visitors import erase_visitor
 
-__all__ = ["DecisionCache", "EventsEngine", "route_handlers"]
+__all__ = ["DecisionCache", "EventsEngine", "is_public", "route_handlers"]
 
 
 _encoder = msgspec.json.Encoder()
@@ -41,6 +50,9 @@ _DECISIVE = frozenset({"conversion", "not_interested"})
 class _Settings(Protocol):
     @property
     def max_body_bytes(self) -> int: ...
+
+    @property
+    def browser_max_conversion_value(self) -> float: ...
 
 
 class DecisionCache(Protocol):
@@ -66,10 +78,54 @@ class EventsEngine(Protocol):
     @property
     def decision_cache(self) -> DecisionCache | None: ...
 
+    @property
+    def guard(self) -> EventGuard: ...
+
 
 def _engine(state: State) -> EventsEngine:
     engine: EventsEngine = state.engine
     return engine
+
+
+def is_public(request: Request[Any, Any, Any]) -> bool:
+    """Whether the caller is a public key (the tag, the keyless demo): anything but a secret
+    key is, as for decides."""
+    key = request.scope.get("state", {}).get("tailor_key")
+    return getattr(key, "kind", None) != "secret"
+
+
+def _check_values(events: list[Event], limit: float) -> None:
+    """Refuse a browser's event value above ``limit`` (422, naming the event)."""
+    for i, event in enumerate(events):
+        if event.value is not None and event.value > limit:
+            raise Problem(
+                422,
+                "value-too-large",
+                "Value too large for a browser",
+                f"a public key may report a value of at most {limit:g}; send real order "
+                "values from your backend as confirmed conversions (POST /v1/conversions, "
+                f"secret key) - at `$.events[{i}].value`",
+            )
+
+
+def _guard(engine: EventsEngine, events: list[Event]) -> None:
+    """Refuse a public-key batch with a forged or replayed event (nothing of it is recorded)."""
+    refusal = engine.guard.check_and_record(events)
+    if refusal is None:
+        return
+    if refusal.kind == "forged-event":
+        raise Problem(403, refusal.kind, "Forged event", refusal.detail)
+    raise Problem(409, refusal.kind, "Replayed event", refusal.detail)
+
+
+def _proven(state: State, batch: EventBatch) -> set[str]:
+    """The visitors of a public-key batch its visitor token proves (their stored profiles may
+    change); none without a token or an identity."""
+    identity: Identity | None = state.get("identity")
+    if identity is None or batch.visitor_token is None:
+        return set()
+    visitors = {e.visitor_id for e in batch.events}
+    return {v for v in visitors if identity.check(batch.visitor_token, v) is TokenCheck.VALID}
 
 
 def _visitor_id(value: str) -> str:
@@ -93,13 +149,19 @@ def _json(body: object, status: int = 200) -> Response[bytes]:
 @post("/v1/events", status_code=202, **EVENTS_DOCS)
 async def ingest_events(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Feedback events (impressions, clicks, conversions...): applied to stored profiles and
-    appended to the event log."""
+    appended to the event log; a public key's are checked first (see the module)."""
     engine = _engine(state)
     body = await read_body(request, engine.settings.max_body_bytes)
     batch = decode_body(body, _batch_decoder, "event batch")
     allowed = event_permissions(batch.consent, refused_by_gpc=gpc(request.headers))
     if not allowed.accept:
         return _json({"accepted": 0}, 202)
+    public = is_public(request)
+    proven: set[str] = set()
+    if public:
+        _check_values(batch.events, engine.settings.browser_max_conversion_value)
+        _guard(engine, batch.events)
+        proven = _proven(state, batch)
     received_at = datetime.now(UTC)
     by_visitor: defaultdict[str, list[Event]] = defaultdict(list)
     for event in batch.events:
@@ -108,6 +170,8 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     for visitor_id, events in by_visitor.items():
         if not allowed.apply_to_profiles:
             continue  # the visitor allows personalization but no stored profile
+        if public and visitor_id not in proven:
+            continue  # no valid visitor token: an unstored visitor, whatever its id
         if engine.profiles.get(visitor_id, now=received_at) is None:
             continue  # no stored profile: no storage consent was seen for this visitor
         stored.add(visitor_id)
@@ -122,6 +186,7 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
             policy=lambda visitor_id: event_log_policy(
                 consent, refused_by_gpc=False, stored=visitor_id in stored
             ),
+            trusted=not public,
         )
     metrics = getattr(engine, "metrics", None)
     if metrics is not None:
@@ -142,13 +207,7 @@ async def get_visitor(visitor_id: FromPath[str], state: State) -> Response[bytes
 @delete("/v1/visitors/{visitor_id:str}", status_code=204, **VISITOR_DELETE_DOCS)
 async def delete_visitor(visitor_id: FromPath[str], state: State) -> None:
     """Erase a visitor: profile, suppressions, cached decisions; mark the event log."""
-    engine = _engine(state)
-    valid = _visitor_id(visitor_id)
-    engine.profiles.delete(valid)
-    if engine.decision_cache is not None:
-        engine.decision_cache.invalidate(valid)
-    if engine.eventlog is not None:
-        engine.eventlog.append_erasure(valid)
+    erase_visitor(_engine(state), _visitor_id(visitor_id))  # the erasure of POST /v1/me/forget
 
 
 route_handlers = [ingest_events, get_visitor, delete_visitor]

@@ -33,12 +33,13 @@ from litestar.openapi.spec import (
 from msgspec import Meta
 
 from sdk.analysis.reports import ExperimentList, ExperimentReport, KpiSeries
-from sdk.schema import SCHEMA_VERSION, DecideRequest, Decision, EventBatch
+from sdk.schema import SCHEMA_VERSION, ConversionBatch, DecideRequest, Decision, EventBatch
 
 __all__ = [
     "ADMIN_RELOAD_DOCS",
     "BUNDLE_DOCS",
     "BUNDLE_FILE_DOCS",
+    "CONVERSIONS_DOCS",
     "DECIDE_BATCH_DOCS",
     "DECIDE_BATCH_MAX",
     "DECIDE_DOCS",
@@ -54,6 +55,7 @@ __all__ = [
     "VISITOR_DELETE_DOCS",
     "VISITOR_GET_DOCS",
     "Accepted",
+    "ConversionsAccepted",
     "DecideBatch",
     "ProblemDetails",
     "WireComponents",
@@ -91,13 +93,22 @@ class Accepted(msgspec.Struct, kw_only=True):
     accepted: Annotated[int, Meta(ge=0)]
 
 
+class ConversionsAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """Confirmed conversions counted now, and those skipped because their order id was
+    counted before."""
+
+    accepted: Annotated[int, Meta(ge=0)]
+    duplicates: Annotated[int, Meta(ge=0)]
+
+
 #: What each error status means across the API (the ``description`` of the response).
 PROBLEMS: Final[dict[int, str]] = {
     400: "Malformed JSON",
     401: "No API key, or an unknown one",
     403: "The key may not call this route, or the Origin is not allowed for it",
     404: "Not found",
-    409: "Conflict with the current state (e.g. the bundle was refused or changed)",
+    409: "Conflict with the current state (e.g. the bundle was refused or changed, or an "
+    "event was replayed)",
     413: "Request body too large",
     415: "Unsupported media type: send JSON as application/json or text/plain",
     422: "The body violates the schema; `detail` names the field, e.g. `$.visitorId`",
@@ -363,16 +374,38 @@ EVENTS_DOCS: Final = wire_docs(
         "batches of 1 to 100. Accepted as `application/json` or `text/plain` (the tag sends "
         "them with `navigator.sendBeacon` when the page is hidden). A batch whose `consent` "
         "grants neither personalization nor storage, or sent with `Sec-GPC: 1`, is dropped "
-        "(`accepted: 0`); without storage consent no profile changes."
+        "(`accepted: 0`); without storage consent no profile changes. With a public key, "
+        "every event needs an `eventId` and the `decisionId` of a decision issued to its "
+        "`visitorId` (else 403 `forged-event`); an event id seen before, or a second "
+        "conversion of one decision, is 409 `replayed-event`; a `value` above the server's "
+        "browser limit is 422 (confirm orders with `POST /v1/conversions`); a stored profile "
+        "changes only with the batch's valid `visitorToken`. A refused batch is refused whole."
     ),
     request=EventBatch,
     request_media_types=(JSON_MEDIA_TYPE, "text/plain"),
     status=202,
     response=Accepted,
     response_description="The events were accepted for processing",
-    problems=(400, 413, 415, 422),
+    problems=(400, 403, 409, 413, 415, 422),
     tags=("events",),
     security=PUBLIC_KEY_SECURITY,
+)
+CONVERSIONS_DOCS: Final = wire_docs(
+    operation_id="recordConversions",
+    summary="Record confirmed conversions",
+    description=(
+        "Purchases the site's backend confirms, 1 to 100 a call: the revenue reports and "
+        "retraining count as real (`trusted` in the log). Each `orderId` counts once for 30 "
+        "days (a duplicate is skipped and counted in `duplicates`, not an error); a visitor "
+        "with a stored profile gets the purchase and its value, as with a conversion event."
+    ),
+    request=ConversionBatch,
+    status=202,
+    response=ConversionsAccepted,
+    response_description="The conversions were counted (or skipped as duplicates)",
+    problems=(400, 413, 415, 422),
+    tags=("events",),
+    security=SECRET_KEY_SECURITY,
 )
 VISITOR_GET_DOCS: Final = wire_docs(
     operation_id="getVisitor",
@@ -405,8 +438,9 @@ BUNDLE_DOCS: Final = wire_docs(
     summary="The bundle being served",
     description=(
         "Model version, format versions and the sha256 of every file of the verified bundle "
-        "in use, with the manifest digest as `ETag`, for SDKs that decide locally and refresh "
-        "with `If-None-Match`."
+        "in use (`signature.json` included when the bundle is signed), `signed` and the "
+        "signing `keyId`, with the manifest digest as `ETag`, for SDKs that decide locally and "
+        "refresh with `If-None-Match`."
     ),
     response=dict[str, Any],
     response_description="The served bundle's versions and file digests",
@@ -419,8 +453,10 @@ BUNDLE_FILE_DOCS: Final = wire_docs(
     operation_id="getBundleFile",
     summary="One file of the bundle being served",
     description=(
-        "`manifest.json` or a file it lists, immutable, with its sha256 as `ETag`. 409 when "
-        "the bundle on disk changed since it was loaded: fetch `/v1/bundle` again."
+        "`manifest.json` or a file it lists, immutable, with its sha256 as `ETag`; or "
+        "`signature.json` (Ed25519 over the exact bytes of `manifest.json`), revalidated since "
+        "a bundle may be re-signed in place. 409 when the bundle on disk changed since it was "
+        "loaded: fetch `/v1/bundle` again."
     ),
     response=bytes,
     response_media_type="application/octet-stream",

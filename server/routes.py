@@ -25,10 +25,12 @@ from litestar.response.base import ASGIResponse
 from msgspec import Meta
 
 from sdk import Decider
+from sdk.bundle import SIGNATURE_FILE, Bundle, BundleSignature
 from sdk.consent import effective_consent, gpc, permissions
 from sdk.features import FeatureRow
 from sdk.schema import Behavior, DecideRequest, Decision, request_decoder
 from server.bodies import decode_body, read_body
+from server.identity import Identity, public_decision, verify_request
 from server.observability import ServerTiming
 from server.openapi import (
     ADMIN_RELOAD_DOCS,
@@ -103,6 +105,11 @@ def _key_kind(request: Request[Any, Any, Any]) -> str | None:
     return getattr(key, "kind", None)
 
 
+def _identity(request: Request[Any, Any, Any]) -> Identity:
+    identity: Identity = request.app.state.identity
+    return identity
+
+
 def _new_profile_client(request: Request[Any, Any, Any]) -> tuple[str, bytes] | None:
     """The bucket of a public-key client's new profiles (key id + hashed address), or None
     for secret keys, whose new profiles are not capped."""
@@ -114,9 +121,11 @@ def _new_profile_client(request: Request[Any, Any, Any]) -> tuple[str, bytes] | 
 
 def _prepare(
     request: Request[Any, Any, Any], decide_request: DecideRequest, engine: Engine
-) -> DecideRequest:
-    """Check the timestamp, apply the consent signals and derive the location the server
-    trusts."""
+) -> tuple[DecideRequest, str | None]:
+    """Check the timestamp, apply the consent signals, derive the location the server trusts
+    and apply the identity rules (:func:`server.identity.verify_request`; only secret keys are
+    trusted with any visitor and user id); returns the request to decide and the visitor
+    token its decision carries."""
     stamp = decide_request.timestamp
     if stamp is not None:
         aware = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
@@ -143,7 +152,16 @@ def _prepare(
             else None
         )
         updates["context"] = msgspec.structs.replace(decide_request.context, location=location)
-    return msgspec.structs.replace(decide_request, **updates) if updates else decide_request
+    if updates:
+        decide_request = msgspec.structs.replace(decide_request, **updates)
+    public = _key_kind(request) != "secret"
+    verified = verify_request(_identity(request), decide_request, public=public)
+    return verified.request, verified.token
+
+
+def _public_scores(decider: Decider) -> tuple[str, ...]:
+    """The profile-derived scores (``"rfm"``, score names) the bundle lets public keys see."""
+    return tuple(getattr(decider.bundle.manifest, "public_scores", ()))
 
 
 _NONE_SUPPRESSED: frozenset[str] = frozenset()
@@ -186,6 +204,8 @@ def _decided(
         )
     ):
         store.record_visit(req.visitor_id, req, now=now)
+    if client is not None:  # a public key's events must name a decision issued to the visitor
+        engine.guard.issue(decision.decision_id, decision.visitor_id)
     if engine.eventlog is not None:
         engine.eventlog.append_decision(decision, req, profile=profile, row=row)
     if engine.metrics is not None:
@@ -231,10 +251,12 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     engine = _engine(request.app.state)
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes)
-    decide_request = _prepare(request, _decode(body), engine)
+    decide_request, token = _prepare(request, _decode(body), engine)
     decider = _decider(engine)
+    public = _key_kind(request) != "secret"
     t1 = time.perf_counter()
-    key = engine.decision_cache.key(decide_request, decider.bundle.version)
+    # the principal's kind is in the key: public decisions are stripped and carry tokens
+    key = engine.decision_cache.key(decide_request, decider.bundle.version, public=public)
     payload = engine.decision_cache.get(key, decide_request.slots)
     cache = "hit"
     t2 = t3 = time.perf_counter()
@@ -242,6 +264,8 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
         cache = "miss"
         client = _new_profile_client(request)
         decision = decide_visits(engine, decider, [decide_request], client)[0]
+        if public:
+            decision = public_decision(decision, token, _public_scores(decider))
         t2 = time.perf_counter()
         payload = _encoder.encode(decision)
         t3 = time.perf_counter()
@@ -265,10 +289,17 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     engine = _engine(state)
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes * BATCH_BODY_FACTOR)
-    requests = [_prepare(request, r, engine) for r in _decode_batch(body)]
+    prepared = [_prepare(request, r, engine) for r in _decode_batch(body)]
+    requests = [r for r, _ in prepared]
     decider = _decider(engine)
     t1 = time.perf_counter()
     decisions = decide_visits(engine, decider, requests, _new_profile_client(request))
+    if _key_kind(request) != "secret":  # secret-only by default; a configured public route
+        shown = _public_scores(decider)
+        decisions = [
+            public_decision(d, token, shown)
+            for d, (_, token) in zip(decisions, prepared, strict=True)
+        ]
     t2 = time.perf_counter()
     payload = _batch_encoder.encode(decisions)
     timing = ServerTiming.from_scope(request.scope)
@@ -282,12 +313,27 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
 
 
 _batch_encoder = msgspec.json.Encoder()
+_signature_decoder = msgspec.json.Decoder(BundleSignature)
+_SIGNATURE_MAX_BYTES = 64 << 10
+
+
+async def _signature(bundle: Bundle) -> bytes | None:
+    """The bytes of the serving bundle's ``signature.json`` as it is now (it may be signed in
+    place after loading), or None when there is none (or no regular file of at most 64 KiB)."""
+    path = anyio.Path(bundle.path / SIGNATURE_FILE)
+    try:
+        if not await path.is_file() or (await path.stat()).st_size > _SIGNATURE_MAX_BYTES:
+            return None
+        return await path.read_bytes()
+    except OSError:
+        return None
 
 
 @get("/v1/bundle", **BUNDLE_DOCS)
 async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    """The serving bundle's version and file hashes, with the manifest digest as ETag, for SDKs
-    that decide locally and refresh by ``If-None-Match``."""
+    """The serving bundle's version and file hashes (``signature.json`` too when it is signed),
+    with the manifest digest as ETag, for SDKs that decide locally and refresh by
+    ``If-None-Match``."""
     decider = _decider(_engine(state))
     bundle = decider.bundle
     etag = f'"{bundle.digest}"'
@@ -295,15 +341,25 @@ async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
     m = bundle.manifest
-    body = {
+    files = {"manifest.json": bundle.digest, **m.files}
+    body: dict[str, Any] = {
         "modelVersion": m.model_version,
         "digest": bundle.digest,
         "createdAt": m.created_at.isoformat(),
         "formatVersion": m.format_version,
         "featureSetVersion": m.feature_set_version,
         "schemaVersion": m.schema_version,
-        "files": {"manifest.json": bundle.digest, **m.files},
+        "files": files,
+        "signed": False,
     }
+    signature = await _signature(bundle)
+    if signature is not None:
+        files[SIGNATURE_FILE] = hashlib.sha256(signature).hexdigest()
+        try:
+            body["keyId"] = _signature_decoder.decode(signature).key_id
+            body["signed"] = True
+        except msgspec.DecodeError:
+            pass  # listed all the same: a client that checks signatures says it is malformed
     return Response(body, headers=headers)
 
 
@@ -311,8 +367,11 @@ async def bundle_info(request: Request[Any, Any, Any], state: State) -> Response
 async def bundle_file(
     name: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[bytes]:
-    """One file of the serving bundle (``manifest.json`` or a file it lists), ETag = sha256."""
+    """One file of the serving bundle (``manifest.json``, ``signature.json`` or a file the
+    manifest lists), ETag = sha256."""
     bundle = _decider(_engine(state)).bundle
+    if name == SIGNATURE_FILE:
+        return await _signature_file(bundle, request)
     if name == "manifest.json":
         digest = bundle.digest
     elif name in bundle.manifest.files:
@@ -328,6 +387,27 @@ async def bundle_file(
         raise Problem(
             409, "bundle-changed", "Bundle changed", "the bundle on disk changed; fetch /v1/bundle"
         )
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+async def _signature_file(bundle: Bundle, request: Request[Any, Any, Any]) -> Response[bytes]:
+    """``signature.json`` as it is now (re-signing in place changes it, so it is revalidated,
+    not immutable); 409 when ``manifest.json`` on disk is no longer the serving one."""
+    data = await _signature(bundle)
+    if data is None:
+        raise Problem(404, "not-found", "Not found", f"the bundle has no {SIGNATURE_FILE}")
+    try:
+        manifest = await anyio.Path(bundle.path / "manifest.json").read_bytes()
+    except OSError:
+        manifest = b""
+    if hashlib.sha256(manifest).hexdigest() != bundle.digest:
+        raise Problem(
+            409, "bundle-changed", "Bundle changed", "the bundle on disk changed; fetch /v1/bundle"
+        )
+    etag = f'"{hashlib.sha256(data).hexdigest()}"'
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(b"", status_code=304, headers=headers)
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

@@ -31,7 +31,16 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("TAILOR_KEEP_ALIVE_TIMEOUT", "keep_alive_timeout", float),
     ("TAILOR_MAX_HEADER_BYTES", "max_header_bytes", int),
     ("TAILOR_LIMIT_CONCURRENCY", "limit_concurrency", int),
+    ("TAILOR_BROWSER_MAX_CONVERSION_VALUE", "browser_max_conversion_value", float),
+    ("TAILOR_EVENT_GUARD_ENTRIES", "event_guard_entries", int),
+    ("TAILOR_VISITOR_TOKEN_DAYS", "visitor_token_days", float),
 )
+#: Fields holding secrets: never shown by ``repr``.
+_SECRET_FIELDS = frozenset({"token_secrets", "user_token_secrets"})
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +86,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         docs_ui: serve the interactive API docs (Scalar, Swagger UI) beside
             ``/schema/openapi.json``; off by default, since their scripts load from a CDN without
             integrity hashes (``TAILOR_DOCS_UI=1``).
+        browser_max_conversion_value: the largest event ``value`` a public key (a browser)
+            may report; larger ones are refused (422), confirmed conversions
+            (``POST /v1/conversions``, secret key) carry real order values
+            (``TAILOR_BROWSER_MAX_CONVERSION_VALUE``).
+        event_guard_entries: entries of each table of the event guard per process (decisions
+            issued to public keys, event ids seen, converted decisions, confirmed order ids;
+            least recent dropped), about 300 bytes each (``TAILOR_EVENT_GUARD_ENTRIES``).
+        token_secrets: secrets signing the visitor tokens the server issues to public-key
+            visitors with storage consent (``TAILOR_TOKEN_SECRETS``, comma-separated): each is
+            used as its UTF-8 text, at least 32 bytes (``secrets.token_urlsafe(32)`` makes
+            one); the first signs, all verify, so a new one is put first and an old one removed
+            once its tokens have been renewed. Required with API keys; the demo makes one.
+        token_secret_file: a file of more token secrets, one a line (``#`` comments), after
+            ``token_secrets`` (``TAILOR_TOKEN_SECRET_FILE``).
+        visitor_token_days: the oldest visitor token accepted; tokens are renewed in the next
+            decision once a day old, so this is how long a visitor may stay away
+            (``TAILOR_VISITOR_TOKEN_DAYS``).
+        user_token_secrets: secrets shared with the site's backend, which signs user ids with
+            ``sdk.tokens.user_token`` (``TAILOR_USER_TOKEN_SECRETS``, comma-separated); without
+            them a user id from a public key is always dropped.
     """
 
     bundle_path: str = "var/bundles/demo"
@@ -101,6 +130,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_header_bytes: Annotated[int, Meta(ge=4096, le=1024 * 1024)] = 64 * 1024
     limit_concurrency: Annotated[int, Meta(ge=1)] = 1000
     docs_ui: bool = False
+    browser_max_conversion_value: Annotated[float, Meta(ge=0, le=1_000_000_000)] = 10_000.0
+    event_guard_entries: Annotated[int, Meta(ge=1000)] = 200_000
+    token_secrets: list[str] = []
+    token_secret_file: str | None = None
+    visitor_token_days: Annotated[float, Meta(gt=0, le=3650)] = 395.0
+    user_token_secrets: list[str] = []
+
+    def __repr__(self) -> str:  # the token secrets stay out of logs and tracebacks
+        shown = (
+            f"{name}={'[...]' if name in _SECRET_FIELDS else repr(getattr(self, name))}"
+            for name in self.__struct_fields__
+        )
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -135,6 +177,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 values[field] = kind(env[name])
         if env.get("TAILOR_DOCS_UI"):
             values["docs_ui"] = env["TAILOR_DOCS_UI"].lower() in ("1", "true", "yes")
+        if env.get("TAILOR_TOKEN_SECRETS"):
+            values["token_secrets"] = _listed(env["TAILOR_TOKEN_SECRETS"])
+        if env.get("TAILOR_TOKEN_SECRET_FILE"):
+            values["token_secret_file"] = env["TAILOR_TOKEN_SECRET_FILE"]
+        if env.get("TAILOR_USER_TOKEN_SECRETS"):
+            values["user_token_secrets"] = _listed(env["TAILOR_USER_TOKEN_SECRETS"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
         settings = msgspec.convert(values, cls)

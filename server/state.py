@@ -20,7 +20,7 @@ from server.eventlog import EventLog
 from server.reloader import BundleHolder
 from server.security.ratelimit import RateLimiter
 from server.settings import Settings
-from server.stores import ProfileStore
+from server.stores import EventGuard, MemoryEventGuard, ProfileStore
 
 __all__ = ["Asset", "Engine"]
 
@@ -40,7 +40,8 @@ class Asset:
 class Engine:
     """What handlers need: settings, the bundle holder (its decider is None until a bundle is
     verified), the geo resolver, the per-visit decision cache, the profile store, the event
-    log, metrics, static assets and the per-client new-profile buckets."""
+    log, the event guard (decisions issued to public keys, event ids and orders seen),
+    metrics, static assets and the per-client new-profile buckets."""
 
     settings: Settings
     holder: BundleHolder
@@ -48,6 +49,7 @@ class Engine:
     decision_cache: DecisionCache = field(default_factory=DecisionCache)
     profiles: ProfileStore | None = None
     eventlog: EventLog | None = None
+    guard: EventGuard = field(default_factory=MemoryEventGuard)
     metrics: Any = None
     assets: dict[str, Asset] = field(default_factory=dict)
     new_profiles: RateLimiter = field(default_factory=lambda: RateLimiter(burst_seconds=60.0))

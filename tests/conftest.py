@@ -171,15 +171,29 @@ def _start_server(
     raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
 
 
+#: The visitor token secret of keyed test servers (tests forge and age tokens with it).
+TEST_TOKEN_SECRET = "test-visitor-token-secret-0123456789abcdef"
+#: The user token secret shared with "the site's backend" in tests.
+TEST_USER_TOKEN_SECRET = "test-user-token-secret-0123456789abcdefgh"
+
+
 @contextmanager
-def keyed_server(bundle_path: Path, root: Path, keys: dict[str, Any]) -> Iterator[LiveServer]:
+def keyed_server(
+    bundle_path: Path, root: Path, keys: dict[str, Any], extra_env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
     """A real server (demo off) with the security config ``keys`` (the JSON of
-    :class:`server.security.SecurityConfig`), stopped on exit."""
+    :class:`server.security.SecurityConfig`) and the test token secrets, stopped on exit."""
     (root / "keys.json").write_text(json.dumps(keys))
     server = _start_server(
         bundle_path,
         root / "server.log",
-        {"TAILOR_DEMO": "0", "TAILOR_KEYS_FILE": str(root / "keys.json")},
+        {
+            "TAILOR_DEMO": "0",
+            "TAILOR_KEYS_FILE": str(root / "keys.json"),
+            "TAILOR_TOKEN_SECRETS": TEST_TOKEN_SECRET,
+            "TAILOR_USER_TOKEN_SECRETS": TEST_USER_TOKEN_SECRET,
+            **(extra_env or {}),
+        },
     )
     try:
         yield server
@@ -264,6 +278,9 @@ def app_client(**settings: Any) -> Iterator[Any]:
     demo = bool(settings.get("demo"))
     if settings.get("security") is None and not demo:
         settings["security"] = security_for_tests()
+    if not demo:
+        settings.setdefault("token_secrets", [TEST_TOKEN_SECRET])
+        settings.setdefault("user_token_secrets", [TEST_USER_TOKEN_SECRET])
     settings.setdefault("reload_interval", 0)
     with tempfile.TemporaryDirectory(prefix="tailor-events-") as events:
         settings.setdefault("event_log_dir", events)

@@ -139,7 +139,8 @@ export const BATCH = 50;
 /**
  * Milliseconds to wait before sending a batch of events again after an answer with `status`,
  * or -1 when it is not sent again: only 429 (rate limited) and 503 (unavailable) are retried,
- * `attempt` (0 for the first retry) up to 2. A Retry-After of whole seconds is obeyed (up to
+ * `attempt` (0 for the first retry) up to 2; every other 4xx (403 forged-event, 409
+ * replayed-event, 422 ...) would be refused again, so it is dropped. A Retry-After of whole seconds is obeyed (up to
  * 60 s); otherwise the wait is 1 s, 2 s, 4 s with up to 50% jitter (`rand` in [0, 1)).
  */
 export function retryDelay(status, retryAfter, attempt, rand) {
@@ -155,8 +156,9 @@ export function retryDelay(status, retryAfter, attempt, rand) {
  * search}, document: {referrer, title}, navigator: {userAgent, userAgentData?, language,
  * maxTouchPoints}, screen: {width, height}, devicePixelRatio}; navigator.userAgentData
  * serialises itself (toJSON) as {brands, mobile, platform}. `req` holds the top-level fields
- * {visitorId, sessionId, userId, consent: {personalization, storage}, behavior, slots}; without
- * personalization consent neither userId nor behaviour is sent. Strings are cut to the schema's
+ * {visitorId, visitorToken, sessionId, userId, userToken, consent: {personalization, storage},
+ * behavior, slots}; without personalization consent neither the user (id and token) nor the
+ * behaviour is sent. Strings are cut to the schema's
  * maximum lengths and invalid slot ids dropped, so the server never rejects the request for them.
  */
 export function buildRequest(w, req, campaign, timeZone) {
@@ -174,6 +176,7 @@ export function buildRequest(w, req, campaign, timeZone) {
   return {
     ...req,
     userId: personal ? req.userId : undefined,
+    userToken: personal ? req.userToken : undefined,
     behavior: personal ? req.behavior : {},
     slots: req.slots.filter((s) => ok(SLOT, s)).slice(0, 32),
     context: {
@@ -189,25 +192,35 @@ export function buildRequest(w, req, campaign, timeZone) {
 }
 
 /**
- * The Event for track(type, props), or undefined when `type` is not an event type of the schema.
- * `props` holds Event fields (slot, value, currency, decisionId, variantId, offerId,
- * properties{}); the decision, variant and offer default to the last decision's, for props.slot.
- * Keys the schema does not know are ignored by the server. `c` is {visitorId, sessionId,
- * decision, now}.
+ * The Event for track(type, props), or undefined when it cannot be sent: `type` is not an
+ * event type of the schema, or it refers to no decision (the server takes events only about a
+ * decision it issued to that visitor). `props` holds Event fields (slot, value, currency,
+ * decisionId, variantId, offerId, properties{}); the decision, variant and offer default to
+ * those of `c.decision` for props.slot, and the visitor is the one that decision was issued to.
+ * Keys the schema does not know are ignored by the server. `c` is {decision, sessionId, now,
+ * eventId}: `eventId` is a random id of the event (the server refuses an id it has seen).
  */
 export function toEvent(type, props, c) {
-  if (!ok(EVENT_TYPES, type)) return;
   const dec = c.decision || { slots: {} };
   const sd = dec.slots[props.slot] || {};
-  return {
+  const e = {
     decisionId: dec.decisionId,
     variantId: sd.variantId,
     offerId: sd.offerId,
     ...props,
     type,
-    visitorId: c.visitorId,
+    visitorId: dec.visitorId,
     sessionId: c.sessionId,
     value: num(props.value, 1e9),
     timestamp: new Date(c.now).toISOString(),
+    eventId: c.eventId,
   };
+  if (ok(EVENT_TYPES, type) && e.decisionId && ok(ID, e.visitorId)) return e;
 }
+
+/**
+ * "Why you see what you see", from decision `dec`: its persona, reasons and slots (per slot the
+ * variant shown, its probability, experiment arm and the reason the policy gave); null without
+ * one.
+ */
+export const why = (dec) => (dec ? { persona: dec.persona, reasons: dec.reasons, slots: dec.slots } : null);

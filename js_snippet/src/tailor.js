@@ -4,11 +4,13 @@
  * The browser shell around src/core.js: reads its <script> element's data-* options, hides
  * [data-tailor-slot] elements while a decision is pending (never longer than data-timeout),
  * POSTs a DecideRequest as a CORS-simple text/plain request, fills the slots with sanitised
- * content, and turns window.tailor from a command queue into the API. Storage is written only
- * with consent; errors never reach the page (console.debug when data-debug is set).
+ * content, and turns window.tailor from a command queue into the API. It keeps the visitor id
+ * and token the server issues, sends events about its decisions, and lets the visitor see
+ * (myData) and erase (forget) what is stored about them. Storage is written only with consent;
+ * errors never reach the page (console.debug when data-debug is set).
  * Must import nothing but ./core.js: the tag has zero runtime dependencies.
  */
-import { BATCH, ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, retryDelay, safeUrl, sanitize, startSession, toEvent } from './core.js';
+import { BATCH, ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, retryDelay, safeUrl, sanitize, startSession, toEvent, why } from './core.js';
 
 const w = window;
 const d = document;
@@ -55,6 +57,15 @@ function start() {
 
   const base = (opt.endpoint || new URL(script.src || location).origin).replace(/\/+$/, '');
   const url = (path) => `${base}/v1/${path}` + (opt.key ? '?key=' + encodeURIComponent(opt.key) : '');
+  // State lives in memory and is written through to localStorage (tailor.vid, tailor.sid,
+  // tailor.profile, tailor.tok) only with storage consent.
+  const rid = () => crypto.getRandomValues(new Uint32Array(4)).join('-'); // 128 random bits
+  const blank = () => ({ profile: {}, vid: rid() });
+  let state = blank();
+  /** The JSON body of a request: `body` and the visitor token, when the tag has one. */
+  const json = (body) => JSON.stringify({ visitorToken: state.tok, ...body });
+  // A string body goes as "text/plain;charset=UTF-8": a CORS-simple request, no preflight.
+  const send = (path, body) => fetch(url(path), { method: 'POST', body: json(body), keepalive: true });
 
   // Feedback events wait in `events` and leave in batches: after a second, at BATCH events, and
   // with sendBeacon when the page is hidden. Nothing leaves while consent is pending; a refusal
@@ -66,7 +77,7 @@ function start() {
   const none = () => !consent.personalization && !consent.storage; // nothing granted (yet)
   const refused = () => !pending && none();
   const post = (batch, attempt) =>
-    fetch(url('events'), { method: 'POST', body: JSON.stringify({ events: batch, consent }), keepalive: true }).then((r) => {
+    send('events', { events: batch, consent }).then((r) => {
       const wait = retryDelay(r.status, r.headers.get('retry-after'), attempt, Math.random());
       if (wait >= 0) setTimeout(() => post(batch, attempt + 1), wait);
     }, log);
@@ -76,8 +87,7 @@ function start() {
     if (pending) return;
     while (events.length) {
       const batch = events.splice(0, BATCH);
-      // A string body goes as "text/plain;charset=UTF-8": a CORS-simple request, no preflight.
-      if (!(hidden && navigator.sendBeacon(url('events'), JSON.stringify({ events: batch, consent })))) post(batch, 0);
+      if (!(hidden && navigator.sendBeacon(url('events'), json({ events: batch, consent })))) post(batch, 0);
     }
   });
   const queue = (e) => {
@@ -88,12 +98,18 @@ function start() {
     }
   };
 
-  // State lives in memory and is written through to localStorage (tailor.vid, tailor.sid,
-  // tailor.profile) only with storage consent.
-  const state = { profile: {} };
-  const save = safe((k) => consent.storage && localStorage.setItem('tailor.' + k, k == 'vid' ? state.vid : JSON.stringify(state[k])));
+  const KEYS = ['vid', 'sid', 'profile', 'tok'];
+  const raw = (k) => k == 'vid' || k == 'tok'; // stored as they are, the others as JSON
+  /**
+   * Writes state[k] through to storage with storage consent (removes it when unset), erases it
+   * without, and leaves storage alone while the answer is pending.
+   */
+  const save = safe((k, v) => {
+    v = state[k];
+    if (consent.storage && v) localStorage.setItem('tailor.' + k, raw(k) ? v : JSON.stringify(v));
+    else if (!pending) localStorage.removeItem('tailor.' + k);
+  });
   const update = (k, v) => save(k, (state[k] = v));
-  const rid = () => crypto.getRandomValues(new Uint32Array(4)).join('-'); // 128 random bits
   /**
    * With storage consent, loads what is stored (stored values win) and saves the rest; without,
    * erases it, unless the answer is still pending (then storage is neither read nor written).
@@ -102,14 +118,11 @@ function start() {
     const gpc = navigator.globalPrivacyControl === true; // Global Privacy Control: a denial
     consent = { personalization: !gpc && personalization, storage: !gpc && storage };
     pending = !gpc && wait;
-    ['vid', 'sid', 'profile'].map(
+    KEYS.map(
       safe((k) => {
-        const key = 'tailor.' + k;
-        if (consent.storage) {
-          const v = localStorage.getItem(key);
-          if (v != null) state[k] = k == 'vid' ? v : JSON.parse(v);
-          save(k);
-        } else if (!pending) localStorage.removeItem(key);
+        const v = consent.storage && localStorage.getItem('tailor.' + k);
+        if (v) state[k] = raw(k) ? v : JSON.parse(v);
+        save(k);
       }),
     );
     if (!ok(ID, state.vid)) update('vid', rid());
@@ -136,13 +149,26 @@ function start() {
     return state.sid.id;
   };
 
-  let userId;
+  let user = {};
   let last;
+  let held = []; // track() calls waiting for the page's first decision
   let lastApplied;
   let lastPage;
   const listeners = [];
+  /**
+   * Counts track(type, props) in the profile and queues its event about decision `dec` (the
+   * last one by default); before the page's first decision, the event waits for it.
+   */
+  const track = (type, props, dec = last) => {
+    const sessionId = session();
+    const now = Date.now();
+    update('profile', applyEvent(state.profile, type, props, now));
+    const make = () => queue(toEvent(type, props, { decision: dec || last, sessionId, now, eventId: rid() }));
+    if (dec || !held) make();
+    else held.push(make);
+  };
   const known = new WeakSet(); // slot elements given to a decision
-  const filled = new WeakMap(); // slot element -> the Event fields of what fills it
+  let filled = new WeakMap(); // slot element -> [{slot}, the decision that fills it]
 
   /** The node showing Content `c`, or nothing to keep the slot's default content. */
   const render = (c, el) => {
@@ -165,7 +191,7 @@ function start() {
   };
 
   // Impressions: once per filled slot and variant, when at least half of the slot is visible.
-  const feedback = (type, el) => filled.has(el) && api.track(type, filled.get(el));
+  const feedback = (type, el) => filled.has(el) && track(type, ...filled.get(el));
   const seen =
     w.IntersectionObserver &&
     new IntersectionObserver(
@@ -190,7 +216,7 @@ function start() {
       el.appendChild(node);
       el.dataset.tailorVariant = sd.variantId;
       el.dataset.tailorDecision = dec.decisionId;
-      filled.set(el, { slot: el.dataset.tailorSlot, decisionId: dec.decisionId, variantId: sd.variantId, offerId: sd.offerId });
+      filled.set(el, [{ slot: el.dataset.tailorSlot }, dec]);
       if (seen) seen.unobserve(el), seen.observe(el);
     }
   };
@@ -212,29 +238,29 @@ function start() {
       hide.map((el) => known.add(el) && el.setAttribute(P, ''));
       t.timer = setTimeout(() => show((t.late = 1)), deadline - perf());
     }
+    let req;
     return Promise.resolve()
       .then(() => {
         const sid = session();
-        // Before any consent (pending) and after a refusal: a throwaway id and no session.
+        // Before any consent (pending) and after a refusal: a throwaway id, no session, no token.
         const anonymous = none();
-        return fetch(url('decide'), {
-          method: 'POST',
-          body: JSON.stringify(
-            buildRequest(
-              w,
-              {
-                visitorId: anonymous ? rid() : state.vid,
-                sessionId: anonymous ? undefined : sid,
-                userId,
-                consent,
-                behavior: behavior(state.profile, Date.now()),
-                slots: [...new Set(slots().map((el) => el.dataset.tailorSlot))],
-              },
-              state.sid.utm,
-              Intl.DateTimeFormat().resolvedOptions().timeZone,
-            ),
-          ),
-        });
+        return send(
+          'decide',
+          (req = buildRequest(
+            w,
+            {
+              visitorId: anonymous ? rid() : state.vid,
+              visitorToken: anonymous ? undefined : state.tok,
+              sessionId: anonymous ? undefined : sid,
+              ...user,
+              consent,
+              behavior: behavior(state.profile, Date.now()),
+              slots: [...new Set(slots().map((el) => el.dataset.tailorSlot))],
+            },
+            state.sid.utm,
+            Intl.DateTimeFormat().resolvedOptions().timeZone,
+          )),
+        );
       })
       .then((r) => {
         if (!r.ok) throw r.status;
@@ -243,6 +269,10 @@ function start() {
       .then(
         (dec) => {
           t.decided = perf();
+          // A token comes with a visitor id of the server's (a new one when it could not
+          // verify ours): keep both, unless the request was anonymous (a throwaway id) or
+          // forget() started afresh meanwhile.
+          if (dec.visitorToken && req.visitorId == state.vid) update('vid', dec.visitorId), update('tok', dec.visitorToken);
           last = dec;
           lastPage = page();
           lastApplied = !t.late; // after the timeout the default content stays
@@ -272,7 +302,10 @@ function start() {
     const t = {};
     decide(extra.concat(slots().filter((el) => !known.has(el))), first ? t0 + timeout : perf() + timeout, t).then((dec) => {
       const properties = first ? { timeToDecisionMs: t.decided, slotsHiddenMs: t.shown - t0, timedOut: !!t.late } : {};
-      api.track('pageview', { decisionId: dec ? dec.decisionId : undefined, properties });
+      track('pageview', { properties }, dec);
+      // Events tracked before the first decision refer to it (or, when it failed, are dropped).
+      if (held) held.map((f) => f());
+      held = 0;
     });
     if (first) reveal(); // the slots hide themselves from here on
   };
@@ -341,15 +374,26 @@ function start() {
       if (last) safe(cb)(last, lastApplied);
     },
     setConsent: (c) => setConsent(!!c.personalization, !!c.storage),
-    track: (type, props) => {
-      props = props || {};
-      const sessionId = session();
-      const now = Date.now();
-      update('profile', applyEvent(state.profile, type, props, now));
-      queue(toEvent(type, props, { visitorId: state.vid, sessionId, decision: last, now }));
+    track: (type, props) => track(type, props || {}),
+    identify: (userId, userToken) => {
+      user = ok(ID, userId) ? { userId, userToken: ok(ID, userToken) ? userToken : undefined } : {};
     },
-    identify: (id) => {
-      userId = ok(ID, id) ? id : undefined;
+    myData: () =>
+      Promise.resolve(state.tok && send('me').then((r) => r.ok && r.json(), log)).then((stored) => ({
+        visitorId: state.vid,
+        stored: stored || null,
+        local: { profile: state.profile, session: state.sid },
+        reasons: why(last),
+      })),
+    forget: () => {
+      const erased = Promise.resolve(!state.tok || send('me/forget').then((r) => r.ok, log));
+      KEYS.map(safe((k) => localStorage.removeItem('tailor.' + k)));
+      // Nothing of before is sent any more: not the queue, nor the filled slots' impressions.
+      state = blank();
+      last = undefined;
+      events.length = 0;
+      filled = new WeakMap();
+      return erased.then(Boolean);
     },
   };
   for (const k in api) api[k] = safe(api[k]);

@@ -1,6 +1,7 @@
 // The built tag (server/static/tailor.js) in headless Chromium, against a stub decide API on
 // 127.0.0.1: slot hiding and timeout, CORS without preflight, sanitised rendering, the command
-// queue, consent and Global Privacy Control, the event beacon, and the demo page.
+// queue, consent and Global Privacy Control, the event beacon, visitor tokens and the visitor's
+// own data (myData, forget), and the demo page.
 // Fails when no Chromium is found: `make test` installs Debian's (CHROMIUM=/path overrides).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -14,13 +15,24 @@ const STATIC = new URL('../../server/static/', import.meta.url);
 const CHROMIUM = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => p && existsSync(p));
 const ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
+/**
+ * The visitor id and token a server answers `req` with, as the real one does: with storage
+ * consent, the id sent when its token proves it, else a new id and a token for it; without, the
+ * id as sent and no token. The stub's token for id X is "tok.X".
+ */
+function identity(req, n) {
+  if (!req.consent.storage) return { visitorId: req.visitorId, visitorToken: null };
+  const visitorId = req.visitorToken === 'tok.' + req.visitorId ? req.visitorId : 'minted-' + n;
+  return { visitorId, visitorToken: 'tok.' + visitorId };
+}
+
 /** A decision of the schema's shape, with hostile content in places. */
 function decision(req, id = 'dec_1') {
   const slot = (variantId, content) => ({ variantId, offerId: 'spring-sale', content, propensity: 0.9, reason: 'persona:deal_hunter' });
   return {
     decisionId: id,
     modelVersion: 'test-1',
-    visitorId: req.visitorId,
+    ...identity(req, id),
     sessionId: req.sessionId,
     personalized: req.consent.personalization,
     persona: { id: 'deal_hunter', name: 'Deal hunter', affinities: { deal_hunter: 0.7, techie: 0.3 } },
@@ -64,7 +76,7 @@ window.report = function (extra) {
     slots[el.dataset.tailorSlot] = { html: el.innerHTML, variant: el.dataset.tailorVariant || null, decision: el.dataset.tailorDecision || null };
   });
   var ls = {};
-  ["tailor.vid", "tailor.sid", "tailor.profile"].forEach(function (k) { ls[k] = localStorage.getItem(k); });
+  ["tailor.vid", "tailor.sid", "tailor.profile", "tailor.tok"].forEach(function (k) { ls[k] = localStorage.getItem(k); });
   var body = Object.assign({ slots: slots, pending: document.documentElement.hasAttribute("data-tailor-pending"),
     pwned: window.__pwned || null, version: window.tailor.version, decisions: decisions, storage: ls }, extra);
   return fetch("report", { method: "POST", body: JSON.stringify(body) });
@@ -105,6 +117,14 @@ describe('the tag in Chromium', () => {
         res.setHeader('Access-Control-Allow-Origin', '*');
         sc.requests.push({ method: req.method, path, query: url.search, type: req.headers['content-type'], body });
         if (req.method !== 'POST') return res.writeHead(405).end();
+        if (path === '/v1/me' || path === '/v1/me/forget') {
+          const token = JSON.parse(body).visitorToken;
+          const known = token && token.startsWith('tok.minted-') && !(sc.forgotten || []).includes(token);
+          if (!known) return res.writeHead(401, { 'Content-Type': 'application/problem+json' }).end('{"type":"invalid-visitor-token"}');
+          if (path === '/v1/me/forget') (sc.forgotten = sc.forgotten || []).push(token);
+          const answer = path === '/v1/me' ? { visitorId: token.slice(4), profile: { sessionCount: 3 }, stored: true } : { erased: true };
+          return res.setHeader('Content-Type', 'application/json').end(JSON.stringify(answer));
+        }
         if (path === '/v1/events') {
           const status = (sc.eventStatus || []).shift() || 202;
           return res.writeHead(status, status === 429 ? { 'Retry-After': '1', 'Access-Control-Expose-Headers': 'Retry-After' } : {}).end();
@@ -199,9 +219,13 @@ describe('the tag in Chromium', () => {
     assert.equal(decide.type, 'text/plain;charset=UTF-8');
     const body = JSON.parse(decide.body);
     assert.match(body.visitorId, ID);
-    assert.equal(body.visitorId, r.storage['tailor.vid']);
+    assert.equal(body.visitorToken, undefined); // a first visit has none
+    // the server's new id and its token are kept
+    assert.equal(r.storage['tailor.vid'], 'minted-dec_1');
+    assert.equal(r.storage['tailor.tok'], 'tok.minted-dec_1');
     assert.equal(body.sessionId, JSON.parse(r.storage['tailor.sid']).id);
     assert.equal(body.userId, 'user_42');
+    assert.equal(body.userToken, undefined); // identify() without a token
     assert.deepEqual(body.consent, { personalization: true, storage: true });
     assert.deepEqual(body.slots, ['hero', 'banner', 'recommendation', 'unsafe', 'picture']);
     assert.deepEqual(body.context.campaign, { source: 'newsletter', medium: 'email', name: 'spring' });
@@ -225,13 +249,18 @@ describe('the tag in Chromium', () => {
       assert.equal(beacon.query, '?key=pk_test');
       assert.match(beacon.type, /^text\/plain/);
       const batch = JSON.parse(beacon.body);
-      assert.deepEqual(Object.keys(batch), ['events', 'consent']);
+      assert.deepEqual(Object.keys(batch), ['visitorToken', 'events', 'consent']);
+      assert.equal(batch.visitorToken, 'tok.minted-dec_1');
       assert.deepEqual(batch.consent, { personalization: true, storage: true });
       events.push(...batch.events);
     }
-    assert.ok(events.every((e) => !isNaN(Date.parse(e.timestamp)) && e.visitorId === body.visitorId));
+    // every event is about the decision's visitor, with an event id of its own
+    assert.ok(events.every((e) => !isNaN(Date.parse(e.timestamp)) && e.visitorId === 'minted-dec_1'), JSON.stringify(events));
+    assert.ok(events.every((e) => ID.test(e.eventId)));
+    assert.equal(new Set(events.map((e) => e.eventId)).size, events.length);
     const row = (e) => [e.type, e.slot, e.value, e.currency, e.decisionId, e.variantId];
-    assert.deepEqual(row(events[0]), ['conversion', undefined, 20, 'EUR', undefined, undefined]);
+    // tracked before the tag had a decision: it waited for the page's first one
+    assert.deepEqual(row(events.find((e) => e.type === 'conversion')), ['conversion', undefined, 20, 'EUR', 'dec_1', undefined]);
     assert.deepEqual(row(events.find((e) => e.type === 'click')), ['click', 'hero', undefined, undefined, 'dec_1', 'hero-html']);
     const view = events.find((e) => e.type === 'pageview');
     assert.equal(view.decisionId, 'dec_1');
@@ -240,6 +269,85 @@ describe('the tag in Chromium', () => {
     // Impressions of the visible filled slots (the viewport shows them all), once each.
     const shown = events.filter((e) => e.type === 'impression').map((e) => [e.slot, e.variantId, e.decisionId]);
     assert.deepEqual(shown.sort(), [['banner', 'banner-text', 'dec_1'], ['hero', 'hero-html', 'dec_1'], ['picture', 'img', 'dec_1'], ['recommendation', 'rec-link', 'dec_1']]);
+  });
+
+  test('visitor token: kept, sent back; identify with a user token; myData and forget', async () => {
+    const sc = await run('mine', {
+      before: `tailor.push(["identify", "user_7", "ab12cd"]);`,
+      after: `tailor.push(["onDecision", function (d) {
+        if (d.decisionId !== "dec_1") return;
+        var out = {};
+        var ls = function () { return Object.keys(localStorage).filter(function (k) { return k.indexOf("tailor.") === 0; }); };
+        tailor.decide().then(function () { return tailor.myData(); })
+          .then(function (m) { out.mine = m; return tailor.forget(); })
+          .then(function (f) { out.forgot = f; out.keysAfter = ls(); return tailor.myData(); })
+          .then(function (m) { out.mineAfter = m; return tailor.forget(); })
+          .then(function (f) { out.forgotAgain = f; tailor.track("click", { slot: "hero" }); return tailor.decide(); })
+          .then(function () { out.keysLater = ls(); setTimeout(function () { report(out); }, 1300); });
+      }]);`,
+    });
+    const [r] = sc.reports;
+    const posts = (path) => sc.requests.filter((q) => q.path === path).map((q) => JSON.parse(q.body));
+    const [first, second, third] = posts('/v1/decide');
+    // the first visit sends no token and gets the server's id; the next decide sends both
+    assert.equal(first.visitorToken, undefined);
+    assert.equal(second.visitorId, 'minted-dec_1');
+    assert.equal(second.visitorToken, 'tok.minted-dec_1');
+    assert.deepEqual([first.userId, first.userToken], ['user_7', 'ab12cd']);
+    assert.deepEqual([second.userId, second.userToken], ['user_7', 'ab12cd']);
+
+    // myData: the server's answer for the token, what the tag keeps, why this content
+    assert.deepEqual(posts('/v1/me'), [{ visitorToken: 'tok.minted-dec_1' }]);
+    assert.equal(r.mine.visitorId, 'minted-dec_1');
+    assert.deepEqual(r.mine.stored, { visitorId: 'minted-dec_1', profile: { sessionCount: 3 }, stored: true });
+    assert.equal(r.mine.local.profile.sessionCount, 1);
+    assert.equal(r.mine.local.profile.pageViews, 1);
+    assert.match(r.mine.local.session.id, ID);
+    assert.deepEqual(r.mine.reasons.reasons, [{ code: 'utm', message: 'campaign newsletter/email' }]);
+    assert.equal(r.mine.reasons.persona.id, 'deal_hunter');
+    assert.equal(r.mine.reasons.slots.hero.reason, 'persona:deal_hunter');
+
+    // forget: erased on the server with the token, nothing left in the page
+    assert.deepEqual(posts('/v1/me/forget'), [{ visitorToken: 'tok.minted-dec_1' }]);
+    assert.equal(r.forgot, true);
+    assert.deepEqual(r.keysAfter, []);
+    assert.notEqual(r.mineAfter.visitorId, 'minted-dec_1'); // a fresh id
+    assert.deepEqual([r.mineAfter.stored, r.mineAfter.reasons], [null, null]); // nothing asked: no token
+    assert.equal(r.forgotAgain, true); // nothing stored: nothing to erase
+    assert.equal(posts('/v1/me').length, 1);
+    assert.equal(posts('/v1/me/forget').length, 1);
+
+    // afterwards: a new visitor without a token, and no event about the old decisions
+    assert.match(third.visitorId, ID);
+    assert.ok(![first.visitorId, 'minted-dec_1', r.mineAfter.visitorId].includes(third.visitorId)); // forget() twice: two fresh ids
+    assert.equal(third.visitorToken, undefined);
+    assert.deepEqual(r.keysLater.sort(), ['tailor.profile', 'tailor.sid', 'tailor.tok', 'tailor.vid']);
+    assert.equal(r.storage['tailor.vid'], 'minted-dec_3');
+    const events = posts('/v1/events').flatMap((b) => b.events);
+    assert.ok(!events.some((e) => e.type === 'click'), JSON.stringify(events)); // no decision since forget() when tracked
+    assert.ok(events.every((e) => e.visitorId === 'minted-dec_1' || e.visitorId === 'minted-dec_3'));
+  });
+
+  test('myData with a token the server does not know: stored is null; forget says false', async () => {
+    const sc = await run('unknown', {
+      before: `localStorage.setItem("tailor.vid", "old-visitor"); localStorage.setItem("tailor.tok", "tok.forged");`,
+      after: `tailor.push(["onDecision", function () {
+        var out = {};
+        // the decide answered with a new id and token: put the unknown one back to ask with it
+        localStorage.setItem("tailor.tok", "tok.forged");
+        tailor.setConsent({ personalization: true, storage: true });
+        tailor.myData().then(function (m) { out.mine = m; return tailor.forget(); })
+          .then(function (f) { out.forgot = f; report(out); });
+      }]);`,
+    });
+    const [r] = sc.reports;
+    const [decide] = sc.requests.filter((q) => q.path === '/v1/decide').map((q) => JSON.parse(q.body));
+    assert.deepEqual([decide.visitorId, decide.visitorToken], ['old-visitor', 'tok.forged']); // stored ones are sent
+    const asked = sc.requests.filter((q) => q.path.startsWith('/v1/me')).map((q) => [q.path, JSON.parse(q.body).visitorToken]);
+    assert.deepEqual(asked, [['/v1/me', 'tok.forged'], ['/v1/me/forget', 'tok.forged']]);
+    assert.equal(r.mine.stored, null);
+    assert.equal(r.forgot, false);
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null });
   });
 
   test('hides only the slots, shows the defaults at the timeout, never applies a late decision', async () => {
@@ -289,7 +397,7 @@ describe('the tag in Chromium', () => {
       }]);`,
     });
     const [r] = sc.reports;
-    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null });
     const body = JSON.parse(sc.requests.find((q) => q.path === '/v1/decide').body);
     assert.deepEqual(body.consent, { personalization: false, storage: false });
     assert.notEqual(body.visitorId, 'old-visitor');
@@ -307,7 +415,7 @@ describe('the tag in Chromium', () => {
     });
     const [r] = sc.reports;
     // what was there stays untouched (pending neither reads nor erases), nothing was added
-    assert.deepEqual(r.storage, { 'tailor.vid': 'stored-visitor', 'tailor.sid': r.storage['tailor.sid'], 'tailor.profile': null });
+    assert.deepEqual(r.storage, { 'tailor.vid': 'stored-visitor', 'tailor.sid': r.storage['tailor.sid'], 'tailor.profile': null, 'tailor.tok': null });
     assert.match(r.storage['tailor.sid'], /stored-session/);
     const [body] = sc.requests.filter((q) => q.path === '/v1/decide').map((q) => JSON.parse(q.body));
     assert.deepEqual(body.consent, { personalization: false, storage: false });
@@ -335,7 +443,9 @@ describe('the tag in Chromium', () => {
     assert.deepEqual(second.consent, { personalization: true, storage: true });
     assert.notEqual(second.visitorId, first.visitorId); // the pending one was thrown away
     assert.equal(first.sessionId, undefined);
-    assert.equal(r.storage['tailor.vid'], second.visitorId);
+    assert.equal(second.visitorToken, undefined);
+    assert.equal(r.storage['tailor.vid'], 'minted-dec_2'); // the server's id for it
+    assert.equal(r.storage['tailor.tok'], 'tok.minted-dec_2');
     assert.equal(second.userId, 'user_42');
     assert.equal(second.behavior.pageViews, 1);
   });
@@ -370,11 +480,12 @@ describe('the tag in Chromium', () => {
 
   test('events: batched with fetch keepalive, retried on 429 and 503 only, consent sent along', async () => {
     const sc = await run('retry', {
-      eventStatus: [503, 429, 400],
+      eventStatus: [503, 429, 409, 403],
       after: `tailor.push(["onDecision", function () {
         tailor.track("conversion", { value: 5 });
         // The batch leaves after a second (503), again after ~1 s of backoff (429), again after
-        // the 1 s Retry-After (202). A later batch answered 400 is not sent again.
+        // the 1 s Retry-After (409: refused, not sent again). A later batch answered 403 is not
+        // sent again either.
         var wait = function () {
           var n = performance.getEntriesByType("resource").filter(function (e) { return e.name.indexOf("/v1/events") >= 0; }).length;
           if (n < 3) return setTimeout(wait, 50);
@@ -412,7 +523,7 @@ describe('the tag in Chromium', () => {
     const [r] = sc.reports;
     assert.equal(r.queuedWhilePending, 0);
     assert.deepEqual(sc.requests.filter((q) => q.path === '/v1/events'), []);
-    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null });
   });
 
   test('consent pending, then granted: the queued events leave with the new consent', async () => {
@@ -431,7 +542,7 @@ describe('the tag in Chromium', () => {
     assert.deepEqual(posts[0].consent, { personalization: true, storage: false });
     const types = posts[0].events.map((e) => e.type).filter((t) => t !== 'impression');
     assert.deepEqual(types.sort(), ['conversion', 'conversion', 'pageview']); // queued before the tag, and in the callback
-    assert.deepEqual(sc.reports[0].storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null });
+    assert.deepEqual(sc.reports[0].storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null });
   });
 
   test('slots added later: covered ones filled from the decision, new ones decided, hidden meanwhile', async () => {

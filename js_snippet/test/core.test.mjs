@@ -15,7 +15,9 @@ import {
   safeUrl,
   sanitize,
   startSession,
+  retryDelay,
   toEvent,
+  why,
 } from '../src/core.js';
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -268,10 +270,10 @@ describe('profile', () => {
 
 describe('toEvent', () => {
   const now = Date.UTC(2025, 4, 6, 7, 8, 9);
-  const decision = { decisionId: 'd-1', slots: { hero: { variantId: 'v-2', offerId: 'o-3' } } };
-  const c = { visitorId: 'v', sessionId: 's', decision, now };
+  const decision = { decisionId: 'd-1', visitorId: 'v', slots: { hero: { variantId: 'v-2', offerId: 'o-3' } } };
+  const c = { sessionId: 's', decision, now, eventId: 'e-1' };
 
-  test('fills the decision, variant and offer of the slot from the last decision', () => {
+  test('fills the decision, its visitor, and the variant and offer of the slot', () => {
     assert.deepEqual(toEvent('click', { slot: 'hero' }, c), {
       type: 'click',
       visitorId: 'v',
@@ -282,28 +284,75 @@ describe('toEvent', () => {
       offerId: 'o-3',
       value: undefined,
       timestamp: '2025-05-06T07:08:09.000Z',
+      eventId: 'e-1',
     });
   });
 
-  test('props override the defaults but not the identity', () => {
-    const e = toEvent('conversion', { value: 20, currency: 'EUR', decisionId: 'd-9', type: 'click', visitorId: 'x', properties: { sku: 'A1' } }, c);
+  test('the visitor is the one the decision was issued to (a minted or throwaway id)', () => {
+    const minted = { ...decision, visitorId: 'server-minted-id' };
+    assert.equal(toEvent('impression', { slot: 'hero' }, { ...c, decision: minted }).visitorId, 'server-minted-id');
+  });
+
+  test('props override the defaults but not the identity or the event id', () => {
+    const props = { value: 20, currency: 'EUR', decisionId: 'd-9', type: 'click', visitorId: 'x', eventId: 'replayed', properties: { sku: 'A1' } };
+    const e = toEvent('conversion', props, c);
     assert.equal(e.type, 'conversion');
     assert.equal(e.visitorId, 'v');
+    assert.equal(e.eventId, 'e-1');
     assert.equal(e.decisionId, 'd-9');
     assert.equal(e.value, 20);
     assert.equal(e.currency, 'EUR');
     assert.deepEqual(e.properties, { sku: 'A1' });
   });
 
-  test('drops an invalid value and works before any decision', () => {
-    const e = toEvent('conversion', { value: -1, slot: 'hero' }, { ...c, decision: undefined });
-    assert.equal(e.value, undefined);
-    assert.equal(e.decisionId, undefined);
+  test('drops an invalid value; no value bound but the schema\'s', () => {
+    assert.equal(toEvent('conversion', { value: -1, slot: 'hero' }, c).value, undefined);
     assert.equal(toEvent('conversion', { value: '20' }, c).value, undefined);
+    assert.equal(toEvent('conversion', { value: 123456.78 }, c).value, 123456.78);
+  });
+
+  test('an event about no decision is not sent', () => {
+    assert.equal(toEvent('conversion', { value: 5 }, { ...c, decision: undefined }), undefined);
+    assert.equal(toEvent('pageview', {}, { ...c, decision: null }), undefined);
+    // a decision without a usable visitor id (not of the schema's pattern) cannot be referred to
+    assert.equal(toEvent('click', { slot: 'hero' }, { ...c, decision: { ...decision, visitorId: undefined } }), undefined);
+    assert.equal(toEvent('click', { slot: 'hero' }, { ...c, decision: { ...decision, visitorId: 'bad id' } }), undefined);
+    // the page may name the decision itself
+    assert.equal(toEvent('conversion', { decisionId: 'd-0' }, { ...c, decision: { visitorId: 'v', slots: {} } }).decisionId, 'd-0');
   });
 
   test('only the schema event types are sent', () => {
     for (const t of ['impression', 'click', 'conversion', 'dismiss', 'not_interested', 'pageview']) assert.ok(toEvent(t, {}, c), t);
     for (const t of ['search', 'cart', 'purchase', 'Click', '', null, ['click']]) assert.equal(toEvent(t, {}, c), undefined, String(t));
+  });
+});
+
+describe('retryDelay', () => {
+  test('retries 429 and 503 only, three times at most', () => {
+    assert.equal(retryDelay(429, null, 0, 0), 1000);
+    assert.equal(retryDelay(503, null, 1, 0), 2000);
+    assert.equal(retryDelay(503, null, 2, 1), 6000); // 4 s with 50% jitter
+    assert.equal(retryDelay(503, null, 3, 0), -1);
+    assert.equal(retryDelay(429, '7', 0, 0.5), 7000);
+    assert.equal(retryDelay(429, '3600', 0, 0), 60000);
+  });
+
+  test('never retries what the server refused: forged, replayed, over-large, unauthorised', () => {
+    for (const status of [400, 401, 403, 404, 409, 413, 422, 500, 502, 0]) assert.equal(retryDelay(status, '1', 0, 0), -1, String(status));
+  });
+});
+
+describe('why', () => {
+  test('the last decision\'s persona, reasons and slots; null without one', () => {
+    const dec = {
+      decisionId: 'd-1',
+      persona: { id: 'deal_hunter', name: 'Deal hunter', affinities: { deal_hunter: 1 } },
+      reasons: [{ code: 'utm', message: 'campaign newsletter/email' }],
+      slots: { hero: { variantId: 'v-2', offerId: 'o-3', propensity: 0.9, reason: 'persona:deal_hunter' } },
+      scores: { churn: 0.4 },
+    };
+    assert.deepEqual(why(dec), { persona: dec.persona, reasons: dec.reasons, slots: dec.slots });
+    assert.equal(why(dec).slots.hero.reason, 'persona:deal_hunter');
+    assert.equal(why(undefined), null);
   });
 });

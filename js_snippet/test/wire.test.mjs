@@ -11,7 +11,7 @@ const SCHEMA_FILE = new URL('../../sdk/data/schema.json', import.meta.url);
 
 /** Field names of sdk/schema.py, for when schema.json is not there. */
 const FIELDS = {
-  DecideRequest: 'visitorId sessionId userId consent:Consent context:Context behavior:Behavior slots timestamp',
+  DecideRequest: 'visitorId sessionId userId consent:Consent context:Context behavior:Behavior slots timestamp visitorToken userToken',
   Consent: 'personalization storage',
   Context: 'page:Page campaign:Campaign userAgent userAgentData:UserAgentData locale timezone screen:Screen location',
   Page: 'url path referrer title search',
@@ -20,8 +20,9 @@ const FIELDS = {
   UserAgentBrand: 'brand version',
   Screen: 'width height density touch',
   Behavior: 'pageViews sessionCount categoriesViewed searches searchesWithoutResults cartItems cartValue purchases revenue daysSinceLastVisit daysSinceLastPurchase',
-  EventBatch: 'events:Event[] sentAt',
-  Event: 'type visitorId sessionId decisionId slot variantId offerId value currency timestamp properties',
+  EventBatch: 'events:Event[] sentAt consent:Consent visitorToken',
+  Event: 'type visitorId sessionId decisionId slot variantId offerId value currency timestamp properties eventId',
+  DataRequest: 'visitorToken',
 };
 
 /** The $defs of schema.json, or a names-only schema built from FIELDS. */
@@ -137,8 +138,10 @@ function request(w = fakeWindow(), over = {}) {
     w,
     {
       visitorId: '1234-5678',
+      visitorToken: 't1.MTIzNC01Njc4.1741000000.' + 'A'.repeat(27),
       sessionId: '9-8-7',
       userId: 'user_42',
+      userToken: 'ab'.repeat(32),
       consent: { personalization: true, storage: true },
       behavior: behavior(profile(), now),
       slots: ['hero', 'banner', 'recommendation'],
@@ -166,6 +169,8 @@ describe('DecideRequest', () => {
     assert.equal(body.context.locale, 'de-DE');
     assert.deepEqual(body.context.campaign, { source: 'newsletter', medium: 'email', name: 'spring' });
     assert.equal(body.userId, 'user_42');
+    assert.equal(body.userToken, 'ab'.repeat(32));
+    assert.match(body.visitorToken, /^t1\./);
     assert.deepEqual(body.slots, ['hero', 'banner', 'recommendation']);
     assert.equal(body.behavior.sessionCount, 2);
     assert.equal(body.behavior.pageViews, 1);
@@ -184,10 +189,12 @@ describe('DecideRequest', () => {
     }
   });
 
-  test('without personalization consent: no user id, no behaviour', () => {
-    const body = wire(request(fakeWindow(), { consent: { personalization: false, storage: false } }));
+  test('without personalization consent: no user id or user token, no behaviour', () => {
+    const body = wire(request(fakeWindow(), { consent: { personalization: false, storage: false }, visitorToken: undefined }));
     assertValid('DecideRequest', body);
     assert.equal(body.userId, undefined);
+    assert.equal(body.userToken, undefined);
+    assert.equal(body.visitorToken, undefined);
     assert.deepEqual(body.behavior, {});
     assert.deepEqual(body.consent, { personalization: false, storage: false });
   });
@@ -211,19 +218,26 @@ describe('DecideRequest', () => {
 
 describe('EventBatch', () => {
   test('tracked events match the schema', () => {
-    const decision = { decisionId: 'dec_1', slots: { hero: { variantId: 'hero-spring', offerId: 'spring-sale' } } };
-    const c = { visitorId: '1234-5678', sessionId: '9-8-7', decision, now };
+    const decision = { decisionId: 'dec_1', visitorId: 'minted.by-server', slots: { hero: { variantId: 'hero-spring', offerId: 'spring-sale' } } };
+    const c = { sessionId: '9-8-7', decision, now, eventId: '1-2-3-4' };
     const events = [
       toEvent('impression', { slot: 'hero' }, c),
       toEvent('click', { slot: 'hero' }, c),
       toEvent('conversion', { value: 20, currency: 'EUR', properties: { sku: 'A1', qty: 2 } }, c),
-      toEvent('pageview', {}, { ...c, decision: undefined }),
+      toEvent('pageview', { properties: { timeToDecisionMs: 120, slotsHiddenMs: 80, timedOut: false } }, c),
     ];
-    assertValid('EventBatch', { events });
+    const consent = { personalization: true, storage: true };
+    assertValid('EventBatch', { visitorToken: 't1.x.1.y', events, consent });
     const e = wire(events[1]);
     assert.equal(e.decisionId, 'dec_1');
+    assert.equal(e.visitorId, 'minted.by-server');
+    assert.equal(e.eventId, '1-2-3-4');
     assert.equal(e.variantId, 'hero-spring');
     assert.equal(e.offerId, 'spring-sale');
+  });
+
+  test('a data request (myData, forget) matches the schema', () => {
+    assertValid('DataRequest', { visitorToken: 't1.x.1.y' });
   });
 
   test('the validator itself rejects drift', () => {

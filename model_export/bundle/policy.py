@@ -14,9 +14,11 @@ import msgspec
 
 from model_export.bundle.card import render_report
 from model_export.bundle.verify import RequirementError, load_verified
+from model_export.inputs.sensitive import check_catalogue
 from sdk.conditions import check_condition
 from sdk.errors import ConditionError
 from sdk.manifest import ExperimentDef, ExplorationDef, HoldoutDef, Manifest
+from sdk.sensitive import Sensitivity
 
 __all__ = ["PolicyConfig", "load_policy", "with_policy"]
 
@@ -67,6 +69,8 @@ def with_policy(
     Raises:
         BundleRefused: the source bundle is refused.
         RequirementError: the policy names an unknown slot or variant.
+        SensitiveTargetingError: an experiment's condition targets one of the bundle's
+            sensitive categories or paths.
     """
     from model_export.bundle.export import write_bundle  # onnx/sklearn only when writing
 
@@ -88,6 +92,9 @@ def with_policy(
             check_condition(exp.condition, f"experiments.{exp.key}.condition")
         except ConditionError as exc:
             raise RequirementError(str(exc)) from exc
+    check_catalogue(
+        msgspec.structs.replace(m, experiments=policy.experiments), Sensitivity.from_manifest(m)
+    )
     keep = {
         f: getattr(m, f)
         for f in m.__struct_fields__

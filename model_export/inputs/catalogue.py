@@ -1,6 +1,7 @@
-"""The offer/slot catalogue, lifecycle rules and persona templates that go into a bundle, read
-from JSON (``model_export/data/catalogue.json`` by default) and validated with the manifest's
-own Structs.
+"""The offer/slot catalogue, lifecycle rules, persona templates, sensitive categories and paths
+and serving options that go into a bundle, read from JSON (``model_export/data/catalogue.json``
+by default) and validated with the manifest's own Structs; a rule that targets a sensitive
+category or path is refused when the catalogue is loaded (:mod:`model_export.inputs.sensitive`).
 
 Must not import server.
 """
@@ -12,16 +13,20 @@ from pathlib import Path
 
 import msgspec
 
+from model_export.inputs.sensitive import check_catalogue
 from sdk.manifest import (
     ExperimentDef,
     ExplorationDef,
     HoldoutDef,
     LifecycleDef,
     OfferDef,
+    PublicScore,
+    SensitiveDef,
     SlotDef,
 )
+from sdk.sensitive import Sensitivity
 
-__all__ = ["Catalogue", "PersonaTemplate", "load_catalogue"]
+__all__ = ["Catalogue", "PersonaTemplate", "ServingDef", "check_sensitive", "load_catalogue"]
 
 
 class PersonaTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,8 +39,24 @@ class PersonaTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     signature: dict[str, float]
 
 
+class ServingDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the server may answer beyond the decision's content.
+
+    ``public_scores``: the profile-derived scores (``"rfm"`` and the keys of
+    ``Decision.scores``: ``churnProbability``, ``expectedPurchases``, ``expectedValue``) that
+    public keys may receive, because a page needs them; none by default. Copied into the
+    manifest's ``publicScores``.
+    """
+
+    public_scores: list[PublicScore] = []
+
+
 class Catalogue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Everything a bundle needs besides the models."""
+    """Everything a bundle needs besides the models.
+
+    ``sensitive`` lists the categories and URL path prefixes that never enter a profile, a
+    feature row, the log or a rule (see :class:`sdk.manifest.SensitiveDef`).
+    """
 
     version: int
     offers: list[OfferDef]
@@ -45,12 +66,35 @@ class Catalogue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     experiments: list[ExperimentDef] = []
     holdout: HoldoutDef | None = None
     exploration: ExplorationDef | None = None
+    sensitive: SensitiveDef = SensitiveDef()
+    serving: ServingDef = ServingDef()
+
+
+def check_sensitive(catalogue: Catalogue) -> Catalogue:
+    """``catalogue`` itself once no rule or persona signature targets one of its sensitive
+    categories or paths.
+
+    Raises:
+        model_export.inputs.sensitive.SensitiveTargetingError: naming each offending rule.
+    """
+    check_catalogue(
+        catalogue,
+        Sensitivity.from_def(catalogue.sensitive),
+        {p.id: p.signature for p in catalogue.personas},
+    )
+    return catalogue
 
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:
-    """Load and validate a catalogue file; the packaged demo catalogue when ``path`` is None."""
+    """Load and validate a catalogue file; the packaged demo catalogue when ``path`` is None.
+
+    Raises:
+        msgspec.ValidationError: unknown keys or wrong types, with the path of the key.
+        model_export.inputs.sensitive.SensitiveTargetingError: a rule targets a sensitive
+            category or path.
+    """
     if path is None:
         raw = resources.files("model_export").joinpath("data/catalogue.json").read_bytes()
     else:
         raw = Path(path).read_bytes()
-    return msgspec.json.decode(raw, type=Catalogue)
+    return check_sensitive(msgspec.json.decode(raw, type=Catalogue))

@@ -5,7 +5,9 @@ Every row is the decide request a visit of the customer at the cutoff would send
 (:func:`model_export.inputs.profiles.profile_requests`), so serving computes the same features.
 Segments, personas and RFM edges are learned at the cutoff; the predictive scores and the offer
 policy on earlier windows (:mod:`model_export.fit.history`). CRM traits never enter a model;
-listed in the config, they describe the segments in the model card.
+listed in the config, they describe the segments in the model card. Sensitive categories and
+URLs (the catalogue's ``sensitive`` section) are dropped from the files as soon as they are read
+(:func:`model_export.inputs.sensitive.scrub_inputs`).
 
 Must not import server.
 """
@@ -38,8 +40,10 @@ from model_export.fit.segments import Progress, TrainConfig
 from model_export.inputs import ingest, profiles
 from model_export.inputs.catalogue import Catalogue, load_catalogue
 from model_export.inputs.config import TrainingConfig
+from model_export.inputs.sensitive import scrub_inputs
 from model_export.training import PARITY_ROWS, Learned, Model, TrainingInputs
 from sdk.features import FEATURE_SET_VERSION, feature_names
+from sdk.sensitive import Sensitivity
 
 __all__ = ["customer_inputs"]
 
@@ -127,8 +131,11 @@ def customer_inputs(
         model_export.inputs.ingest.IngestError: the config names a column the files lack.
     """
     say = progress or _noop
+    catalogue = load_catalogue(config.offers.catalogue)
     say("reading inputs")
-    results = ingest.read_all(config, now=now)
+    results, dropped = scrub_inputs(
+        ingest.read_all(config, now=now), Sensitivity.from_def(catalogue.sensitive)
+    )
     tx = results["transactions"].frame
     events = results["events"].frame if "events" in results else None
     if tx.is_empty():
@@ -138,7 +145,6 @@ def customer_inputs(
     cutoff = config.cutoff or (newest + timedelta(seconds=1))
     horizon = config.predict.horizon_days
     t_cal = cutoff - timedelta(days=horizon)
-    catalogue = load_catalogue(config.offers.catalogue)
     traits = results["traits"].frame if "traits" in results else None
 
     say(f"building profiles at the cutoff {cutoff.isoformat()}")
@@ -164,6 +170,9 @@ def customer_inputs(
             "customers": at_cutoff.height,
         }
     )
+    if catalogue.sensitive.categories or catalogue.sensitive.paths:
+        k = config.privacy.min_group_size  # counts under k are left out, like any small group
+        data["sensitive"] = {"droppedValues": {c: n for c, n in dropped.items() if n >= k}}
     return TrainingInputs(
         name=config.name,
         catalogue=catalogue,

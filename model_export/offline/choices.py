@@ -144,9 +144,11 @@ def read_choices(path: str | Path, *, reward: Reward = "click") -> LoggedData:
 
     Every slot of every decision is one choice; its reward comes from the events that carry the
     decision's id: ``click`` (1 when a click names the decision and slot), ``conversion``
-    (likewise) or ``value`` (the sum of those conversions' values). An event names a slot by
-    ``slot``, or by ``offerId`` for the slots that showed that offer; an event of another
-    visitor or about another variant than the one shown is unattributed.
+    (likewise) or ``value`` (the sum of those conversions' values, confirmed ones only:
+    ``trusted`` events, sent by the site's backend; values browsers reported are skipped and
+    counted as ``unconfirmed_value``, since anyone holding the public key can claim them). An
+    event names a slot by ``slot``, or by ``offerId`` for the slots that showed that offer; an
+    event of another visitor or about another variant than the one shown is unattributed.
 
     Args:
         path: the server's event log directory (every ``*.jsonl`` file in it) or one file.
@@ -175,8 +177,12 @@ def read_choices(path: str | Path, *, reward: Reward = "click") -> LoggedData:
                 decisions[record.decision_id] = record
         elif isinstance(record, EventRecord):
             n_events += 1
-            if record.type == wanted and record.decision_id is not None:
-                events[record.decision_id].append(record)
+            if record.type != wanted or record.decision_id is None:
+                continue
+            if reward == "value" and not record.trusted:
+                skipped["unconfirmed_value"] += 1  # a browser's claim, not revenue
+                continue
+            events[record.decision_id].append(record)
         else:
             skipped["other_records"] += 1
     if not reader.files:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from sdk.analysis._design import HOLDOUT
-from sdk.analysis._gather import Cell, Log, aware, segment_order
+from sdk.analysis._gather import UNCONFIRMED_NOTE, Cell, Log, aware, segment_order
 from sdk.analysis._results import (
     ArmCount,
     ArmStats,
@@ -128,10 +128,12 @@ def _arm_stats(arm: str, cell: Cell, confidence: float) -> ArmStats:
         conversion_rate=ratio(cell.conversions, n),
         conversion_rate_ci=interval(*proportion_ci(cell.conversions, n, confidence)),
         orders=cell.orders,
+        confirmed_orders=cell.confirmed_orders,
         revenue=cell.revenue,
         revenue_per_visitor=ratio(cell.revenue, n),
         revenue_per_visitor_ci=interval(*rpv_ci),
-        average_order_value=ratio(cell.revenue, cell.orders),
+        average_order_value=ratio(cell.revenue, cell.confirmed_orders),
+        unconfirmed_revenue=cell.unconfirmed_revenue,
     )
 
 
@@ -270,20 +272,26 @@ def experiment_reports(
         }
         for visitor, x in clean.items():
             arm = next(iter(x.arms))
-            orders = 0
-            revenue = 0.0
+            orders = confirmed = 0
+            revenue = unconfirmed = 0.0
             for conv in log.conversions.get(visitor, ()):
                 ref = log.decisions.get(conv.decision) if conv.decision else None
                 attached = ref is not None and ref.visitor == visitor and exp in ref.arms
                 if conv.when >= x.first or attached:
                     orders += 1
-                    revenue += conv.value
+                    if conv.trusted:
+                        confirmed += 1
+                        revenue += conv.value
+                    else:
+                        unconfirmed += conv.value
             for group in (None, x.segment):
                 cell = cells[group][arm]
                 cell.visitors += 1
                 cell.orders += orders
+                cell.confirmed_orders += confirmed
                 cell.conversions += orders > 0
                 cell.revenue += revenue
+                cell.unconfirmed_revenue += unconfirmed
                 cell.rpv.add(revenue)
         prefix = exp + ":"
         for kind, decision_id, slot, visitor in log.interactions:
@@ -322,6 +330,9 @@ def experiment_reports(
                 f"{anonymous} exposures were logged without storage consent and count as one "
                 "visitor each (no id joins a visitor's decisions)"
             )
+        unconfirmed = sum(a.unconfirmed_revenue for a in overall.arms)
+        if unconfirmed > 0:
+            warnings.append(UNCONFIRMED_NOTE.format(amount=unconfirmed))
         if len(log.currencies) > 1:
             warnings.append(
                 "revenue adds up values in several currencies: " + ", ".join(sorted(log.currencies))

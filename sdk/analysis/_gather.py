@@ -19,6 +19,12 @@ from sdk.logs import DecisionRecord, EventRecord, LogRecord
 #: The group key of visitors whose decision had no segment (no consent: no profile).
 UNKNOWN_SEGMENT = "unknown"
 REPORTED_EVENTS = frozenset({"impression", "click", "conversion"})
+#: What the reports say when browsers reported conversion values: they are not revenue.
+UNCONFIRMED_NOTE = (
+    "revenue counts confirmed conversions only (POST /v1/conversions, or events sent with a "
+    "secret key); {amount:.2f} in conversion values reported by browsers is left out of it "
+    "(unconfirmedRevenue)"
+)
 
 
 @overload
@@ -80,9 +86,13 @@ class DecisionRef:
 
 @dataclass(slots=True)
 class Conversion:
+    """A conversion event; ``trusted``: confirmed by the site's backend (its value is
+    revenue), else reported by a browser (or logged before events were marked)."""
+
     when: datetime
     value: float
     decision: str | None
+    trusted: bool
 
 
 @dataclass(slots=True)
@@ -92,7 +102,11 @@ class Cell:
     visitors: int = 0
     conversions: int = 0
     orders: int = 0
+    #: of ``orders``, the confirmed ones (trusted conversions); ``revenue`` is their value
+    confirmed_orders: int = 0
     revenue: float = 0.0
+    #: values of unconfirmed (browser-reported) conversions, kept apart from ``revenue``
+    unconfirmed_revenue: float = 0.0
     impressions: int = 0
     clicks: int = 0
     rpv: RunningStats = field(default_factory=RunningStats)
@@ -151,7 +165,9 @@ class Log:
         visitor = record.visitor_id
         decision = record.decision_id
         if kind == "conversion":
-            self.conversions[visitor].append(Conversion(when, value_of(record.value), decision))
+            self.conversions[visitor].append(
+                Conversion(when, value_of(record.value), decision, record.trusted)
+            )
             if record.currency:
                 self.currencies.add(record.currency.upper())
         elif decision is not None:

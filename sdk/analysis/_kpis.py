@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sdk.analysis._gather import (
+    UNCONFIRMED_NOTE,
     UNKNOWN_SEGMENT,
     Cell,
     aware,
@@ -54,7 +55,8 @@ def kpis_over_time(
     group, that of their latest decision before the bucket ends (else of their first
     decision; ``unknown`` without any). Impressions and clicks are distinct (decision, slot)
     pairs with such events in the bucket; conversions are visitors with a conversion event in
-    the bucket; revenue sums those events' values.
+    the bucket; revenue sums the values of the confirmed ones (``trusted``: sent by the site's
+    backend), and ``unconfirmedRevenue`` those browsers reported.
 
     Args:
         records: log records (:func:`sdk.logs.read_log`).
@@ -77,6 +79,7 @@ def kpis_over_time(
     active: dict[datetime, set[str]] = defaultdict(set)
     interactions: dict[datetime, set[tuple[str, str, str | None, str]]] = defaultdict(set)
     buys: dict[datetime, dict[str, float]] = defaultdict(dict)
+    claimed: dict[datetime, dict[str, float]] = defaultdict(dict)
     for record in records:
         if isinstance(record, ErasureRecord):
             continue
@@ -89,7 +92,12 @@ def kpis_over_time(
         if isinstance(record, DecisionRecord):
             history[visitor].append((when, segment_key(group_field(record))))
         elif record.type == "conversion":
-            buys[b][visitor] = buys[b].get(visitor, 0.0) + value_of(record.value)
+            # every conversion makes a buyer; only a confirmed one's value is revenue
+            buys[b][visitor] = buys[b].get(visitor, 0.0) + (
+                value_of(record.value) if record.trusted else 0.0
+            )
+            if not record.trusted:
+                claimed[b][visitor] = claimed[b].get(visitor, 0.0) + value_of(record.value)
         elif record.type in ("impression", "click"):
             interactions[b].add((record.type, record.decision_id or "", record.slot, visitor))
     for decisions in history.values():
@@ -116,6 +124,7 @@ def kpis_over_time(
             if visitor in buys[b]:
                 cell.conversions += 1
                 cell.revenue += buys[b][visitor]
+                cell.unconfirmed_revenue += claimed[b].get(visitor, 0.0)
         for kind, _, _, visitor in interactions[b]:
             cell = cells[member[visitor]]
             if kind == "impression":
@@ -137,6 +146,14 @@ def kpis_over_time(
                     conversion_rate=ratio(cell.conversions, cell.visitors),
                     revenue=cell.revenue,
                     revenue_per_visitor=ratio(cell.revenue, cell.visitors),
+                    unconfirmed_revenue=cell.unconfirmed_revenue,
                 )
             )
-    return KpiSeries(by=by, bucket=bucket, groups=sorted(groups, key=segment_order), points=points)
+    unconfirmed = sum(p.unconfirmed_revenue for p in points)
+    return KpiSeries(
+        by=by,
+        bucket=bucket,
+        groups=sorted(groups, key=segment_order),
+        points=points,
+        notes=[UNCONFIRMED_NOTE.format(amount=unconfirmed)] if unconfirmed > 0 else [],
+    )

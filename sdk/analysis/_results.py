@@ -24,7 +24,13 @@ class Interval(_Out, frozen=True, kw_only=True):
 
 
 class ArmStats(_Out, frozen=True, kw_only=True):
-    """The numbers of one arm in one group (overall or a segment)."""
+    """The numbers of one arm in one group (overall or a segment).
+
+    ``orders`` and ``conversions`` count every conversion event; ``revenue`` (and revenue per
+    visitor, its interval and the average order value over ``confirmedOrders``) counts only
+    confirmed ones: ``POST /v1/conversions`` or events sent with a secret key. Values that
+    browsers reported are summed apart in ``unconfirmedRevenue``: a public key is in every
+    page, so they are claims, not revenue."""
 
     arm: str
     visitors: int
@@ -39,6 +45,8 @@ class ArmStats(_Out, frozen=True, kw_only=True):
     revenue_per_visitor: float | None
     revenue_per_visitor_ci: Interval
     average_order_value: float | None
+    confirmed_orders: int = 0
+    unconfirmed_revenue: float = 0.0
 
 
 class Comparison(_Out, frozen=True, kw_only=True):
@@ -135,7 +143,8 @@ class ExperimentList(_Out, frozen=True, kw_only=True):
 
 
 class KpiPoint(_Out, frozen=True, kw_only=True):
-    """One time bucket of one group."""
+    """One time bucket of one group; ``revenue`` is confirmed revenue only, browser-reported
+    conversion values are in ``unconfirmedRevenue`` (see :class:`ArmStats`)."""
 
     bucket: datetime
     group: str
@@ -147,15 +156,18 @@ class KpiPoint(_Out, frozen=True, kw_only=True):
     conversion_rate: float | None
     revenue: float
     revenue_per_visitor: float | None
+    unconfirmed_revenue: float = 0.0
 
 
 class KpiSeries(_Out, frozen=True, kw_only=True):
-    """KPIs per time bucket and group, ordered by bucket then group."""
+    """KPIs per time bucket and group, ordered by bucket then group; ``notes`` say what the
+    numbers leave out (browser-reported revenue)."""
 
     by: str
     bucket: str
     groups: list[str]
     points: list[KpiPoint]
+    notes: list[str] = []
 
 
 # --- filling them ----------------------------------------------------------------------------

@@ -23,6 +23,9 @@ __all__ = [
 DEFAULT_PUBLIC_ROUTES: tuple[str, ...] = (
     "POST /v1/decide",
     "POST /v1/events",
+    # a visitor's own data, proven by their visitor token (server.visitors)
+    "POST /v1/me",
+    "POST /v1/me/forget",
     # /v1/bundle and its files are secret-only: a browser never needs them (issue 15).
 )
 #: Secret routes that the keyless loopback demo may call too (same syntax): the reports.

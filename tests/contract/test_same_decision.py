@@ -7,7 +7,10 @@ import pytest
 
 from model_export.inputs.synth import generate
 from sdk import APIError, Client, Decider, DecideRequest, TransportError
+from sdk.schema import Consent
 from tests.conftest import FIXED_NOW, LiveServer
+
+PERSONAL_ONLY = Consent(personalization=True, storage=False)
 
 
 def _comparable(decision: object) -> dict[str, object]:
@@ -17,14 +20,27 @@ def _comparable(decision: object) -> dict[str, object]:
 
 
 def test_server_client_and_decider_agree(live_server: LiveServer, decider: Decider) -> None:
+    """The demo server is a public principal: a visit with storage consent and no visitor
+    token is a new visitor with an id the server mints (and a token for it), so the local
+    decider is given that id; everything else is identical."""
     visits = generate(60, seed=2024)
+    minted = 0
     with Client(live_server.url, timeout=5) as client:
-        for visit in visits:
+        for i, visit in enumerate(visits):
             request = msgspec.structs.replace(visit.request, timestamp=FIXED_NOW)
+            if i % 3 == 0:  # a third without storage consent: ids kept as sent
+                request = msgspec.structs.replace(request, consent=PERSONAL_ONLY)
             remote = client.decide(request)
-            local = decider.decide(request)
-            assert _comparable(remote) == _comparable(local)
+            stored = request.consent.storage
+            assert (remote.visitor_token is not None) is stored
+            assert (remote.visitor_id != request.visitor_id) is stored
+            minted += stored
+            local = decider.decide(msgspec.structs.replace(request, visitor_id=remote.visitor_id))
+            assert _comparable(remote) == _comparable(local) | {
+                "visitorToken": remote.visitor_token
+            }
             assert remote.decision_id != local.decision_id
+    assert 0 < minted < len(visits)  # both kinds of visit were compared
 
 
 def test_client_raises_typed_errors(live_server: LiveServer) -> None:

@@ -1,14 +1,19 @@
 """The browser tag (server/static/tailor.js) in a real headless Chromium, driven by Playwright
 (tests/js/browser.py), against a real server process on 127.0.0.1.
 
-What the pages show is checked against what the server answers for the very request the tag
-sent (re-POSTed: the server caches a visit's decision, so the answer is the one the page got);
-what the tag sends back is checked where it lands: the server's event log and ``/metrics``.
+What the pages show is checked against what the server answered the page (the response to the
+very request the tag sent, or that request re-POSTed once it carries the visitor token: the
+server caches a visit's decision, so the answer is the one the page got); what the tag sends
+back is checked where it lands: the server's event log, ``/metrics`` and ``POST /v1/me``.
+
+Identity: with storage consent the server answers a visitor without a valid token with a new
+visitor id and a token for it, which the tag keeps; so a visitor is named by the decision's
+``visitorId``, not by the id in the first request.
 
 Independence: every test gets a browser context of its own (a fresh profile: empty
-localStorage, no cached tag). The module shares one server of its own (demo mode, plus a
-secret key for ``GET /v1/visitors/…`` and no per-IP rate limit), so its event log and metrics
-hold this module's traffic only. Pages other than the demo store are served from a second
+localStorage, no cached tag). The module shares one server of its own (demo mode: keyless
+loopback is the implicit public key; visitor and user token secrets of the tests; no per-IP
+rate limit), so its event log and metrics hold this module's traffic only. Pages other than the demo store are served from a second
 origin by a stdlib HTTP server; they give the tag a 5 s timeout, so that a slow shared machine
 does not turn a decision into a timeout (the demo page keeps the default 600 ms).
 """
@@ -32,7 +37,15 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PLANTED_PERSONAS, LiveServer, _start_server
+from sdk.logs import visitor_hash
+from sdk.tokens import user_token
+from tests.conftest import (
+    PLANTED_PERSONAS,
+    TEST_TOKEN_SECRET,
+    TEST_USER_TOKEN_SECRET,
+    LiveServer,
+    _start_server,
+)
 from tests.js.browser import VIEWPORT, Recorder, eventually, wait_for
 
 pytestmark = pytest.mark.browser
@@ -51,6 +64,8 @@ RECORDER = """
   window.tailor = window.tailor || [];
   window.tailor.push(["onDecision", (d, applied) => rec.decisions.push({
     decisionId: d.decisionId,
+    visitorId: d.visitorId,
+    visitorToken: d.visitorToken,
     applied,
     slots: Object.fromEntries(Object.entries(d.slots).map(([k, v]) => [k, v.variantId])),
   })]);
@@ -159,10 +174,30 @@ class Server:
     def mark(self) -> None:
         """Log a consented decision of a visitor of its own and wait until it is written: what
         the server logged before it is on disk then (one worker, one file, in order)."""
-        marker = f"marker-{uuid.uuid4().hex}"
         consent = {"personalization": True, "storage": True}
-        self.decide(json.dumps({"visitorId": marker, "consent": consent}))
+        answer, _ = self.decide(json.dumps({"visitorId": f"m-{uuid.uuid4().hex}", "consent": consent}))
+        marker = answer["visitorId"]  # the server's id for a visitor without a token
         eventually(lambda: bool(self.logged(marker)), "the marker decision in the log", timeout=15)
+
+    def records(self, visitor_id: str, kind: str) -> list[dict[str, Any]]:
+        """The log records of ``kind`` (``decision``, ``event``) under ``visitor_id``."""
+        return [
+            record
+            for path in sorted(self.events_dir.glob("events-*.jsonl"))
+            for line in path.read_text().splitlines()
+            if line.endswith("}")
+            and (record := json.loads(line)).get("visitorId") == visitor_id
+            and record.get("kind") == kind
+        ]
+
+    def me(self, token: str, path: str = "/v1/me") -> httpx.Response:
+        """``POST /v1/me`` (or ``/v1/me/forget``) with ``token``, as the tag sends it."""
+        return httpx.post(
+            self.url + path,
+            content=json.dumps({"visitorToken": token}),
+            headers={"content-type": "text/plain;charset=UTF-8"},
+            timeout=10,
+        )
 
     def logged(self, visitor_id: str) -> list[str]:
         """The kinds of the log lines (decisions and events) under ``visitor_id``."""
@@ -181,7 +216,12 @@ def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("browser-server")
     keys = tmp / "keys.json"
     keys.write_text(json.dumps({"keys": [], "per_ip_per_minute": 0}))
-    env = {"TAILOR_KEYS_FILE": str(keys), "TAILOR_DEMO": "1"}  # demo mode takes no keys
+    env = {
+        "TAILOR_KEYS_FILE": str(keys),
+        "TAILOR_DEMO": "1",  # demo mode takes no keys
+        "TAILOR_TOKEN_SECRETS": TEST_TOKEN_SECRET,
+        "TAILOR_USER_TOKEN_SECRETS": TEST_USER_TOKEN_SECRET,
+    }
     live = _start_server(bundle_dir, tmp / "server.log", env)
     try:
         port = urlsplit(live.url).port
@@ -466,18 +506,27 @@ def assert_shows(shown: dict[str, Any], decided: dict[str, Any], decision_id: st
         assert shown["href"] == content["href"], (shown, content)
 
 
+def answers(rec: Recorder, path: str) -> list[dict[str, Any]]:
+    """The JSON answers the server gave to the page's POSTs to ``path``, in order."""
+    return [
+        r.response().json()  # type: ignore[union-attr]
+        for r in rec.requests
+        if r.method == "POST" and urlsplit(r.url).path == path
+    ]
+
+
 def demo_visit(
     context: BrowserContext, server: Server, query: str = ""
 ) -> tuple[dict[str, Any], dict[str, Any], Page]:
-    """Opens the demo page (with ``query``) and checks that its slots show the server's decision for
-    the request the tag sent; returns (decide body, the server's answer, the page)."""
+    """Opens the demo page (with ``query``) and checks that its slots show the server's answer
+    to the request the tag sent; returns (decide body, the server's answer, the page)."""
     rec = open_page(context)
     page = rec.page
     page.goto(f"{server.url}/{query}")
-    wait_decided(page)
+    [decided] = wait_decided(page)
     [raw] = raw_bodies(rec, "/v1/decide")
-    answer, cache = server.decide(raw)
-    assert cache == "hit", "the server should re-serve the visit's decision"
+    [answer] = answers(rec, "/v1/decide")
+    assert answer["decisionId"] == decided["decisionId"]
     assert set(answer["slots"]) == DEMO_SLOTS
     shown = slots(page)
     assert set(shown) == DEMO_SLOTS
@@ -535,8 +584,7 @@ def test_a_late_decision_leaves_the_defaults_and_is_reported_as_a_timeout(
         assert shown["html"] == defaults[slot], slot
 
     # The first page view reports the timeout; the server logs it and counts it.
-    [decide] = bodies(rec, "/v1/decide")
-    visitor = decide["visitorId"]
+    visitor = late["visitorId"]  # the server's id for this new visitor
     events = wait_sent(rec, lambda es: any(e["type"] == "pageview" for e in es), "a pageview")
     [pageview] = [e for e in events if e["type"] == "pageview"]
     props = pageview["properties"]
@@ -627,8 +675,7 @@ def test_global_privacy_control_sends_and_stores_nothing(
     # before would be too.
     control = open_page(context)
     control.page.goto(f"{server.url}/")
-    wait_decided(control.page)
-    control_visitor = bodies(control, "/v1/decide")[0]["visitorId"]
+    control_visitor = wait_decided(control.page)[0]["visitorId"]
     control.page.goto("about:blank")
     server.wait_events(control_visitor, bool, "the control visitor's events")
     assert server.events(visitor) == []
@@ -647,6 +694,9 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     assert decide["behavior"] == {}
     assert "sessionId" not in decide  # and a throwaway visitor id
     assert slots(page)["hero"]["decision"] == decision["decisionId"]
+    # no storage consent: the id is used as sent (a throwaway one), no token is issued
+    assert decision["visitorId"] == decide["visitorId"]
+    assert decision["visitorToken"] is None
     assert local_storage(page) == {}
 
     click(page, "#hero")
@@ -667,14 +717,19 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     assert json.loads(stored["tailor.sid"])["id"]
     assert json.loads(stored["tailor.profile"])["pageViews"] == 1
 
-    # The queue leaves at once, in one batch that carries the new consent.
+    # The queue leaves at once, in one batch that carries the new consent; its events are
+    # about the decision they refer to, so about the visitor it was issued to.
     eventually(lambda: bool(bodies(rec, "/v1/events")), "the queued events", pause=pump(page))
     [batch] = bodies(rec, "/v1/events")
     assert batch["consent"] == {"personalization": True, "storage": True}
     assert {e["type"] for e in batch["events"]} == {"pageview", "impression", "click"}
-    assert {e["visitorId"] for e in batch["events"]} == {visitor}
+    assert {e["visitorId"] for e in batch["events"]} == {decision["visitorId"]}
+    [status] = [r.response().status for r in rec.requests if r.url.split("?")[0].endswith("/v1/events")]  # type: ignore[union-attr]
+    assert status == 202
     logged = server.wait_events(
-        visitor, lambda es: len(es) == len(batch["events"]), "the queued events in the log"
+        decision["visitorId"],
+        lambda es: len(es) == len(batch["events"]),
+        "the queued events in the log",
     )
     assert {e["type"] for e in logged} == {"pageview", "impression", "click"}
     for event in logged:
@@ -727,6 +782,9 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
     assert second_body["context"]["campaign"] == {"source": "x"}
     assert "banner" in second_body["slots"]
     assert second_body["sessionId"] == first_body["sessionId"]
+    # the second request names the server's visitor, proven by its token
+    assert second_body["visitorId"] == first["visitorId"] != first_body["visitorId"]
+    assert second_body["visitorToken"] == first["visitorToken"]
     answer, cache = server.decide(raw_bodies(rec, "/v1/decide")[1])
     assert cache == "hit"
     assert answer["decisionId"] == second["decisionId"] != first["decisionId"]
@@ -746,7 +804,7 @@ def test_history_navigation_is_a_new_page_view_with_its_own_decision(
     assert slots(page)["hero"] == before
 
     page.goto("about:blank")
-    visitor = first_body["visitorId"]
+    visitor = first["visitorId"]
     logged = server.wait_events(
         visitor,
         lambda es: sum(e["type"] == "pageview" for e in es) == 3,
@@ -798,7 +856,19 @@ def test_feedback_events_reach_the_event_log(server: Server, rec: Recorder, page
     assert page.evaluate("__test.clicks") == ["hero"]
     # Once the click has left (a batch per second), a conversion and at once a navigation:
     # the conversion can only leave with the pagehide beacon.
-    wait_sent(rec, lambda es: any(e["type"] == "click" for e in es), "the click")
+    sent = wait_sent(rec, lambda es: any(e["type"] == "click" for e in es), "the click")
+    # each event names the decision and the visitor it was issued to, with an id of its own;
+    # the server takes them (a forged or replayed one would be a 403 or 409)
+    assert {e["visitorId"] for e in sent} == {decision["visitorId"]} == {visitor}
+    assert len({e["eventId"] for e in sent}) == len(sent)
+    assert all(e["decisionId"] == decision_id for e in sent)
+    statuses = [
+        r.response().status  # type: ignore[union-attr]
+        for r in rec.requests
+        if urlsplit(r.url).path == "/v1/events"
+    ]
+    assert statuses and set(statuses) == {202}, statuses
+    assert {b["visitorToken"] for b in bodies(rec, "/v1/events")} == {decision["visitorToken"]}
     page.evaluate(
         "tailor.push(['track', 'conversion', {value: 49, currency: 'EUR'}]);"
         "location.href = 'about:blank';"
@@ -888,3 +958,119 @@ def test_errors_in_page_callbacks_do_not_break_the_page(
     ):
         assert sum(message in line for line in debug) == 1, console
     assert sum("TypeError" in line for line in debug) == 2, console
+
+
+# --- identity and the visitor's own data ---------------------------------------------------
+
+
+#: Makes the tag's session 31 minutes idle, so the next page load starts a new one.
+IDLE_SESSION_JS = """(() => {
+  const sid = JSON.parse(localStorage.getItem("tailor.sid"));
+  sid.t = Date.now() - 31 * 60 * 1000;
+  localStorage.setItem("tailor.sid", JSON.stringify(sid));
+})()"""
+
+
+def test_the_servers_visitor_id_and_token_are_kept_and_sent_back(
+    server: Server, site: Site, rec: Recorder, page: Page
+) -> None:
+    page.goto(site.url("/spa"))
+    [first] = wait_decided(page)
+    [body] = bodies(rec, "/v1/decide")
+    # a first visit has no token: the server answers with an id of its own and a token for it
+    assert "visitorToken" not in body
+    assert first["visitorId"] != body["visitorId"]
+    assert first["visitorToken"]
+    stored = local_storage(page)
+    assert (stored["tailor.vid"], stored["tailor.tok"]) == (
+        first["visitorId"],
+        first["visitorToken"],
+    )
+
+    # The next page load, in a new session: the tag sends both, the server keeps the visitor.
+    page.evaluate(IDLE_SESSION_JS)
+    page.reload()
+    [second] = wait_decided(page)
+    again = bodies(rec, "/v1/decide")[-1]
+    assert (again["visitorId"], again["visitorToken"]) == (first["visitorId"], first["visitorToken"])
+    assert again["sessionId"] != body["sessionId"]
+    assert second["visitorId"] == first["visitorId"]
+    assert second["decisionId"] != first["decisionId"]
+    # one stored profile for both visits: two sessions, the second one current
+    mine = server.me(first["visitorToken"])
+    assert mine.status_code == 200, mine.text
+    profile = mine.json()["profile"]
+    assert profile["visitorId"] == first["visitorId"]
+    assert profile["behavior"]["sessionCount"] == 2
+    assert profile["sessionId"] == again["sessionId"]
+
+
+def test_my_data_shows_what_is_stored_and_why_forget_erases_it(
+    server: Server, site: Site, rec: Recorder, page: Page
+) -> None:
+    page.goto(site.url("/spa"))
+    [decision] = wait_decided(page)
+    [body] = bodies(rec, "/v1/decide")
+    [answer] = answers(rec, "/v1/decide")
+    token = local_storage(page)["tailor.tok"]
+
+    mine = page.evaluate("tailor.myData()")
+    assert bodies(rec, "/v1/me") == [{"visitorToken": token}]
+    assert mine["visitorId"] == decision["visitorId"]
+    stored = mine["stored"]
+    assert stored["stored"] is True
+    assert stored["visitorId"] == stored["profile"]["visitorId"] == decision["visitorId"]
+    assert stored["profile"]["sessionId"] == body["sessionId"]
+    assert stored["profile"]["behavior"]["pageViews"] == 1
+    # what the tag keeps, and why the page shows what it shows
+    assert mine["local"]["session"]["id"] == body["sessionId"]
+    assert mine["local"]["profile"]["pageViews"] == 1
+    assert mine["reasons"]["reasons"] == answer["reasons"]
+    assert mine["reasons"]["persona"] == answer["persona"]
+    assert mine["reasons"]["slots"] == answer["slots"]
+    assert mine["reasons"]["slots"]["hero"]["reason"]
+
+    assert page.evaluate("tailor.forget()") is True
+    assert bodies(rec, "/v1/me/forget") == [{"visitorToken": token}]
+    assert answers(rec, "/v1/me/forget") == [{"erased": True}]
+    # nothing left in the page...
+    assert not [k for k in local_storage(page) if k.startswith("tailor.")]
+    after = page.evaluate("tailor.myData()")
+    assert after["visitorId"] != decision["visitorId"]
+    assert (after["stored"], after["reasons"]) == (None, None)
+    assert len(bodies(rec, "/v1/me")) == 1  # no token any more: the server is not asked
+    # ...nor on the server: the old token still proves the id, and nothing is stored under it
+    gone = server.me(token)
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"visitorId": decision["visitorId"], "profile": None, "stored": False}
+    # and the log carries the erasure marker that purging the visitor's lines works from
+    server.mark()
+    marker = visitor_hash(decision["visitorId"])
+    erasures = [
+        json.loads(line)
+        for path in sorted(server.events_dir.glob("events-*.jsonl"))
+        for line in path.read_text().splitlines()
+        if marker in line
+    ]
+    assert [e["kind"] for e in erasures] == ["erasure"]
+
+
+def test_identify_sends_the_user_id_with_its_token(server: Server, browser: Browser) -> None:
+    signed = user_token(TEST_USER_TOKEN_SECRET, "user_42")
+    seen: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for user, token in (("user_42", signed), ("user_43", signed)):  # the second is forged
+        with browser.new_context(viewport=VIEWPORT) as context:
+            identify = f"window.tailor.push({json.dumps(['identify', user, token])});"
+            rec = open_page(context, identify)
+            rec.page.goto(f"{server.url}/")
+            [decision] = wait_decided(rec.page)
+            [body] = bodies(rec, "/v1/decide")
+            seen[user] = body, decision
+    for user, (body, _) in seen.items():
+        assert (body["userId"], body["userToken"]) == (user, signed)
+    server.mark()
+    # the server keeps the signed user id, and drops the one whose token is not its own
+    [signed_record] = server.records(seen["user_42"][1]["visitorId"], "decision")
+    assert signed_record["userId"] == "user_42"
+    [forged_record] = server.records(seen["user_43"][1]["visitorId"], "decision")
+    assert forged_record.get("userId") is None

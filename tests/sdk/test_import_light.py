@@ -65,6 +65,7 @@ def test_public_names_are_pinned() -> None:
             "Retry",
             "Screen",
             "SecretKeyRequiredError",
+            "SensitiveRuleError",
             "TailorError",
             "TransportError",
             "UnsafeBundleFileError",

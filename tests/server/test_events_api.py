@@ -17,8 +17,10 @@ from sdk.schema import Consent, DecideRequest
 from server.eventlog import EventLog
 from server.events import route_handlers
 from server.problems import exception_handlers
+from server.security import SecurityMiddleware
 from server.settings import Settings
-from server.stores import MemoryProfileStore
+from server.stores import MemoryEventGuard, MemoryProfileStore
+from tests.conftest import TEST_SECRET_KEY, security_for_tests
 
 LIMIT = 8 * 1024
 
@@ -40,6 +42,7 @@ class FakeEngine:
     settings: Settings = field(default_factory=lambda: Settings(max_body_bytes=LIMIT))
     profiles: MemoryProfileStore = field(default_factory=MemoryProfileStore)
     decision_cache: FakeDecisionCache = field(default_factory=FakeDecisionCache)
+    guard: MemoryEventGuard = field(default_factory=MemoryEventGuard)
 
 
 @pytest.fixture
@@ -56,9 +59,12 @@ def client(engine: FakeEngine) -> Iterator[TestClient[Litestar]]:
         exception_handlers=exception_handlers,
         request_max_body_size=LIMIT,
         state=State({"engine": engine}),
+        middleware=[SecurityMiddleware.factory(security_for_tests())],
         openapi_config=None,
     )
     with TestClient(app) as c:
+        # a backend's secret key: trusted events (public keys: tests/server/test_event_guard.py)
+        c.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
         yield c
 
 

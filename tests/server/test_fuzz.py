@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import allow_header_conformance, positive
 
 from server.app import create_app
 from server.settings import Settings
-from tests.conftest import TEST_SECRET_KEY, security_for_tests
+from tests.conftest import TEST_SECRET_KEY, TEST_TOKEN_SECRET, security_for_tests
 from tests.server.test_openapi import AUTH, make_demo_app
 
 PROBLEM = "application/problem+json"
@@ -85,7 +85,12 @@ def real_settings(bundle_dir: Path) -> Settings:
     security = msgspec.structs.replace(
         security_for_tests(), per_key_per_minute=0, per_ip_per_minute=0
     )
-    return Settings(bundle_path=str(bundle_dir), security=security, reload_interval=0)
+    return Settings(
+        bundle_path=str(bundle_dir),
+        security=security,
+        reload_interval=0,
+        token_secrets=[TEST_TOKEN_SECRET],
+    )
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from server.observability.redaction import RedactingFilter, redact
 from server.security import hash_key
-from tests.conftest import ROOT, LiveServer, _start_server
+from tests.conftest import ROOT, TEST_TOKEN_SECRET, LiveServer, _start_server
 
 PUBLIC = "pk_limits_test_abcdefghijklmnopqrstuvwxyz"
 TIGHT = "pk_limits_tight_abcdefghijklmnopqrstuvwxyz"
@@ -59,6 +59,7 @@ def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         {
             "TAILOR_DEMO": "0",
             "TAILOR_KEYS_FILE": str(root / "keys.json"),
+            "TAILOR_TOKEN_SECRETS": TEST_TOKEN_SECRET,
             "TAILOR_ACCESS_LOG": "1",
             "TAILOR_HEADER_TIMEOUT": "1",
             "TAILOR_BODY_TIMEOUT": "1",
@@ -175,25 +176,28 @@ def test_new_profiles_per_client_are_capped(server: LiveServer, make_request: Ma
     with _client(server, "127.0.0.5") as flood, _client(server, "127.0.0.6") as other:
         r = other.post("/v1/decide", json=make_request(visitorId="cap-other"), headers=_browser())
         assert r.status_code == 200
+        kept = r.json()["visitorId"]  # new visitors get ids the server mints
+        minted: list[dict[str, Any]] = []
         for i in range(NEW_PROFILES_PER_MINUTE + 3):
             r = flood.post(
                 "/v1/decide", json=make_request(visitorId=f"cap-{i}"), headers=_browser()
             )
             assert r.status_code == 200, r.text  # still decided, contextually
+            minted.append(r.json())
         stored = [
-            flood.get(f"/v1/visitors/cap-{i}", headers=secret).status_code
-            for i in range(NEW_PROFILES_PER_MINUTE + 3)
+            flood.get(f"/v1/visitors/{d['visitorId']}", headers=secret).status_code for d in minted
         ]
         assert stored == [200] * NEW_PROFILES_PER_MINUTE + [404] * 3
-        # a known visitor is still recorded, and others' profiles are untouched
+        # a known visitor (with its token) is still recorded, and others' profiles are untouched
+        first = minted[0]
+        again = make_request(visitorId=first["visitorId"], sessionId="again")
         r = flood.post(
-            "/v1/decide",
-            json=make_request(visitorId="cap-0", sessionId="again"),
-            headers=_browser(),
+            "/v1/decide", json=again | {"visitorToken": first["visitorToken"]}, headers=_browser()
         )
-        assert r.status_code == 200
-        assert flood.get("/v1/visitors/cap-0", headers=secret).json()["behavior"]["sessionCount"]
-        assert other.get("/v1/visitors/cap-other", headers=secret).status_code == 200
+        assert r.status_code == 200 and r.json()["visitorId"] == first["visitorId"]
+        profile = flood.get(f"/v1/visitors/{first['visitorId']}", headers=secret).json()
+        assert profile["behavior"]["sessionCount"] == 2
+        assert other.get(f"/v1/visitors/{kept}", headers=secret).status_code == 200
 
 
 # -- connections and bodies ----------------------------------------------------------------------

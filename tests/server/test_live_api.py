@@ -53,20 +53,30 @@ def test_browser_flow_with_a_public_key(
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN
     assert "decide;dur=" in r.headers["server-timing"]
     decision = r.json()
+    # a public key's events name the decision issued to the visitor, carry event ids, and
+    # change the stored profile with the visitor's token
+    visitor, ids = decision["visitorId"], {"decisionId": decision["decisionId"]}
     events = {
         "events": [
-            {"type": "impression", "visitorId": "live-1", "decisionId": decision["decisionId"]},
-            {"type": "conversion", "visitorId": "live-1", "offerId": "coupon_15", "value": 30.0},
-        ]
+            {"type": "impression", "visitorId": visitor, "eventId": "live-e1", **ids},
+            {"type": "conversion", "visitorId": visitor, "eventId": "live-e2", **ids}
+            | {"offerId": "coupon_15", "value": 30.0},
+        ],
+        "visitorToken": decision["visitorToken"],
     }
     e = httpx.post(f"{url}/v1/events?key={PUBLIC}", content=json.dumps(events), headers=browser)
     assert e.status_code == 202 and e.json() == {"accepted": 2}
+    replay = httpx.post(
+        f"{url}/v1/events?key={PUBLIC}", content=json.dumps(events), headers=browser
+    )
+    _problem(replay, 409)
     # the next visit sees the conversion (read-your-writes across visits)
+    again = make_request(visitorId=visitor, sessionId="ls-2", behavior={})
+    again["visitorToken"] = decision["visitorToken"]
     nxt = httpx.post(
-        f"{url}/v1/decide?key={PUBLIC}",
-        content=json.dumps(make_request(visitorId="live-1", sessionId="ls-2", behavior={})),
-        headers=browser,
+        f"{url}/v1/decide?key={PUBLIC}", content=json.dumps(again), headers=browser
     ).json()
+    assert nxt["visitorId"] == visitor
     assert nxt["lifecycle"]["stage"] == "new"
     _problem(
         httpx.post(

@@ -348,7 +348,8 @@ def test_batch_events_visitors_bundle_reload(doc: dict[str, Any]) -> None:
         "items": {"$ref": "#/components/schemas/Decision"},
     }
     events = paths["/v1/events"]["post"]
-    assert set(events["responses"]) == {"202", "400", "401", "403", "413", "415", "422", "429"}
+    statuses = {"202", "400", "401", "403", "409", "413", "415", "422", "429"}
+    assert set(events["responses"]) == statuses
     accepted = events["responses"]["202"]["content"]["application/json"]["schema"]
     assert accepted == {"$ref": "#/components/schemas/Accepted"}
     event_list = _component(doc, "EventBatch")["properties"]["events"]

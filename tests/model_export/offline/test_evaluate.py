@@ -346,8 +346,9 @@ def test_rewards_are_joined_by_decision_and_slot(
         [
             event("click", a, slot="hero", variantId=hero.variant_id),
             event("click", a, slot="hero"),  # a second click: still 1
-            event("conversion", a, slot="hero", value=30.0),
-            event("conversion", a, slot="hero", value=12.5),
+            event("conversion", a, slot="hero", value=30.0, trusted=True),
+            event("conversion", a, slot="hero", value=12.5, trusted=True),
+            event("conversion", a, slot="hero", value=9999.0),  # a browser's claim: no value
             event("conversion", a, slot="banner"),  # no value: counts 0 as value
             event("click", a, slot="banner", variantId="not-the-one-shown"),  # ignored
             event("click", a, slot="hero", visitorId="someone-else"),  # ignored
@@ -372,6 +373,7 @@ def test_rewards_are_joined_by_decision_and_slot(
     values = read_choices(tmp_path, reward="value")
     got = {(x.decision.decision_id, x.slot): x.reward for x in values.choices}
     assert got[(a.decision_id, "hero")] == 42.5 and got[(a.decision_id, "banner")] == 0.0
+    assert values.skipped["unconfirmed_value"] == 2  # the claim, and the banner's (no value)
     with pytest.raises(ValueError, match="reward"):
         read_choices(tmp_path, reward="likes")  # type: ignore[arg-type]
 

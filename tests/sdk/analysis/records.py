@@ -66,8 +66,10 @@ def event(
     value: float | None = None,
     at: str = "2026-05-04T10:01:00Z",
     currency: str | None = None,
+    trusted: bool = True,
 ) -> EventRecord:
-    """A ``kind: event`` record of type ``kind``, received when it happened."""
+    """A ``kind: event`` record of type ``kind``, received when it happened; ``trusted`` (a
+    confirmed conversion, or an event sent with a secret key) unless told otherwise."""
     when = datetime.fromisoformat(at)
     return EventRecord(
         log_version=LOG_VERSION,
@@ -79,6 +81,7 @@ def event(
         slot=slot,
         value=value,
         currency=currency,
+        trusted=trusted,
     )
 
 
