@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -366,6 +367,7 @@ def serve(
         TAILOR_KEYS_FILE=str(keys),
         TAILOR_EVENT_LOG_DIR=str(events),
         TAILOR_DEMO="0",
+        TAILOR_TOKEN_SECRETS=secrets.token_urlsafe(32),  # keys need a visitor token secret
         # one load generator on 127.0.0.1 stands for many visitors' browsers: no per-client cap
         TAILOR_NEW_PROFILES_PER_MINUTE="0",
     )

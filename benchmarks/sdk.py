@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
@@ -169,6 +170,7 @@ def serve(bundle_path: Path) -> Iterator[str]:
             TAILOR_BUNDLE=str(bundle_path),
             TAILOR_DEMO="0",
             TAILOR_KEYS_FILE=str(Path(tmp) / "keys.json"),
+            TAILOR_TOKEN_SECRETS=secrets.token_urlsafe(32),  # keys need a visitor token secret
             TAILOR_EVENT_LOG_DIR=str(Path(tmp) / "events"),
             TAILOR_RELOAD_INTERVAL="0",
         )

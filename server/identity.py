@@ -158,10 +158,9 @@ class Identity:
         if issued is None or now - issued > REISSUE_AFTER_SECONDS:
             return self.issue(visitor_id)
         if len(self.visitor_secrets) > 1:  # rotating: move it to the signing secret at once
-            current = self.visitor_secrets[:1]
-            if verify_visitor_token(current, token, visitor_id, now, self.max_age_seconds) is not (
-                TokenCheck.VALID
-            ):
+            first = self.visitor_secrets[:1]
+            check = verify_visitor_token(first, token, visitor_id, now, self.max_age_seconds)
+            if check is not TokenCheck.VALID:
                 return self.issue(visitor_id)
         return token
 

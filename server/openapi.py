@@ -104,7 +104,7 @@ class ConversionsAccepted(msgspec.Struct, frozen=True, kw_only=True):
 #: What each error status means across the API (the ``description`` of the response).
 PROBLEMS: Final[dict[int, str]] = {
     400: "Malformed JSON",
-    401: "No API key, or an unknown one",
+    401: "No API key, or an unknown one (`/v1/me`: no valid visitor token)",
     403: "The key may not call this route, or the Origin is not allowed for it",
     404: "Not found",
     409: "Conflict with the current state (e.g. the bundle was refused or changed, or an "

@@ -3,7 +3,10 @@ readiness, the demo page and the tag.
 
 Decide bodies are decoded with the schema's msgspec decoder (errors name the field; the tag's
 ``text/plain`` bodies are accepted); the pure decider runs on the event loop, wrapped by
-:func:`decide_visits` (profile read, visit recorded, decision logged and counted).
+:func:`decide_visits` (profile read, visit recorded, decision logged and counted). A public
+key's request first goes through the identity rules of :mod:`server.identity` (visitor and
+user tokens), and its decision gets a visitor token and loses the scores the bundle keeps
+private.
 
 Must not import model_export.
 """

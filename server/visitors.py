@@ -41,7 +41,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class MyData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """What ``POST /v1/me`` answers: everything stored about the token's visitor."""
+    """What `POST /v1/me` answers: everything stored about the token's visitor."""
 
     visitor_id: str
     #: the stored profile, or null when nothing is stored (no storage consent, expired, erased)
@@ -50,7 +50,7 @@ class MyData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class Erased(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``POST /v1/me/forget`` answers: whether a profile was stored and is now erased."""
+    """What `POST /v1/me/forget` answers: whether a profile was stored and is now erased."""
 
     erased: bool
 

@@ -92,7 +92,8 @@ def test_decide_many_and_replay_scrub_too(fixed: Decider, make_request: MakeRequ
     rows: list[FeatureRow] = []
     d_clean, d_marked = fixed.decide_many([clean, marked], rows=rows)
     assert rows[0] == rows[1] and d_clean == d_marked
-    assert fixed.replay([marked], [rows[1]]) == [d_clean]
+    # same batch size as above: onnxruntime's float32 sums can differ in the last digit
+    assert fixed.replay([clean, marked], rows) == [d_clean, d_clean]
 
 
 def test_old_bundles_scrub_nothing(make_request: MakeRequest) -> None:
