@@ -27,6 +27,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from sdk import Decider
 from sdk.consent import event_log_policy, event_permissions, gpc
 from sdk.schema import Event, EventBatch, Id
 from sdk.tokens import TokenCheck
@@ -80,6 +81,11 @@ class EventsEngine(Protocol):
 
     @property
     def guard(self) -> EventGuard: ...
+
+    @property
+    def decider(self) -> Decider | None:
+        """The serving decider: its sensitivity scrubs the events."""
+        ...
 
 
 def _engine(state: State) -> EventsEngine:
@@ -157,6 +163,12 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     if not allowed.accept:
         return _json({"accepted": 0}, 202)
     public = is_public(request)
+    # sensitive categories and pages leave the events before anything stores or logs them
+    decider = engine.decider
+    if decider is not None and decider.sensitivity:
+        batch = msgspec.structs.replace(
+            batch, events=[decider.sensitivity.scrub_event(e) for e in batch.events]
+        )
     proven: set[str] = set()
     if public:
         _check_values(batch.events, engine.settings.browser_max_conversion_value)

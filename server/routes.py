@@ -228,6 +228,9 @@ def decide_visits(
     now = datetime.now(UTC)
     store = engine.profiles
     rows: list[FeatureRow] = []
+    # sensitive categories and pages leave the request before anything stores or logs it
+    scrub = decider.sensitivity.scrub_request
+    requests = [scrub(r) for r in requests]
     if len(requests) == 1:
         req = requests[0]
         profile = _profile(store, req)

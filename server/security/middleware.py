@@ -385,7 +385,7 @@ class SecurityMiddleware:
                 "secret-key-required",
                 "Secret key required",
                 f"{method} {path} needs a secret key; public keys may only call the routes "
-                "a browser needs (single decide, events)",
+                "a browser needs (single decide, events, the visitor's own data)",
             )
         if origin_text is not None:
             if not key.origins.allows(origin):

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.testing import TestClient
 
+from sdk import Decider
 from sdk.logs import is_anonymous, visitor_hash
 from sdk.schema import Consent, DecideRequest
 from server.eventlog import EventLog
@@ -43,6 +44,7 @@ class FakeEngine:
     profiles: MemoryProfileStore = field(default_factory=MemoryProfileStore)
     decision_cache: FakeDecisionCache = field(default_factory=FakeDecisionCache)
     guard: MemoryEventGuard = field(default_factory=MemoryEventGuard)
+    decider: Decider | None = None
 
 
 @pytest.fixture
