@@ -14,8 +14,12 @@ import * as esbuild from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const OUTFILE = join(here, '..', 'server', 'static', 'tailor.js');
-/** Gzipped bytes the tag may weigh; test/build.test.mjs enforces it. */
-export const GZIP_BUDGET = 4096;
+/**
+ * Gzipped bytes the tag may weigh; test/build.test.mjs enforces it. 4096 until visitor tokens,
+ * event ids and the visitor's own data (myData, forget) came in with the privacy work: 4,069
+ * bytes before, about 4,390 after, with the savings found on the way (see README.md).
+ */
+export const GZIP_BUDGET = 4400;
 
 export const gzipSize = (bytes) => gzipSync(bytes, { level: 9 }).length;
 

@@ -302,7 +302,7 @@ function start() {
     const t = {};
     decide(extra.concat(slots().filter((el) => !known.has(el))), first ? t0 + timeout : perf() + timeout, t).then((dec) => {
       const properties = first ? { timeToDecisionMs: t.decided, slotsHiddenMs: t.shown - t0, timedOut: !!t.late } : {};
-      track('pageview', { properties }, dec);
+      if (dec) track('pageview', { properties }, dec); // about no decision when the decide failed
       // Events tracked before the first decision refer to it (or, when it failed, are dropped).
       if (held) held.map((f) => f());
       held = 0;

@@ -13,9 +13,10 @@ visitor id and a token for it, which the tag keeps; so a visitor is named by the
 Independence: every test gets a browser context of its own (a fresh profile: empty
 localStorage, no cached tag). The module shares one server of its own (demo mode: keyless
 loopback is the implicit public key; visitor and user token secrets of the tests; no per-IP
-rate limit), so its event log and metrics hold this module's traffic only. Pages other than the demo store are served from a second
-origin by a stdlib HTTP server; they give the tag a 5 s timeout, so that a slow shared machine
-does not turn a decision into a timeout (the demo page keeps the default 600 ms).
+rate limit), so its event log and metrics hold this module's traffic only. Pages other than
+the demo store are served from a second origin by a stdlib HTTP server; they give the tag a
+5 s timeout, so that a slow shared machine does not turn a decision into a timeout (the demo
+page keeps the default 600 ms).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route
+from playwright.sync_api import Browser, BrowserContext, Page, Response, Route
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdk.logs import visitor_hash
@@ -175,7 +176,9 @@ class Server:
         """Log a consented decision of a visitor of its own and wait until it is written: what
         the server logged before it is on disk then (one worker, one file, in order)."""
         consent = {"personalization": True, "storage": True}
-        answer, _ = self.decide(json.dumps({"visitorId": f"m-{uuid.uuid4().hex}", "consent": consent}))
+        answer, _ = self.decide(
+            json.dumps({"visitorId": f"m-{uuid.uuid4().hex}", "consent": consent})
+        )
         marker = answer["visitorId"]  # the server's id for a visitor without a token
         eventually(lambda: bool(self.logged(marker)), "the marker decision in the log", timeout=15)
 
@@ -506,13 +509,26 @@ def assert_shows(shown: dict[str, Any], decided: dict[str, Any], decision_id: st
         assert shown["href"] == content["href"], (shown, content)
 
 
+def _answered(rec: Recorder, path: str) -> list[Response]:
+    """The server's responses to the page's POSTs to ``path``, in order."""
+    found = []
+    for r in rec.requests:
+        if r.method == "POST" and urlsplit(r.url).path == path:
+            response = r.response()
+            assert response is not None, f"no answer to {r.url}"
+            found.append(response)
+    return found
+
+
 def answers(rec: Recorder, path: str) -> list[dict[str, Any]]:
     """The JSON answers the server gave to the page's POSTs to ``path``, in order."""
-    return [
-        r.response().json()  # type: ignore[union-attr]
-        for r in rec.requests
-        if r.method == "POST" and urlsplit(r.url).path == path
-    ]
+    return [response.json() for response in _answered(rec, path)]
+
+
+def statuses(rec: Recorder, path: str) -> list[int]:
+    """The HTTP statuses of the server's answers to the page's POSTs to ``path`` (batches sent
+    while a page unloads are not recorded)."""
+    return [response.status for response in _answered(rec, path)]
 
 
 def demo_visit(
@@ -724,8 +740,7 @@ def test_pending_consent_stores_and_sends_nothing_until_granted(
     assert batch["consent"] == {"personalization": True, "storage": True}
     assert {e["type"] for e in batch["events"]} == {"pageview", "impression", "click"}
     assert {e["visitorId"] for e in batch["events"]} == {decision["visitorId"]}
-    [status] = [r.response().status for r in rec.requests if r.url.split("?")[0].endswith("/v1/events")]  # type: ignore[union-attr]
-    assert status == 202
+    assert statuses(rec, "/v1/events") == [202]
     logged = server.wait_events(
         decision["visitorId"],
         lambda es: len(es) == len(batch["events"]),
@@ -862,12 +877,8 @@ def test_feedback_events_reach_the_event_log(server: Server, rec: Recorder, page
     assert {e["visitorId"] for e in sent} == {decision["visitorId"]} == {visitor}
     assert len({e["eventId"] for e in sent}) == len(sent)
     assert all(e["decisionId"] == decision_id for e in sent)
-    statuses = [
-        r.response().status  # type: ignore[union-attr]
-        for r in rec.requests
-        if urlsplit(r.url).path == "/v1/events"
-    ]
-    assert statuses and set(statuses) == {202}, statuses
+    answered = statuses(rec, "/v1/events")
+    assert answered and set(answered) == {202}, answered
     assert {b["visitorToken"] for b in bodies(rec, "/v1/events")} == {decision["visitorToken"]}
     page.evaluate(
         "tailor.push(['track', 'conversion', {value: 49, currency: 'EUR'}]);"
@@ -992,7 +1003,10 @@ def test_the_servers_visitor_id_and_token_are_kept_and_sent_back(
     page.reload()
     [second] = wait_decided(page)
     again = bodies(rec, "/v1/decide")[-1]
-    assert (again["visitorId"], again["visitorToken"]) == (first["visitorId"], first["visitorToken"])
+    assert (again["visitorId"], again["visitorToken"]) == (
+        first["visitorId"],
+        first["visitorToken"],
+    )
     assert again["sessionId"] != body["sessionId"]
     assert second["visitorId"] == first["visitorId"]
     assert second["decisionId"] != first["decisionId"]
@@ -1032,7 +1046,6 @@ def test_my_data_shows_what_is_stored_and_why_forget_erases_it(
 
     assert page.evaluate("tailor.forget()") is True
     assert bodies(rec, "/v1/me/forget") == [{"visitorToken": token}]
-    assert answers(rec, "/v1/me/forget") == [{"erased": True}]
     # nothing left in the page...
     assert not [k for k in local_storage(page) if k.startswith("tailor.")]
     after = page.evaluate("tailor.myData()")
@@ -1074,3 +1087,25 @@ def test_identify_sends_the_user_id_with_its_token(server: Server, browser: Brow
     assert signed_record["userId"] == "user_42"
     [forged_record] = server.records(seen["user_43"][1]["visitorId"], "decision")
     assert forged_record.get("userId") is None
+
+
+def test_the_demo_stores_my_data_and_forget_me_buttons(
+    server: Server, rec: Recorder, page: Page
+) -> None:
+    page.goto(f"{server.url}/")
+    [decision] = wait_decided(page)
+    page.click("#a-mine")
+    mine = wait_for(
+        page,
+        "document.querySelectorAll('#d-mine li').length === 3 && "
+        "[...document.querySelectorAll('#d-mine li')].map((li) => li.textContent)",
+    )
+    assert mine[0] == f"visitor {decision['visitorId']}"
+    assert mine[1].startswith("on the server: 1 sessions, 1 page views since "), mine
+    page.click("#a-forget")
+    done = wait_for(
+        page, "document.querySelector('#d-mine li').textContent.startsWith('forgotten')"
+    )
+    assert done
+    assert not [k for k in local_storage(page) if k.startswith("tailor.")]
+    assert server.me(decision["visitorToken"]).json()["stored"] is False
