@@ -21,11 +21,13 @@ js_snippet/node_modules/.package-lock.json: js_snippet/package-lock.json
 
 js-deps: js_snippet/node_modules/.package-lock.json
 
-# Debian packages the browser tests need (Chromium) and the benchmarks' load generator (wrk);
+# Debian packages the browser tests need (Chromium), the shared-state tests (redis-server) and
+# the benchmarks' load generator (wrk);
 # installed only when missing.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || .ci/apt-install chromium
 	@command -v wrk >/dev/null 2>&1 || .ci/apt-install wrk
+	@command -v redis-server >/dev/null 2>&1 || .ci/apt-install redis-server
 
 ## Train the demo bundle if missing, then serve the demo page on http://$(HOST):$(PORT)/
 run: $(STAMP)

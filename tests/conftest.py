@@ -288,3 +288,14 @@ def app_client(**settings: Any) -> Iterator[Any]:
             if not demo:
                 client.headers["authorization"] = f"Bearer {TEST_SECRET_KEY}"
             yield client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ``redis-server`` on a free loopback port, without persistence, for the session;
+    tests that need a blank one ``FLUSHALL`` it or use their own key prefix."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -66,7 +66,7 @@ def site(policy_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     try:
         with httpx.Client(base_url=live.url, timeout=10) as client:
-            traffic = post_traffic(client, N_VISITORS, "dash")
+            traffic = post_traffic(client, N_VISITORS, "dash", trusted=False)
             wait_for_report(client.get, traffic.lines)
             # A decision line as the server writes them, but with markup in its names.
             logs = tmp / f"events-{urlsplit(live.url).port}"

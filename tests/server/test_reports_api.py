@@ -62,9 +62,13 @@ class Traffic:
         return {arm: t.visitors for arm, t in self.expected[experiment].items()}
 
 
-def post_traffic(client: httpx.Client, visitors: int, prefix: str) -> Traffic:
+def post_traffic(
+    client: httpx.Client, visitors: int, prefix: str, *, trusted: bool = True
+) -> Traffic:
     """One decision per visitor, an impression per slot, a click on the hero of every fourth
-    visitor and a purchase (10 + i % 7) by every fifth, through the real endpoints."""
+    visitor and a purchase (10 + i % 7) by every fifth, through the real endpoints, as the tag
+    sends them (the decision's visitor, event ids, the visitor token). ``trusted``: the client
+    holds a secret key; a public key's purchase values are reported, but not as revenue."""
     traffic = Traffic()
     for i in range(visitors):
         visitor = f"{prefix}-{i}"
@@ -79,6 +83,7 @@ def post_traffic(client: httpx.Client, visitors: int, prefix: str) -> Traffic:
         r = client.post("/v1/decide", json=body)
         assert r.status_code == 200, r.text
         decision = r.json()
+        visitor = decision["visitorId"]  # a public key's new visitor gets an id minted
         traffic.decisions.append(decision)
         events: list[dict[str, Any]] = [
             {
@@ -102,12 +107,20 @@ def post_traffic(client: httpx.Client, visitors: int, prefix: str) -> Traffic:
         value = float(10 + i % 7) if i % 5 == 0 else None
         if value is not None:
             events.append(
-                {"type": "conversion", "visitorId": visitor, "value": value, "currency": "EUR"}
+                {
+                    "type": "conversion",
+                    "visitorId": visitor,
+                    "decisionId": decision["decisionId"],
+                    "value": value,
+                    "currency": "EUR",
+                }
             )
-        r = client.post(
-            "/v1/events",
-            json={"events": events, "consent": {"personalization": True, "storage": True}},
-        )
+        for n, event in enumerate(events):
+            event["eventId"] = f"{visitor}-{n}"
+        batch = {"events": events, "consent": {"personalization": True, "storage": True}}
+        if decision.get("visitorToken"):
+            batch["visitorToken"] = decision["visitorToken"]
+        r = client.post("/v1/events", json=batch)
         assert r.status_code == 202 and r.json()["accepted"] == len(events), r.text
         traffic.lines += 1 + len(events)
         for exp, arm in (decision.get("experiment") or {}).items():
@@ -122,7 +135,7 @@ def post_traffic(client: httpx.Client, visitors: int, prefix: str) -> Traffic:
             totals.clicks += clicked and "hero" in decided
             totals.conversions += value is not None
             totals.orders += value is not None
-            totals.revenue += value or 0.0
+            totals.revenue += (value or 0.0) if trusted else 0.0
     return traffic
 
 

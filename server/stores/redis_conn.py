@@ -1,0 +1,121 @@
+"""The connection to the shared state store (Redis or Valkey): one asyncio client per worker
+process, a key layout whose keys of one visitor share a hash tag (Redis Cluster puts them in
+one slot), a deadline on every call and a circuit breaker, so a slow or dead Redis costs a
+request at most the deadline and, once the breaker is open, nothing at all.
+
+Every backend module (profiles, the event guard, rate limits, pub/sub) goes through
+:meth:`RedisState.call`; a failure of any kind is raised as :class:`StateUnavailable`, which
+callers turn into a contextual decision (reason ``state.unavailable``), a spooled event or an
+open rate limit, never a 5xx.
+
+Must not import model_export or litestar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sdk import CircuitBreaker
+
+__all__ = ["RedisState", "StateUnavailable", "check_redis_url"]
+
+T = TypeVar("T")
+
+
+class StateUnavailable(Exception):
+    """The shared store did not answer in time, failed, or its breaker is open."""
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` when it is a ``redis://``, ``rediss://`` or ``unix://`` URL; else ValueError
+    (the message never repeats a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"TAILOR_REDIS_URL must start with redis://, rediss:// or unix://, not {parts.scheme!r}"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("TAILOR_REDIS_URL names no host")
+    return url
+
+
+class RedisState:
+    """One worker's handle on the shared store.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix://``.
+        prefix: the first part of every key, so several sites or environments share one Redis.
+        timeout: seconds a call may take (connect, send, answer) before it counts as failed.
+        breaker: opens after consecutive failures; while open, calls fail at once.
+        clock: monotonic seconds (the breaker's), injectable for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tailor",
+        timeout: float = 0.05,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.url = check_redis_url(url)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.breaker = breaker or CircuitBreaker(failures=3, reset_after=2.0)
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=0,
+            retry_on_timeout=False,
+            decode_responses=False,
+        )
+        #: calls that failed (timeouts, errors), and refused while the breaker was open
+        self.failures = 0
+        self.refused = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def visitor_key(self, visitor_id: str, part: str) -> str:
+        """The key of one part of a visitor's state; all of a visitor's keys share the hash
+        tag ``{v:<id>}``, so a visitor's reads and writes stay on one Redis Cluster slot."""
+        return f"{self.prefix}:{{v:{visitor_id}}}:{part}"
+
+    def key(self, *parts: str) -> str:
+        """A key not tied to a visitor (rate-limit buckets, channels, streams)."""
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def available(self) -> bool:
+        """Whether calls are being attempted (the breaker is not open)."""
+        return self.breaker.state != "open"
+
+    async def call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """``await fn(client)`` within the deadline, through the breaker.
+
+        Raises:
+            StateUnavailable: the breaker is open, or the call failed or timed out.
+        """
+        if not self.breaker.allow():
+            self.refused += 1
+            raise StateUnavailable("the shared store is unavailable (circuit open)")
+        try:
+            result = await asyncio.wait_for(fn(self.client), self.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failure()
+            self.failures += 1
+            self.last_error = type(exc).__name__
+            self.last_error_at = time.time()
+            raise StateUnavailable(f"the shared store failed: {type(exc).__name__}") from exc
+        self.breaker.success()
+        return result
+
+    async def close(self) -> None:
+        await self.client.aclose()
