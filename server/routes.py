@@ -504,6 +504,21 @@ async def tag_map(request: Request[Any, Any, Any], state: State) -> Response[byt
     return _asset(_engine(state), "tailor.js.map", request, "public, max-age=3600")
 
 
+@get("/tag/v1/tailor-me.js", include_in_schema=False)
+async def tag_me(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """The module the tag imports on the first ``tailor.myData()``. ``import()`` fetches it in
+    CORS mode from the site's pages, so any origin may read it (it is public, like the tag)."""
+    response = _asset(_engine(state), "tailor-me.js", request, "public, max-age=3600")
+    response.headers["access-control-allow-origin"] = "*"
+    return response
+
+
+@get("/tag/v1/tailor-me.js.map", include_in_schema=False)
+async def tag_me_map(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """The module's source map."""
+    return _asset(_engine(state), "tailor-me.js.map", request, "public, max-age=3600")
+
+
 route_handlers = [
     decide,
     decide_batch,
@@ -515,4 +530,6 @@ route_handlers = [
     demo_page,
     tag,
     tag_map,
+    tag_me,
+    tag_me_map,
 ]

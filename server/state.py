@@ -75,6 +75,8 @@ class Engine:
             "demo.html": "text/html; charset=utf-8",
             "tailor.js": "text/javascript; charset=utf-8",
             "tailor.js.map": "application/json",
+            "tailor-me.js": "text/javascript; charset=utf-8",
+            "tailor-me.js.map": "application/json",
         }
         for name, media_type in types.items():
             path = directory / name

@@ -35,13 +35,13 @@ export const num = (v, max) => (v >= 0 && v <= max && typeof v == 'number' ? v :
 
 /**
  * Campaign {source, medium, name, term, content} from the utm_* parameters of a query string
- * (only those present, the first of repeated ones), or null when it has none. Values are
+ * (only those present, the first of repeated ones), or undefined when it has none. Values are
  * percent- and "+"-decoded by URLSearchParams (malformed escapes stay text) and cut to 256 code
  * points.
  */
 export function parseUtm(search) {
   const q = new URLSearchParams(search);
-  let out = null;
+  let out;
   for (const k of ['source', 'medium', 'campaign', 'term', 'content']) {
     const v = cut(q.get('utm_' + k), 256);
     if (v) (out = out || {})[k == 'campaign' ? 'name' : k] = v;
@@ -66,23 +66,18 @@ export const ALLOWED_TAGS = /^(a|p|span|strong|em|b|i|h[1-4]|ul|ol|li|br|img|div
 export const allowAttr = (name, value) => /^(alt|title|class)$/.test(name) || (/^(href|src)$/.test(name) && safeUrl(value));
 
 /**
- * Append clean copies of `nodes` (an inert parsed tree: DOMParser output) to `out`, creating
- * every node anew with `doc`: text, and allow-listed elements with allowed attributes;
- * everything else (script, style, iframe, svg, comments...) is dropped with its content.
- * Returns `out`. Uses only nodeType, nodeName, data, attributes, childNodes, createElement,
- * createTextNode, setAttribute and appendChild, so a test can pass plain objects.
+ * Cleans `root`, an inert parsed tree (a DOMParser document's body), in place and returns its
+ * child nodes: allow-listed elements keep their allowed attributes only, and every other element
+ * (script, style, iframe, svg, form...) is removed with its content; text and comments stay as
+ * they are (inert). This is DOMPurify's way: nothing is serialised and parsed again, and nothing
+ * runs or loads before the nodes are cleaned. Uses only querySelectorAll('*'), localName,
+ * attributes, removeAttribute, remove and childNodes, so a test can pass plain objects.
  */
-export function sanitize(nodes, doc, out) {
-  for (const n of nodes) {
-    const tag = n.nodeName.toLowerCase();
-    if (n.nodeType == 3) out.appendChild(doc.createTextNode(n.data));
-    else if (n.nodeType == 1 && ALLOWED_TAGS.test(tag)) {
-      const el = doc.createElement(tag);
-      for (const a of n.attributes) if (allowAttr(a.name, a.value)) el.setAttribute(a.name, a.value);
-      out.appendChild(sanitize(n.childNodes, doc, el));
-    }
-  }
-  return out;
+export function sanitize(root) {
+  for (const el of root.querySelectorAll('*'))
+    if (!ALLOWED_TAGS.test(el.localName)) el.remove();
+    else for (const a of [...el.attributes]) allowAttr(a.name, a.value) || el.removeAttribute(a.name);
+  return [...root.childNodes];
 }
 
 // --- session and behaviour profile -----------------------------------------------------------
@@ -127,7 +122,7 @@ export function applyEvent(p, type, props, now) {
 /** The Behavior body from a profile: its counters plus days since the last visit and purchase. */
 export function behavior(p, now) {
   const { lv, pl, lp, ...b } = p;
-  const days = (t) => (t > 0 ? Math.max(0, (now - t) / 864e5) : undefined);
+  const days = (t) => (t > 0 ? Math.max(0, now - t) / 864e5 : undefined);
   return { ...b, daysSinceLastVisit: days(pl), daysSinceLastPurchase: days(lp) };
 }
 
@@ -175,9 +170,7 @@ export function buildRequest(w, req, campaign, timeZone) {
   for (const k in page) page[k] = cut(page[k], k == 'title' ? 256 : 4096);
   return {
     ...req,
-    userId: personal ? req.userId : undefined,
-    userToken: personal ? req.userToken : undefined,
-    behavior: personal ? req.behavior : {},
+    ...(personal ? 0 : { userId: undefined, userToken: undefined, behavior: {} }),
     slots: req.slots.filter((s) => ok(SLOT, s)).slice(0, 32),
     context: {
       page,
@@ -212,7 +205,7 @@ export function toEvent(type, props, c) {
     visitorId: dec.visitorId,
     sessionId: c.sessionId,
     value: num(props.value, 1e9),
-    timestamp: new Date(c.now).toISOString(),
+    timestamp: new Date(c.now), // JSON: the ISO 8601 string
     eventId: c.eventId,
   };
   if (ok(EVENT_TYPES, type) && e.decisionId && ok(ID, e.visitorId)) return e;

@@ -6,11 +6,13 @@
  * POSTs a DecideRequest as a CORS-simple text/plain request, fills the slots with sanitised
  * content, and turns window.tailor from a command queue into the API. It keeps the visitor id
  * and token the server issues, sends events about its decisions, and lets the visitor see
- * (myData) and erase (forget) what is stored about them. Storage is written only with consent;
- * errors never reach the page (console.debug when data-debug is set).
- * Must import nothing but ./core.js: the tag has zero runtime dependencies.
+ * (myData, imported on first use from ./tailor-me.js) and erase (forget) what is stored about
+ * them. Storage is written only with consent; errors never reach the page (console.debug when
+ * data-debug is set).
+ * Must import nothing but ./core.js (and import() ./tailor-me.js): the tag has zero runtime
+ * dependencies.
  */
-import { BATCH, ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, retryDelay, safeUrl, sanitize, startSession, toEvent, why } from './core.js';
+import { BATCH, ID, applyEvent, behavior, buildRequest, expired, ok, pageView, parseUtm, retryDelay, safeUrl, sanitize, startSession, toEvent } from './core.js';
 
 const w = window;
 const d = document;
@@ -18,7 +20,7 @@ const html = d.documentElement;
 const P = 'data-tailor-pending';
 const SLOT = '[data-tailor-slot]';
 const slots = () => [...d.querySelectorAll(SLOT)];
-const perf = () => Math.round(performance.now());
+const perf = () => performance.now() | 0;
 const page = () => location.href.split('#')[0];
 
 let debug;
@@ -51,8 +53,8 @@ function start() {
   html.setAttribute(P, '');
   setTimeout(reveal, timeout);
   const style = d.createElement('style');
-  style.nonce = script.nonce || '';
-  style.textContent = `html[${P}] ${SLOT},${SLOT}[${P}]{visibility:hidden}`;
+  style.nonce = script.nonce;
+  style.textContent = `[${P}] ${SLOT},${SLOT}[${P}]{visibility:hidden}`;
   d.head.appendChild(style);
 
   const base = (opt.endpoint || new URL(script.src || location).origin).replace(/\/+$/, '');
@@ -115,7 +117,7 @@ function start() {
    * erases it, unless the answer is still pending (then storage is neither read nor written).
    */
   const setConsent = (personalization, storage, wait) => {
-    const gpc = navigator.globalPrivacyControl === true; // Global Privacy Control: a denial
+    const gpc = !!navigator.globalPrivacyControl; // Global Privacy Control: a denial
     consent = { personalization: !gpc && personalization, storage: !gpc && storage };
     pending = !gpc && wait;
     KEYS.map(
@@ -130,9 +132,8 @@ function start() {
     else flush();
   };
   // Nothing is stored before consent unless the site declares data-consent="granted".
-  const declared = opt.consent || 'pending';
-  const granted = declared == 'granted';
-  setConsent(granted, granted, declared == 'pending');
+  const granted = opt.consent == 'granted';
+  setConsent(granted, granted, !opt.consent || opt.consent == 'pending');
 
   /**
    * The session id, touched; a new session (counted in the profile) after 30 idle minutes.
@@ -170,13 +171,11 @@ function start() {
   const known = new WeakSet(); // slot elements given to a decision
   let filled = new WeakMap(); // slot element -> [{slot}, the decision that fills it]
 
-  /** The node showing Content `c`, or nothing to keep the slot's default content. */
+  /** The nodes (strings for text) showing Content `c`; nothing keeps the slot's default content. */
   const render = (c, el) => {
-    if (c.type == 'text' && c.text != null) return d.createTextNode(c.text);
-    if (c.type == 'html' && c.html != null) {
-      // DOMParser documents are inert: no script runs, nothing loads.
-      return sanitize(new DOMParser().parseFromString(c.html, 'text/html').body.childNodes, d, d.createDocumentFragment());
-    }
+    if (c.type == 'text' && c.text != null) return [c.text];
+    // DOMParser documents are inert: no script runs, nothing loads.
+    if (c.type == 'html' && c.html != null) return sanitize(new DOMParser().parseFromString(c.html, 'text/html').body);
     if (c.type == 'link' && safeUrl(c.href)) {
       el = d.createElement('a');
       el.href = c.href;
@@ -187,13 +186,13 @@ function start() {
       el.src = c.imageUrl;
       el.alt = c.alt || '';
     }
-    return el;
+    return el && [el];
   };
 
-  // Impressions: once per filled slot and variant, when at least half of the slot is visible.
-  const feedback = (type, el) => filled.has(el) && track(type, ...filled.get(el));
+  // Impressions: once per filled slot and variant, when at least half of the slot is visible
+  // (every ES2019 browser has IntersectionObserver).
+  const feedback = (type, el) => (el = filled.get(el)) && track(type, ...el);
   const seen =
-    w.IntersectionObserver &&
     new IntersectionObserver(
       (entries) =>
         entries.map(
@@ -213,11 +212,12 @@ function start() {
     const node = sd && el.dataset.tailorVariant != sd.variantId && render(sd.content);
     if (node) {
       el.textContent = '';
-      el.appendChild(node);
+      el.append(...node);
       el.dataset.tailorVariant = sd.variantId;
       el.dataset.tailorDecision = dec.decisionId;
       filled.set(el, [{ slot: el.dataset.tailorSlot }, dec]);
-      if (seen) seen.unobserve(el), seen.observe(el);
+      seen.unobserve(el);
+      seen.observe(el);
     }
   };
 
@@ -242,16 +242,15 @@ function start() {
     return Promise.resolve()
       .then(() => {
         const sid = session();
-        // Before any consent (pending) and after a refusal: a throwaway id, no session, no token.
+        // Before any consent (pending) and after a refusal: a throwaway id, no session, no token
+        // (json() adds the tag's token to a body that does not set one).
         const anonymous = none();
         return send(
           'decide',
           (req = buildRequest(
             w,
             {
-              visitorId: anonymous ? rid() : state.vid,
-              visitorToken: anonymous ? undefined : state.tok,
-              sessionId: anonymous ? undefined : sid,
+              ...(anonymous ? { visitorId: rid(), visitorToken: undefined } : { visitorId: state.vid, sessionId: sid }),
               ...user,
               consent,
               behavior: behavior(state.profile, Date.now()),
@@ -262,10 +261,7 @@ function start() {
           )),
         );
       })
-      .then((r) => {
-        if (!r.ok) throw r.status;
-        return r.json();
-      })
+      .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
       .then(
         (dec) => {
           t.decided = perf();
@@ -275,8 +271,8 @@ function start() {
           if (dec.visitorToken && req.visitorId == state.vid) update('vid', dec.visitorId), update('tok', dec.visitorToken);
           last = dec;
           lastPage = page();
-          lastApplied = !t.late; // after the timeout the default content stays
-          if (lastApplied) (hide || slots()).map(safe((el) => fill(el, dec)));
+          // after the timeout the default content stays
+          if ((lastApplied = !t.late)) (hide || slots()).map(safe((el) => fill(el, dec)));
           show();
           listeners.map((cb) => safe(cb)(dec, lastApplied));
           return dec;
@@ -339,8 +335,8 @@ function start() {
   };
   ['pushState', 'replaceState'].map((m) => {
     const f = history[m];
-    history[m] = function () {
-      const r = f.apply(this, arguments);
+    history[m] = function (...a) {
+      const r = f.apply(this, a);
       safe(nav)();
       return r;
     };
@@ -363,8 +359,8 @@ function start() {
   ).observe(html, { childList: true, subtree: true });
 
   d.addEventListener('click', safe((e) => feedback('click', e.target.closest(SLOT))), true);
-  d.addEventListener('visibilitychange', () => d.visibilityState == 'hidden' && flush(1));
-  w.addEventListener('pagehide', () => flush(1));
+  d.addEventListener('visibilitychange', () => d.hidden && flush(1));
+  w.addEventListener('pagehide', flush); // (the event is truthy: hidden)
 
   const api = {
     push: (...commands) => commands.map(safe((c) => api[c[0]](...c.slice(1)))),
@@ -378,13 +374,9 @@ function start() {
     identify: (userId, userToken) => {
       user = ok(ID, userId) ? { userId, userToken: ok(ID, userToken) ? userToken : undefined } : {};
     },
+    // Rarely called: in a module of its own, next to this script (null when it cannot load).
     myData: () =>
-      Promise.resolve(state.tok && send('me').then((r) => r.ok && r.json(), log)).then((stored) => ({
-        visitorId: state.vid,
-        stored: stored || null,
-        local: { profile: state.profile, session: state.sid },
-        reasons: why(last),
-      })),
+      import(new URL('tailor-me.js', script.src)).then((m) => m.myData(send, state, last, log), () => null),
     forget: () => {
       const erased = Promise.resolve(!state.tok || send('me/forget').then((r) => r.ok, log));
       KEYS.map(safe((k) => localStorage.removeItem('tailor.' + k)));
@@ -399,7 +391,7 @@ function start() {
   for (const k in api) api[k] = safe(api[k]);
   api.version = __VERSION__;
   w.tailor = api;
-  if (Array.isArray(queued)) api.push(...queued);
+  api.push(...(queued || [])); // the commands queued before the tag loaded
 
   // The first page view, once the page is parsed; the MutationObserver waits for it.
   const run = safe(() => view((ready = 1)));
@@ -410,6 +402,5 @@ function start() {
 try {
   start();
 } catch (e) {
-  reveal();
-  log(e);
+  reveal(log(e));
 }

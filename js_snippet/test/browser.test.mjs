@@ -104,6 +104,10 @@ describe('the tag in Chromium', () => {
   let api;
   let apiBase;
   const scenarios = new Map(); // name -> {page, delay, requests, reports}
+  let current; // the scenario whose page is open (one at a time)
+  const tagRequests = []; // {path, scenario} per request for the tag's files
+  /** The tag's files (by path) the scenario's page fetched, in order. */
+  const tagFiles = (name) => tagRequests.filter((q) => q.scenario === name).map((q) => q.path);
 
   /** Both servers: /s/<scenario>/{page,report,v1/...}; paths without /s/ belong to the demo. */
   const handler = (req, res) => {
@@ -134,7 +138,9 @@ describe('the tag in Chromium', () => {
         const dec = decision(JSON.parse(body), 'dec_' + n);
         return setTimeout(() => res.setHeader('Content-Type', 'application/json').end(JSON.stringify(dec)), n === 1 ? sc.delay || 0 : 0);
       }
-      if (path === '/tag/v1/tailor.js' || path === '/tag/v1/tailor.js.map') {
+      if (/^\/tag\/v1\/tailor(-me)?\.js(\.map)?$/.test(path)) {
+        tagRequests.push({ path, scenario: current });
+        if (path.includes('-me') && scenarios.get(current).noModule) return res.writeHead(404).end();
         return res.setHeader('Content-Type', 'text/javascript').end(readFileSync(new URL(path.split('/').pop(), STATIC)));
       }
       if (path === '/report') {
@@ -142,7 +148,10 @@ describe('the tag in Chromium', () => {
         sc.onReport && sc.onReport();
         return res.end('ok');
       }
-      if (path === '/page') return res.setHeader('Content-Type', 'text/html; charset=utf-8').end(sc.page);
+      if (path === '/page') {
+        if (sc.nonce) res.setHeader('Content-Security-Policy', `script-src 'nonce-${sc.nonce}'; style-src 'nonce-${sc.nonce}'`);
+        return res.setHeader('Content-Type', 'text/html; charset=utf-8').end(sc.nonce ? sc.page.replace(/<script\b/g, `<script nonce="${sc.nonce}"`) : sc.page);
+      }
       res.writeHead(404).end();
     });
   };
@@ -165,6 +174,7 @@ describe('the tag in Chromium', () => {
     const sc = { ...opts, requests: [], reports: [] };
     sc.page = opts.page || page({ ...opts, api: `${apiBase}/s/${name}` });
     scenarios.set(name, sc);
+    current = name;
     const profile = mkdtempSync(join(tmpdir(), 'tailor-chromium-'));
     const url = `http://127.0.0.1:${site.address().port}/s/${name}/page${query}`;
     const args = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-extensions', `--user-data-dir=${profile}`, url];
@@ -205,6 +215,7 @@ describe('the tag in Chromium', () => {
     assert.equal(r.pwned, null);
     assert.equal(r.pending, false);
     assert.match(r.version, /^\d+\.\d+\.\d+/);
+    assert.deepEqual(tagFiles('apply'), ['/tag/v1/tailor.js']); // myData's module only when called
     assert.deepEqual(r.decisions, [{ id: 'dec_1', applied: true }]);
     assert.deepEqual(r.slots.hero, { html: '<h2>Spring <em>sale</em></h2><img src="x"><a>bad</a><a href="/deals">Deals</a><p class="fine">30% off</p>', variant: 'hero-html', decision: 'dec_1' });
     assert.equal(r.slots.banner.html, '&lt;b&gt;Free shipping&lt;/b&gt; today');
@@ -278,8 +289,9 @@ describe('the tag in Chromium', () => {
         if (d.decisionId !== "dec_1") return;
         var out = {};
         var ls = function () { return Object.keys(localStorage).filter(function (k) { return k.indexOf("tailor.") === 0; }); };
-        tailor.decide().then(function () { return tailor.myData(); })
-          .then(function (m) { out.mine = m; return tailor.forget(); })
+        var fetched = function () { return performance.getEntriesByType("resource").filter(function (e) { return /tailor-me\.js$/.test(e.name); }).length; };
+        tailor.decide().then(function () { out.meBefore = fetched(); return tailor.myData(); })
+          .then(function (m) { out.mine = m; out.meAfter = fetched(); return tailor.forget(); })
           .then(function (f) { out.forgot = f; out.keysAfter = ls(); return tailor.myData(); })
           .then(function (m) { out.mineAfter = m; return tailor.forget(); })
           .then(function (f) { out.forgotAgain = f; tailor.track("click", { slot: "hero" }); return tailor.decide(); })
@@ -296,6 +308,9 @@ describe('the tag in Chromium', () => {
     assert.deepEqual([first.userId, first.userToken], ['user_7', 'ab12cd']);
     assert.deepEqual([second.userId, second.userToken], ['user_7', 'ab12cd']);
 
+    // myData is in tailor-me.js, which the page fetches once, on the first call only
+    assert.deepEqual([r.meBefore, r.meAfter], [0, 1]);
+    assert.deepEqual(tagFiles('mine'), ['/tag/v1/tailor.js', '/tag/v1/tailor-me.js']);
     // myData: the server's answer for the token, what the tag keeps, why this content
     assert.deepEqual(posts('/v1/me'), [{ visitorToken: 'tok.minted-dec_1' }]);
     assert.equal(r.mine.visitorId, 'minted-dec_1');
@@ -348,6 +363,50 @@ describe('the tag in Chromium', () => {
     assert.equal(r.mine.stored, null);
     assert.equal(r.forgot, false);
     assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null });
+  });
+
+  test('under a nonce Content-Security-Policy: the style hides the slots, myData imports its module', async () => {
+    const sc = await run('csp', {
+      nonce: 'r4nd0m',
+      timeout: 5000,
+      after: `tailor.push(["onDecision", function () {
+        var out = { violations: [] };
+        document.addEventListener("securitypolicyviolation", function (e) { out.violations.push(e.violatedDirective + " " + e.blockedURI); });
+        var late = document.createElement("div");
+        late.setAttribute("data-tailor-slot", "later");
+        document.body.appendChild(late);
+        setTimeout(function () {
+          out.hidden = getComputedStyle(late).visibility; // hidden by the tag's style, nonce and all
+          tailor.myData().then(function (m) { out.mine = m; report(out); });
+        });
+      }]);`,
+    });
+    const [r] = sc.reports;
+    assert.equal(r.hidden, 'hidden');
+    assert.equal(r.mine.reasons.persona.id, 'deal_hunter');
+    assert.deepEqual(tagFiles('csp'), ['/tag/v1/tailor.js', '/tag/v1/tailor-me.js']);
+    // Only the hostile html's inline handlers and style are reported: Chromium checks them as
+    // DOMParser parses the decision (inert: they never run, and sanitize drops them); neither
+    // the tag's style nor the module is blocked.
+    assert.ok(r.violations.length, 'the policy is enforced');
+    assert.deepEqual(r.violations.filter((v) => !/^(script|style)-src-attr inline$/.test(v)), []);
+  });
+
+  test('myData resolves to null when its module cannot be loaded; forget needs no module', async () => {
+    const sc = await run('nomodule', {
+      noModule: true,
+      after: `tailor.push(["onDecision", function () {
+        var out = {};
+        tailor.myData().then(function (m) { out.mine = m; return tailor.forget(); })
+          .then(function (f) { out.forgot = f; report(out); });
+      }]);`,
+    });
+    const [r] = sc.reports;
+    assert.equal(r.mine, null);
+    assert.deepEqual(tagFiles('nomodule'), ['/tag/v1/tailor.js', '/tag/v1/tailor-me.js']); // tried, 404
+    assert.equal(sc.requests.filter((q) => q.path === '/v1/me').length, 0);
+    assert.equal(r.forgot, true); // erased on the server...
+    assert.deepEqual(r.storage, { 'tailor.vid': null, 'tailor.sid': null, 'tailor.profile': null, 'tailor.tok': null }); // ...and here
   });
 
   test('hides only the slots, shows the defaults at the timeout, never applies a late decision', async () => {

@@ -34,11 +34,11 @@ describe('parseUtm', () => {
     assert.deepEqual(parseUtm('?utm_source=facebook&utm_medium=social&page=2'), { source: 'facebook', medium: 'social' });
   });
 
-  test('is null without utm parameters', () => {
-    assert.equal(parseUtm(''), null);
-    assert.equal(parseUtm('?gclid=abc'), null);
-    assert.equal(parseUtm('?utm_source=&utm_medium='), null);
-    assert.equal(parseUtm('?UTM_SOURCE=x'), null); // the parameters are lowercase, as Google Analytics reads them
+  test('is undefined without utm parameters', () => {
+    assert.equal(parseUtm(''), undefined);
+    assert.equal(parseUtm('?gclid=abc'), undefined);
+    assert.equal(parseUtm('?utm_source=&utm_medium='), undefined);
+    assert.equal(parseUtm('?UTM_SOURCE=x'), undefined); // the parameters are lowercase, as Google Analytics reads them
   });
 
   test('decodes percent-encoded UTF-8, "+" and raw non-ASCII', () => {
@@ -107,40 +107,37 @@ describe('safeUrl', () => {
   });
 });
 
-// A DOM just big enough for sanitize: parsed input nodes and a document that records output.
-const text = (data) => ({ nodeType: 3, nodeName: '#text', data });
-const comment = (data) => ({ nodeType: 8, nodeName: '#comment', data, childNodes: [] });
-const el = (tag, attrs = {}, ...children) => ({
-  nodeType: 1,
-  nodeName: tag.toUpperCase(), // as HTML documents report it
-  attributes: Object.entries(attrs).map(([name, value]) => ({ name, value })),
-  childNodes: children,
-});
-const doc = {
-  createTextNode: (data) => ({ data }),
-  createElement: (tag) => ({
-    tag,
-    attrs: {},
-    children: [],
-    setAttribute(k, v) {
-      this.attrs[k] = v;
+// A DOM just big enough for sanitize: a parsed tree (elements, text, comments) that sanitize
+// changes in place (remove, removeAttribute), and a serialiser of what it returns.
+const text = (data) => ({ nodeType: 3, data });
+const comment = (data) => ({ nodeType: 8, data });
+const el = (tag, attrs = {}, ...childNodes) => {
+  const node = {
+    nodeType: 1,
+    localName: tag,
+    attributes: Object.entries(attrs).map(([name, value]) => ({ name, value })),
+    childNodes,
+    removeAttribute(name) {
+      node.attributes = node.attributes.filter((a) => a.name !== name);
     },
-    appendChild(c) {
-      this.children.push(c);
+    remove() {
+      node.parent.childNodes = node.parent.childNodes.filter((c) => c !== node);
     },
-  }),
+    // every element below, in document order (a static list, as the DOM's)
+    querySelectorAll: (sel) => (assert.equal(sel, '*'), node.childNodes.filter((c) => c.nodeType == 1).flatMap((c) => [c, ...c.querySelectorAll('*')])),
+  };
+  for (const c of childNodes) c.parent = node;
+  return node;
 };
-const fragment = () => doc.createElement('#fragment');
 const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
 const serialise = (n) =>
-  n.tag == null
+  n.nodeType == 3
     ? esc(n.data)
-    : n.tag === '#fragment'
-      ? n.children.map(serialise).join('')
-      : `<${n.tag}${Object.entries(n.attrs)
-          .map(([k, v]) => ` ${k}="${esc(v)}"`)
-          .join('')}>${n.children.map(serialise).join('')}</${n.tag}>`;
-const clean = (...nodes) => serialise(sanitize(nodes, doc, fragment()));
+    : n.nodeType == 8
+      ? `<!--${n.data}-->`
+      : `<${n.localName}${n.attributes.map((a) => ` ${a.name}="${esc(a.value)}"`).join('')}>${n.childNodes.map(serialise).join('')}</${n.localName}>`;
+/** What sanitize leaves of `nodes`, parsed into a body, as markup. */
+const clean = (...nodes) => sanitize(el('body', {}, ...nodes)).map(serialise).join('');
 
 describe('sanitize', () => {
   test('keeps allow-listed elements, attributes and text', () => {
@@ -155,7 +152,15 @@ describe('sanitize', () => {
     for (const tag of ['script', 'style', 'iframe', 'object', 'embed', 'svg', 'math', 'template', 'form', 'input', 'textarea', 'link', 'meta', 'base', 'frame', 'noscript', 'section', 'table']) {
       assert.equal(clean(el('p', {}, text('a'), el(tag, { src: '/x' }, text('alert(1)')), text('b'))), '<p>ab</p>', tag);
     }
-    assert.equal(clean(comment('<script>alert(1)</script>'), text('ok')), 'ok');
+  });
+
+  test('drops what allowed elements hold of the others, at any depth', () => {
+    const deep = el('div', {}, el('ul', {}, el('li', { onclick: 'x' }, el('svg', {}, el('a', { href: 'javascript:x' }, text('in svg'))), el('span', {}, el('iframe', { src: '/x' }), text('kept')))));
+    assert.equal(clean(deep), '<div><ul><li><span>kept</span></li></ul></div>');
+  });
+
+  test('comments stay comments: inert, never parsed as markup', () => {
+    assert.equal(clean(comment('<script>alert(1)</script>'), text('ok')), '<!--<script>alert(1)</script>-->ok');
   });
 
   test('drops event handlers, style and unknown attributes', () => {
@@ -283,9 +288,11 @@ describe('toEvent', () => {
       variantId: 'v-2',
       offerId: 'o-3',
       value: undefined,
-      timestamp: '2025-05-06T07:08:09.000Z',
+      timestamp: new Date(now),
       eventId: 'e-1',
     });
+    // on the wire, the timestamp is its ISO 8601 string
+    assert.equal(JSON.parse(JSON.stringify(toEvent('click', {}, c))).timestamp, '2025-05-06T07:08:09.000Z');
   });
 
   test('the visitor is the one the decision was issued to (a minted or throwaway id)', () => {

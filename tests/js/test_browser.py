@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Response, Route
+from playwright.sync_api import Browser, BrowserContext, Page, Request, Response, Route
 from prometheus_client.parser import text_string_to_metric_families
 
 from sdk.logs import visitor_hash
@@ -421,6 +421,11 @@ def anonymous_decides(rec: Recorder, page: Page) -> list[dict[str, Any]]:
         assert body["behavior"] == {}
     assert decides[0]["visitorId"] != decides[1]["visitorId"]
     return decides
+
+
+def module_requests(rec: Recorder) -> list[Request]:
+    """The page's requests for the module with ``tailor.myData()`` (``tailor-me.js``)."""
+    return [r for r in rec.requests if urlsplit(r.url).path == "/tag/v1/tailor-me.js"]
 
 
 def local_storage(page: Page) -> dict[str, str]:
@@ -1027,9 +1032,16 @@ def test_my_data_shows_what_is_stored_and_why_forget_erases_it(
     [body] = bodies(rec, "/v1/decide")
     [answer] = answers(rec, "/v1/decide")
     token = local_storage(page)["tailor.tok"]
+    assert not module_requests(rec)  # myData's module is fetched on the first call only
 
     mine = page.evaluate("tailor.myData()")
     assert bodies(rec, "/v1/me") == [{"visitorToken": token}]
+    # ...from the server, across origins (the page is on another one): a CORS-mode import
+    [module] = module_requests(rec)
+    assert module.url == f"{server.url}/tag/v1/tailor-me.js"
+    response = module.response()
+    assert response is not None and response.status == 200
+    assert response.headers["access-control-allow-origin"] == "*"
     assert mine["visitorId"] == decision["visitorId"]
     stored = mine["stored"]
     assert stored["stored"] is True
@@ -1049,6 +1061,7 @@ def test_my_data_shows_what_is_stored_and_why_forget_erases_it(
     # nothing left in the page...
     assert not [k for k in local_storage(page) if k.startswith("tailor.")]
     after = page.evaluate("tailor.myData()")
+    assert len(module_requests(rec)) == 1  # imported once
     assert after["visitorId"] != decision["visitorId"]
     assert (after["stored"], after["reasons"]) == (None, None)
     assert len(bodies(rec, "/v1/me")) == 1  # no token any more: the server is not asked
@@ -1109,3 +1122,28 @@ def test_the_demo_stores_my_data_and_forget_me_buttons(
     assert done
     assert not [k for k in local_storage(page) if k.startswith("tailor.")]
     assert server.me(decision["visitorToken"]).json()["stored"] is False
+
+
+def test_the_tag_and_its_module_are_served_gzipped_and_cacheable(server: Server) -> None:
+    for path, kind in (
+        ("/tag/v1/tailor.js", "text/javascript"),
+        ("/tag/v1/tailor.js.map", "application/json"),
+        ("/tag/v1/tailor-me.js", "text/javascript"),
+        ("/tag/v1/tailor-me.js.map", "application/json"),
+    ):
+        r = httpx.get(server.url + path, headers={"accept-encoding": "gzip"}, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["content-type"].startswith(kind), path
+        assert r.headers["content-encoding"] == "gzip", path
+        assert r.headers["cache-control"] == "public, max-age=3600", path
+        again = httpx.get(
+            server.url + path,
+            headers={"accept-encoding": "gzip", "if-none-match": r.headers["etag"]},
+            timeout=10,
+        )
+        assert again.status_code == 304, path
+    # import() reads the module in CORS mode from any site's page; the tag is a classic script
+    module = httpx.get(server.url + "/tag/v1/tailor-me.js", timeout=10)
+    assert module.headers["access-control-allow-origin"] == "*"
+    assert "export{" in module.text and "myData" in module.text
+    assert "access-control-allow-origin" not in httpx.get(server.url + "/tag/v1/tailor.js").headers
