@@ -77,14 +77,19 @@ tag-bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.tag --bundle $(BUNDLE) --loads 30
 
 ## Locust, headless and time-bounded, against a load-test server started on 127.0.0.1 for the run
-## (LOAD_HOST=http://127.0.0.1:8000 aims at a running one instead): CSV + HTML in benchmarks/results/
+## (LOAD_HOST=http://127.0.0.1:8000 aims at a running one instead): CSV + HTML in benchmarks/results/.
+## Replicas: make load LOAD_REPLICAS=2 LOAD_WORKERS=2 starts a redis-server and 2 servers sharing it
+## (LOAD_HOSTS=URL,URL aims at running ones); LOAD_SPREAD=request sends each request to the next one.
 LOAD_USERS ?= 50
 LOAD_SPAWN_RATE ?= 10
 LOAD_TIME ?= 60s
+LOAD_REPLICAS ?= 1
+LOAD_SPREAD ?= user
 load: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE) --if-missing
-	$(BIN)/python -m benchmarks._load --bundle $(BUNDLE) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) \
-		$(if $(LOAD_HOST),--host $(LOAD_HOST)) -- \
+	TAILOR_LOAD_SPREAD=$(LOAD_SPREAD) $(BIN)/python -m benchmarks._load --bundle $(BUNDLE) \
+		--replicas $(LOAD_REPLICAS) $(if $(LOAD_WORKERS),--workers $(LOAD_WORKERS)) \
+		$(if $(or $(LOAD_HOSTS),$(LOAD_HOST)),--host $(or $(LOAD_HOSTS),$(LOAD_HOST))) -- \
 		$(BIN)/locust -f benchmarks/locustfile.py --headless --users $(LOAD_USERS) \
 		--spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_TIME) --only-summary \
 		--csv benchmarks/results/locust --html benchmarks/results/locust.html

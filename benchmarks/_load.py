@@ -6,15 +6,20 @@ personas with their devices, user agents, referrers, campaigns, time zones and b
 the same consent mix. A request body is pre-encoded once with placeholder ids and split around
 them (:class:`Body`), so a load generator only joins bytes to send a fresh visitor.
 
-``python -m benchmarks._load [--bundle B] [--workers N] [--host URL] -- COMMAND ...`` runs
-COMMAND against a load-test server: without ``--host`` it starts ``python -m server`` on a
-free loopback port with the load-test keys (:data:`PUBLIC_KEY` for origin :data:`ORIGIN`,
-:data:`SECRET_KEY`), rate limits off, demo mode off and a temporary event log; it passes the
-server's address to COMMAND as ``LOCUST_HOST`` and stops the server's whole process group
-afterwards, also on Ctrl-C. ``make load`` uses it.
+``python -m benchmarks._load [--bundle B] [--workers N] [--replicas R] [--host URL[,URL...]]
+-- COMMAND ...`` runs COMMAND against a load-test server: without ``--host`` it starts
+``python -m server`` on a free loopback port with the load-test keys (:data:`PUBLIC_KEY` for
+origin :data:`ORIGIN`, :data:`SECRET_KEY`), rate limits off, demo mode off and a temporary
+event log; it passes the server's address to COMMAND as ``LOCUST_HOST`` and stops the server's
+whole process group afterwards, also on Ctrl-C. With ``--replicas R`` (R > 1) it first starts
+a ``redis-server`` of its own (loopback, no persistence), then R servers sharing it
+(``TAILOR_REDIS_URL``, one key prefix), as replicas behind a load balancer would; COMMAND gets
+every address in ``TAILOR_LOAD_HOSTS`` (comma-separated) and the first in ``LOCUST_HOST``.
+At the end it prints what each server answered (from its ``/metrics``), and writes it as JSON
+with ``--report FILE``. ``make load`` uses it.
 
-May import sdk, server.security and model_export.inputs.synth; never locust (``benchmarks.run`` must
-not need it).
+May import sdk, server.security, model_export.inputs.synth and tests.redis_server; never
+locust (``benchmarks.run`` must not need it).
 """
 
 from __future__ import annotations
@@ -30,18 +35,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import httpx
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
 from model_export.inputs.synth import generate
 from sdk.schema import Consent, DecideRequest
 from server.security import hash_key
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "var" / "bundles" / "demo"
@@ -52,6 +60,8 @@ PUBLIC_KEY = "pk_load_0123456789abcdefghijklmnopqrstuv"
 SECRET_KEY = "sk_load_0123456789abcdefghijklmnopqrstuv"
 #: The site the public key is registered for; tag traffic sends it as ``Origin``.
 ORIGIN = "https://shop.example.com"
+#: The Redis key prefix the replicas of one load run share.
+REDIS_PREFIX = "load"
 
 #: Consent states of tag traffic: ``granted`` (personalization and storage), ``pending`` (the
 #: consent banner is unanswered: the tag sends both false and holds its events) and ``gpc``
@@ -340,6 +350,7 @@ def serve(
     secret_key: str = SECRET_KEY,
     origins: Sequence[str] = (ORIGIN,),
     timeout: float = 90.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """Run ``python -m server`` on 127.0.0.1 with the load-test keys, until the block exits.
 
@@ -354,6 +365,9 @@ def serve(
         public_key, secret_key: the keys the server accepts.
         origins: the page origins the public key is allowed from.
         timeout: seconds to wait for readiness.
+        env: more environment for the server (``TAILOR_REDIS_URL``...). Without a shared
+            store, several workers keep per-worker state (``TAILOR_STATE=per-worker``, as
+            before shared state existed).
     """
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -361,8 +375,12 @@ def serve(
     keys.write_text(json.dumps(keys_config(public_key, secret_key, origins)))
     events = root / "events"
     log = root / "server.log"
+    extra = dict(env or {})
+    if workers > 1 and "TAILOR_REDIS_URL" not in extra:
+        extra.setdefault("TAILOR_STATE", "per-worker")
     env = dict(
         os.environ,
+        **extra,
         TAILOR_BUNDLE=str(bundle),
         TAILOR_KEYS_FILE=str(keys),
         TAILOR_EVENT_LOG_DIR=str(events),
@@ -405,34 +423,121 @@ def _wait_ready(server: Server, timeout: float) -> None:
         raise RuntimeError(f"server not ready in {timeout} s:\n{server.log.read_text()[-4000:]}")
 
 
+@contextmanager
+def serve_replicas(
+    bundle: Path | str, root: Path, *, replicas: int = 2, workers: int = 1, timeout: float = 90.0
+) -> Iterator[list[Server]]:
+    """Run a ``redis-server`` and ``replicas`` load-test servers sharing it, until the block exits.
+
+    Each server is :func:`serve` with ``workers`` workers, ``TAILOR_REDIS_URL`` and the key
+    prefix :data:`REDIS_PREFIX`; several workers write their metrics to one
+    ``PROMETHEUS_MULTIPROC_DIR`` per server, so that its ``/metrics`` counts all of them.
+    Everything is stopped on the way out (servers first, then Redis), whatever happens.
+    """
+    with ExitStack() as stack:
+        redis = RedisServer(root / "redis").start()
+        stack.callback(redis.stop)
+        servers = []
+        for number in range(1, replicas + 1):
+            home = root / f"replica-{number}"
+            env = {"TAILOR_REDIS_URL": redis.url, "TAILOR_REDIS_PREFIX": REDIS_PREFIX}
+            if workers > 1:
+                (home / "metrics").mkdir(parents=True)
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(home / "metrics")
+            server = serve(bundle, home, workers=workers, timeout=timeout, env=env)
+            servers.append(stack.enter_context(server))
+        yield servers
+
+
+def traffic(url: str) -> dict[str, dict[str, int]]:
+    """What the server at ``url`` has answered, from its ``/metrics``: requests by
+    ``"METHOD route"`` and by status code (all its workers when it has a multiprocess
+    directory, else the worker that answered the scrape)."""
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    response.raise_for_status()
+    routes: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for family in text_string_to_metric_families(response.text):
+        if family.name != "tailor_http_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                routes[f"{labels['method']} {labels['route']}"] += int(sample.value)
+                statuses[labels["status"]] += int(sample.value)
+    return {"requests": dict(sorted(routes.items())), "statuses": dict(sorted(statuses.items()))}
+
+
+def command_env(urls: Sequence[str]) -> dict[str, str]:
+    """The environment of the load command aimed at ``urls``: the first as ``LOCUST_HOST``,
+    all of them as ``TAILOR_LOAD_HOSTS``."""
+    return dict(os.environ, LOCUST_HOST=urls[0], TAILOR_LOAD_HOSTS=",".join(urls))
+
+
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks._load``: run a command against a load-test server."""
+    """``python -m benchmarks._load``: run a command against load-test servers."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks._load",
-        description="Run COMMAND with LOCUST_HOST set to a load-test server (started here "
-        "unless --host is given) and stop the server afterwards.",
+        description="Run COMMAND with LOCUST_HOST (and TAILOR_LOAD_HOSTS) set to load-test "
+        "servers (started here unless --host is given) and stop them afterwards.",
     )
     parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--host", default=None, help="use this running server instead")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="servers to start; more than 1 share a redis-server started here",
+    )
+    parser.add_argument(
+        "--host", default=None, help="use this running server (or URL,URL,... replicas) instead"
+    )
+    parser.add_argument("--report", default=None, help="write what each server answered here")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (after --)")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so that the server is stopped
+    if args.replicas < 1 or args.workers < 1:
+        parser.error("--replicas and --workers must be at least 1")
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so that the servers are stopped
     if args.host:
-        return subprocess.call(command, env=dict(os.environ, LOCUST_HOST=args.host))
-    with tempfile.TemporaryDirectory(prefix="tailor-load-") as tmp:
-        with serve(args.bundle, Path(tmp), workers=args.workers) as server:
+        urls = [u.strip().rstrip("/") for u in args.host.split(",") if u.strip()]
+        return subprocess.call(command, env=command_env(urls))
+    with tempfile.TemporaryDirectory(prefix="tailor-load-") as tmp, ExitStack() as stack:
+        if args.replicas > 1:
+            replicas = serve_replicas(
+                args.bundle, Path(tmp), replicas=args.replicas, workers=args.workers
+            )
+            servers = stack.enter_context(replicas)
+        else:
+            servers = [stack.enter_context(serve(args.bundle, Path(tmp), workers=args.workers))]
+        for server in servers:
             print(f"load-test server {server.url}: {len(server.worker_pids)} worker(s) ready")
-            code = subprocess.call(command, env=dict(os.environ, LOCUST_HOST=server.url))
+        try:
+            code = subprocess.call(command, env=command_env([s.url for s in servers]))
+        except KeyboardInterrupt:  # Ctrl-C reached the command too: report, then stop servers
+            code = 130
+        report = []
+        for server in servers:
+            try:
+                answered: dict[str, object] = dict(traffic(server.url))
+            except httpx.HTTPError as exc:  # a server that died says so in its log
+                answered = {"error": repr(exc)}
             problems = server.log_problems()
+            print(f"server {server.url}: {answered}")
             print(f"server log: {problems}; memory (MiB): {server.rss_mib()}")
+            report.append(
+                {"url": server.url, "workers": server.workers, **answered, "log": problems}
+            )
+        if args.report:
+            Path(args.report).write_text(
+                json.dumps({"redis": args.replicas > 1, "servers": report}, indent=2) + "\n"
+            )
         return code
 
 

@@ -29,6 +29,17 @@ covering the slots asked for, no personalization without consent, the batch's le
 ``/v1/decide/batch (backend)`` and ``/v1/events (backend)``. At the end the share of returning
 visitors and of tag decides served from the visit cache is logged.
 
+Replicas
+    ``TAILOR_LOAD_HOSTS`` (comma-separated URLs; ``benchmarks._load --replicas N`` sets it)
+    aims the users at several server replicas sharing their state in Redis, and replaces the
+    host. With ``TAILOR_LOAD_SPREAD=user`` (the default) each user keeps one replica for its
+    whole life, round-robin by user number, as a load balancer with client affinity would;
+    with ``request`` every request goes to the next replica in turn, as a round-robin load
+    balancer without affinity would: a visitor's events then often land on another replica
+    than its decide, which is what exercises the shared state. The request names stay the
+    same whatever the replica; the summary logs the requests sent to each replica and the
+    event beacons that went to another replica than their decide.
+
 Locust's own options and ``LOCUST_*`` variables apply (``--users``, ``--spawn-rate``,
 ``--run-time``, ``--host``, ``--csv``, ``--html``). The host defaults to
 http://127.0.0.1:8000, and a host that is not loopback is refused unless
@@ -39,6 +50,9 @@ Environment variables (default)
     TAILOR_LOAD_PUBLIC_KEY, TAILOR_LOAD_SECRET_KEY  keys (the load-test keys of benchmarks._load)
     TAILOR_LOAD_ORIGIN           Origin sent by the tag, allowed for the public key
                                  (https://shop.example.com)
+    TAILOR_LOAD_HOSTS            replicas to aim at, URL,URL,... (unset: the host)
+    TAILOR_LOAD_SPREAD           user (a replica per user) or request (each request to the
+                                 next replica) (user)
     TAILOR_LOAD_ALLOW_REMOTE     1 to allow a non-loopback host (unset)
     TAILOR_LOAD_MAX_RUN_TIME     seconds, when no --run-time is given (60)
     TAILOR_LOAD_TAG_WEIGHT       relative number of TagVisitor users (9)
@@ -59,6 +73,7 @@ Environment variables (default)
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -101,6 +116,12 @@ PUBLIC_KEY = os.environ.get("TAILOR_LOAD_PUBLIC_KEY", _load.PUBLIC_KEY)
 SECRET_KEY = os.environ.get("TAILOR_LOAD_SECRET_KEY", _load.SECRET_KEY)
 ORIGIN = os.environ.get("TAILOR_LOAD_ORIGIN", _load.ORIGIN)
 MAX_RUN_TIME = int(_env("TAILOR_LOAD_MAX_RUN_TIME", 60))
+HOSTS = [
+    h.strip().rstrip("/") for h in os.environ.get("TAILOR_LOAD_HOSTS", "").split(",") if h.strip()
+]
+SPREAD = os.environ.get("TAILOR_LOAD_SPREAD", "user")
+if SPREAD not in ("user", "request"):
+    raise ValueError(f"TAILOR_LOAD_SPREAD={SPREAD!r}: expected 'user' or 'request'")
 CONSENT = _load.parse_weights(
     os.environ.get("TAILOR_LOAD_CONSENT", "granted=0.7,pending=0.2,gpc=0.1")
 )
@@ -173,12 +194,38 @@ def _check_accepted(response: Any, n: int) -> None:
         response.success()
 
 
-class TagVisitor(FastHttpUser):
+#: user numbers and request numbers of this process, for the round robin over the replicas
+_user_numbers = itertools.count()
+_request_numbers = itertools.count()
+
+
+class _Client(FastHttpUser):
+    """A user of one replica (``TAILOR_LOAD_SPREAD=user``) or of each in turn (``request``)."""
+
+    abstract = True
+    host = HOSTS[0] if HOSTS else DEFAULT_HOST
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self.hosts = HOSTS or [self.host]
+        self.replica = self.hosts[next(_user_numbers) % len(self.hosts)]
+        self.client.base_url = self.replica
+
+    def url(self, path: str) -> str:
+        """Where the next request goes: ``path`` on this user's replica, or on the next one."""
+        if SPREAD == "request" and len(self.hosts) > 1:
+            self.replica = self.hosts[next(_request_numbers) % len(self.hosts)]
+            STATS[f"requests to {self.replica}"] += 1
+            return self.replica + path
+        STATS[f"requests to {self.replica}"] += 1
+        return path
+
+
+class TagVisitor(_Client):
     """A browser with the tag: page views decide, granted consent sends event beacons."""
 
     weight = int(_env("TAILOR_LOAD_TAG_WEIGHT", 9))
     wait_time = between(*_env_range("TAILOR_LOAD_TAG_THINK", "2,8"))
-    host = DEFAULT_HOST
 
     def on_start(self) -> None:
         self.rng = random.Random()
@@ -213,7 +260,7 @@ class TagVisitor(FastHttpUser):
         granted = self.consent == "granted"
         started = time.perf_counter()
         with self.client.post(
-            f"/v1/decide?key={PUBLIC_KEY}",
+            self.url(f"/v1/decide?key={PUBLIC_KEY}"),
             data=_body(self.consent, self.visit, self.vid, self.sid),
             headers=_load.tag_headers(self.consent, request.context.user_agent, ORIGIN),
             name="/v1/decide (tag)",
@@ -229,8 +276,11 @@ class TagVisitor(FastHttpUser):
             response.success()
             STATS["tag decides"] += 1
             STATS["tag cache hits"] += response.headers.get("x-tailor-cache") == "hit"
+        decided_by = self.replica
         if granted:  # pending consent holds events, a refusal drops them
             self._beacon(decision, (time.perf_counter() - started) * 1000)
+            STATS["beacons"] += 1
+            STATS["beacons to another replica"] += self.replica != decided_by
         self.first_page = False
 
     def _beacon(self, decision: dict[str, Any], waited_ms: float) -> None:
@@ -263,7 +313,7 @@ class TagVisitor(FastHttpUser):
         consent = {"personalization": True, "storage": True}
         body = {"events": batch, "consent": consent, "visitorToken": decision.get("visitorToken")}
         with self.client.post(
-            f"/v1/events?key={PUBLIC_KEY}",
+            self.url(f"/v1/events?key={PUBLIC_KEY}"),
             data=_encode({k: v for k, v in body.items() if v is not None}),
             headers=_load.tag_headers("granted", _VISITS[self.visit].context.user_agent, ORIGIN),
             name="/v1/events (tag)",
@@ -272,12 +322,11 @@ class TagVisitor(FastHttpUser):
             _check_accepted(response, len(batch))
 
 
-class BackendService(FastHttpUser):
+class BackendService(_Client):
     """A backend with the SDK and the secret key: batch decides, server-side conversions."""
 
     weight = int(_env("TAILOR_LOAD_BACKEND_WEIGHT", 1))
     wait_time = between(*_env_range("TAILOR_LOAD_BACKEND_THINK", "0.5,2"))
-    host = DEFAULT_HOST
 
     def on_start(self) -> None:
         self.rng = random.Random()
@@ -301,7 +350,7 @@ class BackendService(FastHttpUser):
             bodies.append(_body("granted" if granted else "pending", visit, vid, _rid(rng)))
             wanted.append((granted, _VISITS[visit].slots))
         with self.client.post(
-            "/v1/decide/batch",
+            self.url("/v1/decide/batch"),
             data=b"[" + b",".join(bodies) + b"]",
             headers=_load.backend_headers(SECRET_KEY),
             name="/v1/decide/batch (backend)",
@@ -343,7 +392,7 @@ class BackendService(FastHttpUser):
                 }
             )
         with self.client.post(
-            "/v1/events",
+            self.url("/v1/events"),
             data=_encode({"events": batch}),
             headers=_load.backend_headers(SECRET_KEY),
             name="/v1/events (backend)",
@@ -373,6 +422,7 @@ _cap: gevent.Greenlet | None = None
 def _guard(environment: Any, **_: Any) -> None:
     """Refuse a remote host; bound a headless run that has no ``--run-time``."""
     hosts = [environment.host] if environment.host else [u.host for u in environment.user_classes]
+    hosts += HOSTS
     remote = [h for h in hosts if h and not is_loopback(h)]
     if remote and os.environ.get("TAILOR_LOAD_ALLOW_REMOTE") != "1":
         log.error("refusing to load-test %s: set TAILOR_LOAD_ALLOW_REMOTE=1 to allow it", remote)
@@ -408,4 +458,16 @@ def _summary(environment: Any, **_: Any) -> None:
             100 * STATS["returning sessions"] / max(1, STATS["sessions"]),
             STATS["tag decides"],
             100 * STATS["tag cache hits"] / max(1, STATS["tag decides"]),
+        )
+    replicas = {
+        k.removeprefix("requests to "): v for k, v in STATS.items() if k.startswith("requests to ")
+    }
+    if len(replicas) > 1:
+        log.info(
+            "replicas (spread by %s): requests sent %s; %d of %d event beacons went to another "
+            "replica than their decide",
+            SPREAD,
+            replicas,
+            STATS["beacons to another replica"],
+            STATS["beacons"],
         )

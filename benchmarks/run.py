@@ -1,6 +1,6 @@
 """Capacity and latency curve of the decision server, measured on this machine.
 
-``python -m benchmarks.run [--workers N] [--duration S] [--quick] [--out DIR]`` starts
+``python -m benchmarks.run [--workers N] [--duration S] [--quick] [--out DIR] [--state S]`` starts
 ``python -m server`` with N uvicorn workers (default: one per CPU) on 127.0.0.1, with
 load-test keys, rate limits off and a temporary event log (:mod:`benchmarks._load`), then:
 
@@ -27,6 +27,11 @@ from the tag (public key in ``?key=``, ``Origin``, ``text/plain``), 20 % from a 
 recent visit (same visitor, session and consent), which the server re-serves from its
 per-process visit cache when the connection lands on the worker that decided it; the pacer
 reports the share of actual cache hits.
+
+``--state memory,redis`` measures each state backend in turn, the same way: ``memory`` is
+the in-process store (per worker with several workers), ``redis`` a ``redis-server`` started
+here on loopback (:mod:`benchmarks.state`), for which the report adds the Redis round trips
+and commands per decide over the ladder's decide steps; a last table compares the backends.
 
 Everything is time-bounded (every ``wrk`` and pacer run has a deadline) and the server's whole
 process group is killed on the way out, also on Ctrl-C or SIGTERM. Client and server share the
@@ -71,6 +76,7 @@ from benchmarks._load import (
     machine_busy_seconds,
     serve,
 )
+from benchmarks.state import STATES, commandstats, redis_usage, server_calls, state_backend
 
 REPORT_VERSION = 2
 LADDER = (2, 8, 32, 128)
@@ -604,8 +610,8 @@ def _fixed_rates(
     return rows
 
 
-def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """The whole run; returns the report."""
+def measure(args: argparse.Namespace, tmp: Path, state: str = "memory") -> dict[str, Any]:
+    """The whole run against state backend ``state``; returns the report."""
     ladder = (
         tuple(args.connections) if args.connections else (QUICK_LADDER if args.quick else LADDER)
     )
@@ -617,7 +623,10 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     info = machine()
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     started = datetime.now(UTC)
-    with serve(args.bundle, tmp / "server", workers=args.workers) as server:
+    with (
+        state_backend(state, tmp / state, args.workers) as (env, redis),
+        serve(args.bundle, tmp / f"server-{state}", workers=args.workers, env=env) as server,
+    ):
         memory = {"ready": server.rss_mib()}
         _check_mix(server, bodies)
         warm = 1.0 if args.quick else min(5.0, args.duration)
@@ -628,7 +637,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         memory["after_warmup"] = server.rss_mib()
         print(f"ladder over {ladder} connections, {args.duration:g} s each", flush=True)
         cpu_start = _cpu_snapshot(server)
+        usage_start = (server_calls(server), commandstats(redis)) if redis else None
         steps = _ladder(server, scripts, ladder, args, run_tag)
+        usage = None
+        if redis is not None and usage_start is not None:
+            decides = sum(st.requests for st in steps["decide"])
+            usage = redis_usage(usage_start, (server_calls(server), commandstats(redis)), decides)
+            print(f"redis: {usage}", flush=True)
         ceiling, decide = _best(steps["healthz"]), _best(steps["decide"])
         paced = _fixed_rates(server, bodies, decide.requests_per_s, args)
         cpu = _cpu_shares(cpu_start, _cpu_snapshot(server))
@@ -642,9 +657,12 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "event_log_mib": round(log_bytes / 1024**2, 1),
             "event_log_records": log_records,
             "log": server.log_problems(),
+            "state": state,
+            "redis": usage,
         }
     return {
         **report_head(REPORT_VERSION, started, info),
+        "state": state,
         "config": {
             "workers": args.workers,
             "duration_s": args.duration,
@@ -819,7 +837,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pacer-connections", type=int, default=64)
     parser.add_argument("--repeat", type=float, default=0.3, help="share of repeated visits")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument(
+        "--state",
+        default="memory",
+        help="state backends, comma-separated, each measured in turn: memory (per-worker with "
+        "several workers), redis (a redis-server started here)",
+    )
     args = parser.parse_args(argv)
+    states = [x.strip() for x in args.state.split(",") if x.strip()]
+    if not states or any(x not in STATES for x in states):
+        parser.error(f"--state takes {', '.join(STATES)} (comma-separated)")
     if args.duration is None:
         args.duration = 2.0 if args.quick else 15.0
     if shutil.which("wrk") is None:
@@ -831,12 +858,55 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # unwind, so that the server is stopped
     try:
         with tempfile.TemporaryDirectory(prefix="tailor-bench-") as tmp:
-            report = measure(args, Path(tmp))
+            reports = [measure(args, Path(tmp), state) for state in states]
     except KeyboardInterrupt:
         print("interrupted: the server is stopped, no report written", file=sys.stderr)
         return 130
-    publish(report, markdown(report), name="run", out=args.out, quick=args.quick)
+    report = reports[0]  # the first backend's report, the others' beside it
+    text = "\n".join(markdown(r) for r in reports)
+    if len(reports) > 1:
+        report["by_state"] = {r["state"]: r for r in reports[1:]}
+        report["states"] = compare_states(reports)
+        text += "\n" + states_markdown(report["states"])
+    publish(report, text, name="run", out=args.out, quick=args.quick)
     return 0
+
+
+def compare_states(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decide throughput, p99 at each fixed rate and Redis usage of each backend, and its
+    throughput as a share of the first's."""
+    first = reports[0]["decide"]["max_per_s"]
+    return [
+        {
+            "state": r["state"],
+            "decide_max_per_s": r["decide"]["max_per_s"],
+            "share_of_first": round(r["decide"]["max_per_s"] / first, 3),
+            "p99_ms": {f"{row['fraction']:.0%}": row["p99_ms"] for row in r["latency"]},
+            "redis": r["server"]["redis"],
+        }
+        for r in reports
+    ]
+
+
+def states_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "## State backends",
+        "",
+        "| state | decide max/s | share | p99 ms at fixed rates | Redis round trips per decide |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        p99 = ", ".join(f"{k}: {v:.2f}" for k, v in row["p99_ms"].items())
+        trips = row["redis"]["round_trips_per_decide"] if row["redis"] else "-"
+        lines.append(
+            f"| {row['state']} | {row['decide_max_per_s']:,.0f} | {row['share_of_first']:.0%} | "
+            f"{p99} | {trips} |"
+        )
+    for row in rows:
+        if row["redis"]:
+            commands = ", ".join(f"{k} {v}" for k, v in row["redis"]["commands_per_decide"].items())
+            lines += ["", f"Redis commands per decide ({row['state']}): {commands}"]
+    return "\n".join([*lines, ""])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """``python -m server``: run the decision server with uvicorn, with its connection limits
 (header and keep-alive timeouts, header size, concurrency) from :class:`server.settings.Settings`
 and every log line passed through the key-redacting filter. It refuses to start on a
-configuration the app would refuse (keys without a visitor token secret, ...); the demo without
-a token secret gets a random one, made here once and shared by every worker.
+configuration the app would refuse (keys without a visitor token secret, ...), and several
+workers with visitor state in process memory unless ``TAILOR_STATE=per-worker`` opts into it;
+the demo without a token secret gets a random one, made here once and shared by every worker.
 
 Must not import model_export.
 """
@@ -22,7 +23,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--bundle", default=None, help="bundle directory (TAILOR_BUNDLE)")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; above 1 needs shared state (TAILOR_REDIS_URL) or "
+        "TAILOR_STATE=per-worker",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -62,6 +69,15 @@ def main() -> None:
     try:
         security = settings.security_config()  # no keys and no demo, or both: refuse to start
         Identity.from_settings(settings, keys=bool(security.keys))  # keys need a token secret
+        backend = settings.state_backend()
+        if args.workers > 1 and backend == "memory":
+            raise ValueError(
+                f"--workers {args.workers} with visitor state in process memory would give "
+                "each worker its own profiles, suppressions and pinned decisions (a visitor's "
+                "past flips between workers, and an erasure reaches one of them): set "
+                "TAILOR_REDIS_URL=redis://host:6379/0 to share state in Redis, or "
+                "TAILOR_STATE=per-worker to accept per-worker state knowingly"
+            )
     except ValueError as exc:
         logger.error("refusing to start: %s", exc)
         raise SystemExit(2) from exc

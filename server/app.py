@@ -1,7 +1,10 @@
 """The Litestar application factory and its lifespan.
 
 ``create_app(settings)`` builds the app; the lifespan loads and verifies the bundle once per
-worker process and stores the decider and geo resolver on ``app.state``. Handlers reach them
+worker process and stores the decider, geo resolver and stores on ``app.state``. With
+``TAILOR_STATE=redis`` it opens the worker's Redis connection, subscribes to the invalidation
+channel (:class:`server.stores.redis.InvalidationListener`) and replays spooled profile
+updates when Redis answers again. Handlers reach them
 through dependency injection. A bundle that fails verification leaves the app alive but not
 ready (``/readyz`` answers 503 and ``/v1/decide`` answers 503 problem+json). When trusted
 bundle public keys are configured, a bundle refused at start stops the process instead.
@@ -15,6 +18,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -22,9 +26,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from sdk.geo import GeoResolver, edge_header_groups
+from server.bus import ReloadBus
 from server.conversions import route_handlers as conversion_handlers
 from server.decisions import DecisionCache
-from server.eventlog import EventLog
+from server.events import replay_batches
 from server.events import route_handlers as event_handlers
 from server.identity import Identity
 from server.observability import Metrics, MetricsMiddleware, metrics_handler
@@ -34,10 +39,17 @@ from server.reloader import BundleHolder
 from server.reports import ReportService
 from server.reports import route_handlers as report_handlers
 from server.routes import BATCH_BODY_FACTOR, route_handlers
-from server.security import SecurityMiddleware
+from server.security import RateLimiter, SecurityMiddleware
+from server.security.ratelimit import SharedRateLimiter
 from server.settings import Settings
 from server.state import Engine
 from server.stores import MemoryEventGuard, MemoryProfileStore
+from server.stores.batch_spool import BatchSpool
+from server.stores.redis import InvalidationListener, RedisProfileStore
+from server.stores.redis_conn import RedisState
+from server.stores.redis_guard import RedisEventGuard
+from server.stores.spool import ProfileSpool
+from server.stream import open_event_log
 from server.visitors import route_handlers as visitor_handlers
 
 __all__ = ["create_app"]
@@ -70,6 +82,47 @@ def _settle_heap(young: int) -> None:
     gc.set_threshold(young, older, oldest)
 
 
+def _open_state(engine: Engine, settings: Settings) -> None:
+    """The profile store of ``Settings.state_backend()``: this process's memory, or Redis
+    (one connection per worker, with the spool of updates it could not take)."""
+    backend = settings.state_backend()
+    if backend != "redis" or settings.redis_url is None:
+        engine.profiles = MemoryProfileStore(
+            max_visitors=settings.max_visitors,
+            ttl_seconds=settings.profile_ttl_days * 86_400,
+            backend=backend,
+        )
+        return
+    engine.redis = RedisState(
+        settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+    )
+    engine.profiles = RedisProfileStore(
+        engine.redis,
+        ttl_seconds=settings.profile_ttl_days * 86_400,
+        pin_seconds=engine.decision_cache.ttl,
+    )
+    engine.spool = ProfileSpool(settings.spool_dir, int(settings.spool_max_mib * 1024 * 1024))
+
+
+async def _replay_spool(engine: Engine, interval: float = 1.0) -> None:
+    """Apply spooled profile updates once the shared store answers again (each worker tries;
+    a spool file is claimed by one)."""
+    while True:
+        await anyio.sleep(interval)
+        redis, spool, store = engine.redis, engine.spool, engine.profiles
+        if redis is None or spool is None or store is None or redis.breaker.state == "open":
+            continue
+        if spool.pending_bytes():
+            replayed = await spool.replay(store)
+            if replayed:
+                log.info("replayed %d spooled profile updates", replayed)
+
+
+async def _reloaded(engine: Engine, forced: bool) -> None:
+    """Another replica asked for a reload (``forced``), or the reload channel came back."""
+    await anyio.to_thread.run_sync(lambda: engine.holder.check(force=forced))
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Create the decision server app.
 
@@ -85,6 +138,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # the token secrets: refused with keys and none set; the demo makes one
     identity = Identity.from_settings(settings, keys=bool(security.keys))
     metrics = Metrics.from_env()  # one per worker process: uvicorn calls the factory in each
+    # the middleware's buckets: per process until the lifespan attaches Redis
+    limits = SharedRateLimiter(
+        RateLimiter(burst_seconds=security.burst_seconds, maxsize=security.max_tracked_clients)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -109,13 +166,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if first.refused is not None and settings.bundle_public_keys is not None:
             # signatures are required: refuse to start rather than wait unready for one
             raise RuntimeError(f"bundle refused at start: {first.refused}")
-        engine.profiles = MemoryProfileStore(
-            max_visitors=settings.max_visitors,
-            ttl_seconds=settings.profile_ttl_days * 86_400,
-        )
-        engine.guard = MemoryEventGuard(max_entries=settings.event_guard_entries)
-        if settings.event_log_dir is not None:
-            engine.eventlog = EventLog(settings.event_log_dir)
+        _open_state(engine, settings)
+        bus: ReloadBus | None = None
+        if engine.redis is not None:  # rate limits, the event guard and reloads shared
+            engine.guard = RedisEventGuard(engine.redis)
+            spool_bytes = int(settings.spool_max_mib * 1024 * 1024)
+            engine.batch_spool = BatchSpool(settings.spool_dir, spool_bytes)
+            bus = ReloadBus(engine.redis)
+        else:
+            engine.guard = MemoryEventGuard(max_entries=settings.event_guard_entries)
+        app.state.reload_bus = bus  # POST /v1/admin/reload publishes on it
+        limits.attach(engine.redis)
+        engine.new_profiles.attach(engine.redis)
+        # local files, or the Redis stream with a spool (server.stream)
+        engine.eventlog = open_event_log(settings, metrics)
         engine.load_static(Path(settings.static_dir))
         app.state.engine = engine
         _settle_heap(settings.gc_young_threshold)
@@ -123,6 +187,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with anyio.create_task_group() as tasks:
                 if settings.reload_interval > 0:
                     tasks.start_soon(_watch, engine, settings.reload_interval)
+                if engine.redis is not None:
+                    listener = InvalidationListener(
+                        engine.redis, engine.decision_cache.invalidate, engine.decision_cache.clear
+                    )
+                    tasks.start_soon(listener.run)
+                    tasks.start_soon(_replay_spool, engine)
+                    # the engine as the events handler sees it (its profile store is set)
+                    tasks.start_soon(replay_batches, app.state.engine, identity)
+                if bus is not None:
+                    await tasks.start(bus.listen, partial(_reloaded, engine))
                 try:
                     yield
                 finally:
@@ -131,6 +205,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # outside the cancelled task group, or the await below would be cancelled at once
             # and the last flush interval of the event log lost
             engine.geo.close()
+            if engine.redis is not None:
+                with anyio.CancelScope(shield=True):
+                    await engine.redis.close()
             if engine.eventlog is not None:
                 await anyio.to_thread.run_sync(engine.eventlog.close)
 
@@ -147,7 +224,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         # the largest any route accepts (a decide batch); each handler's read_body enforces its own
         request_max_body_size=settings.max_body_bytes * BATCH_BODY_FACTOR,
-        middleware=[SecurityMiddleware.factory(security)],
+        middleware=[SecurityMiddleware.factory(security, limiter=limits)],
         state=State(
             {
                 "metrics": metrics,

@@ -3,7 +3,9 @@ site's backend vouches for, the only revenue reports and retraining take as real
 
 A browser's conversion event is bounded and untrusted (:mod:`server.events`); the backend
 that took the order confirms it here with its order id. Each order counts once (the event
-guard remembers order ids for 30 days; a duplicate is skipped, not an error), changes the
+guard remembers order ids for 30 days, claimed for the whole batch in one step; a duplicate is
+skipped, not an error; with the shared guard's Redis down, 503 ``state-unavailable`` and
+nothing counted, so the backend's retry is safe), changes the
 visitor's stored profile when there is one (a purchase and its revenue, as a conversion event
 does) and is logged as a ``conversion`` event with ``trusted: true`` and its ``orderId``.
 Nothing in the batch says which consent the visitor gave, so it is logged as an event of
@@ -26,6 +28,9 @@ from sdk.schema import Conversion, ConversionBatch, Event
 from server.bodies import decode_body, read_body
 from server.events import EventsEngine
 from server.openapi import CONVERSIONS_DOCS, ConversionsAccepted
+from server.stores.redis_conn import StateUnavailable
+from server.stores.spool import apply_or_spool
+from server.visitors import state_unavailable
 
 __all__ = ["as_event", "route_handlers"]
 
@@ -54,16 +59,24 @@ async def record_conversions(request: Request[Any, Any, Any], state: State) -> R
     engine: EventsEngine = state.engine
     body = await read_body(request, engine.settings.max_body_bytes)
     batch = decode_body(body, _decoder, "conversion batch")
-    fresh = [c for c in batch.conversions if engine.guard.claim_order(c.order_id)]
+    try:  # one step for the whole batch: a failure claims none, so a retry is safe
+        claimed = await engine.guard.claim_orders([c.order_id for c in batch.conversions])
+    except StateUnavailable as exc:
+        raise state_unavailable() from exc  # 503 with Retry-After; nothing was counted
+    fresh = [c for c, new in zip(batch.conversions, claimed, strict=True) if new]
     events = [as_event(c) for c in fresh]
     received_at = datetime.now(UTC)
     stored: set[str] = set()
+    spool = getattr(engine, "spool", None)
     for event in events:
         visitor_id = event.visitor_id
-        if engine.profiles.get(visitor_id, now=received_at) is None:
-            continue  # no profile: no storage consent was seen for this visitor
+        # None: no profile (no storage consent was seen for this visitor), or spooled
+        if (
+            await apply_or_spool(engine.profiles, spool, visitor_id, [event], now=received_at)
+            is None
+        ):
+            continue
         stored.add(visitor_id)
-        engine.profiles.apply(visitor_id, [event], now=received_at)
         if engine.decision_cache is not None:
             engine.decision_cache.invalidate(visitor_id)
     if engine.eventlog is not None and events:

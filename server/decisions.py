@@ -5,6 +5,13 @@ no private scores: they are never re-served to a secret key, nor the other way r
 Requests without a session id are not cached; every access holds a lock; entries are
 ``gc=False`` structs the garbage collector never scans.
 
+With a shared store this cache is each worker's small first level in front of the decision
+pinned in Redis (:class:`server.stores.base.Pinned`): it is filled only once a visit's pin is
+written, and every worker drops a visitor's entries when an erasure or a decisive event is
+published on the ``invalidate`` channel (the whole cache after a reconnection, since messages
+sent meanwhile were missed). An entry may so be served stale only for the time a published
+invalidation takes to arrive (milliseconds).
+
 Must not import model_export.
 """
 
@@ -50,6 +57,7 @@ class DecisionCache:
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024, ttl: float = 1800.0) -> None:
+        self.ttl = ttl
         self._cache: LruTtlCache[Key, Entry] = LruTtlCache(max_bytes, ttl, getsizeof=_entry_size)
         self._lock = threading.Lock()
         self.hits = 0
@@ -92,6 +100,12 @@ class DecisionCache:
         with self._lock:
             keys = [k for k in self._cache if k.startswith(prefix)]
             return sum(self._cache.pop(k, None) is not None for k in keys)
+
+    def clear(self) -> None:
+        """Forget every cached decision (invalidations may have been missed)."""
+        with self._lock:
+            old = self._cache
+            self._cache = LruTtlCache(old.maxsize, old.ttl, getsizeof=_entry_size)
 
     def __len__(self) -> int:
         with self._lock:

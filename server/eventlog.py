@@ -1,24 +1,28 @@
 """The server's durable event log: decisions, feedback events and erasure markers, appended
 as JSON Lines records of :mod:`sdk.logs` by each worker process to files of its own.
 
-Appends only buffer an encoded line; a background thread (started lazily per process) writes
-and fsyncs each batch every ``flush_interval`` seconds, rotates files by size and age, and
-counts what it could not write in :attr:`EventLog.dropped`. Decisions are remembered for a
-while so that their events get the propensity, offer, user and time zone of the decision.
-File naming and the offline erasure of closed files are in :mod:`server.eventlog_purge`.
+Appends only buffer an encoded line; a background thread (started lazily per process) hands
+each batch to the log's output every ``flush_interval`` seconds: by default local files
+(:class:`server.logfiles.RotatingFiles`: one fsync per batch, rotated by size and age, the
+directory capped by a :class:`~server.logfiles.Retention`), or, with Redis, the event stream
+(:class:`server.stream.StreamOutput`, spooled to local files while Redis is away). What could
+not be written is counted (:attr:`EventLog.dropped`, :meth:`EventLog.health`), never raised.
+Decisions are remembered for a while so that their events get the propensity, offer, user and
+time zone of the decision. File naming and the offline erasure of closed files are in
+:mod:`server.eventlog_purge`.
 
 Must not import model_export.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
 
@@ -36,18 +40,16 @@ from sdk.logs import (
 )
 from sdk.schema import Behavior, DecideRequest, Decision, Event
 from server.eventlog_purge import (
-    CLOSED_MODE,
-    OPEN_MODE,
     closed_files,
     erased_by_hash,
     erased_hashes,
-    fsync_dir,
     log_files,
     purge,
 )
+from server.logfiles import Losses, Retention, RotatingFiles, WriteFailed, describe
 from server.lru import LruTtlCache
 
-__all__ = ["EventLog", "EventLogError"]
+__all__ = ["EventLog", "EventLogError", "LogOutput"]
 
 log = logging.getLogger("tailor.server.eventlog")
 
@@ -56,6 +58,36 @@ _THREAD_NAME = "tailor-eventlog-flusher"
 
 class EventLogError(Exception):
     """The log directory cannot be created or written (raised by :class:`EventLog`)."""
+
+
+class LogOutput(Protocol):
+    """Where the writer thread puts each batch: local files (:class:`RotatingFiles`) or the
+    Redis stream (:class:`server.stream.StreamOutput`). Called from one thread at a time."""
+
+    @property
+    def current(self) -> Path | None:
+        """The local file being written, if any."""
+        ...
+
+    def write(self, lines: list[bytes], now: datetime) -> None:
+        """Put ``lines`` durably somewhere; raises :class:`WriteFailed` when it could not."""
+        ...
+
+    def tick(self, now: datetime) -> None:
+        """Periodic work without new lines: close an aged file, replay a spool."""
+        ...
+
+    def close(self) -> None:
+        """Close what is open (idempotent)."""
+        ...
+
+    def forget(self) -> None:
+        """In a child after ``fork``: drop the parent's files and connections unused."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """What ``/readyz`` shows of the output."""
+        ...
 
 
 class _Remembered(msgspec.Struct, frozen=True, array_like=True):
@@ -102,6 +134,9 @@ class EventLog:
         max_pending: records beyond this many waiting ones are dropped (disk stalled).
         remember: how many recent decisions are kept to copy propensities onto events.
         remember_for: how long a decision is remembered for that.
+        retention: size and age caps of ``directory``, applied when a file is opened.
+        output: where batches go instead of the files of ``directory`` (the event stream).
+        losses: where lost records are counted (shared with ``output``; feeds a metric).
 
     Raises:
         EventLogError: the directory cannot be created or written.
@@ -119,6 +154,9 @@ class EventLog:
         max_pending: int = 100_000,
         remember: int = 50_000,
         remember_for: timedelta = timedelta(hours=1),
+        retention: Retention | None = None,
+        output: LogOutput | None = None,
+        losses: Losses | None = None,
     ) -> None:
         if flush_interval <= 0 or max_bytes <= 0 or max_age <= timedelta(0):
             raise ValueError("flush_interval, max_bytes and max_age must be positive")
@@ -132,6 +170,10 @@ class EventLog:
         self._remember = remember
         self._remember_for = remember_for.total_seconds()
         self._check_directory()
+        self._losses = losses or getattr(output, "losses", None) or Losses()
+        self._output: LogOutput = output or RotatingFiles(
+            self.directory, max_bytes=max_bytes, max_age=max_age, retention=retention
+        )
         self._reset_process_state()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -160,13 +202,8 @@ class EventLog:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
-        self._dropped = 0
         self._withheld = 0
         self._failing = False
-        self._fd: int | None = None
-        self._path: Path | None = None
-        self._size = 0
-        self._opened_at: datetime | None = None
         self._recent: LruTtlCache[str, bytes] = LruTtlCache(
             self._remember, self._remember_for, timer=lambda: self._clock().timestamp()
         )
@@ -174,18 +211,16 @@ class EventLog:
     def _check_fork(self) -> None:
         """In a child after ``fork``: forget the parent's buffer, thread, locks and file."""
         if os.getpid() != self._pid:
-            inherited = self._fd
+            self._output.forget()  # the child's copies of the parent's descriptors
             self._reset_process_state()
-            if inherited is not None:
-                with contextlib.suppress(OSError):
-                    os.close(inherited)  # the child's copy of the parent's descriptor
 
     # -- public surface -----------------------------------------------------------------------
 
     @property
     def dropped(self) -> int:
-        """Records lost so far: failed writes, a full buffer, or appends after close."""
-        return self._dropped
+        """Records lost so far: failed writes, a full buffer, appends after close, or spooled
+        records that the spool's caps deleted before they could be replayed."""
+        return self._losses.count
 
     @property
     def withheld(self) -> int:
@@ -195,7 +230,13 @@ class EventLog:
     @property
     def current(self) -> Path | None:
         """The file this process is writing, or None."""
-        return self._path
+        return self._output.current
+
+    def health(self) -> dict[str, Any]:
+        """What ``/readyz`` shows of this worker's log: ``lostRecords``, ``lastError``,
+        ``lastErrorAt`` and the output's state (``output``: ``files`` or ``stream``; for the
+        stream ``streamAvailable`` and ``spooledBytes``)."""
+        return {**self._losses.health(), **self._output.health()}
 
     def append_decision(
         self,
@@ -302,7 +343,7 @@ class EventLog:
             thread.join()
         self._write_pending()
         with self._io_lock:
-            self._close_file()
+            self._output.close()
 
     def files(self) -> list[Path]:
         """Every log file in the directory (all processes'), in the order they were opened."""
@@ -310,7 +351,7 @@ class EventLog:
 
     def closed_files(self) -> list[Path]:
         """The log files no process is writing (see :func:`server.eventlog_purge.closed_files`)."""
-        return closed_files(self.directory, self._path)
+        return closed_files(self.directory, self.current)
 
     def purge_visitor(self, visitor_id: str) -> int:
         """Rewrite closed files without the lines of ``visitor_id``; the offline erasure tool.
@@ -346,11 +387,11 @@ class EventLog:
             if remember is not None:
                 self._recent[remember[0]] = _remembered_encoder.encode(remember[1])
             if self._closed:
-                self._dropped += len(lines)
+                self._losses.add(len(lines), "closed")
                 return
             room = self.max_pending - len(self._buffer)
             if room < len(lines):
-                self._dropped += len(lines) - max(room, 0)
+                self._losses.add(len(lines) - max(room, 0), "buffer", "the write buffer is full")
                 lines = lines[: max(room, 0)]
             self._buffer.extend(lines)
             if self._thread is None:
@@ -380,80 +421,22 @@ class EventLog:
             with self._lock:
                 lines, self._buffer = self._buffer, []
             now = self._clock()
-            if self._opened_at is not None and now - self._opened_at >= self.max_age:
-                self._close_file()
+            self._output.tick(now)
             if lines:
                 self._write(lines, now)
 
     def _write(self, lines: list[bytes], now: datetime) -> None:
-        chunk: list[bytes] = []
-        size = self._size
-        done = 0
         try:
-            if self._fd is None:
-                self._open_file(now)
-                size = 0
-            for line in lines:
-                if (chunk or size) and size + len(line) > self.max_bytes:
-                    self._write_chunk(chunk)
-                    done += len(chunk)
-                    chunk = []
-                    self._close_file()
-                    self._open_file(now)
-                    size = 0
-                chunk.append(line)
-                size += len(line)
-            self._write_chunk(chunk)
-        except OSError as exc:
-            with self._lock:
-                self._dropped += len(lines) - done
+            self._output.write(lines, now)
+        except WriteFailed as exc:
+            self._losses.add(len(lines) - exc.written, "write", describe(exc.error))
             if not self._failing:
-                log.warning("event log write failed, records dropped: %s", exc)
+                log.warning("event log write failed, records dropped: %s", exc.error)
             self._failing = True
-            self._close_file(quiet=True)
             return
         if self._failing:
-            log.warning("event log writes succeed again (%d records dropped)", self._dropped)
+            log.warning("event log writes succeed again (%d records dropped)", self.dropped)
         self._failing = False
-
-    def _write_chunk(self, chunk: list[bytes]) -> None:
-        if not chunk or self._fd is None:
-            return
-        data = memoryview(b"".join(chunk))
-        while data:
-            data = data[os.write(self._fd, data) :]
-        os.fsync(self._fd)
-        self._size += sum(map(len, chunk))
-
-    def _open_file(self, now: datetime) -> None:
-        stem = f"events-{now.astimezone(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
-        for n in range(1000):
-            path = self.directory / (f"{stem}.jsonl" if n == 0 else f"{stem}-{n}.jsonl")
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, OPEN_MODE)
-            except FileExistsError:
-                continue
-            break
-        else:
-            raise OSError(f"no free event log file name for {stem}")
-        self._fd = fd
-        self._path = path
-        self._size = 0
-        self._opened_at = now
-        fsync_dir(self.directory)
-
-    def _close_file(self, *, quiet: bool = False) -> None:
-        """Close the current file and make it read-only: the mark of a closed file."""
-        fd, path = self._fd, self._path
-        self._fd, self._path, self._opened_at, self._size = None, None, None, 0
-        if fd is None or path is None:
-            return
-        try:
-            os.close(fd)
-            os.chmod(path, CLOSED_MODE)
-        except OSError as exc:
-            if not quiet:
-                log.warning("closing event log file %s failed: %s", path, exc)
 
 
 def _event_record(

@@ -1,8 +1,9 @@
 """The files of an event log directory and the offline GDPR erasure that rewrites closed ones.
 
-Names the log files (``events-YYYYMMDD-HHMMSS-<pid>[-n].jsonl``), lists them in the order
-they were opened, tells closed files (read-only, or whose writer process is gone) from ones
-still being written, and rewrites closed files without the lines of erased visitors.
+Names the log files (``events-YYYYMMDD-HHMMSS-<pid>[-n].jsonl``; the stream spool's start with
+``spool-`` instead), lists them in the order they were opened, tells closed files (read-only,
+or whose writer process is gone) from ones still being written, and rewrites closed files
+without the lines of erased visitors.
 
 Must not import model_export or litestar.
 """
@@ -25,15 +26,17 @@ __all__ = [
     "closed_files",
     "erased_by_hash",
     "erased_hashes",
+    "file_pid",
     "fsync_dir",
     "log_files",
+    "pid_alive",
     "purge",
 ]
 
 #: Mode of a file being written, and of a closed one (read-only: the mark of a closed file).
 OPEN_MODE = 0o640
 CLOSED_MODE = 0o440
-_FILE_RE = re.compile(r"^events-(\d{8})-(\d{6})-(\d+)(?:-(\d+))?\.jsonl$")
+_FILE_RE = re.compile(r"^(events|spool)-(\d{8})-(\d{6})-(\d+)(?:-(\d+))?\.jsonl$")
 _VISITOR_RE = re.compile(rb'"visitorId":"([^"\\]*)"')
 
 
@@ -62,7 +65,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,35 +76,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def log_files(directory: Path) -> list[Path]:
-    """Every log file in ``directory`` (all processes'), in the order they were opened (by
-    the time in the name, then pid, then number)."""
+def file_pid(path: Path) -> int | None:
+    """The pid in a log file's name (the process that wrote it), or None for another name."""
+    match = _FILE_RE.match(path.name)
+    return int(match.group(4)) if match is not None else None
+
+
+def log_files(directory: Path, prefix: str = "events") -> list[Path]:
+    """Every log file in ``directory`` (all processes') whose name starts with ``prefix``, in
+    the order they were opened (by the time in the name, then pid, then number)."""
     if not directory.is_dir():
         return []
     found = []
     for path in directory.iterdir():
         match = _FILE_RE.match(path.name)
-        if match is not None:
-            day, time, pid, n = match.groups()
+        if match is not None and match.group(1) == prefix:
+            _, day, time, pid, n = match.groups()
             found.append(((day, time, int(pid), int(n or 0)), path))
     return [path for _, path in sorted(found)]
 
 
-def closed_files(directory: Path, current: Path | None) -> list[Path]:
+def closed_files(directory: Path, current: Path | None, prefix: str = "events") -> list[Path]:
     """The log files no process is writing: read-only ones (closed by rotation or close), and
     those whose writer process no longer runs on this machine (after a crash); never
     ``current``, the file this process is writing."""
     out = []
-    for path in log_files(directory):
+    for path in log_files(directory, prefix):
         if path == current:
             continue
-        match = _FILE_RE.match(path.name)
-        assert match is not None
+        pid = file_pid(path)
+        assert pid is not None
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
             continue
-        if not mode & stat.S_IWUSR or not _pid_alive(int(match.group(3))):
+        if not mode & stat.S_IWUSR or not pid_alive(pid):
             out.append(path)
     return out
 
@@ -126,7 +136,7 @@ def purge(directory: Path, files: list[Path], erased: Callable[[str], bool]) -> 
         kept = [line for line in lines if not _belongs(line, erased)]
         if len(kept) == len(lines):
             continue
-        tmp = path.with_name(f".{path.name}.purge")
+        tmp = path.with_name(f".{path.name}.purge-{os.getpid()}")  # sinks may purge at once
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OPEN_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.writelines(kept)

@@ -12,16 +12,21 @@ logged: each event names a decision the server issued to its visitor and an even
 seen (:class:`server.stores.EventGuard`: 403 ``forged-event``, 409 ``replayed-event``), a
 decision converts once, values are bounded (422), and a stored profile changes only with the
 batch's valid visitor token. Their records are marked untrusted; secret keys' are trusted.
+When the shared guard (Redis) does not answer, a public batch is spooled to local disk
+(:mod:`server.stores.batch_spool`), answered 202 with ``spooled``, and checked, applied and
+logged by :func:`replay_batches` once Redis answers again.
 
 Must not import model_export.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import anyio
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
@@ -36,16 +41,17 @@ from server.eventlog import EventLog
 from server.identity import Identity
 from server.openapi import EVENTS_DOCS, VISITOR_DELETE_DOCS, VISITOR_GET_DOCS
 from server.problems import Problem
-from server.stores import EventGuard, ProfileStore
-from server.visitors import erase_visitor
+from server.stores import DECISIVE_EVENTS, EventGuard, ProfileStore
+from server.stores.batch_spool import BatchSpool, SpooledBatch
+from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.spool import apply_or_spool
+from server.visitors import erase_visitor, state_unavailable
 
 __all__ = ["DecisionCache", "EventsEngine", "is_public", "route_handlers"]
 
 
 _encoder = msgspec.json.Encoder()
 _batch_decoder = msgspec.json.Decoder(EventBatch)
-#: Event types after which a visit's cached decision is recomputed.
-_DECISIVE = frozenset({"conversion", "not_interested"})
 
 
 class _Settings(Protocol):
@@ -114,9 +120,10 @@ def _check_values(events: list[Event], limit: float) -> None:
             )
 
 
-def _guard(engine: EventsEngine, events: list[Event]) -> None:
-    """Refuse a public-key batch with a forged or replayed event (nothing of it is recorded)."""
-    refusal = engine.guard.check_and_record(events)
+async def _guard(engine: EventsEngine, events: list[Event], batch_id: str) -> None:
+    """Refuse a public-key batch with a forged or replayed event (nothing of it is recorded);
+    :class:`StateUnavailable` when the shared guard does not answer."""
+    refusal = await engine.guard.check_and_record(events, batch_id=batch_id)
     if refusal is None:
         return
     if refusal.kind == "forged-event":
@@ -124,10 +131,9 @@ def _guard(engine: EventsEngine, events: list[Event]) -> None:
     raise Problem(409, refusal.kind, "Replayed event", refusal.detail)
 
 
-def _proven(state: State, batch: EventBatch) -> set[str]:
+def _proven(identity: Identity | None, batch: EventBatch) -> set[str]:
     """The visitors of a public-key batch its visitor token proves (their stored profiles may
     change); none without a token or an identity."""
-    identity: Identity | None = state.get("identity")
     if identity is None or batch.visitor_token is None:
         return set()
     visitors = {e.visitor_id for e in batch.events}
@@ -169,27 +175,101 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
         batch = msgspec.structs.replace(
             batch, events=[decider.sensitivity.scrub_event(e) for e in batch.events]
         )
+    received_at = datetime.now(UTC)
     proven: set[str] = set()
     if public:
         _check_values(batch.events, engine.settings.browser_max_conversion_value)
-        _guard(engine, batch.events)
-        proven = _proven(state, batch)
-    received_at = datetime.now(UTC)
+        batch_id = uuid.uuid4().hex
+        try:
+            await _guard(engine, batch.events, batch_id)
+        except StateUnavailable as exc:  # checked, applied and logged when Redis is back
+            spool: BatchSpool | None = getattr(engine, "batch_spool", None)
+            item = SpooledBatch(batch_id=batch_id, received_at=received_at, batch=batch)
+            if spool is None or not spool.append([item]):
+                raise state_unavailable() from exc
+            return _json({"accepted": len(batch.events), "spooled": len(batch.events)}, 202)
+        proven = _proven(state.get("identity"), batch)
+    await record_batch(engine, batch, public=public, proven=proven, received_at=received_at)
+    return _json({"accepted": len(batch.events)}, 202)
+
+
+async def replay_batch(engine: EventsEngine, identity: Identity | None, item: SpooledBatch) -> bool:
+    """Check a spooled public-key batch with the guard and, when it passes, record it as the
+    handler would have: True when recorded, False when refused (forged or replayed).
+
+    Raises:
+        StateUnavailable: the guard still cannot answer (the batch stays spooled).
+    """
+    batch = item.batch
+    refusal = await engine.guard.check_and_record(batch.events, batch_id=item.batch_id)
+    if refusal is not None:
+        return False
+    proven = _proven(identity, batch)
+    await record_batch(engine, batch, public=True, proven=proven, received_at=item.received_at)
+    return True
+
+
+async def replay_batches(
+    engine: EventsEngine,
+    identity: Identity | None,
+    interval: float = 1.0,
+    settle: float = 5.0,
+) -> None:
+    """Each ``interval``: write the decisions this worker issued while Redis was down, and
+    replay spooled batches (:mod:`server.stores.batch_spool`) once Redis has answered for
+    ``settle`` seconds, by when every worker has written its own (a batch naming one of
+    them would otherwise be refused as forged); runs in the lifespan until cancelled."""
+    redis: RedisState | None = getattr(engine, "redis", None)
+    back_since: float | None = None
+    while True:
+        await anyio.sleep(interval)
+        spool: BatchSpool | None = getattr(engine, "batch_spool", None)
+        if redis is None or spool is None:
+            continue
+        try:
+            await engine.guard.flush()
+            if not spool.pending_bytes():
+                back_since = None
+                continue
+            await redis.call(lambda c: c.ping())
+        except StateUnavailable:
+            back_since = None
+            continue
+        now = anyio.current_time()
+        back_since = now if back_since is None else back_since
+        if now - back_since >= settle:
+            await spool.replay(lambda item: replay_batch(engine, identity, item))
+
+
+async def record_batch(
+    engine: EventsEngine,
+    batch: EventBatch,
+    *,
+    public: bool,
+    proven: set[str],
+    received_at: datetime,
+) -> None:
+    """Apply an accepted batch (a secret key's, or a public key's that passed the guard) to
+    stored profiles and append it to the event log, as its consent allows."""
+    allowed = event_permissions(batch.consent, refused_by_gpc=False)  # refused ones stop before
     by_visitor: defaultdict[str, list[Event]] = defaultdict(list)
     for event in batch.events:
         by_visitor[event.visitor_id].append(event)
     stored: set[str] = set()
+    spool = getattr(engine, "spool", None)
     for visitor_id, events in by_visitor.items():
         if not allowed.apply_to_profiles:
             continue  # the visitor allows personalization but no stored profile
         if public and visitor_id not in proven:
             continue  # no valid visitor token: an unstored visitor, whatever its id
-        if engine.profiles.get(visitor_id, now=received_at) is None:
-            continue  # no stored profile: no storage consent was seen for this visitor
+        # no stored profile (no storage consent was seen for this visitor): nothing applied;
+        # the store unavailable: spooled and applied when it answers again (logged anonymously)
+        applied = await apply_or_spool(engine.profiles, spool, visitor_id, events, now=received_at)
+        if applied is None:
+            continue
         stored.add(visitor_id)
-        engine.profiles.apply(visitor_id, events, now=received_at)
-        if engine.decision_cache is not None and any(e.type in _DECISIVE for e in events):
-            engine.decision_cache.invalidate(visitor_id)
+        if engine.decision_cache is not None and any(e.type in DECISIVE_EVENTS for e in events):
+            engine.decision_cache.invalidate(visitor_id)  # other workers: by the store
     if engine.eventlog is not None:
         consent = batch.consent
         engine.eventlog.append_events(
@@ -203,14 +283,16 @@ async def ingest_events(request: Request[Any, Any, Any], state: State) -> Respon
     metrics = getattr(engine, "metrics", None)
     if metrics is not None:
         metrics.observe_events(batch.events)  # incl. the tag's flicker timings
-    return _json({"accepted": len(batch.events)}, 202)
 
 
 @get("/v1/visitors/{visitor_id:str}", **VISITOR_GET_DOCS)
 async def get_visitor(visitor_id: FromPath[str], state: State) -> Response[bytes]:
     """Everything stored about a visitor: behaviour, suppressed and dismissed offers."""
     engine = _engine(state)
-    profile = engine.profiles.snapshot(_visitor_id(visitor_id))
+    try:
+        profile = await engine.profiles.snapshot(_visitor_id(visitor_id))
+    except StateUnavailable as exc:
+        raise state_unavailable() from exc
     if profile is None:
         raise Problem(404, "visitor-not-found", "Visitor not found", "no profile is stored")
     return _json(profile)
@@ -219,7 +301,7 @@ async def get_visitor(visitor_id: FromPath[str], state: State) -> Response[bytes
 @delete("/v1/visitors/{visitor_id:str}", status_code=204, **VISITOR_DELETE_DOCS)
 async def delete_visitor(visitor_id: FromPath[str], state: State) -> None:
     """Erase a visitor: profile, suppressions, cached decisions; mark the event log."""
-    erase_visitor(_engine(state), _visitor_id(visitor_id))  # the erasure of POST /v1/me/forget
+    await erase_visitor(_engine(state), _visitor_id(visitor_id))  # as POST /v1/me/forget
 
 
 route_handlers = [ingest_events, get_visitor, delete_visitor]

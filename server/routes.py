@@ -3,8 +3,9 @@ readiness, the demo page and the tag.
 
 Decide bodies are decoded with the schema's msgspec decoder (errors name the field; the tag's
 ``text/plain`` bodies are accepted); the pure decider runs on the event loop, wrapped by
-:func:`decide_visits` (profile read, visit recorded, decision logged and counted). A public
-key's request first goes through the identity rules of :mod:`server.identity` (visitor and
+:func:`decide_visits` (the visitor's state read in one call, the visit recorded and the
+decision pinned in one call once it is computed: :mod:`server.visits`). A public key's
+request first goes through the identity rules of :mod:`server.identity` (visitor and
 user tokens), and its decision gets a visitor token and loses the scores the bundle keeps
 private.
 
@@ -29,10 +30,11 @@ from msgspec import Meta
 
 from sdk import Decider
 from sdk.bundle import SIGNATURE_FILE, Bundle, BundleSignature
-from sdk.consent import effective_consent, gpc, permissions
+from sdk.consent import effective_consent, gpc
 from sdk.features import FeatureRow
-from sdk.schema import Behavior, DecideRequest, Decision, request_decoder
+from sdk.schema import DecideRequest, request_decoder
 from server.bodies import decode_body, read_body
+from server.bus import publish_reload
 from server.identity import Identity, public_decision, verify_request
 from server.observability import ServerTiming
 from server.openapi import (
@@ -45,7 +47,8 @@ from server.openapi import (
 from server.problems import Problem, without_paths
 from server.security import Principal
 from server.state import Engine
-from server.stores import ProfileStore
+from server.stores import Pinned
+from server.visits import decide_loaded, decide_visits, decided, load_visits
 
 __all__ = ["BATCH_BODY_FACTOR", "decide_visits", "route_handlers"]
 
@@ -167,92 +170,13 @@ def _public_scores(decider: Decider) -> tuple[str, ...]:
     return tuple(getattr(decider.bundle.manifest, "public_scores", ()))
 
 
-_NONE_SUPPRESSED: frozenset[str] = frozenset()
-
-
-def _profile(store: ProfileStore | None, req: DecideRequest) -> Behavior | None:
-    """The stored profile of the visitor, when there is a store and consent lets it be read."""
-    if store is None or not permissions(req.consent).read_profile:
-        return None
-    return store.get(req.visitor_id)
-
-
-def _suppressed(store: ProfileStore | None, req: DecideRequest) -> frozenset[str]:
-    """The offers the visitor suppressed, when consent lets the profile be read."""
-    if store is None or not permissions(req.consent).read_profile:
-        return _NONE_SUPPRESSED
-    return frozenset(store.suppressed(req.visitor_id))
-
-
-def _decided(
-    engine: Engine,
-    req: DecideRequest,
-    decision: Decision,
-    profile: Behavior | None,
-    row: FeatureRow,
-    now: datetime,
-    client: tuple[str, bytes] | None,
-) -> None:
-    """What follows a decision: the visit recorded (with storage consent, and for a public-key
-    client within its new-profile cap), the decision logged and counted."""
-    store = engine.profiles
-    if (
-        store is not None
-        and permissions(req.consent).store
-        and (
-            client is None
-            or profile is not None
-            or store.get(req.visitor_id) is not None
-            or engine.allow_new_profile(client)
-        )
-    ):
-        store.record_visit(req.visitor_id, req, now=now)
-    if client is not None:  # a public key's events must name a decision issued to the visitor
-        engine.guard.issue(decision.decision_id, decision.visitor_id)
-    if engine.eventlog is not None:
-        engine.eventlog.append_decision(decision, req, profile=profile, row=row)
-    if engine.metrics is not None:
-        engine.metrics.observe_decision(decision)
-
-
-def decide_visits(
-    engine: Engine,
-    decider: Decider,
-    requests: list[DecideRequest],
-    client: tuple[str, bytes] | None = None,
-) -> list[Decision]:
-    """Profiles in, decisions out, visits recorded and logged: the stateful shell around the
-    pure decider, for one request (:meth:`~sdk.Decider.decide`) or several (one batched
-    :meth:`~sdk.Decider.decide_many`); ``client``: a public-key client whose new profiles
-    are capped (:meth:`Engine.allow_new_profile`)."""
-    now = datetime.now(UTC)
-    store = engine.profiles
-    rows: list[FeatureRow] = []
-    # sensitive categories and pages leave the request before anything stores or logs it
-    scrub = decider.sensitivity.scrub_request
-    requests = [scrub(r) for r in requests]
-    if len(requests) == 1:
-        req = requests[0]
-        profile = _profile(store, req)
-        suppressed = _suppressed(store, req)
-        decision = decider.decide(req, profile=profile, suppressed=suppressed, rows=rows)
-        _decided(engine, req, decision, profile, rows[0], now, client)
-        return [decision]
-    profiles = [_profile(store, r) for r in requests]
-    decisions = decider.decide_many(
-        requests, profiles=profiles, suppressed=[_suppressed(store, r) for r in requests], rows=rows
-    )
-    for r, d, p, row in zip(requests, decisions, profiles, rows, strict=True):
-        _decided(engine, r, d, p, row, now, client)
-    return decisions
-
-
 @post("/v1/decide", status_code=200, **DECIDE_DOCS)
 async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     """Decide one visit: persona, segment, lifecycle, ranked offers and slot variants.
 
-    The decision of a visit (visitor + session) is cached and re-served for the session, so
-    the visitor keeps the same persona and variants; a new session sees the updated profile.
+    The decision of a visit (visitor + session) is pinned and re-served for the session, so
+    the visitor keeps the same persona and variants whichever worker or replica answers; a new
+    session sees the updated profile.
     """
     engine = _engine(request.app.state)
     t0 = time.perf_counter()
@@ -267,15 +191,35 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     cache = "hit"
     t2 = t3 = time.perf_counter()
     if payload is None:
-        cache = "miss"
-        client = _new_profile_client(request)
-        decision = decide_visits(engine, decider, [decide_request], client)[0]
-        if public:
-            decision = public_decision(decision, token, _public_scores(decider))
-        t2 = time.perf_counter()
-        payload = _encoder.encode(decision)
-        t3 = time.perf_counter()
-        engine.decision_cache.put(key, list(decision.slots), payload)
+        now = datetime.now(UTC)
+        req = decider.sensitivity.scrub_request(decide_request)
+        read = await load_visits(engine, [req], [key])
+        pinned = read[0][0].pinned
+        if pinned is not None and pinned.covers(key, req.slots):  # decided by another worker
+            payload = pinned.payload
+            engine.decision_cache.put(key, pinned.slots.split(" "), payload)
+            t2 = t3 = time.perf_counter()
+        else:
+            cache = "miss"
+            rows: list[FeatureRow] = []
+            decisions, profiles = decide_loaded(decider, [req], read[0], read[1], now, rows)
+            decision = decisions[0]
+            shown = (
+                public_decision(decision, token, _public_scores(decider)) if public else decision
+            )
+            t2 = time.perf_counter()
+            payload = _encoder.encode(shown)
+            t3 = time.perf_counter()
+            slots = list(shown.slots)
+            pin = None
+            if key is not None and engine.redis is not None:
+                pin = Pinned(visit=key, slots=" ".join(slots), payload=payload)
+            client = _new_profile_client(request)
+            reusable = await decided(
+                engine, [req], decisions, read, (profiles, rows), now, client, [pin]
+            )
+            if reusable[0]:
+                engine.decision_cache.put(key, slots, payload)
     timing = ServerTiming.from_scope(request.scope)  # sent by the metrics middleware
     timing.add("decode", t1 - t0)
     timing.add("decide", t2 - t1)
@@ -291,7 +235,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
 @post("/v1/decide/batch", status_code=200, **DECIDE_BATCH_DOCS)
 async def decide_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Decide up to 100 visits in one call (backend callers): one batched ONNX run, profiles
-    and suppressions applied, no per-visit cache (each call is fresh)."""
+    and suppressions applied (read in one call), no per-visit cache (each call is fresh)."""
     engine = _engine(state)
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes * BATCH_BODY_FACTOR)
@@ -299,7 +243,7 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     requests = [r for r, _ in prepared]
     decider = _decider(engine)
     t1 = time.perf_counter()
-    decisions = decide_visits(engine, decider, requests, _new_profile_client(request))
+    decisions = await decide_visits(engine, decider, requests, _new_profile_client(request))
     if _key_kind(request) != "secret":  # secret-only by default; a configured public route
         shown = _public_scores(decider)
         decisions = [
@@ -420,9 +364,12 @@ async def _signature_file(bundle: Bundle, request: Request[Any, Any, Any]) -> Re
 @post("/v1/admin/reload", status_code=200, **ADMIN_RELOAD_DOCS)
 async def admin_reload(state: State) -> Response[dict[str, Any]]:
     """Check the bundle path now: a changed, verified bundle is swapped in; a refused one
-    leaves the old one serving (409 problem with the reason). Secret key required."""
+    leaves the old one serving (409 problem with the reason). With Redis, every other worker
+    and replica is told to check too (``notified``: how many workers listen; None when
+    the state is not shared or Redis did not answer). Secret key required."""
     engine = _engine(state)
     result = await anyio.to_thread.run_sync(lambda: engine.holder.check(force=True))
+    notified = await publish_reload(state.get("reload_bus"))
     if result.refused is not None:
         raise Problem(
             409,
@@ -431,7 +378,8 @@ async def admin_reload(state: State) -> Response[dict[str, Any]]:
             result.refused,
             serving=result.version,
         )
-    return Response({"modelVersion": result.version, "changed": result.changed})
+    body = {"modelVersion": result.version, "changed": result.changed, "notified": notified}
+    return Response(body)
 
 
 @get("/healthz", include_in_schema=False)
@@ -442,12 +390,21 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(state: State) -> Response[dict[str, Any]]:
-    """Readiness: a verified bundle is loaded."""
+    """Readiness: a verified bundle is loaded. Where visitor state lives and whether it
+    answers is reported under ``state``: a shared store that fails degrades decisions (to
+    contextual ones), it does not make the worker unready."""
     engine = _engine(state)
     decider = _decider(engine)
-    body: dict[str, Any] = {"status": "ready", "modelVersion": decider.bundle.version}
+    await engine.probe_state()
+    body: dict[str, Any] = {
+        "status": "ready",
+        "modelVersion": decider.bundle.version,
+        "state": engine.state_report(),
+    }
     if engine.error:  # a newer bundle was refused; the old one keeps serving
         body["lastReloadRefused"] = without_paths(engine.error)
+    if engine.eventlog is not None:  # records lost to a full disk or a dead stream, per worker
+        body["eventLog"] = engine.eventlog.health()
     return Response(body, headers={"x-tailor-worker": str(os.getpid())})
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from server.security import SecurityConfig
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "StateBackend"]
 
 _STATIC = Path(__file__).resolve().parent / "static"
 
@@ -34,9 +34,24 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("TAILOR_BROWSER_MAX_CONVERSION_VALUE", "browser_max_conversion_value", float),
     ("TAILOR_EVENT_GUARD_ENTRIES", "event_guard_entries", int),
     ("TAILOR_VISITOR_TOKEN_DAYS", "visitor_token_days", float),
+    ("TAILOR_REDIS_TIMEOUT", "redis_timeout", float),
+    ("TAILOR_SPOOL_MAX_MIB", "spool_max_mib", float),
+    ("TAILOR_STREAM_MAXLEN", "stream_maxlen", int),
+    ("TAILOR_LOG_MAX_BYTES", "log_max_bytes", int),
+    ("TAILOR_LOG_MAX_AGE_DAYS", "log_max_age_days", float),
+)
+#: Text settings read from the environment as they are: (variable, field).
+_TEXTS: tuple[tuple[str, str], ...] = (
+    ("TAILOR_REDIS_URL", "redis_url"),
+    ("TAILOR_REDIS_PREFIX", "redis_prefix"),
+    ("TAILOR_STATE", "state"),
+    ("TAILOR_SPOOL_DIR", "spool_dir"),
+    ("TAILOR_EVENT_SINK", "event_sink"),
 )
 #: Fields holding secrets: never shown by ``repr``.
-_SECRET_FIELDS = frozenset({"token_secrets", "user_token_secrets"})
+_SECRET_FIELDS = frozenset({"token_secrets", "user_token_secrets", "redis_url"})
+#: Where visitor state lives: one process, Redis, or each worker its own (opted into).
+StateBackend = Literal["memory", "redis", "per-worker"]
 
 
 def _listed(text: str) -> list[str]:
@@ -106,6 +121,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         user_token_secrets: secrets shared with the site's backend, which signs user ids with
             ``sdk.tokens.user_token`` (``TAILOR_USER_TOKEN_SECRETS``, comma-separated); without
             them a user id from a public key is always dropped.
+        redis_url: the shared state store, ``redis://[user:password@]host:port/db``,
+            ``rediss://`` (TLS) or ``unix://`` (``TAILOR_REDIS_URL``); never shown by ``repr``.
+        redis_prefix: the first part of every key, so several sites share one Redis
+            (``TAILOR_REDIS_PREFIX``).
+        redis_timeout: seconds one call to Redis may take before the request goes on without
+            it (``TAILOR_REDIS_TIMEOUT``; a circuit breaker then skips Redis for 2 s).
+        state: where visitor state lives (``TAILOR_STATE``): ``memory`` (one process),
+            ``redis`` (every worker and replica shares it; the default when ``redis_url`` is
+            set) or ``per-worker`` (each worker its own memory: several workers without read-
+            your-writes across them, and an erasure reaches one worker only). None: chosen
+            from ``redis_url``.
+        spool_dir: where profile updates that Redis could not take wait to be replayed
+            (``TAILOR_SPOOL_DIR``).
+        spool_max_mib: most MiB of spooled profile updates; past it they are dropped and
+            counted (``TAILOR_SPOOL_MAX_MIB``).
+        event_sink: where the event log goes (``TAILOR_EVENT_SINK``): ``files`` (each worker's
+            JSON Lines files in ``event_log_dir``), ``stream`` (the Redis stream that
+            ``python -m server.sink`` writes to files; spooled in ``<spool_dir>/events`` while
+            Redis is away) or ``auto``: the stream with a ``redis_url`` and files without.
+        stream_maxlen: the event stream is trimmed to about this many entries
+            (``TAILOR_STREAM_MAXLEN``; entries no sink has read by then are lost).
+        log_max_bytes: most bytes of log files in one directory (the event log, the event
+            spool, the sink's); the oldest closed files are deleted past it, checked when a
+            file is opened (``TAILOR_LOG_MAX_BYTES``; 0: no cap).
+        log_max_age_days: closed log files not written for this long are deleted
+            (``TAILOR_LOG_MAX_AGE_DAYS``; 0: kept until the size cap).
     """
 
     bundle_path: str = "var/bundles/demo"
@@ -136,6 +177,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     token_secret_file: str | None = None
     visitor_token_days: Annotated[float, Meta(gt=0, le=3650)] = 395.0
     user_token_secrets: list[str] = []
+    redis_url: str | None = None
+    redis_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "tailor"
+    redis_timeout: Annotated[float, Meta(gt=0, le=10)] = 0.05
+    state: StateBackend | None = None
+    spool_dir: str = "var/spool"
+    spool_max_mib: Annotated[float, Meta(gt=0, le=65536)] = 64.0
+    event_sink: Literal["auto", "files", "stream"] = "auto"
+    stream_maxlen: Annotated[int, Meta(ge=1000)] = 1_000_000
+    log_max_bytes: Annotated[int, Meta(ge=0)] = 10 * 1024**3
+    log_max_age_days: Annotated[float, Meta(ge=0, le=36500)] = 0.0
 
     def __repr__(self) -> str:  # the token secrets stay out of logs and tracebacks
         shown = (
@@ -175,6 +226,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for name, field, kind in _NUMBERS:
             if env.get(name):
                 values[field] = kind(env[name])
+        for name, field in _TEXTS:
+            if env.get(name, "").strip():
+                values[field] = env[name].strip()
         if env.get("TAILOR_DOCS_UI"):
             values["docs_ui"] = env["TAILOR_DOCS_UI"].lower() in ("1", "true", "yes")
         if env.get("TAILOR_TOKEN_SECRETS"):
@@ -190,6 +244,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             security = SecurityConfig.from_file(env["TAILOR_KEYS_FILE"])
             settings = msgspec.structs.replace(settings, security=security)
         return settings
+
+    def state_backend(self) -> StateBackend:
+        """Where visitor state lives: ``state`` when set, else ``redis`` with a ``redis_url``
+        and ``memory`` without.
+
+        Raises:
+            ValueError: ``state`` is ``redis`` without a ``redis_url``, or the URL is not a
+                Redis URL (the message never repeats a password).
+        """
+        if self.redis_url is not None:
+            from server.stores.redis_conn import check_redis_url
+
+            check_redis_url(self.redis_url)
+        if self.state is None:
+            return "redis" if self.redis_url else "memory"
+        if self.state == "redis" and not self.redis_url:
+            raise ValueError("TAILOR_STATE=redis needs TAILOR_REDIS_URL (redis://host:port/0)")
+        return self.state
 
     def security_config(self) -> SecurityConfig:
         """The effective security configuration.

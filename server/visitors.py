@@ -3,8 +3,10 @@ reads it and ``POST /v1/me/forget`` erases it (public key; ``text/plain`` JSON b
 decide, so that no CORS preflight is needed).
 
 :func:`erase_visitor` is the one erasure, shared with the site's backends' ``DELETE
-/v1/visitors/{id}`` (secret key, :mod:`server.events`): the profile and suppressions, the
-cached decisions, and an erasure marker in the event log.
+/v1/visitors/{id}`` (secret key, :mod:`server.events`): the profile, suppressions and pinned
+decisions in every replica, the cached decisions of every worker, and an erasure marker in the
+event log. While the shared store does not answer, these routes answer 503 (nothing is read
+or erased), never a stale or partial answer.
 
 Must not import model_export.
 """
@@ -26,6 +28,7 @@ from server.openapi import JSON_MEDIA_TYPE, PUBLIC_KEY_SECURITY, wire_docs
 from server.problems import Problem
 from server.state import Engine
 from server.stores import ProfileStore, VisitorProfile
+from server.stores.redis_conn import StateUnavailable
 
 __all__ = [
     "ME_DOCS",
@@ -35,6 +38,7 @@ __all__ = [
     "VisitorStores",
     "erase_visitor",
     "route_handlers",
+    "state_unavailable",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -136,11 +140,32 @@ class VisitorStores(Protocol):
     def eventlog(self) -> EventLog | None: ...
 
 
-def erase_visitor(engine: VisitorStores, visitor_id: str) -> bool:
-    """Erase everything stored about a visitor: profile and suppressions, cached decisions, and
-    an erasure marker appended to the event log (``EventLog.purge_erased`` removes their
-    lines); returns whether a profile was stored."""
-    erased = engine.profiles.delete(visitor_id) if engine.profiles is not None else False
+def state_unavailable() -> Problem:
+    """The 503 problem of a visitor's data request while the shared store does not answer."""
+    problem = Problem(
+        503,
+        "state-unavailable",
+        "Visitor state unavailable",
+        "the shared state store did not answer; nothing was read or changed, try again",
+    )
+    problem.headers = {"cache-control": "no-store", "retry-after": "5"}
+    return problem
+
+
+async def erase_visitor(engine: VisitorStores, visitor_id: str) -> bool:
+    """Erase everything stored about a visitor: profile, suppressions and pinned decisions
+    (in the shared store one call, which also tells every worker of every replica to drop
+    its cached decisions of the visitor), this worker's cached decisions, and an erasure
+    marker appended to the event log (``EventLog.purge_erased`` removes their lines);
+    returns whether a profile was stored.
+
+    Raises:
+        Problem: 503 ``state-unavailable``, the shared store did not answer (nothing erased).
+    """
+    try:
+        erased = await engine.profiles.delete(visitor_id) if engine.profiles is not None else False
+    except StateUnavailable as exc:
+        raise state_unavailable() from exc
     if engine.decision_cache is not None:
         engine.decision_cache.invalidate(visitor_id)
     if engine.eventlog is not None:
@@ -169,7 +194,10 @@ async def my_data(request: Request[Any, Any, Any], state: State) -> Response[byt
     """Everything stored about the visitor whose token is sent."""
     engine = _engine(state)
     visitor_id = await _proven_visitor(request, engine)
-    profile = engine.profiles.snapshot(visitor_id) if engine.profiles is not None else None
+    try:
+        profile = await engine.profiles.snapshot(visitor_id) if engine.profiles else None
+    except StateUnavailable as exc:
+        raise state_unavailable() from exc
     return _json(MyData(visitor_id=visitor_id, profile=profile, stored=profile is not None))
 
 
@@ -178,7 +206,7 @@ async def forget_me(request: Request[Any, Any, Any], state: State) -> Response[b
     """Erase everything stored about the visitor whose token is sent."""
     engine = _engine(state)
     visitor_id = await _proven_visitor(request, engine)
-    return _json(Erased(erased=erase_visitor(engine, visitor_id)))
+    return _json(Erased(erased=await erase_visitor(engine, visitor_id)))
 
 
 route_handlers = [my_data, forget_me]

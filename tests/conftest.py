@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,7 +139,11 @@ class LiveServer:
 
 
 def _start_server(
-    bundle_path: Path, log: Path, extra_env: dict[str, str] | None = None
+    bundle_path: Path,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> LiveServer:
     port = free_port()
     env = dict(
@@ -150,7 +154,16 @@ def _start_server(
     )
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *extra_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=fh,
@@ -179,10 +192,16 @@ TEST_USER_TOKEN_SECRET = "test-user-token-secret-0123456789abcdefgh"
 
 @contextmanager
 def keyed_server(
-    bundle_path: Path, root: Path, keys: dict[str, Any], extra_env: dict[str, str] | None = None
+    bundle_path: Path,
+    root: Path,
+    keys: dict[str, Any],
+    extra_env: dict[str, str] | None = None,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[LiveServer]:
     """A real server (demo off) with the security config ``keys`` (the JSON of
-    :class:`server.security.SecurityConfig`) and the test token secrets, stopped on exit."""
+    :class:`server.security.SecurityConfig`) and the test token secrets, stopped on exit;
+    ``extra_args``: more command-line arguments (``["--workers", "2"]``)."""
     (root / "keys.json").write_text(json.dumps(keys))
     server = _start_server(
         bundle_path,
@@ -194,6 +213,7 @@ def keyed_server(
             "TAILOR_USER_TOKEN_SECRETS": TEST_USER_TOKEN_SECRET,
             **(extra_env or {}),
         },
+        extra_args=extra_args,
     )
     try:
         yield server

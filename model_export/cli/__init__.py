@@ -23,15 +23,21 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailor`` command."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:
+    if argv[:1] in (["serve"], ["sink"]):
         # a separate program, not an import: model_export and server stay independent
-        os.execv(sys.executable, [sys.executable, "-m", "server", *argv[1:]])
+        program = "server" if argv[0] == "serve" else "server.sink"
+        os.execv(sys.executable, [sys.executable, "-m", program, *argv[1:]])
     parser = argparse.ArgumentParser(prog="tailor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_train_parser(sub)
     sub.add_parser(
         "serve",
         help="run the decision server (python -m server): same options",
+        add_help=False,
+    )
+    sub.add_parser(
+        "sink",
+        help="write the Redis event stream to log files (python -m server.sink): same options",
         add_help=False,
     )
     train.add_inspect_parser(sub)

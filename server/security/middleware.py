@@ -3,6 +3,10 @@ prefix (``/v1/``), checks the route's key kind and the browser's ``Origin``, ans
 preflights, applies rate limits (a secret key's per key; a public key's per key and client
 address, so one client cannot exhaust a whole site's budget; per-IP) and refuses with
 problem+json; the :class:`Principal` it admits is put in ``scope["state"]["tailor_key"]``.
+The buckets are per process, or shared by every worker and replica in Redis once the app
+attaches a store to its :class:`~server.security.ratelimit.SharedRateLimiter`; client
+addresses are hashed with a salt derived from the configured keys, so every process hashes
+an address alike without the address being kept anywhere.
 
 Must not import litestar or model_export.
 """
@@ -14,7 +18,6 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import secrets
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 from server.security.addresses import client_address, host_of_authority, loopback_host, parse_ip
 from server.security.keys import DEMO_KEY_ID, KeyKind, SecurityConfig
 from server.security.origins import Origin, OriginRules, canonical_origin
-from server.security.ratelimit import RateLimiter
+from server.security.ratelimit import RateLimiter, SharedRateLimiter
 from server.security.responses import (
     ASGIApp,
     Receive,
@@ -94,6 +97,22 @@ class _Key:
 _Route = Literal["open", "public", "secret"]
 
 
+class _ChargeIp(Exception):
+    """A refusal that also costs the client's address a token of its per-IP bucket."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
+def _address_salt(config: SecurityConfig) -> bytes:
+    """The key of the address hash: the same in every worker and replica with the same keys
+    (so shared buckets agree), and secret while a secret key's hash is (a keyless demo's is
+    not, and holds loopback addresses only)."""
+    digests = b"".join(sorted(bytes.fromhex(k.sha256) for k in config.keys))
+    return hashlib.blake2b(digests, person=b"tailor-client-ip", digest_size=32).digest()
+
+
 class SecurityMiddleware:
     """ASGI middleware enforcing keys, origins, CORS and rate limits under a path prefix.
 
@@ -106,6 +125,8 @@ class SecurityMiddleware:
             a secret key.
         demo_routes: secret routes (same syntax) that the keyless loopback demo may call too.
         clock: monotonic seconds for the rate limiter (injectable for tests).
+        limiter: the buckets to use (shared with the app, which may attach Redis to it);
+            None: new per-process buckets sized by ``config`` on ``clock``.
     """
 
     def __init__(
@@ -117,6 +138,7 @@ class SecurityMiddleware:
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         demo_routes: Iterable[str] = DEMO_READ_ROUTES,
         clock: Callable[[], float] = time.monotonic,
+        limiter: SharedRateLimiter | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -140,12 +162,16 @@ class SecurityMiddleware:
         )
         self._public_exact, self._public_trees = compile_routes(public_routes)
         self._demo_exact, self._demo_trees = compile_routes(demo_routes)
-        self._limiter = RateLimiter(
-            burst_seconds=config.burst_seconds,
-            maxsize=config.max_tracked_clients,
-            clock=clock,
-        )
-        self._ip_salt = secrets.token_bytes(32)
+        if limiter is None:
+            local = RateLimiter(
+                burst_seconds=config.burst_seconds,
+                maxsize=config.max_tracked_clients,
+                clock=clock,
+            )
+            limiter = SharedRateLimiter(local)
+        self.limiter = limiter
+        self._limiter = limiter.local  # the per-process buckets
+        self._ip_salt = _address_salt(config)
 
     @classmethod
     def factory(
@@ -156,6 +182,7 @@ class SecurityMiddleware:
         public_routes: Iterable[str] = DEFAULT_PUBLIC_ROUTES,
         demo_routes: Iterable[str] = DEMO_READ_ROUTES,
         clock: Callable[[], float] = time.monotonic,
+        limiter: SharedRateLimiter | None = None,
     ) -> Callable[[ASGIApp], SecurityMiddleware]:
         """``app -> middleware`` for frameworks that wrap each route separately.
 
@@ -176,6 +203,7 @@ class SecurityMiddleware:
             public_routes=public_routes,
             demo_routes=demo_routes,
             clock=clock,
+            limiter=limiter,
         )
 
         def wrap(app: ASGIApp) -> SecurityMiddleware:
@@ -305,6 +333,9 @@ class SecurityMiddleware:
             principal, rate = self._authorize(
                 scope, headers, method, paths, origin_text, origin, address
             )
+        except _ChargeIp as charged:
+            await send_problem(send, scope, await self._charge_ip(address) or charged.refusal)
+            return
         except Refusal as refusal:
             await send_problem(send, scope, refusal)
             return
@@ -323,7 +354,7 @@ class SecurityMiddleware:
                 limits.append((ip, self.config.per_ip_per_minute))
         else:
             limits = [(("key", principal.id), rate)]
-        wait = self._limiter.acquire(*limits)
+        wait = await self.limiter.acquire(*limits)
         if wait:
             await send_problem(send, scope, rate_limited(wait, cors))
             return
@@ -353,20 +384,22 @@ class SecurityMiddleware:
                     Principal(id=DEMO_KEY_ID, kind="public", origin=origin_text),
                     self.config.per_key_per_minute,
                 )
-            self._charge_ip(address)
-            raise missing_key(
-                "send an API key as 'Authorization: Bearer <key>', 'X-Tailor-Key: <key>' "
-                "or the 'key' query parameter"
+            raise _ChargeIp(
+                missing_key(
+                    "send an API key as 'Authorization: Bearer <key>', 'X-Tailor-Key: <key>' "
+                    "or the 'key' query parameter"
+                )
             )
         key = self._lookup(raw)
         if key is None:
-            self._charge_ip(address)
-            raise Refusal(
-                401,
-                "unknown-key",
-                "Unknown API key",
-                "the API key is not valid for this server",
-                [(b"www-authenticate", b'Bearer error="invalid_token"')],
+            raise _ChargeIp(
+                Refusal(
+                    401,
+                    "unknown-key",
+                    "Unknown API key",
+                    "the API key is not valid for this server",
+                    [(b"www-authenticate", b'Bearer error="invalid_token"')],
+                )
             )
         if key.kind == "secret":
             if in_query:
@@ -379,31 +412,34 @@ class SecurityMiddleware:
                 )
             return Principal(id=key.id, kind="secret"), key.rate_per_minute
         if route != "public":
-            self._charge_ip(address)
-            raise Refusal(
-                403,
-                "secret-key-required",
-                "Secret key required",
-                f"{method} {path} needs a secret key; public keys may only call the routes "
-                "a browser needs (single decide, events, the visitor's own data)",
+            raise _ChargeIp(
+                Refusal(
+                    403,
+                    "secret-key-required",
+                    "Secret key required",
+                    f"{method} {path} needs a secret key; public keys may only call the "
+                    "routes a browser needs (single decide, events, the visitor's own data)",
+                )
             )
         if origin_text is not None:
             if not key.origins.allows(origin):
-                self._charge_ip(address)
-                raise Refusal(
-                    403,
-                    "origin-not-allowed",
-                    "Origin not allowed",
-                    f"origin {origin_text[:300]!r} is not allowed for this public key",
+                raise _ChargeIp(
+                    Refusal(
+                        403,
+                        "origin-not-allowed",
+                        "Origin not allowed",
+                        f"origin {origin_text[:300]!r} is not allowed for this public key",
+                    )
                 )
         elif method not in ("GET", "HEAD"):
-            self._charge_ip(address)
-            raise Refusal(
-                403,
-                "origin-required",
-                "Origin required",
-                "a public key on a POST needs the browser's Origin header; servers should "
-                "use a secret key",
+            raise _ChargeIp(
+                Refusal(
+                    403,
+                    "origin-required",
+                    "Origin required",
+                    "a public key on a POST needs the browser's Origin header; servers "
+                    "should use a secret key",
+                )
             )
         return Principal(id=key.id, kind="public", origin=origin_text), key.rate_per_minute
 
@@ -435,7 +471,9 @@ class SecurityMiddleware:
         headers: dict[bytes, bytes],
         address: str | None,
     ) -> None:
-        self._charge_ip(address)
+        limited = await self._charge_ip(address)
+        if limited is not None:
+            raise limited
         method = request_method.decode("latin-1").strip().upper()
         public = self._route(method, paths) == "public"
         allowed = public and (
@@ -479,10 +517,11 @@ class SecurityMiddleware:
             data = address.encode("utf-8", "surrogateescape")
         return "ip", hashlib.blake2b(data, key=self._ip_salt, digest_size=16).digest()
 
-    def _charge_ip(self, address: str | None) -> None:
-        """Charge a refused or unauthenticated request to its address; 429 when it is out."""
+    async def _charge_ip(self, address: str | None) -> Refusal | None:
+        """Charge a refused or unauthenticated request to its address: the 429 to answer
+        instead when the address is out of tokens, else None."""
         if not self.config.per_ip_per_minute:
-            return
-        wait = self._limiter.acquire((self._ip_bucket(address), self.config.per_ip_per_minute))
-        if wait:
-            raise rate_limited(wait, ())
+            return None
+        bucket = (self._ip_bucket(address), self.config.per_ip_per_minute)
+        wait = await self.limiter.acquire(bucket)
+        return rate_limited(wait, ()) if wait else None

@@ -20,14 +20,19 @@ import msgspec
 from sdk.schema import Behavior, DecideRequest, Event
 
 __all__ = [
+    "DECISIVE_EVENTS",
     "MAX_CATEGORIES",
     "MAX_OFFERS",
     "SESSION_TIMEOUT",
+    "Pinned",
     "ProfileRecord",
     "ProfileStore",
+    "VisitState",
+    "VisitWrite",
     "VisitorProfile",
     "as_utc",
     "behavior_at",
+    "snapshot_of",
     "updated_by_events",
     "updated_by_visit",
 ]
@@ -39,6 +44,8 @@ MAX_CATEGORIES = 50
 #: Offers kept per visitor in the suppressed and dismissed sets (oldest dropped first).
 MAX_OFFERS = 200
 _DAY = 86_400.0
+#: Event types after which a visit's pinned decision is dropped and decided again.
+DECISIVE_EVENTS = frozenset({"conversion", "not_interested"})
 
 
 class ProfileRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -80,36 +87,111 @@ class VisitorProfile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     last_seen: datetime
 
 
-class ProfileStore(Protocol):
-    """Where visitor profiles live. Synchronous and thread-safe; ``now`` is timezone-aware."""
+class Pinned(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The decision pinned to a visit: the visit's key (visitor, session, consent, key kind,
+    model version: :meth:`server.decisions.DecisionCache.key`), the ids of its slots
+    (space-separated) and its encoded JSON."""
 
-    def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
+    visit: str
+    slots: str
+    payload: bytes
+
+    def covers(self, visit: str | None, slots: Sequence[str]) -> bool:
+        """Whether this decision answers ``visit`` asking for ``slots``."""
+        return visit == self.visit and (not slots or set(slots) <= set(self.slots.split(" ")))
+
+
+class VisitState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What a decide reads in one call: the stored record (None when unknown) and the
+    decision pinned to the visit (None when not pinned or the store does not pin)."""
+
+    record: ProfileRecord | None = None
+    pinned: Pinned | None = None
+    #: the store's own token for a safe write of this visit (its record as read)
+    version: bytes | None = None
+
+
+class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One decided visit to record: the request, what :meth:`ProfileStore.load_visit` read
+    for it, and the decision to pin (None: not pinned)."""
+
+    visitor_id: str
+    request: DecideRequest
+    read: VisitState
+    pin: Pinned | None = None
+
+
+class ProfileStore(Protocol):
+    """Where visitor profiles live. Asynchronous; ``now`` is timezone-aware.
+
+    A decide reads with :meth:`load_visit` (one call: record and pinned decision), decides,
+    then writes with :meth:`record_visit` (the visit and the decision pinned, one call). A
+    shared store raises :class:`~server.stores.redis_conn.StateUnavailable` when it cannot
+    answer; the embedded store never does.
+    """
+
+    #: ``memory``, ``per-worker`` or ``redis``, as ``/readyz`` reports it
+    backend: str
+
+    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
+        """The visitor's record and the decision pinned to ``visit`` (one call)."""
+        ...
+
+    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
+        """:meth:`load_visit` for several (visitor, visit) pairs in one call, in order."""
+        ...
+
+    async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour (days computed against ``now``), or None when unknown."""
         ...
 
-    def snapshot(self, visitor_id: str, *, now: datetime | None = None) -> VisitorProfile | None:
+    async def snapshot(
+        self, visitor_id: str, *, now: datetime | None = None
+    ) -> VisitorProfile | None:
         """Everything stored about the visitor (for access requests), or None when unknown."""
         ...
 
-    def record_visit(self, visitor_id: str, request: DecideRequest, *, now: datetime) -> Behavior:
+    async def record_visit(
+        self, visitor_id: str, request: DecideRequest, *, now: datetime
+    ) -> Behavior:
         """Record a decide request as a visit; the stored behaviour after it.
 
         Without storage consent (:func:`sdk.consent.permissions`) this is a no-op: nothing is
         read or stored and an empty :class:`Behavior` is returned. Read the profile for a
-        decision with :meth:`get` *before* recording its visit, so the request's own categories
-        are not counted twice by the decider's merge.
+        decision *before* recording its visit, so the request's own categories are not counted
+        twice by the decider's merge.
         """
         ...
 
-    def apply(self, visitor_id: str, events: Sequence[Event], *, now: datetime) -> Behavior:
-        """Apply feedback events of the visitor (creating the profile if absent); the result."""
+    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
+        """Record decided visits and pin their decisions (one call for all); for each, whether
+        its decision may be re-served: False when the profile changed since it was read (the
+        visit is then recorded on the changed profile, and the decision not pinned) or was
+        erased meanwhile (nothing is written: an erasure wins over a visit in flight).
+        Visits without storage consent store nothing (and answer True)."""
         ...
 
-    def delete(self, visitor_id: str) -> bool:
-        """Forget the visitor; whether anything was stored."""
+    async def apply(
+        self,
+        visitor_id: str,
+        events: Sequence[Event],
+        *,
+        now: datetime,
+        create: bool = True,
+        apply_id: str | None = None,
+    ) -> Behavior | None:
+        """Apply feedback events of the visitor; the result, or None when ``create`` is False
+        and no profile is stored. A :data:`DECISIVE_EVENTS` event unpins the visitor's
+        decision. ``apply_id``: an id of this update, so that applying it again (a replay)
+        changes nothing."""
         ...
 
-    def suppressed(self, visitor_id: str) -> frozenset[str]:
+    async def delete(self, visitor_id: str) -> bool:
+        """Forget the visitor (profile, pinned decision, everything); whether a profile was
+        stored."""
+        ...
+
+    async def suppressed(self, visitor_id: str) -> frozenset[str]:
         """Offers the visitor said ``not_interested`` to (empty when unknown)."""
         ...
 
@@ -246,4 +328,17 @@ def behavior_at(record: ProfileRecord, now: datetime) -> Behavior:
         days_since_last_visit=_days(record.last_seen, now) if record.sessions else None,
         days_since_last_purchase=_days(record.last_purchase, now) if bought else None,
         days_since_first_purchase=_days(record.first_purchase, now) if bought else None,
+    )
+
+
+def snapshot_of(visitor_id: str, record: ProfileRecord, now: datetime) -> VisitorProfile:
+    """Everything stored in ``record``, as an access request returns it."""
+    return VisitorProfile(
+        visitor_id=visitor_id,
+        behavior=behavior_at(record, now),
+        suppressed_offers=list(record.suppressed),
+        dismissed_offers=dict(record.dismissed),
+        session_id=record.session_id,
+        first_seen=record.first_seen,
+        last_seen=record.last_seen,
     )

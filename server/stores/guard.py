@@ -5,9 +5,11 @@ A public key lives in every page, so anyone can post events with it. The events 
 an :class:`EventGuard` whether each event of a public-key batch refers to a decision the
 server issued to that event's visitor, carries an event id never seen before and is not a
 second conversion of one decision; the confirmed-conversions route asks it whether an order
-id was already counted. :class:`MemoryEventGuard` is the embedded implementation: per worker
-process, bounded (least recently used dropped first) and with a time to live; a shared one
-(Redis) keeps the same protocol.
+id was already counted. The protocol is async, so that a shared guard can ask Redis:
+:class:`MemoryEventGuard` is the embedded implementation (per worker process, bounded, least
+recently used dropped first, with a time to live); :class:`server.stores.redis_guard.
+RedisEventGuard` keeps the same tables in Redis for every worker and replica, and raises
+:class:`server.stores.redis_conn.StateUnavailable` when Redis does not answer.
 
 Must not import model_export or litestar.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "EventGuard",
     "GuardRefusal",
     "MemoryEventGuard",
+    "refusal_for",
 ]
 
 #: Seconds an issued decision, an event id and a converted decision are remembered (24 h).
@@ -48,20 +51,57 @@ class GuardRefusal(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EventGuard(Protocol):
-    """Issued decisions, seen event ids and counted orders. Synchronous and thread-safe."""
+    """Issued decisions, seen event ids and counted orders; every method may raise
+    :class:`~server.stores.redis_conn.StateUnavailable` (a shared guard whose store is down)."""
 
-    def issue(self, decision_id: str, visitor_id: str) -> None:
+    async def issue(self, decision_id: str, visitor_id: str) -> None:
         """Remember that ``decision_id`` was issued to ``visitor_id`` (a public-key decide)."""
         ...
 
-    def check_and_record(self, events: Sequence[Event]) -> GuardRefusal | None:
+    async def check_and_record(
+        self, events: Sequence[Event], *, batch_id: str | None = None
+    ) -> GuardRefusal | None:
         """Check every event of a public-key batch; when all pass, record their event ids and
-        conversions and return None. A refused batch records nothing."""
+        conversions and return None. A refused batch records nothing; the check and the
+        record are one atomic step, so a batch sent twice at once passes once. A batch
+        checked again under the ``batch_id`` it passed with passes again (a spooled batch
+        whose first check reached the store but whose answer did not)."""
         ...
 
-    def claim_order(self, order_id: str) -> bool:
-        """Count ``order_id`` once: True the first time, False for a duplicate."""
+    async def claim_orders(self, order_ids: Sequence[str]) -> list[bool]:
+        """Count each order id once, all in one step: True the first time, False for a
+        duplicate (also one repeated within ``order_ids``)."""
         ...
+
+    async def flush(self) -> None:
+        """Write what waits for the store (issued decisions it could not take)."""
+        ...
+
+
+#: Why an event fails, in the order the checks run (the Redis guard's script returns these).
+NO_DECISION, NOT_ISSUED, NO_EVENT_ID, SEEN_EVENT, CONVERTED = 1, 2, 3, 4, 5
+
+
+def refusal_for(index: int, code: int) -> GuardRefusal:
+    """The refusal of event ``index`` failing check ``code`` (:data:`NO_DECISION`...)."""
+    if code == NO_DECISION:
+        return _forged(index, "decisionId", "an event from a public key needs the decisionId")
+    if code == NOT_ISSUED:
+        return _forged(
+            index,
+            "decisionId",
+            "this decision was not issued to the event's visitorId (or is older than 24 hours)",
+        )
+    if code == NO_EVENT_ID:
+        return _forged(index, "eventId", "an event from a public key needs an eventId")
+    if code == SEEN_EVENT:
+        return _replayed(index, "eventId", "this eventId was sent before")
+    return _replayed(
+        index,
+        "decisionId",
+        "a decision converts once: this decision already has a conversion "
+        "(confirm orders from your backend with POST /v1/conversions)",
+    )
 
 
 def _forged(index: int, field: str, why: str) -> GuardRefusal:
@@ -99,11 +139,14 @@ class MemoryEventGuard:
         )
         self._orders: LruTtlCache[str, bool] = LruTtlCache(max_entries, order_ttl, timer=timer)
 
-    def issue(self, decision_id: str, visitor_id: str) -> None:
+    async def issue(self, decision_id: str, visitor_id: str) -> None:
         with self._lock:
             self._issued[decision_id] = visitor_id
 
-    def check_and_record(self, events: Sequence[Event]) -> GuardRefusal | None:
+    async def check_and_record(
+        self, events: Sequence[Event], *, batch_id: str | None = None
+    ) -> GuardRefusal | None:
+        # in process, an answer is never lost: ``batch_id`` is not needed
         with self._lock:
             refusal = self._check(events)
             if refusal is not None:
@@ -121,36 +164,32 @@ class MemoryEventGuard:
         converting: set[str] = set()
         for i, event in enumerate(events):
             if event.decision_id is None:
-                return _forged(i, "decisionId", "an event from a public key needs the decisionId")
+                return refusal_for(i, NO_DECISION)
             if self._issued.get(event.decision_id) != event.visitor_id:
-                return _forged(
-                    i,
-                    "decisionId",
-                    "this decision was not issued to the event's visitorId (or is older than "
-                    "24 hours)",
-                )
+                return refusal_for(i, NOT_ISSUED)
             if event.event_id is None:
-                return _forged(i, "eventId", "an event from a public key needs an eventId")
+                return refusal_for(i, NO_EVENT_ID)
             if event.event_id in ids or event.event_id in self._seen:
-                return _replayed(i, "eventId", "this eventId was sent before")
+                return refusal_for(i, SEEN_EVENT)
             ids.add(event.event_id)
             if event.type == "conversion":
                 if event.decision_id in converting or event.decision_id in self._converted:
-                    return _replayed(
-                        i,
-                        "decisionId",
-                        "a decision converts once: this decision already has a conversion "
-                        "(confirm orders from your backend with POST /v1/conversions)",
-                    )
+                    return refusal_for(i, CONVERTED)
                 converting.add(event.decision_id)
         return None
 
-    def claim_order(self, order_id: str) -> bool:
+    async def flush(self) -> None:
+        """Nothing waits: the tables are in this process."""
+
+    async def claim_orders(self, order_ids: Sequence[str]) -> list[bool]:
+        claimed: list[bool] = []
         with self._lock:
-            if order_id in self._orders:
-                return False
-            self._orders[order_id] = True
-            return True
+            for order_id in order_ids:
+                new = order_id not in self._orders
+                if new:  # a duplicate does not extend the first claim's 30 days
+                    self._orders[order_id] = True
+                claimed.append(new)
+        return claimed
 
     def __len__(self) -> int:
         """Entries held across the four tables (for tests and metrics)."""

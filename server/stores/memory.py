@@ -21,8 +21,11 @@ from server.lru import LruTtlCache
 from server.stores.base import (
     ProfileRecord,
     VisitorProfile,
+    VisitState,
+    VisitWrite,
     as_utc,
     behavior_at,
+    snapshot_of,
     updated_by_events,
     updated_by_visit,
 )
@@ -31,6 +34,7 @@ __all__ = ["MemoryProfileStore"]
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+_UNKNOWN = VisitState()
 
 
 def _utcnow() -> datetime:
@@ -39,12 +43,15 @@ def _utcnow() -> datetime:
 
 class MemoryProfileStore:
     """Profiles in process memory: at most ``max_visitors`` (least recently used evicted
-    first), each forgotten ``ttl_seconds`` after its last write. Thread-safe.
+    first), each forgotten ``ttl_seconds`` after its last write. Thread-safe; its coroutines
+    never suspend.
 
     Every worker process has its own store, so with several workers a visitor's profile is
     split between them; use a shared store when running more than one.
 
     Args:
+        backend: how ``/readyz`` names it: ``memory``, or ``per-worker`` when several workers
+            each keep their own (``TAILOR_STATE=per-worker``).
         max_visitors: how many visitors are kept.
         ttl_seconds: how long a profile lives after its last visit or event.
         clock: timezone-aware current time; it also drives the expiry (inject it in tests).
@@ -56,7 +63,9 @@ class MemoryProfileStore:
         ttl_seconds: float = 30 * 86_400,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        backend: str = "memory",
     ) -> None:
+        self.backend = backend
         self._clock = clock
         self._lock = threading.Lock()
         self._last: tuple[bytes | None, ProfileRecord | None] = (None, None)
@@ -91,40 +100,68 @@ class MemoryProfileStore:
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(now if now is not None else self._clock())
 
-    def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
+    def _state(self, visitor_id: str) -> VisitState:
+        with self._lock:
+            record = self._read(visitor_id)
+        return _UNKNOWN if record is None else VisitState(record=record)
+
+    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
+        """The stored record; nothing is pinned here (the per-process decision cache is the
+        pin of a single process)."""
+        return self._state(visitor_id)
+
+    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
+        """The stored records, in order."""
+        return [self._state(visitor_id) for visitor_id, _ in visits]
+
+    async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour, or None."""
         with self._lock:
             record = self._read(visitor_id)
         return None if record is None else behavior_at(record, self._now(now))
 
-    def snapshot(self, visitor_id: str, *, now: datetime | None = None) -> VisitorProfile | None:
+    async def snapshot(
+        self, visitor_id: str, *, now: datetime | None = None
+    ) -> VisitorProfile | None:
         """Everything stored about the visitor, or None."""
         with self._lock:
             record = self._read(visitor_id)
-        if record is None:
-            return None
-        return VisitorProfile(
-            visitor_id=visitor_id,
-            behavior=behavior_at(record, self._now(now)),
-            suppressed_offers=list(record.suppressed),
-            dismissed_offers=dict(record.dismissed),
-            session_id=record.session_id,
-            first_seen=record.first_seen,
-            last_seen=record.last_seen,
-        )
+        return None if record is None else snapshot_of(visitor_id, record, self._now(now))
 
-    def record_visit(self, visitor_id: str, request: DecideRequest, *, now: datetime) -> Behavior:
+    def _visit(self, visitor_id: str, request: DecideRequest, now: datetime) -> ProfileRecord:
+        with self._lock:
+            record = updated_by_visit(self._read(visitor_id), request, now)
+            self._write(visitor_id, record)
+        return record
+
+    async def record_visit(
+        self, visitor_id: str, request: DecideRequest, *, now: datetime
+    ) -> Behavior:
         """Record the visit; see :meth:`ProfileStore.record_visit`."""
         if not permissions(request.consent).store:
             return Behavior()
         now = as_utc(now)
-        with self._lock:
-            record = updated_by_visit(self._read(visitor_id), request, now)
-            self._write(visitor_id, record)
-        return behavior_at(record, now)
+        return behavior_at(self._visit(visitor_id, request, now), now)
 
-    def apply(self, visitor_id: str, events: Sequence[Event], *, now: datetime) -> Behavior:
-        """Apply the visitor's events.
+    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
+        """Record the visits (a process has nothing to pin: its decision cache does)."""
+        now = as_utc(now)
+        for visit in visits:
+            if permissions(visit.request.consent).store:
+                self._visit(visit.visitor_id, visit.request, now)
+        return [True] * len(visits)
+
+    async def apply(
+        self,
+        visitor_id: str,
+        events: Sequence[Event],
+        *,
+        now: datetime,
+        create: bool = True,
+        apply_id: str | None = None,
+    ) -> Behavior | None:
+        """Apply the visitor's events (``apply_id`` is not needed: an update here cannot fail
+        half-way, so it is never replayed).
 
         Raises:
             ValueError: an event belongs to another visitor.
@@ -133,16 +170,20 @@ class MemoryProfileStore:
             raise ValueError(f"events of another visitor given for {visitor_id!r}")
         now = as_utc(now)
         with self._lock:
-            record = updated_by_events(self._read(visitor_id), events, now)
+            old = self._read(visitor_id)
+            if old is None and not create:
+                return None
+            record = updated_by_events(old, events, now)
             self._write(visitor_id, record)
         return behavior_at(record, now)
 
-    def delete(self, visitor_id: str) -> bool:
+    async def delete(self, visitor_id: str) -> bool:
         """Forget the visitor."""
         with self._lock:
+            self._last = (None, None)
             return self._cache.pop(visitor_id, None) is not None
 
-    def suppressed(self, visitor_id: str) -> frozenset[str]:
+    async def suppressed(self, visitor_id: str) -> frozenset[str]:
         """Offers the visitor is not interested in."""
         with self._lock:
             record = self._read(visitor_id)

@@ -20,6 +20,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from sdk import CircuitBreaker
@@ -75,8 +77,12 @@ class RedisState:
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
+            # no silent retries: the deadline and the breaker decide what a failure costs
+            retry=AsyncRetry(NoBackoff(), 0),
             decode_responses=False,
         )
+        #: calls attempted (each one round trip: a command, a pipeline or a script)
+        self.calls = 0
         #: calls that failed (timeouts, errors), and refused while the breaker was open
         self.failures = 0
         self.refused = 0
@@ -106,6 +112,7 @@ class RedisState:
         if not self.breaker.allow():
             self.refused += 1
             raise StateUnavailable("the shared store is unavailable (circuit open)")
+        self.calls += 1
         try:
             result = await asyncio.wait_for(fn(self.client), self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:

@@ -215,6 +215,7 @@ def test_tailor_serve_runs_several_workers(bundle_dir: Path, tmp_path: Path) -> 
                 str(bundle_dir),
             ],
             cwd=ROOT,
+            env={**os.environ, "TAILOR_STATE": "per-worker"},  # memory state needs the opt-in
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

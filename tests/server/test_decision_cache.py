@@ -3,6 +3,7 @@ and the stored objects the garbage collector never has to scan."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -103,12 +104,12 @@ def test_stored_profiles_add_nothing_for_the_garbage_collector() -> None:
     ]
 
     def visit(i: int) -> None:
-        store.record_visit(f"v{i}", requests[i], now=now)
+        asyncio.run(store.record_visit(f"v{i}", requests[i], now=now))
 
     # kept as objects, each record's entry and tuple of categories would count 4,000; a little
     # drift remains from the interpreter's own free lists
     assert _counted_by_the_collector(visit) < 400
-    stored = store.get("v3", now=now)
+    stored = asyncio.run(store.get("v3", now=now))
     assert stored is not None and stored.categories_viewed == ["shoes"]
 
 

@@ -1,12 +1,17 @@
-"""The event guard (:class:`server.stores.MemoryEventGuard`) and the events handler's rules for
-public keys, in process: issued decisions, event ids, one conversion per decision, bounded
-values, visitor tokens, the ``trusted`` mark in the log. The attacks themselves are replayed
-against a real server in ``test_event_guard_live.py``."""
+"""The event guard (:class:`server.stores.MemoryEventGuard`, and the same checks against
+:class:`server.stores.redis_guard.RedisEventGuard` on a real redis-server) and the events
+handler's rules for public keys, in process: issued decisions, event ids, one conversion per
+decision, bounded values, visitor tokens, the ``trusted`` mark in the log. The attacks
+themselves are replayed against a real server in ``test_event_guard_live.py``, and across
+replicas in ``test_replicas_guard.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ import pytest
 
 from sdk.schema import Event
 from server.stores import EventGuard, GuardRefusal, MemoryEventGuard
+from server.stores.redis_conn import RedisState
+from server.stores.redis_guard import RedisEventGuard
 from tests.conftest import (
     TEST_ORIGIN,
     TEST_PUBLIC_KEY,
@@ -61,101 +68,179 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def guard(clock: Clock) -> MemoryEventGuard:
-    g = MemoryEventGuard(max_entries=1000, timer=clock)
-    g.issue("d1", "v1")
-    g.issue("d2", "v2")
-    return g
+Check = Callable[[list[Event]], Awaitable[GuardRefusal | None]]
 
 
-def test_it_is_an_event_guard(guard: MemoryEventGuard) -> None:
-    implementation: EventGuard = guard  # the protocol a Redis guard will implement too
-    assert implementation.check_and_record([ev()]) is None
+@pytest.fixture(params=["memory", "redis"])
+def with_guard(
+    request: pytest.FixtureRequest, clock: Clock
+) -> Callable[[Callable[[EventGuard], Awaitable[None]]], None]:
+    """Run an async test body against a guard holding d1 (issued to v1) and d2 (to v2): the
+    in-process one, and the Redis one on the session's real redis-server (a fresh prefix)."""
+
+    def run(body: Callable[[EventGuard], Awaitable[None]]) -> None:
+        async def main() -> None:
+            state: RedisState | None = None
+            guard: EventGuard
+            if request.param == "memory":
+                guard = MemoryEventGuard(max_entries=1000, timer=clock)
+            else:
+                url = request.getfixturevalue("redis_server").url
+                state = RedisState(url, prefix=f"guard-{uuid.uuid4().hex}", timeout=2.0)
+                guard = RedisEventGuard(state)
+            try:
+                await guard.issue("d1", "v1")
+                await guard.issue("d2", "v2")
+                await body(guard)
+            finally:
+                if state is not None:
+                    await state.close()
+
+        asyncio.run(main())
+
+    return run
 
 
-def test_an_event_must_name_a_decision_issued_to_its_visitor(guard: MemoryEventGuard) -> None:
-    refused(guard.check_and_record([ev(decision=None)]), "forged-event", "$.events[0].decisionId")
-    refused(
-        guard.check_and_record([ev(decision="never")]), "forged-event", "$.events[0].decisionId"
-    )
-    # d2 was issued to v2: v1 cannot use it
-    refused(guard.check_and_record([ev(decision="d2")]), "forged-event", "$.events[0].decisionId")
-    refused(guard.check_and_record([ev(event_id=None)]), "forged-event", "$.events[0].eventId")
-    assert guard.check_and_record([ev(visitor="v2", decision="d2")]) is None
+Runner = Callable[[Callable[[EventGuard], Awaitable[None]]], None]
 
 
-def test_event_ids_are_seen_once_across_and_within_batches(guard: MemoryEventGuard) -> None:
-    assert guard.check_and_record([ev(event_id="a"), ev("impression", event_id="b")]) is None
-    refused(guard.check_and_record([ev(event_id="b")]), "replayed-event", "$.events[0].eventId")
-    refused(
-        guard.check_and_record([ev(event_id="c"), ev(event_id="c")]),
-        "replayed-event",
-        "$.events[1].eventId",
-    )
+def test_both_are_event_guards(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        assert await guard.check_and_record([ev()]) is None
+
+    with_guard(body)
 
 
-def test_a_refused_batch_records_nothing(guard: MemoryEventGuard) -> None:
-    batch = [ev(event_id="ok", kind="conversion"), ev(event_id="bad", decision="never")]
-    refused(guard.check_and_record(batch), "forged-event", "$.events[1].decisionId")
-    # neither the good event's id nor its conversion was recorded
-    assert guard.check_and_record([ev(event_id="ok", kind="conversion")]) is None
+def test_an_event_must_name_a_decision_issued_to_its_visitor(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        check = guard.check_and_record
+        refused(await check([ev(decision=None)]), "forged-event", "$.events[0].decisionId")
+        refused(await check([ev(decision="never")]), "forged-event", "$.events[0].decisionId")
+        # d2 was issued to v2: v1 cannot use it
+        refused(await check([ev(decision="d2")]), "forged-event", "$.events[0].decisionId")
+        refused(await check([ev(event_id=None)]), "forged-event", "$.events[0].eventId")
+        assert await check([ev(visitor="v2", decision="d2")]) is None
+
+    with_guard(body)
 
 
-def test_a_decision_converts_once(guard: MemoryEventGuard) -> None:
-    assert guard.check_and_record([ev("conversion", event_id="c1", value=5.0)]) is None
-    again = guard.check_and_record([ev("conversion", event_id="c2", value=5.0)])
-    refused(again, "replayed-event", "$.events[0].decisionId")
-    assert again is not None and "converts once" in again.detail
-    both = [
-        ev("conversion", visitor="v2", decision="d2", event_id="c3"),
-        ev("conversion", visitor="v2", decision="d2", event_id="c4"),
-    ]
-    refused(guard.check_and_record(both), "replayed-event", "$.events[1].decisionId")
-    # other event types of a converted decision are still fine
-    assert guard.check_and_record([ev("click", event_id="c5")]) is None
+def test_event_ids_are_seen_once_across_and_within_batches(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        check = guard.check_and_record
+        assert await check([ev(event_id="a"), ev("impression", event_id="b")]) is None
+        refused(await check([ev(event_id="b")]), "replayed-event", "$.events[0].eventId")
+        refused(
+            await check([ev(event_id="c"), ev(event_id="c")]),
+            "replayed-event",
+            "$.events[1].eventId",
+        )
+
+    with_guard(body)
 
 
-def test_decisions_and_event_ids_are_remembered_for_a_day(
-    guard: MemoryEventGuard, clock: Clock
-) -> None:
-    assert guard.check_and_record([ev(event_id="x")]) is None
-    clock.now += DAY - 1
-    refused(guard.check_and_record([ev(event_id="x")]), "replayed-event", "$.events[0].eventId")
-    clock.now += 2  # the decision (issued at 1000) and the event id are forgotten
-    refused(guard.check_and_record([ev(event_id="y")]), "forged-event", "$.events[0].decisionId")
+def test_a_refused_batch_records_nothing(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        batch = [ev(event_id="ok", kind="conversion"), ev(event_id="bad", decision="never")]
+        refused(await guard.check_and_record(batch), "forged-event", "$.events[1].decisionId")
+        # neither the good event's id nor its conversion was recorded
+        assert await guard.check_and_record([ev(event_id="ok", kind="conversion")]) is None
+
+    with_guard(body)
+
+
+def test_a_decision_converts_once(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        check = guard.check_and_record
+        assert await check([ev("conversion", event_id="c1", value=5.0)]) is None
+        again = await check([ev("conversion", event_id="c2", value=5.0)])
+        refused(again, "replayed-event", "$.events[0].decisionId")
+        assert again is not None and "converts once" in again.detail
+        both = [
+            ev("conversion", visitor="v2", decision="d2", event_id="c3"),
+            ev("conversion", visitor="v2", decision="d2", event_id="c4"),
+        ]
+        refused(await check(both), "replayed-event", "$.events[1].decisionId")
+        # other event types of a converted decision are still fine
+        assert await check([ev("click", event_id="c5")]) is None
+
+    with_guard(body)
+
+
+def test_orders_are_claimed_once(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        assert (await guard.claim_orders(["o-1"]))[0] is True
+        assert (await guard.claim_orders(["o-1"]))[0] is False
+        assert (await guard.claim_orders(["o-2"]))[0] is True
+        # one batch: claimed together, a repeat within it is a duplicate
+        assert await guard.claim_orders(["o-3", "o-1", "o-3", "o-4"]) == [True, False, False, True]
+        assert await guard.claim_orders([]) == []
+
+    with_guard(body)
+
+
+def test_concurrent_replays_pass_once(with_guard: Runner) -> None:
+    async def body(guard: EventGuard) -> None:
+        same = [ev("conversion", event_id="same")]
+        passed = await asyncio.gather(*(guard.check_and_record(same) for _ in range(8)))
+        assert sorted(p is None for p in passed) == [False] * 7 + [True]
+
+    with_guard(body)
+
+
+def test_decisions_and_event_ids_are_remembered_for_a_day(clock: Clock) -> None:
+    async def body() -> None:
+        guard = MemoryEventGuard(max_entries=1000, timer=clock)
+        await guard.issue("d1", "v1")
+        assert await guard.check_and_record([ev(event_id="x")]) is None
+        clock.now += DAY - 1
+        again = await guard.check_and_record([ev(event_id="x")])
+        refused(again, "replayed-event", "$.events[0].eventId")
+        clock.now += 2  # the decision (issued at 1000) and the event id are forgotten
+        forgotten = await guard.check_and_record([ev(event_id="y")])
+        refused(forgotten, "forged-event", "$.events[0].decisionId")
+
+    asyncio.run(body())
 
 
 def test_orders_are_claimed_once_for_thirty_days(clock: Clock) -> None:
-    guard = MemoryEventGuard(max_entries=1000, timer=clock)
-    assert guard.claim_order("o-1") is True
-    assert guard.claim_order("o-1") is False
-    clock.now += 29 * DAY
-    assert guard.claim_order("o-1") is False
-    clock.now += 2 * DAY
-    assert guard.claim_order("o-1") is True
+    async def body() -> None:
+        guard = MemoryEventGuard(max_entries=1000, timer=clock)
+        assert (await guard.claim_orders(["o-1"]))[0] is True
+        assert (await guard.claim_orders(["o-1"]))[0] is False
+        clock.now += 29 * DAY
+        assert (await guard.claim_orders(["o-1"]))[0] is False
+        clock.now += 2 * DAY
+        assert (await guard.claim_orders(["o-1"]))[0] is True
+
+    asyncio.run(body())
 
 
 def test_memory_is_bounded_least_recent_dropped(clock: Clock) -> None:
-    guard = MemoryEventGuard(max_entries=3, timer=clock)
-    for i in range(10):
-        guard.issue(f"d{i}", f"v{i}")
-    assert len(guard) == 3
-    refused(
-        guard.check_and_record([ev(visitor="v0", decision="d0")]),
-        "forged-event",
-        "$.events[0].decisionId",
-    )
-    assert guard.check_and_record([ev(visitor="v9", decision="d9")]) is None
+    async def body() -> None:
+        guard = MemoryEventGuard(max_entries=3, timer=clock)
+        for i in range(10):
+            await guard.issue(f"d{i}", f"v{i}")
+        assert len(guard) == 3
+        refused(
+            await guard.check_and_record([ev(visitor="v0", decision="d0")]),
+            "forged-event",
+            "$.events[0].decisionId",
+        )
+        assert await guard.check_and_record([ev(visitor="v9", decision="d9")]) is None
+
+    asyncio.run(body())
 
 
-def test_concurrent_replays_pass_once(guard: MemoryEventGuard) -> None:
+def test_memory_guard_passes_a_batch_replayed_from_threads_once() -> None:
+    guard = MemoryEventGuard(max_entries=1000)
+    asyncio.run(guard.issue("d1", "v1"))
     passed: list[bool] = []
     start = threading.Barrier(8)
 
     def send() -> None:
         start.wait()
-        passed.append(guard.check_and_record([ev("conversion", event_id="same")]) is None)
+        result = asyncio.run(guard.check_and_record([ev("conversion", event_id="same")]))
+        passed.append(result is None)
 
     threads = [threading.Thread(target=send) for _ in range(8)]
     for t in threads:

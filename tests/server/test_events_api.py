@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def consented_visit(engine: FakeEngine, visitor: str = "v1") -> None:
     request = DecideRequest(
         visitor_id=visitor, session_id="s1", consent=Consent(personalization=True, storage=True)
     )
-    engine.profiles.record_visit(visitor, request, now=datetime.now(UTC))
+    asyncio.run(engine.profiles.record_visit(visitor, request, now=datetime.now(UTC)))
 
 
 def logged(engine: FakeEngine) -> list[dict[str, Any]]:
@@ -177,13 +178,13 @@ def test_global_privacy_control_drops_the_batch(
         headers={"Sec-GPC": "1"},
     )
     assert r.status_code == 202 and r.json() == {"accepted": 0}
-    assert logged(engine) == [] and engine.profiles.suppressed("v1") == frozenset()
+    assert logged(engine) == [] and asyncio.run(engine.profiles.suppressed("v1")) == frozenset()
 
 
 def test_events_never_create_a_profile(client: TestClient[Litestar], engine: FakeEngine) -> None:
     r = client.post("/v1/events", json=batch({"type": "conversion", "visitorId": "anon"}))
     assert r.status_code == 202 and r.json() == {"accepted": 1}
-    assert engine.profiles.get("anon") is None
+    assert asyncio.run(engine.profiles.get("anon")) is None
     # logged all the same, as nobody's: no consent seen, no stored profile
     [record] = logged(engine)
     assert is_anonymous(record["visitorId"]) and record["visitorId"] != "anon"
@@ -200,7 +201,7 @@ def test_not_interested_suppresses_the_offer_and_drops_cached_decisions(
         json=batch({"type": "not_interested", "visitorId": "v1", "offerId": "offer-a"}),
     )
     assert r.status_code == 202
-    assert engine.profiles.suppressed("v1") == frozenset({"offer-a"})
+    assert asyncio.run(engine.profiles.suppressed("v1")) == frozenset({"offer-a"})
     assert engine.decision_cache.invalidated == ["v1"]
     assert client.get("/v1/visitors/v1").json()["suppressedOffers"] == ["offer-a"]
 
@@ -218,7 +219,7 @@ def test_events_are_read_by_the_next_decision(
             {"type": "conversion", "visitorId": "v1", "value": 10.0},
         ),
     )
-    v1, v2 = engine.profiles.get("v1"), engine.profiles.get("v2")
+    v1, v2 = asyncio.run(engine.profiles.get("v1")), asyncio.run(engine.profiles.get("v2"))
     assert v1 is not None and v1.purchases == 2 and v1.revenue == 35.0
     assert v2 is not None and v2.purchases == 1
     assert sorted(engine.decision_cache.invalidated) == ["v1", "v2"]
@@ -261,7 +262,10 @@ def test_delete_erases_the_visitor_and_marks_the_log(
     engine.decision_cache.invalidated.clear()
     r = client.delete("/v1/visitors/v1")
     assert r.status_code == 204 and r.content == b""
-    assert engine.profiles.get("v1") is None and engine.profiles.suppressed("v1") == frozenset()
+    assert (
+        asyncio.run(engine.profiles.get("v1")) is None
+        and asyncio.run(engine.profiles.suppressed("v1")) == frozenset()
+    )
     assert engine.decision_cache.invalidated == ["v1"]
     problem(client.get("/v1/visitors/v1"), 404)
     marker = logged(engine)[-1]

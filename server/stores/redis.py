@@ -1,0 +1,470 @@
+"""Visitor profiles in Redis, shared by every worker and replica: the
+:class:`~server.stores.base.ProfileStore` of ``TAILOR_STATE=redis``.
+
+Keys of a visitor share the hash tag ``{v:<id>}`` (one Redis Cluster slot):
+
+- ``p``: the :class:`~server.stores.base.ProfileRecord`, msgpack-encoded, living
+  ``Settings.profile_ttl_days`` after its last write;
+- ``d``: the decision pinned to the visitor's current visit (:class:`~server.stores.base.Pinned`,
+  its visit key, slots and encoded JSON), living as long as a visit's decision is re-served;
+- ``b``: ids of the event updates applied (:data:`APPLIED_TTL`), so that an update replayed
+  from the spool after an outage counts once.
+
+A decide reads ``p`` and ``d`` with one ``MGET``; a batch, every visitor's in one pipeline.
+Every write is one Lua script (:data:`WRITE_LUA`) that compares the record with the one the
+update was computed from and writes only when it is unchanged: a decide and an event batch of
+one visitor landing on two replicas at once are both counted, the loser recomputing on the
+winner's record (a few attempts, then :class:`StateUnavailable`). An erasure deletes every key
+in one call and publishes the visitor on the ``invalidate`` channel, as does an update with a
+decisive event; :class:`InvalidationListener` drops those visitors from each worker's
+decision cache.
+
+Must not import model_export or litestar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from sdk.consent import permissions
+from sdk.schema import Behavior, DecideRequest, Event
+from server.stores.base import (
+    DECISIVE_EVENTS,
+    Pinned,
+    ProfileRecord,
+    VisitorProfile,
+    VisitState,
+    VisitWrite,
+    as_utc,
+    behavior_at,
+    snapshot_of,
+    updated_by_events,
+    updated_by_visit,
+)
+from server.stores.redis_conn import RedisState, StateUnavailable
+
+__all__ = [
+    "APPLIED_TTL",
+    "PROFILE_EVENTS",
+    "WRITE_LUA",
+    "InvalidationListener",
+    "RedisProfileStore",
+]
+
+log = logging.getLogger("tailor.server.state")
+
+#: Seconds the id of an applied event update is remembered (a spool older than this may count
+#: twice when replayed).
+APPLIED_TTL = 7 * 86_400
+#: Event types that change a stored profile; a batch of only other types writes nothing.
+PROFILE_EVENTS = frozenset({"conversion", "not_interested", "dismiss", "pageview"})
+#: Attempts of a write whose record keeps changing underneath before it counts as failed (each
+#: failed attempt means another write succeeded: contention, not a stall).
+ATTEMPTS = 32
+
+#: KEYS: profile, pin, applied ids. ARGV: 1 the record the update was computed from ('' for
+#: none), 2 the new record, 3 its time to live (ms), 4 the pin to store ('' none, '-' drop it
+#: and publish the visitor), 5 the pin's time to live (ms), 6 the update's id ('' none),
+#: 7 how long ids are kept (ms), 8 the invalidation channel, 9 the visitor id.
+#: Returns {1} written, {0, record} changed underneath (the record as it is now), {2} already
+#: applied.
+WRITE_LUA = """
+local p, d, b = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[6] ~= '' and redis.call('SISMEMBER', b, ARGV[6]) == 1 then return {2} end
+local cur = redis.call('GET', p) or ''
+if cur ~= ARGV[1] then return {0, cur} end
+redis.call('SET', p, ARGV[2], 'PX', ARGV[3])
+if ARGV[6] ~= '' then
+  redis.call('SADD', b, ARGV[6])
+  redis.call('PEXPIRE', b, ARGV[7])
+end
+if ARGV[4] == '-' then
+  redis.call('DEL', d)
+  redis.call('PUBLISH', ARGV[8], ARGV[9])
+elseif ARGV[4] ~= '' then
+  redis.call('SET', d, ARGV[4], 'PX', ARGV[5])
+end
+return {1}
+"""
+
+_WRITE_SHA = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+_pin_decoder = msgspec.msgpack.Decoder(Pinned)
+_UNKNOWN = VisitState()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _record(raw: bytes | None) -> ProfileRecord | None:
+    return _record_decoder.decode(raw) if raw else None
+
+
+def _state(raw: bytes | None, pin_raw: bytes | None, visit: str | None) -> VisitState:
+    if not raw and not pin_raw:
+        return _UNKNOWN
+    pinned = _pin_decoder.decode(pin_raw) if pin_raw else None
+    if pinned is not None and pinned.visit != visit:
+        pinned = None  # the pin of another visit (session, consent, key kind, model version)
+    return VisitState(record=_record(raw), pinned=pinned, version=raw or None)
+
+
+class RedisProfileStore:
+    """Profiles, pins and applied update ids in Redis, through one worker's
+    :class:`RedisState` (every call within its deadline and breaker; failures raise
+    :class:`StateUnavailable`).
+
+    Args:
+        state: the worker's connection.
+        ttl_seconds: how long a profile lives after its last write.
+        pin_seconds: how long a visit's decision is re-served (the decision cache's TTL).
+        clock: timezone-aware current time, for the days in a returned behaviour.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        state: RedisState,
+        *,
+        ttl_seconds: float = 30 * 86_400,
+        pin_seconds: float = 1800.0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.state = state
+        self.channel = state.key("invalidate")
+        self._ttl_ms = str(max(1, round(ttl_seconds * 1000)))
+        self._pin_ms = str(max(1, round(pin_seconds * 1000)))
+        self._applied_ms = str(APPLIED_TTL * 1000)
+        self._clock = clock
+        #: writes that lost to a concurrent update and were computed again
+        self.conflicts = 0
+        # one visitor's retried updates queue up in this worker, so that only other workers'
+        # contend: a write then succeeds within a few attempts however busy the visitor
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, visitor_id: str) -> asyncio.Lock:
+        lock = self._locks.get(visitor_id)
+        if lock is None:
+            lock = self._locks[visitor_id] = asyncio.Lock()
+        return lock
+
+    def _keys(self, visitor_id: str) -> tuple[str, str, str]:
+        key = self.state.visitor_key
+        return key(visitor_id, "p"), key(visitor_id, "d"), key(visitor_id, "b")
+
+    def _now(self, now: datetime | None) -> datetime:
+        return as_utc(now if now is not None else self._clock())
+
+    async def _raw(self, visitor_id: str) -> bytes:
+        """The stored record's bytes (empty when none)."""
+        key = self.state.visitor_key(visitor_id, "p")
+        raw: Any = await self.state.call(lambda c: c.get(key))
+        return raw or b""
+
+    async def _get(self, visitor_id: str) -> ProfileRecord | None:
+        return _record(await self._raw(visitor_id))
+
+    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
+        """The record and the decision pinned to ``visit``: one ``MGET``."""
+        keys = self._keys(visitor_id)[:2]
+        answer: Any = await self.state.call(lambda c: c.mget(keys))
+        return _state(answer[0], answer[1], visit)
+
+    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
+        """Every visit's record and pin: one pipeline of ``MGET`` s."""
+        if len(visits) == 1:
+            return [await self.load_visit(*visits[0])]
+
+        async def run(c: aioredis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for visitor_id, _ in visits:
+                pipe.mget(self._keys(visitor_id)[:2])
+            return list(await pipe.execute())
+
+        answers = await self.state.call(run)
+        return [_state(r, p, v) for (_, v), (r, p) in zip(visits, answers, strict=True)]
+
+    async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
+        """The stored behaviour, or None."""
+        record = await self._get(visitor_id)
+        return None if record is None else behavior_at(record, self._now(now))
+
+    async def snapshot(
+        self, visitor_id: str, *, now: datetime | None = None
+    ) -> VisitorProfile | None:
+        """Everything stored about the visitor, or None."""
+        record = await self._get(visitor_id)
+        return None if record is None else snapshot_of(visitor_id, record, self._now(now))
+
+    async def suppressed(self, visitor_id: str) -> frozenset[str]:
+        """Offers the visitor is not interested in."""
+        record = await self._get(visitor_id)
+        return frozenset(record.suppressed) if record is not None else frozenset()
+
+    def _args(
+        self, visitor_id: str, old: bytes, new: bytes, pin: bytes | str = "", apply_id: str = ""
+    ) -> tuple[Any, ...]:
+        """The arguments of one :data:`WRITE_LUA` call (after its sha and key count)."""
+        return (
+            *self._keys(visitor_id),
+            old,
+            new,
+            self._ttl_ms,
+            pin,
+            self._pin_ms,
+            apply_id,
+            self._applied_ms,
+            self.channel,
+            visitor_id,
+        )
+
+    async def _writes(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run :data:`WRITE_LUA` once per argument tuple, in one call (pipelined when several);
+        the script is loaded when Redis does not know it (first use, or after a restart)."""
+
+        async def run(c: aioredis.Redis) -> list[Any]:
+            for attempt in range(2):
+                try:
+                    if len(calls) == 1:
+                        return [await c.evalsha(_WRITE_SHA, 3, *calls[0])]
+                    pipe = c.pipeline(transaction=False)
+                    for args in calls:
+                        pipe.evalsha(_WRITE_SHA, 3, *args)
+                    return list(await pipe.execute())
+                except NoScriptError:  # nothing ran: every call is the unknown script
+                    if attempt:
+                        raise
+                    await c.script_load(WRITE_LUA)
+            raise AssertionError("unreachable")
+
+        return await self.state.call(run)
+
+    async def _retry_visit(
+        self, visitor_id: str, request: DecideRequest, now: datetime, current: bytes
+    ) -> None:
+        """Record a visit whose first write lost to a concurrent update, on the record as it
+        is now (never re-creating an erased one: ``current`` empty)."""
+        async with self._lock(visitor_id):
+            await self._retry_visit_locked(visitor_id, request, now, current)
+
+    async def _retry_visit_locked(
+        self, visitor_id: str, request: DecideRequest, now: datetime, current: bytes
+    ) -> None:
+        for _ in range(ATTEMPTS):
+            if not current:
+                return
+            self.conflicts += 1
+            new = _record_encoder.encode(updated_by_visit(_record(current), request, now))
+            (answer,) = await self._writes([self._args(visitor_id, current, new)])
+            if answer[0] != 0:
+                return
+            current = answer[1]
+        raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; visit not recorded")
+
+    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
+        """Record the visits and pin their decisions: one pipeline of scripts (plus one call
+        per visit that lost to a concurrent update)."""
+        now = as_utc(now)
+        calls: list[tuple[int, tuple[Any, ...]]] = []
+        for i, visit in enumerate(visits):
+            if not permissions(visit.request.consent).store:
+                continue
+            old = visit.read.version or b""
+            record = updated_by_visit(visit.read.record, visit.request, now)
+            pin = _record_encoder.encode(visit.pin) if visit.pin is not None else ""
+            calls.append(
+                (i, self._args(visit.visitor_id, old, _record_encoder.encode(record), pin))
+            )
+        pinned = [True] * len(visits)
+        if not calls:
+            return pinned
+
+        answers = await self._writes([args for _, args in calls])
+        for (i, _), answer in zip(calls, answers, strict=True):
+            if answer[0] == 0:
+                pinned[i] = False
+                visit = visits[i]
+                if visit.read.version and not answer[1]:
+                    continue  # erased while it was being decided: the erasure wins
+                await self._retry_visit(visit.visitor_id, visit.request, now, answer[1])
+        return pinned
+
+    async def record_visit(
+        self, visitor_id: str, request: DecideRequest, *, now: datetime
+    ) -> Behavior:
+        """Record the visit; see :meth:`ProfileStore.record_visit`."""
+        if not permissions(request.consent).store:
+            return Behavior()
+        now = as_utc(now)
+        read = await self.load_visit(visitor_id, None)
+        await self.commit_visits(
+            [VisitWrite(visitor_id=visitor_id, request=request, read=read)], now=now
+        )
+        record = await self._get(visitor_id)
+        return behavior_at(record, now) if record is not None else Behavior()
+
+    async def apply(
+        self,
+        visitor_id: str,
+        events: Sequence[Event],
+        *,
+        now: datetime,
+        create: bool = True,
+        apply_id: str | None = None,
+    ) -> Behavior | None:
+        """Apply the visitor's events; see :meth:`ProfileStore.apply`.
+
+        Raises:
+            ValueError: an event belongs to another visitor.
+            StateUnavailable: Redis failed (the update may or may not have been written: apply
+                it again with the same ``apply_id``).
+        """
+        if any(e.visitor_id != visitor_id for e in events):
+            raise ValueError(f"events of another visitor given for {visitor_id!r}")
+        async with self._lock(visitor_id):
+            return await self._apply(visitor_id, events, as_utc(now), create, apply_id)
+
+    async def _apply(
+        self,
+        visitor_id: str,
+        events: Sequence[Event],
+        now: datetime,
+        create: bool,
+        apply_id: str | None,
+    ) -> Behavior | None:
+        current = await self._raw(visitor_id)
+        changing = [e for e in events if e.type in PROFILE_EVENTS]
+        unpin = "-" if any(e.type in DECISIVE_EVENTS for e in changing) else ""
+        for attempt in range(ATTEMPTS):
+            if not current and not create:
+                return None
+            if not changing:
+                record = _record(current) or ProfileRecord(first_seen=now, last_seen=now)
+                return behavior_at(record, now)
+            record = updated_by_events(_record(current), changing, now)
+            args = self._args(
+                visitor_id, current, _record_encoder.encode(record), unpin, apply_id or ""
+            )
+            (answer,) = await self._writes([args])
+            if answer[0] != 0:  # written, or applied before (then the record as it is now)
+                if answer[0] == 2:
+                    stored = await self._get(visitor_id)
+                    return behavior_at(stored, now) if stored is not None else None
+                return behavior_at(record, now)
+            if attempt:
+                self.conflicts += 1
+            current = answer[1]
+        raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; events not applied")
+
+    async def delete(self, visitor_id: str) -> bool:
+        """Delete every key of the visitor and publish the erasure (one call)."""
+        keys = self._keys(visitor_id)
+
+        async def run(c: aioredis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            pipe.exists(keys[0])
+            pipe.delete(*keys)
+            pipe.publish(self.channel, visitor_id)
+            return list(await pipe.execute())
+
+        answers = await self.state.call(run)
+        return bool(answers[0])
+
+    async def invalidate(self, visitor_id: str) -> None:
+        """Drop the visitor's pinned decision and tell every worker to drop theirs."""
+        pin = self.state.visitor_key(visitor_id, "d")
+
+        async def run(c: aioredis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            pipe.delete(pin)
+            pipe.publish(self.channel, visitor_id)
+            return list(await pipe.execute())
+
+        await self.state.call(run)
+
+
+class InvalidationListener:
+    """Every worker's subscription to the ``invalidate`` channel: each visitor published there
+    is passed to ``on_visitor`` (the worker drops its cached decisions); after every
+    (re)subscription ``on_subscribed`` runs (the worker drops its whole decision cache, since
+    invalidations sent while it was not listening were missed).
+
+    It has its own connection (a subscription blocks it, and waits longer than a call's
+    deadline), with a health check every few seconds, and reconnects after a failure.
+
+    Args:
+        state: the worker's connection (its URL and channel names are reused).
+        on_visitor: called with each invalidated visitor id.
+        on_subscribed: called once subscribed (again after each reconnection).
+        retry_seconds: pause before reconnecting.
+    """
+
+    def __init__(
+        self,
+        state: RedisState,
+        on_visitor: Callable[[str], object],
+        on_subscribed: Callable[[], object],
+        *,
+        retry_seconds: float = 0.5,
+    ) -> None:
+        self.channel = state.key("invalidate")
+        self._client = aioredis.Redis.from_url(
+            state.url,
+            socket_connect_timeout=max(state.timeout, 1.0),
+            socket_timeout=None,
+            health_check_interval=5,
+        )
+        self._on_visitor = on_visitor
+        self._on_subscribed = on_subscribed
+        self._retry = retry_seconds
+        self.subscribed = False
+        self.received = 0
+
+    async def run(self) -> None:
+        """Listen until cancelled."""
+        try:
+            while True:
+                try:
+                    await self._listen()
+                except (RedisError, OSError) as exc:
+                    if self.subscribed:
+                        log.warning(
+                            "invalidation channel lost (%s); reconnecting", type(exc).__name__
+                        )
+                    self.subscribed = False
+                await asyncio.sleep(self._retry)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.aclose()
+
+    async def _listen(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            self.subscribed = True
+            self._on_subscribed()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                data = message.get("data")
+                if isinstance(data, bytes):
+                    self.received += 1
+                    self._on_visitor(data.decode("utf-8", "replace"))
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()

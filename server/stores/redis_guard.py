@@ -1,0 +1,190 @@
+"""The event guard in Redis: the decisions issued to each visitor, the event ids seen, the
+decisions that converted and the order ids counted, shared by every worker and replica.
+
+The tables of :class:`server.stores.guard.MemoryEventGuard` become keys with a time to live:
+``{v:<visitor>}:gd:<decision>`` (issued, 24 h), ``{v:<visitor>}:ge:<event>`` (seen, 24 h),
+``{v:<visitor>}:gc:<decision>`` (converted, 24 h) and ``order:<order id>`` (30 days). A
+decision is issued to one visitor, so keying the other tables by visitor too loses nothing and
+keeps a visitor's keys in one Redis Cluster slot. A batch is checked and recorded by ONE Lua
+script: every event is checked in order, exactly as the memory guard does, and nothing is
+written unless all pass, so a batch retried on two replicas at once passes once.
+
+An ``issue`` that fails (Redis down) is kept in a bounded local buffer and written with the
+next successful call, so that events of decisions made during an outage are not refused as
+forged when the spooled batches are replayed.
+
+Must not import model_export or litestar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from sdk.schema import Event
+from server.stores.guard import DECISION_TTL, ORDER_TTL, GuardRefusal, refusal_for
+from server.stores.redis_conn import RedisState, StateUnavailable
+
+__all__ = ["CHECK_AND_RECORD_LUA", "CLAIM_ORDERS_LUA", "RedisEventGuard"]
+
+#: KEYS: three per event (issued, seen, converted); ARGV[1]: time to live in ms, ARGV[2]: the
+#: batch id ('' none), ARGV[2 + i]: the flags of event i (``d`` has a decision id, ``e`` an
+#: event id, ``c`` is a conversion). Seen event ids hold the id of the batch that recorded
+#: them. Returns ``{-1, 0}`` when every event passes (and records them), ``{-2, 0}`` when the
+#: first event id was recorded by this very batch (it passed before), else ``{index, code}``
+#: of the first failure, codes as :data:`server.stores.guard.NO_DECISION` and its neighbours.
+CHECK_AND_RECORD_LUA = """
+local ttl, batch, n = ARGV[1], ARGV[2], #ARGV - 2
+if batch ~= '' and redis.call('GET', KEYS[2]) == batch then return {-2, 0} end
+local seen, converting = {}, {}
+for i = 1, n do
+  local flags, k = ARGV[i + 2], 3 * i - 2
+  if not string.find(flags, 'd', 1, true) then return {i - 1, 1} end
+  if redis.call('EXISTS', KEYS[k]) == 0 then return {i - 1, 2} end
+  if not string.find(flags, 'e', 1, true) then return {i - 1, 3} end
+  if seen[KEYS[k + 1]] or redis.call('EXISTS', KEYS[k + 1]) == 1 then return {i - 1, 4} end
+  seen[KEYS[k + 1]] = true
+  if string.find(flags, 'c', 1, true) then
+    if converting[KEYS[k + 2]] or redis.call('EXISTS', KEYS[k + 2]) == 1 then
+      return {i - 1, 5}
+    end
+    converting[KEYS[k + 2]] = true
+  end
+end
+local mark = batch ~= '' and batch or '1'
+for key in pairs(seen) do redis.call('SET', key, mark, 'PX', ttl) end
+for key in pairs(converting) do redis.call('SET', key, '1', 'PX', ttl) end
+return {-1, 0}
+"""
+
+
+#: KEYS: order ids; ARGV[1]: their time to live in ms. 1 for each claimed now, 0 for a duplicate.
+CLAIM_ORDERS_LUA = """
+local claimed = {}
+for i, key in ipairs(KEYS) do
+  claimed[i] = redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) and 1 or 0
+end
+return claimed
+"""
+
+
+class RedisEventGuard:
+    """The shared :class:`~server.stores.guard.EventGuard`.
+
+    Args:
+        state: the worker's Redis handle (deadline, breaker, key layout).
+        decision_ttl: seconds decisions, event ids and conversions are remembered.
+        order_ttl: seconds order ids are remembered.
+        max_pending: issued decisions buffered while Redis is down (oldest dropped first).
+    """
+
+    def __init__(
+        self,
+        state: RedisState,
+        *,
+        decision_ttl: float = DECISION_TTL,
+        order_ttl: float = ORDER_TTL,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.state = state
+        self._ttl_ms = round(decision_ttl * 1000)
+        self._order_ttl_ms = round(order_ttl * 1000)
+        self._script = state.client.register_script(CHECK_AND_RECORD_LUA)
+        self._orders = state.client.register_script(CLAIM_ORDERS_LUA)
+        #: (decision id, visitor id, monotonic time issued) not yet written
+        self._pending: deque[tuple[str, str, float]] = deque(maxlen=max_pending)
+        #: issued decisions dropped from a full buffer (their events will be refused)
+        self.pending_dropped = 0
+
+    def _issued_key(self, visitor_id: str, decision_id: str) -> str:
+        return self.state.visitor_key(visitor_id, "gd:" + decision_id)
+
+    async def issue(self, decision_id: str, visitor_id: str) -> None:
+        """Write the issued decision (and any buffered ones); never raises: with Redis down it
+        is buffered and written by the next call that gets through."""
+        if len(self._pending) == self._pending.maxlen:
+            self.pending_dropped += 1
+        self._pending.append((decision_id, visitor_id, time.monotonic()))
+        with contextlib.suppress(StateUnavailable):  # else kept in the buffer
+            await self.flush()
+
+    @property
+    def pending(self) -> int:
+        """Issued decisions waiting for Redis."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write the buffered issued decisions, each with what is left of its time to live.
+
+        Raises:
+            StateUnavailable: Redis did not take them (they stay buffered).
+        """
+        if not self._pending:
+            return
+        now = time.monotonic()
+        batch = list(self._pending)
+        self._pending.clear()  # taken out: a concurrent flush writes only what follows
+
+        async def write(client: aioredis.Redis) -> Any:
+            pipe = client.pipeline(transaction=False)
+            for decision_id, visitor_id, at in batch:
+                left = self._ttl_ms - round((now - at) * 1000)
+                if left > 0:
+                    pipe.set(self._issued_key(visitor_id, decision_id), b"1", px=left)
+            return await pipe.execute()
+
+        try:
+            await self.state.call(write)
+        except StateUnavailable:
+            self._pending.extendleft(reversed(batch))
+            raise
+
+    async def check_and_record(
+        self, events: Sequence[Event], *, batch_id: str | None = None
+    ) -> GuardRefusal | None:
+        """Check and record a public-key batch atomically (one script call); with a
+        ``batch_id``, a batch that passed under that id passes again (a retried check whose
+        first answer was lost).
+
+        Raises:
+            StateUnavailable: Redis did not answer; nothing is known to be recorded.
+        """
+        if not events:
+            return None
+        if self._pending:  # this batch may name a decision issued during an outage
+            await self.flush()
+        keys: list[str] = []
+        flags: list[str] = []
+        for event in events:
+            visitor, decision = event.visitor_id, event.decision_id or ""
+            keys.append(self._issued_key(visitor, decision))
+            keys.append(self.state.visitor_key(visitor, "ge:" + (event.event_id or "")))
+            keys.append(self.state.visitor_key(visitor, "gc:" + decision))
+            flags.append(
+                ("d" if event.decision_id is not None else "")
+                + ("e" if event.event_id is not None else "")
+                + ("c" if event.type == "conversion" else "")
+            )
+        args: list[Any] = [self._ttl_ms, batch_id or "", *flags]
+        result = await self.state.call(lambda c: self._script(keys=keys, args=args, client=c))
+        index, code = int(result[0]), int(result[1])
+        return None if index < 0 else refusal_for(index, code)
+
+    async def claim_orders(self, order_ids: Sequence[str]) -> list[bool]:
+        """``SET NX`` each order id for 30 days, in one script (all or none are claimed):
+        True the first time.
+
+        Raises:
+            StateUnavailable: Redis did not answer (no order is known to be counted).
+        """
+        if not order_ids:
+            return []
+        keys = [self.state.key("order", order_id) for order_id in order_ids]
+        args = [self._order_ttl_ms]
+        claimed = await self.state.call(lambda c: self._orders(keys=keys, args=args, client=c))
+        return [bool(c) for c in claimed]

@@ -1,0 +1,134 @@
+"""What only the Redis event guard does (its shared checks run in ``test_event_guard.py``):
+times to live on the keys, one atomic check across clients, and decisions issued while Redis
+is down written when it returns; against real redis-server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sdk.schema import Event
+from server.stores.guard import DECISION_TTL, ORDER_TTL
+from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_guard import RedisEventGuard
+from tests.redis_server import RedisServer
+
+
+def ev(kind: str = "click", event_id: str = "e1", decision: str = "d1") -> Event:
+    return Event(
+        type=kind,  # type: ignore[arg-type]
+        visitor_id="v1",
+        decision_id=decision,
+        event_id=event_id,
+    )
+
+
+def _state(url: str, prefix: str) -> RedisState:
+    return RedisState(url, prefix=prefix, timeout=2.0)
+
+
+def test_keys_live_a_day_and_orders_thirty_days(redis_server: RedisServer) -> None:
+    prefix = f"gttl-{uuid.uuid4().hex}"
+
+    async def body() -> None:
+        state = _state(redis_server.url, prefix)
+        guard = RedisEventGuard(state)
+        try:
+            await guard.issue("d1", "v1")
+            assert await guard.check_and_record([ev("conversion")]) is None
+            assert (await guard.claim_orders(["o-9"]))[0] is True
+            client = state.client
+            for part in ("gd:d1", "ge:e1", "gc:d1"):
+                ttl = await client.pttl(state.visitor_key("v1", part))
+                assert DECISION_TTL * 1000 - 60_000 < ttl <= DECISION_TTL * 1000, part
+            ttl = await client.pttl(state.key("order", "o-9"))
+            assert ORDER_TTL * 1000 - 60_000 < ttl <= ORDER_TTL * 1000
+            # everything of the visitor shares one hash tag (one Redis Cluster slot)
+            keys = [k.decode() async for k in client.scan_iter(match=f"{prefix}:*")]
+            assert sorted(k for k in keys if "{v:v1}" in k) == sorted(
+                f"{prefix}:{{v:v1}}:{p}" for p in ("gd:d1", "ge:e1", "gc:d1")
+            )
+        finally:
+            await state.close()
+
+    asyncio.run(body())
+
+
+def test_two_replicas_checking_one_batch_at_once_pass_it_once(redis_server: RedisServer) -> None:
+    prefix = f"gcon-{uuid.uuid4().hex}"
+
+    async def body() -> None:
+        states = [_state(redis_server.url, prefix) for _ in range(4)]  # four "workers"
+        guards = [RedisEventGuard(s) for s in states]
+        try:
+            await guards[0].issue("d1", "v1")
+            batch = [ev("impression", "i1"), ev("conversion", "c1")]
+            results = await asyncio.gather(*(g.check_and_record(batch) for g in guards * 4))
+            assert [r is None for r in results].count(True) == 1
+            assert {r.kind for r in results if r is not None} == {"replayed-event"}
+        finally:
+            for s in states:
+                await s.close()
+
+    asyncio.run(body())
+
+
+def test_decisions_issued_while_redis_is_down_count_when_it_returns(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    servers = [redis]
+    try:
+
+        async def body() -> None:
+            state = RedisState(redis.url, prefix="gdown", timeout=0.5)
+            state.breaker.reset_after = 0.05  # let the test reconnect at once
+            guard = RedisEventGuard(state)
+            try:
+                redis.kill()
+                await guard.issue("d1", "v1")  # never raises: buffered
+                assert guard.pending == 1
+                with pytest.raises(StateUnavailable):
+                    await guard.check_and_record([ev()])
+                with pytest.raises(StateUnavailable):
+                    (await guard.claim_orders(["o-1"]))[0]
+                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
+                for _ in range(3):  # the breaker may still be open for a moment
+                    try:
+                        result = await guard.check_and_record([ev()])
+                        break
+                    except StateUnavailable:
+                        await asyncio.sleep(0.1)
+                else:
+                    pytest.fail("Redis did not come back")
+                assert result is None  # the buffered decision was written first
+                assert guard.pending == 0
+            finally:
+                await state.close()
+
+        asyncio.run(body())
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_batch_checked_again_under_its_id_passes_again(redis_server: RedisServer) -> None:
+    """A spooled batch whose first check reached Redis but whose answer was lost is not
+    refused as its own replay; anyone else replaying it still is."""
+
+    async def body() -> None:
+        state = _state(redis_server.url, f"gbid-{uuid.uuid4().hex}")
+        guard = RedisEventGuard(state)
+        try:
+            await guard.issue("d1", "v1")
+            batch = [ev("impression", "i1"), ev("conversion", "c1")]
+            assert await guard.check_and_record(batch, batch_id="b-1") is None
+            assert await guard.check_and_record(batch, batch_id="b-1") is None
+            for other in ("b-2", None):
+                again = await guard.check_and_record(batch, batch_id=other)
+                assert again is not None and again.kind == "replayed-event"
+        finally:
+            await state.close()
+
+    asyncio.run(body())
