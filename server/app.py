@@ -113,7 +113,7 @@ async def _replay_spool(engine: Engine, interval: float = 1.0) -> None:
         if redis is None or spool is None or store is None or redis.breaker.state == "open":
             continue
         if spool.pending_bytes():
-            replayed = await spool.replay(store)
+            replayed = await spool.replay_into(store)
             if replayed:
                 log.info("replayed %d spooled profile updates", replayed)
 

@@ -74,7 +74,7 @@ def test_a_dead_workers_claimed_file_is_taken_over(tmp_path: Path) -> None:
     spool = BatchSpool(tmp_path)
     spool.append([item(1)])
     # as if a worker (a pid that cannot exist) had claimed it and died while replaying
-    spool.path.rename(tmp_path / "replaying-999999999-deadbeef.jsonl")
+    spool.path.rename(tmp_path / "replaying-batches-999999999-deadbeef.jsonl")
     got: list[str] = []
 
     async def handle(spooled: SpooledBatch) -> bool:
