@@ -12,7 +12,7 @@ Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from sdk._onnx import require_local
@@ -114,6 +114,7 @@ class Decider:
         *,
         profile: Behavior | None = None,
         suppressed: frozenset[str] = frozenset(),
+        sticky: Mapping[str, str] | None = None,
         rows: list[FeatureRow] | None = None,
     ) -> Decision:
         """Decide one visit.
@@ -122,12 +123,19 @@ class Decider:
             request: the visit.
             profile: stored behaviour, used only when the request's consent allows.
             suppressed: offers the visitor said "not interested" to; never ranked.
+            sticky: the visitor's stored arms of sticky experiments
+                (:attr:`~sdk.manifest.ExperimentDef.sticky_key` -> arm key), kept while they
+                exist; after the decision, :meth:`sticky_fields` says what to store.
             rows: when given, the feature row the decision was made from is appended (the
                 server logs it for offline evaluation).
         """
-        return self.decide_many([request], profiles=[profile], suppressed=[suppressed], rows=rows)[
-            0
-        ]
+        return self.decide_many(
+            [request],
+            profiles=[profile],
+            suppressed=[suppressed],
+            sticky=[sticky] if sticky else None,
+            rows=rows,
+        )[0]
 
     def decide_many(
         self,
@@ -135,9 +143,10 @@ class Decider:
         *,
         profiles: list[Behavior | None] | None = None,
         suppressed: list[frozenset[str]] | None = None,
+        sticky: Sequence[Mapping[str, str] | None] | None = None,
         rows: list[FeatureRow] | None = None,
     ) -> list[Decision]:
-        """Decide many visits with one batched ONNX call per model (``rows``: see
+        """Decide many visits with one batched ONNX call per model (``sticky``, ``rows``: see
         :meth:`decide`). Sensitive categories and paths are scrubbed from ``requests`` and
         ``profiles`` first (:meth:`sdk.sensitive.Sensitivity.scrub_request`)."""
         if self.sensitivity:
@@ -148,7 +157,18 @@ class Decider:
         built = self._rows(requests, profiles)
         if rows is not None:
             rows.extend(built)
-        return self._decide_rows(requests, built, suppressed)
+        return self._decide_rows(requests, built, suppressed, sticky)
+
+    @property
+    def sticky(self) -> bool:
+        """Whether an experiment of the bundle keeps its arms (:meth:`decide`'s ``sticky``)."""
+        return self._policy.sticky
+
+    def sticky_fields(self, decision: Decision, stored: Mapping[str, str]) -> dict[str, str]:
+        """The arms to store after ``decision`` (one of this decider's) for a visitor whose
+        stored arms are ``stored``: ``sticky_key -> arm`` of each sticky experiment it exposed
+        the visitor to, when not stored already."""
+        return self._policy.sticky_fields(decision.experiment, stored)
 
     def replay(self, requests: list[DecideRequest], rows: list[FeatureRow]) -> list[Decision]:
         """Decide logged visits again from their logged feature rows (offline evaluation).
@@ -167,7 +187,7 @@ class Decider:
                 )
         if self.sensitivity:
             requests = [self.sensitivity.scrub_request(r) for r in requests]
-        return self._decide_rows(requests, rows, None)
+        return self._decide_rows(requests, rows, None, None)
 
     def _rows(
         self, requests: list[DecideRequest], profiles: list[Behavior | None] | None
@@ -192,9 +212,11 @@ class Decider:
         requests: list[DecideRequest],
         rows: list[FeatureRow],
         suppressed: list[frozenset[str]] | None,
+        sticky: Sequence[Mapping[str, str] | None] | None,
     ) -> list[Decision]:
         np = self._np
         hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
+        kept = sticky if sticky is not None else [None] * len(requests)
         if not rows:
             return []
         matrix = np.array([r.values for r in rows], dtype=np.float32)
@@ -205,7 +227,7 @@ class Decider:
             self._personas.nearest(d) for d in np.asarray(distances, dtype=np.float64).tolist()
         ]
         return [
-            self._finish(req, row, nearest[i], offer_scores[i], scores[i], hidden[i])
+            self._finish(req, row, nearest[i], offer_scores[i], scores[i], hidden[i], kept[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
 
@@ -217,6 +239,7 @@ class Decider:
         probas: list[float],
         scores: dict[str, float],
         suppressed: frozenset[str] = frozenset(),
+        sticky: Mapping[str, str] | None = None,
     ) -> Decision:
         m = self.bundle.manifest
         personalized = permissions(req.consent).personalize
@@ -249,7 +272,7 @@ class Decider:
         attributes["userId"] = req.user_id
         attributes["sessionId"] = req.session_id
         attributes["segment"] = segment.id if segment is not None else None
-        plan = self._policy.assign(attributes, wanted, personalized)
+        plan = self._policy.assign(attributes, wanted, personalized, sticky)
         if plan.holdout:
             reasons.append(self._policy.holdout_reason())
         exploration = self._policy.exploration(req, segment.id if segment else None, personalized)

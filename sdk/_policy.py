@@ -21,7 +21,16 @@ from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace, prefix_s
 from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, Manifest
 from sdk.schema import DecideRequest, Reason
 
-__all__ = ["Assignment", "Exploration", "Policy", "assign", "epsilon_for", "explore"]
+__all__ = [
+    "Assignment",
+    "Exploration",
+    "Policy",
+    "assign",
+    "bucket_seed",
+    "epsilon_for",
+    "explore",
+    "sticky_fields",
+]
 
 HOLDOUT = "holdout"
 PERSONALIZED = "personalized"
@@ -59,6 +68,7 @@ def assign(
     slot_ids: Sequence[str],
     personalized: bool,
     conditions: Mapping[str, Predicate] | None = None,
+    sticky: Mapping[str, str] | None = None,
 ) -> Assignment:
     """The holdout and experiment arms of a visit.
 
@@ -73,6 +83,12 @@ def assign(
     ``conditions`` maps experiment keys to their compiled targeting conditions (the decider
     compiles them once); an experiment without one is evaluated with
     :func:`~sdk.conditions.evaluate_condition`.
+
+    ``sticky`` holds the visitor's stored arms (:attr:`~sdk.manifest.ExperimentDef.sticky_key`
+    -> arm key). A running ``sticky`` experiment with a stored arm that still exists gives that
+    arm, skipping targeting, namespace, coverage and weights (they may have changed since the
+    visitor was exposed); a stored arm of another bucket version, or one no longer in the
+    experiment, is ignored and the visitor is bucketed by hash again.
     """
     out = Assignment()
     if not personalized:
@@ -91,6 +107,10 @@ def assign(
         if value is None or value == "":
             continue
         value = str(value)
+        stored = _stored_arm(exp, sticky)
+        if stored is not None:
+            _expose(out, exp, stored, slot_ids)
+            continue
         if exp.condition:
             compiled = conditions.get(exp.key) if conditions is not None else None
             matched = (
@@ -104,20 +124,57 @@ def assign(
             value, (exp.namespace.name, exp.namespace.start, exp.namespace.end)
         ):
             continue
-        unit = hash_unit(exp.seed or exp.key, value)
+        unit = hash_unit(bucket_seed(exp), value)
         if unit is None:
             continue
         index = choose(unit, bucket_ranges([a.weight for a in exp.arms], exp.coverage))
         if index < 0:
             continue
-        arm = exp.arms[index]
-        wanted = set(slot_ids)
-        taken = [s for s in (exp.slots or slot_ids) if s in wanted and s not in out.slots]
-        if not taken:
-            continue  # it decides nothing the visitor sees: no exposure
-        out.arms[exp.key] = arm.key
-        for slot in taken:
-            out.slots[slot] = (exp.key, arm)
+        _expose(out, exp, exp.arms[index], slot_ids)
+    return out
+
+
+def bucket_seed(exp: ExperimentDef) -> str:
+    """The seed of ``exp``'s arm draw: ``seed`` (the key by default), then ``/v<n>`` from
+    bucket version 2 on, so that bumping the version re-randomises the draw as well as
+    forgetting the stored arms (version 1 keeps every existing assignment)."""
+    seed = exp.seed or exp.key
+    return seed if exp.bucket_version == 1 else f"{seed}/v{exp.bucket_version}"
+
+
+def _stored_arm(exp: ExperimentDef, sticky: Mapping[str, str] | None) -> ArmDef | None:
+    """The arm stored for a sticky ``exp``, when it is one of its arms."""
+    if not sticky or not exp.sticky:
+        return None
+    key = sticky.get(exp.sticky_key)
+    return next((a for a in exp.arms if a.key == key), None) if key is not None else None
+
+
+def _expose(out: Assignment, exp: ExperimentDef, arm: ArmDef, slot_ids: Sequence[str]) -> None:
+    """Record ``arm`` of ``exp`` when it decides at least one of the visit's slots."""
+    wanted = set(slot_ids)
+    taken = [s for s in (exp.slots or slot_ids) if s in wanted and s not in out.slots]
+    if not taken:
+        return  # it decides nothing the visitor sees: no exposure
+    out.arms[exp.key] = arm.key
+    for slot in taken:
+        out.slots[slot] = (exp.key, arm)
+
+
+def sticky_fields(
+    experiments: Sequence[ExperimentDef],
+    arms: Mapping[str, str] | None,
+    stored: Mapping[str, str],
+) -> dict[str, str]:
+    """What to store after a decision exposed ``arms``: ``sticky_key -> arm`` of each sticky
+    experiment exposed whose arm is not stored already."""
+    if not arms:
+        return {}
+    out: dict[str, str] = {}
+    for exp in experiments:
+        arm = arms.get(exp.key) if exp.sticky else None
+        if arm is not None and stored.get(exp.sticky_key) != arm:
+            out[exp.sticky_key] = arm
     return out
 
 
@@ -186,9 +243,15 @@ class Policy:
         self._holdout = manifest.holdout
         self._exploration = manifest.exploration
         self._targeting = {e.key: compile_condition(e.condition) for e in manifest.experiments}
+        #: whether any experiment keeps its arms (the store then reads and writes them)
+        self.sticky = any(e.sticky for e in manifest.experiments)
 
     def assign(
-        self, attributes: Mapping[str, Any], slot_ids: Sequence[str], personalized: bool
+        self,
+        attributes: Mapping[str, Any],
+        slot_ids: Sequence[str],
+        personalized: bool,
+        sticky: Mapping[str, str] | None = None,
     ) -> Assignment:
         """The holdout and experiment arms of a visit (see :func:`assign`)."""
         return assign(
@@ -198,7 +261,14 @@ class Policy:
             slot_ids,
             personalized,
             self._targeting,
+            sticky if self.sticky else None,
         )
+
+    def sticky_fields(
+        self, arms: Mapping[str, str] | None, stored: Mapping[str, str]
+    ) -> dict[str, str]:
+        """What to store after a decision (see :func:`sticky_fields`)."""
+        return sticky_fields(self._experiments, arms, stored) if self.sticky else {}
 
     def exploration(
         self, request: DecideRequest, segment: int | None, personalized: bool

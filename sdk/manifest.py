@@ -234,8 +234,14 @@ class ExperimentDef(_Config, frozen=True, kw_only=True):
     (an attribute path, ``visitorId`` by default) has a value, the visitor falls in the
     ``namespace`` range (if any) and within ``coverage``. The arm is then
     ``hash_unit(seed, value)`` (FNV-1a, :mod:`sdk.hashing`) against the cumulative weights:
-    sticky, and independent of other experiments (each has its own seed). The first arm is the
-    control unless ``control`` names another.
+    stable while the weights stay, and independent of other experiments (each has its own
+    seed). The first arm is the control unless ``control`` names another.
+
+    ``sticky``: the first arm a visitor is exposed to is stored (a shared store, with storage
+    consent) and kept while the experiment runs and the arm exists, whatever later weights,
+    coverage, targeting or namespace say. Bumping ``bucket_version`` re-randomises everyone on
+    purpose: stored arms are keyed by :attr:`sticky_key`, and from version 2 on the draw's seed
+    is ``<seed>/v<bucket_version>``.
     """
 
     key: Name
@@ -248,6 +254,13 @@ class ExperimentDef(_Config, frozen=True, kw_only=True):
     namespace: NamespaceDef | None = None
     status: Literal["running", "stopped"] = "running"
     control: Name | None = None
+    sticky: bool = False
+    bucket_version: Annotated[int, Meta(ge=1)] = 1
+
+    @property
+    def sticky_key(self) -> str:
+        """The stored arm's field: ``<key>:<bucket_version>``."""
+        return f"{self.key}:{self.bucket_version}"
 
 
 class HoldoutDef(_Config, frozen=True, kw_only=True):

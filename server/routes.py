@@ -193,7 +193,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     if payload is None:
         now = datetime.now(UTC)
         req = decider.sensitivity.scrub_request(decide_request)
-        read = await load_visits(engine, [req], [key])
+        read = await load_visits(engine, [req], [key], decider)
         pinned = read[0][0].pinned
         if pinned is not None and pinned.covers(key, req.slots):  # decided by another worker
             payload = pinned.payload
@@ -216,7 +216,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
                 pin = Pinned(visit=key, slots=" ".join(slots), payload=payload)
             client = _new_profile_client(request)
             reusable = await decided(
-                engine, [req], decisions, read, (profiles, rows), now, client, [pin]
+                engine, [req], decisions, read, (profiles, rows), now, client, [pin], decider
             )
             if reusable[0]:
                 engine.decision_cache.put(key, slots, payload)

@@ -40,11 +40,16 @@ STATE_UNAVAILABLE = Reason(
 
 
 async def load_visits(
-    engine: Engine, requests: list[DecideRequest], keys: list[str | None]
+    engine: Engine,
+    requests: list[DecideRequest],
+    keys: list[str | None],
+    decider: Decider | None = None,
 ) -> tuple[list[VisitState], bool]:
     """What the decides of ``requests`` read from the store, in one call: each visitor's
-    record and the decision pinned to the visit ``keys[i]``, for requests with storage
-    consent (others read nothing); and whether the store failed (then nothing was read)."""
+    record, the decision pinned to the visit ``keys[i]`` and, when ``decider`` (by default
+    the serving one) has a sticky experiment, the visitor's sticky arms, for requests with
+    storage consent (others read nothing); and whether the store failed (then nothing was
+    read)."""
     states = [_NOTHING] * len(requests)
     store = engine.profiles
     if store is None:
@@ -52,8 +57,11 @@ async def load_visits(
     wanted = [i for i, r in enumerate(requests) if permissions(r.consent).store]
     if not wanted:
         return states, False
+    decider = decider if decider is not None else engine.decider
+    arms = decider is not None and decider.sticky
     try:
-        loaded = await store.load_visits([(requests[i].visitor_id, keys[i]) for i in wanted])
+        visits = [(requests[i].visitor_id, keys[i]) for i in wanted]
+        loaded = await store.load_visits(visits, arms=arms)
     except StateUnavailable:
         engine.state_read_errors += 1
         if engine.metrics is not None:  # tailor_decision_fallbacks{kind="state_unavailable"}
@@ -73,10 +81,11 @@ def decide_loaded(
     rows: list[FeatureRow],
 ) -> tuple[list[Decision], list[Behavior | None]]:
     """The pure decisions of ``requests`` on what was read (profiles and suppressions where
-    consent lets them be read), marked ``state.unavailable`` when the store failed; and the
-    profiles they were decided with."""
+    consent lets them be read, sticky arms where they were read), marked
+    ``state.unavailable`` when the store failed; and the profiles they were decided with."""
     profiles: list[Behavior | None] = []
     suppressed: list[frozenset[str]] = []
+    arms = [state.arms for state in states]
     for req, state in zip(requests, states, strict=True):
         record = state.record
         if record is None or not permissions(req.consent).read_profile:
@@ -87,11 +96,21 @@ def decide_loaded(
             suppressed.append(frozenset(record.suppressed))
     if len(requests) == 1:
         decisions = [
-            decider.decide(requests[0], profile=profiles[0], suppressed=suppressed[0], rows=rows)
+            decider.decide(
+                requests[0],
+                profile=profiles[0],
+                suppressed=suppressed[0],
+                sticky=arms[0],
+                rows=rows,
+            )
         ]
     else:
         decisions = decider.decide_many(
-            requests, profiles=profiles, suppressed=suppressed, rows=rows
+            requests,
+            profiles=profiles,
+            suppressed=suppressed,
+            sticky=arms if any(arms) else None,
+            rows=rows,
         )
     if degraded:
         decisions = [
@@ -112,19 +131,24 @@ async def decided(
     now: datetime,
     client: tuple[str, bytes] | None,
     pins: list[Pinned | None] | None = None,
+    decider: Decider | None = None,
 ) -> list[bool]:
     """What follows the decisions, once they are computed: the visits recorded (with storage
-    consent, and for a public-key client within its new-profile cap) and their decisions
-    pinned, in one call, and the decisions issued to a public key's visitors (concurrently),
-    then logged and counted. Returns, for each, whether its decision may be re-served from
-    this worker's cache (not when the store failed, or the profile changed meanwhile). A
-    failed write is counted, never an error: the answer is already decided."""
+    consent, and for a public-key client within its new-profile cap), their decisions
+    pinned and the sticky arms they exposed stored (those of ``decider``, the one that
+    decided, by default the serving one; only where the arms were read), in one call, and
+    the decisions issued to a public key's visitors (concurrently), then logged and counted.
+    Returns, for each, whether its decision may be re-served from this worker's cache (not
+    when the store failed, or the profile changed meanwhile). A failed write is counted,
+    never an error: the answer is already decided."""
     states, degraded = read
     profiles, rows = decided_with
     store = engine.profiles
     reusable = [not degraded] * len(requests)
     writes: list[VisitWrite] = []
     written: list[int] = []
+    decider = decider if decider is not None else engine.decider
+    sticky = decider is not None and decider.sticky
     if store is not None and not degraded:
         for i, (req, state) in enumerate(zip(requests, states, strict=True)):
             if not permissions(req.consent).store:
@@ -136,7 +160,12 @@ async def decided(
             ):
                 continue
             pin = pins[i] if pins is not None else None
-            writes.append(VisitWrite(visitor_id=req.visitor_id, request=req, read=state, pin=pin))
+            arms: dict[str, str] = {}
+            if sticky and state.arms is not None and decider is not None:
+                arms = decider.sticky_fields(decisions[i], state.arms)
+            writes.append(
+                VisitWrite(visitor_id=req.visitor_id, request=req, read=state, pin=pin, arms=arms)
+            )
             written.append(i)
     calls: list[Awaitable[Any]] = []
     if writes and store is not None:
@@ -185,8 +214,8 @@ async def decide_visits(
     # sensitive categories and pages leave the request before anything stores or logs it
     scrub = decider.sensitivity.scrub_request
     requests = [scrub(r) for r in requests]
-    read = await load_visits(engine, requests, [None] * len(requests))
+    read = await load_visits(engine, requests, [None] * len(requests), decider)
     rows: list[FeatureRow] = []
     decisions, profiles = decide_loaded(decider, requests, read[0], read[1], now, rows)
-    await decided(engine, requests, decisions, read, (profiles, rows), now, client)
+    await decided(engine, requests, decisions, read, (profiles, rows), now, client, None, decider)
     return decisions

@@ -102,13 +102,16 @@ class Pinned(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class VisitState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """What a decide reads in one call: the stored record (None when unknown) and the
-    decision pinned to the visit (None when not pinned or the store does not pin)."""
+    """What a decide reads in one call: the stored record (None when unknown), the
+    decision pinned to the visit (None when not pinned or the store does not pin) and the
+    visitor's sticky experiment arms."""
 
     record: ProfileRecord | None = None
     pinned: Pinned | None = None
     #: the store's own token for a safe write of this visit (its record as read)
     version: bytes | None = None
+    #: stored sticky arms (``<experiment>:<bucket version>`` -> arm key); None: not read
+    arms: dict[str, str] | None = None
 
 
 class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -119,6 +122,8 @@ class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     request: DecideRequest
     read: VisitState
     pin: Pinned | None = None
+    #: sticky arms to store (``<experiment>:<bucket version>`` -> arm key)
+    arms: dict[str, str] = {}
 
 
 class ProfileStore(Protocol):
@@ -133,11 +138,16 @@ class ProfileStore(Protocol):
     #: ``memory``, ``per-worker`` or ``redis``, as ``/readyz`` reports it
     backend: str
 
-    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
-        """The visitor's record and the decision pinned to ``visit`` (one call)."""
+    async def load_visit(
+        self, visitor_id: str, visit: str | None, *, arms: bool = False
+    ) -> VisitState:
+        """The visitor's record and the decision pinned to ``visit`` (one call); with
+        ``arms``, its sticky experiment arms too (else ``VisitState.arms`` is None)."""
         ...
 
-    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
+    async def load_visits(
+        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+    ) -> list[VisitState]:
         """:meth:`load_visit` for several (visitor, visit) pairs in one call, in order."""
         ...
 
@@ -164,7 +174,8 @@ class ProfileStore(Protocol):
         ...
 
     async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
-        """Record decided visits and pin their decisions (one call for all); for each, whether
+        """Record decided visits, pin their decisions and store their new sticky arms
+        (``VisitWrite.arms``, living as long as the profile) in one call for all; for each, whether
         its decision may be re-served: False when the profile changed since it was read (the
         visit is then recorded on the changed profile, and the decision not pinned) or was
         erased meanwhile (nothing is written: an erasure wins over a visit in flight).

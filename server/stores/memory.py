@@ -2,7 +2,9 @@
 
 :class:`MemoryProfileStore` keeps each :class:`~server.stores.base.ProfileRecord`
 msgpack-encoded in a :class:`server.lru.LruTtlCache` behind a lock: bytes, which the garbage
-collector neither scans nor counts. Each worker process has its own store.
+collector neither scans nor counts; a visitor's sticky experiment arms, when there are any,
+sit beside it in a second cache of the same bounds, refreshed by every write of the profile.
+Each worker process has its own store.
 
 Must not import model_export or litestar.
 """
@@ -34,7 +36,9 @@ __all__ = ["MemoryProfileStore"]
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(ProfileRecord)
+_arms_decoder = msgspec.msgpack.Decoder(dict[str, str])
 _UNKNOWN = VisitState()
+_NO_ARMS: dict[str, str] = {}
 
 
 def _utcnow() -> datetime:
@@ -72,6 +76,9 @@ class MemoryProfileStore:
         self._cache: LruTtlCache[str, bytes] = LruTtlCache(
             max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
         )
+        self._arms: LruTtlCache[str, bytes] = LruTtlCache(
+            max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
+        )
 
     def _read(self, visitor_id: str) -> ProfileRecord | None:
         # the caller holds the lock; a decide reads the same record three times in a row
@@ -91,6 +98,13 @@ class MemoryProfileStore:
         raw = _record_encoder.encode(record)
         self._cache[visitor_id] = raw
         self._last = (raw, record)
+        arms = self._arms.get(visitor_id)
+        if arms is not None:  # they live as long as the profile
+            self._arms[visitor_id] = arms
+
+    def _read_arms(self, visitor_id: str) -> dict[str, str]:
+        raw = self._arms.get(visitor_id)
+        return _arms_decoder.decode(raw) if raw is not None else _NO_ARMS
 
     def __len__(self) -> int:
         with self._lock:
@@ -100,19 +114,25 @@ class MemoryProfileStore:
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(now if now is not None else self._clock())
 
-    def _state(self, visitor_id: str) -> VisitState:
+    def _state(self, visitor_id: str, arms: bool) -> VisitState:
         with self._lock:
             record = self._read(visitor_id)
+            if arms:
+                return VisitState(record=record, arms=self._read_arms(visitor_id))
         return _UNKNOWN if record is None else VisitState(record=record)
 
-    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
-        """The stored record; nothing is pinned here (the per-process decision cache is the
-        pin of a single process)."""
-        return self._state(visitor_id)
+    async def load_visit(
+        self, visitor_id: str, visit: str | None, *, arms: bool = False
+    ) -> VisitState:
+        """The stored record (and sticky arms); nothing is pinned here (the per-process
+        decision cache is the pin of a single process)."""
+        return self._state(visitor_id, arms)
 
-    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
-        """The stored records, in order."""
-        return [self._state(visitor_id) for visitor_id, _ in visits]
+    async def load_visits(
+        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+    ) -> list[VisitState]:
+        """The stored records (and sticky arms), in order."""
+        return [self._state(visitor_id, arms) for visitor_id, _ in visits]
 
     async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour, or None."""
@@ -144,11 +164,16 @@ class MemoryProfileStore:
         return behavior_at(self._visit(visitor_id, request, now), now)
 
     async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
-        """Record the visits (a process has nothing to pin: its decision cache does)."""
+        """Record the visits and their new sticky arms (a process has nothing to pin: its
+        decision cache does)."""
         now = as_utc(now)
         for visit in visits:
             if permissions(visit.request.consent).store:
                 self._visit(visit.visitor_id, visit.request, now)
+                if visit.arms:
+                    with self._lock:
+                        arms = {**self._read_arms(visit.visitor_id), **visit.arms}
+                        self._arms[visit.visitor_id] = _record_encoder.encode(arms)
         return [True] * len(visits)
 
     async def apply(
@@ -181,6 +206,7 @@ class MemoryProfileStore:
         """Forget the visitor."""
         with self._lock:
             self._last = (None, None)
+            self._arms.pop(visitor_id, None)
             return self._cache.pop(visitor_id, None) is not None
 
     async def suppressed(self, visitor_id: str) -> frozenset[str]:

@@ -8,9 +8,12 @@ Keys of a visitor share the hash tag ``{v:<id>}`` (one Redis Cluster slot):
 - ``d``: the decision pinned to the visitor's current visit (:class:`~server.stores.base.Pinned`,
   its visit key, slots and encoded JSON), living as long as a visit's decision is re-served;
 - ``b``: ids of the event updates applied (:data:`APPLIED_TTL`), so that an update replayed
-  from the spool after an outage counts once.
+  from the spool after an outage counts once;
+- ``a``: the visitor's sticky experiment arms, a hash ``<experiment>:<bucket version>`` ->
+  arm key, living as long as ``p`` (every write of ``p`` renews it).
 
-A decide reads ``p`` and ``d`` with one ``MGET``; a batch, every visitor's in one pipeline.
+A decide reads ``p`` and ``d`` with one ``MGET`` (when the bundle has a sticky experiment, one
+small script, :data:`READ_LUA`, reads ``a`` too); a batch, every visitor's in one pipeline.
 Every write is one Lua script (:data:`WRITE_LUA`) that compares the record with the one the
 update was computed from and writes only when it is unchanged: a decide and an event batch of
 one visitor landing on two replicas at once are both counted, the loser recomputing on the
@@ -29,7 +32,7 @@ import contextlib
 import hashlib
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,18 +76,21 @@ PROFILE_EVENTS = frozenset({"conversion", "not_interested", "dismiss", "pageview
 #: failed attempt means another write succeeded: contention, not a stall).
 ATTEMPTS = 32
 
-#: KEYS: profile, pin, applied ids. ARGV: 1 the record the update was computed from ('' for
-#: none), 2 the new record, 3 its time to live (ms), 4 the pin to store ('' none, '-' drop it
-#: and publish the visitor), 5 the pin's time to live (ms), 6 the update's id ('' none),
-#: 7 how long ids are kept (ms), 8 the invalidation channel, 9 the visitor id.
+#: KEYS: profile, pin, applied ids, sticky arms. ARGV: 1 the record the update was computed
+#: from ('' for none), 2 the new record, 3 its time to live (ms), 4 the pin to store ('' none,
+#: '-' drop it and publish the visitor), 5 the pin's time to live (ms), 6 the update's id (''
+#: none), 7 how long ids are kept (ms), 8 the invalidation channel, 9 the visitor id, 10...
+#: sticky arms to store (field, arm, field, arm...).
 #: Returns {1} written, {0, record} changed underneath (the record as it is now), {2} already
 #: applied.
 WRITE_LUA = """
-local p, d, b = KEYS[1], KEYS[2], KEYS[3]
+local p, d, b, a = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if ARGV[6] ~= '' and redis.call('SISMEMBER', b, ARGV[6]) == 1 then return {2} end
 local cur = redis.call('GET', p) or ''
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('SET', p, ARGV[2], 'PX', ARGV[3])
+if #ARGV > 9 then redis.call('HSET', a, unpack(ARGV, 10)) end
+redis.call('PEXPIRE', a, ARGV[3])
 if ARGV[6] ~= '' then
   redis.call('SADD', b, ARGV[6])
   redis.call('PEXPIRE', b, ARGV[7])
@@ -98,7 +104,16 @@ end
 return {1}
 """
 
+#: KEYS: profile, pin, sticky arms. Returns {profile or false, pin or false, {field, arm...}}:
+#: a decide's read when the bundle has a sticky experiment, one command like the ``MGET`` it
+#: replaces (a pipeline of ``MGET`` and ``HGETALL`` costs about 25 us more in the client).
+READ_LUA = """
+return {redis.call('GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false,
+  redis.call('HGETALL', KEYS[3])}
+"""
+
 _WRITE_SHA = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
+_READ_SHA = hashlib.sha1(READ_LUA.encode()).hexdigest()
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(ProfileRecord)
 _pin_decoder = msgspec.msgpack.Decoder(Pinned)
@@ -120,6 +135,12 @@ def _state(raw: bytes | None, pin_raw: bytes | None, visit: str | None) -> Visit
     if pinned is not None and pinned.visit != visit:
         pinned = None  # the pin of another visit (session, consent, key kind, model version)
     return VisitState(record=_record(raw), pinned=pinned, version=raw or None)
+
+
+def _with_arms(state: VisitState, flat: list[bytes]) -> VisitState:
+    """``state`` with the sticky arms of an ``HGETALL`` answer (field, arm, field, arm...)."""
+    arms = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat) - 1, 2)}
+    return msgspec.structs.replace(state, arms=arms)
 
 
 class RedisProfileStore:
@@ -162,9 +183,14 @@ class RedisProfileStore:
             lock = self._locks[visitor_id] = asyncio.Lock()
         return lock
 
-    def _keys(self, visitor_id: str) -> tuple[str, str, str]:
+    def _keys(self, visitor_id: str) -> tuple[str, str, str, str]:
         key = self.state.visitor_key
-        return key(visitor_id, "p"), key(visitor_id, "d"), key(visitor_id, "b")
+        return (
+            key(visitor_id, "p"),
+            key(visitor_id, "d"),
+            key(visitor_id, "b"),
+            key(visitor_id, "a"),
+        )
 
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(now if now is not None else self._clock())
@@ -178,16 +204,33 @@ class RedisProfileStore:
     async def _get(self, visitor_id: str) -> ProfileRecord | None:
         return _record(await self._raw(visitor_id))
 
-    async def load_visit(self, visitor_id: str, visit: str | None) -> VisitState:
-        """The record and the decision pinned to ``visit``: one ``MGET``."""
+    async def load_visit(
+        self, visitor_id: str, visit: str | None, *, arms: bool = False
+    ) -> VisitState:
+        """The record and the decision pinned to ``visit``: one ``MGET`` (with ``arms``, one
+        :data:`READ_LUA` call that reads the sticky arms too)."""
+        if arms:
+            p, d, _, a = self._keys(visitor_id)
+            (found,) = await self._scripts((_READ_SHA, READ_LUA), [(p, d, a)], 3)
+            return _with_arms(_state(found[0], found[1], visit), found[2])
         keys = self._keys(visitor_id)[:2]
         answer: Any = await self.state.call(lambda c: c.mget(keys))
         return _state(answer[0], answer[1], visit)
 
-    async def load_visits(self, visits: Sequence[tuple[str, str | None]]) -> list[VisitState]:
-        """Every visit's record and pin: one pipeline of ``MGET`` s."""
+    async def load_visits(
+        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+    ) -> list[VisitState]:
+        """Every visit's record and pin (and sticky arms): one pipeline of ``MGET`` s (of
+        :data:`READ_LUA` calls with ``arms``)."""
         if len(visits) == 1:
-            return [await self.load_visit(*visits[0])]
+            return [await self.load_visit(*visits[0], arms=arms)]
+        if arms:
+            calls = [(k[0], k[1], k[3]) for k in (self._keys(v) for v, _ in visits)]
+            found = await self._scripts((_READ_SHA, READ_LUA), calls, 3)
+            return [
+                _with_arms(_state(r, p, v), a)
+                for (_, v), (r, p, a) in zip(visits, found, strict=True)
+            ]
 
         async def run(c: aioredis.Redis) -> list[Any]:
             pipe = c.pipeline(transaction=False)
@@ -216,7 +259,13 @@ class RedisProfileStore:
         return frozenset(record.suppressed) if record is not None else frozenset()
 
     def _args(
-        self, visitor_id: str, old: bytes, new: bytes, pin: bytes | str = "", apply_id: str = ""
+        self,
+        visitor_id: str,
+        old: bytes,
+        new: bytes,
+        pin: bytes | str = "",
+        apply_id: str = "",
+        arms: Mapping[str, str] | None = None,
     ) -> tuple[Any, ...]:
         """The arguments of one :data:`WRITE_LUA` call (after its sha and key count)."""
         return (
@@ -230,46 +279,54 @@ class RedisProfileStore:
             self._applied_ms,
             self.channel,
             visitor_id,
+            *(item for pair in (arms or {}).items() for item in pair),
         )
 
     async def _writes(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run :data:`WRITE_LUA` once per argument tuple, in one call (pipelined when several);
-        the script is loaded when Redis does not know it (first use, or after a restart)."""
+        """Run :data:`WRITE_LUA` once per argument tuple, in one call (pipelined when
+        several)."""
+        return await self._scripts((_WRITE_SHA, WRITE_LUA), calls, 4)
+
+    async def _scripts(
+        self, script: tuple[str, str], calls: Sequence[tuple[Any, ...]], keys: int
+    ) -> list[Any]:
+        """Run ``script`` (sha, source) once per argument tuple (its ``keys`` keys first), in
+        one call (pipelined when several); the script is loaded when Redis does not know it
+        (first use, or after a restart)."""
+        sha, source = script
 
         async def run(c: aioredis.Redis) -> list[Any]:
             for attempt in range(2):
                 try:
                     if len(calls) == 1:
-                        return [await c.evalsha(_WRITE_SHA, 3, *calls[0])]
+                        return [await c.evalsha(sha, keys, *calls[0])]
                     pipe = c.pipeline(transaction=False)
                     for args in calls:
-                        pipe.evalsha(_WRITE_SHA, 3, *args)
+                        pipe.evalsha(sha, keys, *args)
                     return list(await pipe.execute())
                 except NoScriptError:  # nothing ran: every call is the unknown script
                     if attempt:
                         raise
-                    await c.script_load(WRITE_LUA)
+                    await c.script_load(source)
             raise AssertionError("unreachable")
 
         return await self.state.call(run)
 
-    async def _retry_visit(
-        self, visitor_id: str, request: DecideRequest, now: datetime, current: bytes
-    ) -> None:
-        """Record a visit whose first write lost to a concurrent update, on the record as it
-        is now (never re-creating an erased one: ``current`` empty)."""
-        async with self._lock(visitor_id):
-            await self._retry_visit_locked(visitor_id, request, now, current)
+    async def _retry_visit(self, visit: VisitWrite, now: datetime, current: bytes) -> None:
+        """Record a visit (and its sticky arms) whose first write lost to a concurrent update,
+        on the record as it is now (never re-creating an erased one: ``current`` empty)."""
+        async with self._lock(visit.visitor_id):
+            await self._retry_visit_locked(visit, now, current)
 
-    async def _retry_visit_locked(
-        self, visitor_id: str, request: DecideRequest, now: datetime, current: bytes
-    ) -> None:
+    async def _retry_visit_locked(self, visit: VisitWrite, now: datetime, current: bytes) -> None:
+        visitor_id = visit.visitor_id
         for _ in range(ATTEMPTS):
             if not current:
                 return
             self.conflicts += 1
-            new = _record_encoder.encode(updated_by_visit(_record(current), request, now))
-            (answer,) = await self._writes([self._args(visitor_id, current, new)])
+            new = _record_encoder.encode(updated_by_visit(_record(current), visit.request, now))
+            args = self._args(visitor_id, current, new, arms=visit.arms)
+            (answer,) = await self._writes([args])
             if answer[0] != 0:
                 return
             current = answer[1]
@@ -286,9 +343,8 @@ class RedisProfileStore:
             old = visit.read.version or b""
             record = updated_by_visit(visit.read.record, visit.request, now)
             pin = _record_encoder.encode(visit.pin) if visit.pin is not None else ""
-            calls.append(
-                (i, self._args(visit.visitor_id, old, _record_encoder.encode(record), pin))
-            )
+            new = _record_encoder.encode(record)
+            calls.append((i, self._args(visit.visitor_id, old, new, pin, arms=visit.arms)))
         pinned = [True] * len(visits)
         if not calls:
             return pinned
@@ -300,7 +356,7 @@ class RedisProfileStore:
                 visit = visits[i]
                 if visit.read.version and not answer[1]:
                     continue  # erased while it was being decided: the erasure wins
-                await self._retry_visit(visit.visitor_id, visit.request, now, answer[1])
+                await self._retry_visit(visit, now, answer[1])
         return pinned
 
     async def record_visit(
