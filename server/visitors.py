@@ -153,23 +153,29 @@ def state_unavailable() -> Problem:
 
 
 async def erase_visitor(engine: VisitorStores, visitor_id: str) -> bool:
-    """Erase everything stored about a visitor: profile, suppressions and pinned decisions
-    (in the shared store one call, which also tells every worker of every replica to drop
-    its cached decisions of the visitor), this worker's cached decisions, and an erasure
+    """Erase everything stored about a visitor (one linked to a user: the person, the user's
+    record and every visitor linked to it, each as follows): profile, suppressions and pinned
+    decisions (in the shared store one call, which also tells every worker of every replica to
+    drop its cached decisions of the visitor), this worker's cached decisions, and an erasure
     marker appended to the event log (``EventLog.purge_erased`` removes their lines);
     returns whether a profile was stored.
 
     Raises:
         Problem: 503 ``state-unavailable``, the shared store did not answer (nothing erased).
     """
+    store = engine.profiles
+    visitors: tuple[str, ...] = (visitor_id,)
     try:
-        erased = await engine.profiles.delete(visitor_id) if engine.profiles is not None else False
+        if store is not None:  # a visitor linked to a user: the person, every linked visitor
+            visitors = await store.linked(visitor_id)
+        erased = await store.delete(visitor_id) if store is not None else False
     except StateUnavailable as exc:
         raise state_unavailable() from exc
-    if engine.decision_cache is not None:
-        engine.decision_cache.invalidate(visitor_id)
-    if engine.eventlog is not None:
-        engine.eventlog.append_erasure(visitor_id)
+    for visitor in visitors:
+        if engine.decision_cache is not None:
+            engine.decision_cache.invalidate(visitor)
+        if engine.eventlog is not None:
+            engine.eventlog.append_erasure(visitor)
     return erased
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "VisitorProfile",
     "as_utc",
     "behavior_at",
+    "merged",
     "snapshot_of",
     "updated_by_events",
     "updated_by_visit",
@@ -112,6 +113,8 @@ class VisitState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     version: bytes | None = None
     #: stored sticky arms (``<experiment>:<bucket version>`` -> arm key); None: not read
     arms: dict[str, str] | None = None
+    #: the user the visitor is linked to (``record`` is then the user's), None when not linked
+    user_id: str | None = None
 
 
 class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -204,6 +207,11 @@ class ProfileStore(Protocol):
 
     async def suppressed(self, visitor_id: str) -> frozenset[str]:
         """Offers the visitor said ``not_interested`` to (empty when unknown)."""
+        ...
+
+    async def linked(self, visitor_id: str) -> tuple[str, ...]:
+        """The visitors an erasure of ``visitor_id`` erases: every visitor linked to the same
+        user (``visitor_id`` first), or ``visitor_id`` alone when it is not linked."""
         ...
 
 
@@ -320,6 +328,53 @@ def updated_by_events(
                 categories = _recent_unique(out.categories, [category.strip()[:64]], MAX_CATEGORIES)
                 out = msgspec.structs.replace(out, categories=categories)
     return out
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merged(user: ProfileRecord | None, visitor: ProfileRecord | None) -> ProfileRecord | None:
+    """One person's record from two (a user's and a visitor's identified as that user):
+    counts summed, the current session (its id, page views and page counters) of the record
+    seen last, categories and suppressions merged by recency, dismissals summed, first times
+    the earliest and last times the latest. Symmetric but for ties, which the user wins."""
+    if user is None or visitor is None:
+        return user if visitor is None else visitor
+    early, late = (user, visitor) if visitor.last_seen > user.last_seen else (visitor, user)
+    dismissed = dict(early.dismissed)
+    for offer, count in late.dismissed.items():
+        dismissed[offer] = dismissed.pop(offer, 0) + count
+    while len(dismissed) > MAX_OFFERS:
+        del dismissed[next(iter(dismissed))]
+    first_purchase = _min(early.first_purchase, late.first_purchase)
+    last_purchase = _max(early.last_purchase, late.last_purchase)
+    return ProfileRecord(
+        first_seen=min(early.first_seen, late.first_seen),
+        last_seen=late.last_seen,
+        session_id=late.session_id,
+        sessions=early.sessions + late.sessions,
+        page_views=late.page_views,
+        categories=_recent_unique(early.categories, late.categories, MAX_CATEGORIES),
+        searches=late.searches if late.searches is not None else early.searches,
+        searches_without_results=(
+            late.searches_without_results
+            if late.searches_without_results is not None
+            else early.searches_without_results
+        ),
+        cart_items=late.cart_items if late.cart_items is not None else early.cart_items,
+        cart_value=late.cart_value if late.cart_value is not None else early.cart_value,
+        purchases=early.purchases + late.purchases,
+        revenue=early.revenue + late.revenue,
+        first_purchase=first_purchase,
+        last_purchase=last_purchase,
+        suppressed=_recent_unique(early.suppressed, late.suppressed, MAX_OFFERS),
+        dismissed=dismissed,
+    )
 
 
 def behavior_at(record: ProfileRecord, now: datetime) -> Behavior:

@@ -4,6 +4,9 @@
 msgpack-encoded in a :class:`server.lru.LruTtlCache` behind a lock: bytes, which the garbage
 collector neither scans nor counts; a visitor's sticky experiment arms, when there are any,
 sit beside it in a second cache of the same bounds, refreshed by every write of the profile.
+A visitor identified as a user (a decide with a trusted ``userId``) is linked to the user: its
+record is merged into the user's (:func:`~server.stores.base.merged`), and from then on its
+reads and writes go to the user's record, shared by every visitor linked to the user.
 Each worker process has its own store.
 
 Must not import model_export or litestar.
@@ -27,6 +30,7 @@ from server.stores.base import (
     VisitWrite,
     as_utc,
     behavior_at,
+    merged,
     snapshot_of,
     updated_by_events,
     updated_by_visit,
@@ -79,12 +83,23 @@ class MemoryProfileStore:
         self._arms: LruTtlCache[str, bytes] = LruTtlCache(
             max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
         )
+        # identity: visitor -> user, user -> record, user -> its linked visitors
+        self._links: LruTtlCache[str, str] = LruTtlCache(
+            max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
+        )
+        self._users: LruTtlCache[str, bytes] = LruTtlCache(
+            max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
+        )
+        self._members: LruTtlCache[str, tuple[str, ...]] = LruTtlCache(
+            max_visitors, ttl_seconds, timer=lambda: clock().timestamp()
+        )
 
     def _read(self, visitor_id: str) -> ProfileRecord | None:
         # the caller holds the lock; a decide reads the same record three times in a row
         # (profile, suppressions, visit), so the last record decoded is kept with the bytes it
         # came from: stored bytes are never changed in place, only replaced
-        raw = self._cache.get(visitor_id)
+        user_id = self._links.get(visitor_id)
+        raw = self._cache.get(visitor_id) if user_id is None else self._users.get(user_id)
         if raw is None:
             return None
         last_raw, last_record = self._last
@@ -96,7 +111,13 @@ class MemoryProfileStore:
 
     def _write(self, visitor_id: str, record: ProfileRecord) -> None:
         raw = _record_encoder.encode(record)
-        self._cache[visitor_id] = raw
+        user_id = self._links.get(visitor_id)
+        if user_id is None:
+            self._cache[visitor_id] = raw
+        else:  # the link and the user's visitors live as long as the user's record
+            self._users[user_id] = raw
+            self._links[visitor_id] = user_id
+            self._members[user_id] = self._members.get(user_id) or ()
         self._last = (raw, record)
         arms = self._arms.get(visitor_id)
         if arms is not None:  # they live as long as the profile
@@ -117,9 +138,32 @@ class MemoryProfileStore:
     def _state(self, visitor_id: str, arms: bool) -> VisitState:
         with self._lock:
             record = self._read(visitor_id)
+            user_id = self._links.get(visitor_id)
             if arms:
-                return VisitState(record=record, arms=self._read_arms(visitor_id))
-        return _UNKNOWN if record is None else VisitState(record=record)
+                return VisitState(record=record, arms=self._read_arms(visitor_id), user_id=user_id)
+        if record is None:
+            return _UNKNOWN
+        return VisitState(record=record, user_id=user_id)
+
+    def _link(self, visitor_id: str, user_id: str) -> bool:
+        """Merge the visitor's own record into the user's and link the visitor to the user
+        (the caller holds the lock); whether it was linked now (one already linked keeps its
+        user)."""
+        if self._links.get(visitor_id) is not None:
+            return False
+        own = self._cache.pop(visitor_id, None)
+        raw = self._users.get(user_id)
+        record = merged(
+            _record_decoder.decode(raw) if raw is not None else None,
+            _record_decoder.decode(own) if own is not None else None,
+        )
+        members = self._members.get(user_id) or ()
+        self._members[user_id] = (*(m for m in members if m != visitor_id), visitor_id)
+        self._links[visitor_id] = user_id
+        if record is not None:
+            self._users[user_id] = _record_encoder.encode(record)
+        self._last = (None, None)
+        return True
 
     async def load_visit(
         self, visitor_id: str, visit: str | None, *, arms: bool = False
@@ -165,16 +209,21 @@ class MemoryProfileStore:
 
     async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
         """Record the visits and their new sticky arms (a process has nothing to pin: its
-        decision cache does)."""
+        decision cache does); a visit with a ``user_id`` of a visitor not yet linked links it
+        first (its decision, made on the visitor's own past, is not to be re-served)."""
         now = as_utc(now)
-        for visit in visits:
+        reusable = [True] * len(visits)
+        for i, visit in enumerate(visits):
             if permissions(visit.request.consent).store:
+                if visit.request.user_id is not None:
+                    with self._lock:  # decided on the visitor's own past: not re-served
+                        reusable[i] = not self._link(visit.visitor_id, visit.request.user_id)
                 self._visit(visit.visitor_id, visit.request, now)
                 if visit.arms:
                     with self._lock:
                         arms = {**self._read_arms(visit.visitor_id), **visit.arms}
                         self._arms[visit.visitor_id] = _record_encoder.encode(arms)
-        return [True] * len(visits)
+        return reusable
 
     async def apply(
         self,
@@ -203,11 +252,31 @@ class MemoryProfileStore:
         return behavior_at(record, now)
 
     async def delete(self, visitor_id: str) -> bool:
-        """Forget the visitor."""
+        """Forget the visitor; a visitor linked to a user: the user's record and every visitor
+        linked to the user (the person, not one of their browsers)."""
         with self._lock:
             self._last = (None, None)
-            self._arms.pop(visitor_id, None)
-            return self._cache.pop(visitor_id, None) is not None
+            user_id = self._links.get(visitor_id)
+            erased = False
+            if user_id is not None:
+                erased = self._users.pop(user_id, None) is not None
+            for member in self._linked(visitor_id):
+                self._links.pop(member, None)
+                self._arms.pop(member, None)
+                erased = self._cache.pop(member, None) is not None or erased
+            if user_id is not None:
+                self._members.pop(user_id, None)
+            return erased
+
+    def _linked(self, visitor_id: str) -> tuple[str, ...]:
+        user_id = self._links.get(visitor_id)
+        members = (self._members.get(user_id) or ()) if user_id is not None else ()
+        return (visitor_id, *(m for m in members if m != visitor_id))
+
+    async def linked(self, visitor_id: str) -> tuple[str, ...]:
+        """The visitor and every other visitor linked to its user."""
+        with self._lock:
+            return self._linked(visitor_id)
 
     async def suppressed(self, visitor_id: str) -> frozenset[str]:
         """Offers the visitor is not interested in."""

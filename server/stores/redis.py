@@ -10,10 +10,19 @@ Keys of a visitor share the hash tag ``{v:<id>}`` (one Redis Cluster slot):
 - ``b``: ids of the event updates applied (:data:`APPLIED_TTL`), so that an update replayed
   from the spool after an outage counts once;
 - ``a``: the visitor's sticky experiment arms, a hash ``<experiment>:<bucket version>`` ->
-  arm key, living as long as ``p`` (every write of ``p`` renews it).
+  arm key, living as long as ``p`` (every write of ``p`` renews it);
+- ``u``: the user the visitor is linked to (identity merge), living as long as the user's record.
 
-A decide reads ``p`` and ``d`` with one ``MGET`` (when the bundle has a sticky experiment, one
-small script, :data:`READ_LUA`, reads ``a`` too); a batch, every visitor's in one pipeline.
+A user's keys share the hash tag ``{v:<user id>}``: ``U``, the user's record (every linked
+visitor's ``p`` merged into it, :func:`~server.stores.base.merged`), and ``L``, the set of its
+linked visitors (for erasure). A decide with a trusted ``userId`` links its visitor in one
+``WATCH`` ed ``MULTI`` (:meth:`RedisProfileStore.link`); reads and writes follow ``u``.
+
+A decide reads ``u``, the record (``p``, or the user's ``U``), ``d`` (and ``a`` when the bundle
+has a sticky experiment) with one small script, :data:`READ_LUA`; a batch, every visitor's in
+one pipeline. The scripts and the merge touch a visitor's and its user's keys together, which
+one Redis (or Valkey) allows and Redis Cluster does not (different slots): see
+``docs/deployment.md``, "Identity".
 Every write is one Lua script (:data:`WRITE_LUA`) that compares the record with the one the
 update was computed from and writes only when it is unchanged: a decide and an event batch of
 one visitor landing on two replicas at once are both counted, the loser recomputing on the
@@ -56,6 +65,9 @@ from server.stores.base import (
     updated_by_visit,
 )
 from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_links import link as link_user
+from server.stores.redis_links import linked as linked_visitors
+from server.stores.redis_links import user_key
 
 __all__ = [
     "APPLIED_TTL",
@@ -76,21 +88,27 @@ PROFILE_EVENTS = frozenset({"conversion", "not_interested", "dismiss", "pageview
 #: failed attempt means another write succeeded: contention, not a stall).
 ATTEMPTS = 32
 
-#: KEYS: profile, pin, applied ids, sticky arms. ARGV: 1 the record the update was computed
-#: from ('' for none), 2 the new record, 3 its time to live (ms), 4 the pin to store ('' none,
-#: '-' drop it and publish the visitor), 5 the pin's time to live (ms), 6 the update's id (''
-#: none), 7 how long ids are kept (ms), 8 the invalidation channel, 9 the visitor id, 10...
-#: sticky arms to store (field, arm, field, arm...).
+#: KEYS: profile (the visitor's ``p`` or its user's ``U``), pin, applied ids, sticky arms, link,
+#: the user's linked visitors. ARGV: 1 the record the update was computed from ('' for none),
+#: 2 the new record, 3 its time to live (ms), 4 the pin to store ('' none, '-' drop it and
+#: publish the visitor), 5 the pin's time to live (ms), 6 the update's id ('' none), 7 how long
+#: ids are kept (ms), 8 the invalidation channel, 9 the visitor id, 10 '1' when the profile is
+#: the user's, 11... sticky arms to store (field, arm, field, arm...).
 #: Returns {1} written, {0, record} changed underneath (the record as it is now), {2} already
-#: applied.
+#: applied, {3} the visitor was linked to a user meanwhile (read again).
 WRITE_LUA = """
 local p, d, b, a = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if ARGV[6] ~= '' and redis.call('SISMEMBER', b, ARGV[6]) == 1 then return {2} end
+if ARGV[10] == '0' and redis.call('EXISTS', KEYS[5]) == 1 then return {3} end
 local cur = redis.call('GET', p) or ''
 if cur ~= ARGV[1] then return {0, cur} end
 redis.call('SET', p, ARGV[2], 'PX', ARGV[3])
-if #ARGV > 9 then redis.call('HSET', a, unpack(ARGV, 10)) end
+if #ARGV > 10 then redis.call('HSET', a, unpack(ARGV, 11)) end
 redis.call('PEXPIRE', a, ARGV[3])
+if ARGV[10] == '1' then
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  redis.call('PEXPIRE', KEYS[6], ARGV[3])
+end
 if ARGV[6] ~= '' then
   redis.call('SADD', b, ARGV[6])
   redis.call('PEXPIRE', b, ARGV[7])
@@ -104,12 +122,18 @@ end
 return {1}
 """
 
-#: KEYS: profile, pin, sticky arms. Returns {profile or false, pin or false, {field, arm...}}:
-#: a decide's read when the bundle has a sticky experiment, one command like the ``MGET`` it
-#: replaces (a pipeline of ``MGET`` and ``HGETALL`` costs about 25 us more in the client).
+#: KEYS: profile, pin, sticky arms, link. ARGV: 1 and 2 what goes before and after a user id
+#: in the key of the user's record, 3 '1' to read the sticky arms. Returns {profile or false,
+#: pin or false, {field, arm...} or false, user id or false}: a decide's read in one command
+#: (following the link reads a key of another slot: one Redis, not Cluster).
 READ_LUA = """
-return {redis.call('GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false,
-  redis.call('HGETALL', KEYS[3])}
+local uid = redis.call('GET', KEYS[4])
+local rec
+if uid then rec = redis.call('GET', ARGV[1] .. uid .. ARGV[2])
+else rec = redis.call('GET', KEYS[1]) end
+local arms = false
+if ARGV[3] == '1' then arms = redis.call('HGETALL', KEYS[3]) end
+return {rec or false, redis.call('GET', KEYS[2]) or false, arms, uid or false}
 """
 
 _WRITE_SHA = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
@@ -128,19 +152,24 @@ def _record(raw: bytes | None) -> ProfileRecord | None:
     return _record_decoder.decode(raw) if raw else None
 
 
-def _state(raw: bytes | None, pin_raw: bytes | None, visit: str | None) -> VisitState:
-    if not raw and not pin_raw:
-        return _UNKNOWN
+def _state(found: Sequence[Any], visit: str | None) -> VisitState:
+    """The state a :data:`READ_LUA` answer (record, pin, arms, user id) gives ``visit``."""
+    raw, pin_raw, flat, user = found
+    arms = None
+    if flat is not None:  # an HGETALL answer: field, arm, field, arm...
+        arms = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat) - 1, 2)}
+    if not raw and not pin_raw and user is None:
+        return _UNKNOWN if arms is None else VisitState(arms=arms)
     pinned = _pin_decoder.decode(pin_raw) if pin_raw else None
     if pinned is not None and pinned.visit != visit:
         pinned = None  # the pin of another visit (session, consent, key kind, model version)
-    return VisitState(record=_record(raw), pinned=pinned, version=raw or None)
-
-
-def _with_arms(state: VisitState, flat: list[bytes]) -> VisitState:
-    """``state`` with the sticky arms of an ``HGETALL`` answer (field, arm, field, arm...)."""
-    arms = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat) - 1, 2)}
-    return msgspec.structs.replace(state, arms=arms)
+    return VisitState(
+        record=_record(raw),
+        pinned=pinned,
+        version=raw or None,
+        arms=arms,
+        user_id=user.decode() if user is not None else None,
+    )
 
 
 class RedisProfileStore:
@@ -183,23 +212,31 @@ class RedisProfileStore:
             lock = self._locks[visitor_id] = asyncio.Lock()
         return lock
 
-    def _keys(self, visitor_id: str) -> tuple[str, str, str, str]:
+    def _keys(self, visitor_id: str, user_id: str | None = None) -> tuple[str, ...]:
+        """The visitor's profile (its user's when linked), pin, applied ids, sticky arms and
+        link keys, and the user's linked visitors (the visitor's unused ``L`` when none)."""
         key = self.state.visitor_key
         return (
-            key(visitor_id, "p"),
+            key(visitor_id, "p") if user_id is None else key(user_id, "U"),
             key(visitor_id, "d"),
             key(visitor_id, "b"),
             key(visitor_id, "a"),
+            key(visitor_id, "u"),
+            key(visitor_id if user_id is None else user_id, "L"),
         )
 
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(now if now is not None else self._clock())
 
     async def _raw(self, visitor_id: str) -> bytes:
-        """The stored record's bytes (empty when none)."""
-        key = self.state.visitor_key(visitor_id, "p")
-        raw: Any = await self.state.call(lambda c: c.get(key))
-        return raw or b""
+        """The stored record's bytes (empty when none; the user's when linked)."""
+        return (await self._resolve(visitor_id))[0]
+
+    async def _resolve(self, visitor_id: str) -> tuple[bytes, str | None]:
+        """The stored record's bytes (empty when none), and the user the visitor is linked
+        to (its record is then the user's)."""
+        state = await self.load_visit(visitor_id, None)
+        return state.version or b"", state.user_id
 
     async def _get(self, visitor_id: str) -> ProfileRecord | None:
         return _record(await self._raw(visitor_id))
@@ -207,39 +244,23 @@ class RedisProfileStore:
     async def load_visit(
         self, visitor_id: str, visit: str | None, *, arms: bool = False
     ) -> VisitState:
-        """The record and the decision pinned to ``visit``: one ``MGET`` (with ``arms``, one
-        :data:`READ_LUA` call that reads the sticky arms too)."""
-        if arms:
-            p, d, _, a = self._keys(visitor_id)
-            (found,) = await self._scripts((_READ_SHA, READ_LUA), [(p, d, a)], 3)
-            return _with_arms(_state(found[0], found[1], visit), found[2])
-        keys = self._keys(visitor_id)[:2]
-        answer: Any = await self.state.call(lambda c: c.mget(keys))
-        return _state(answer[0], answer[1], visit)
+        """The record (the user's when the visitor is linked to one) and the decision pinned
+        to ``visit`` (and with ``arms`` the sticky arms): one :data:`READ_LUA` call."""
+        return (await self.load_visits([(visitor_id, visit)], arms=arms))[0]
 
     async def load_visits(
         self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
     ) -> list[VisitState]:
-        """Every visit's record and pin (and sticky arms): one pipeline of ``MGET`` s (of
-        :data:`READ_LUA` calls with ``arms``)."""
-        if len(visits) == 1:
-            return [await self.load_visit(*visits[0], arms=arms)]
-        if arms:
-            calls = [(k[0], k[1], k[3]) for k in (self._keys(v) for v, _ in visits)]
-            found = await self._scripts((_READ_SHA, READ_LUA), calls, 3)
-            return [
-                _with_arms(_state(r, p, v), a)
-                for (_, v), (r, p, a) in zip(visits, found, strict=True)
-            ]
-
-        async def run(c: aioredis.Redis) -> list[Any]:
-            pipe = c.pipeline(transaction=False)
-            for visitor_id, _ in visits:
-                pipe.mget(self._keys(visitor_id)[:2])
-            return list(await pipe.execute())
-
-        answers = await self.state.call(run)
-        return [_state(r, p, v) for (_, v), (r, p) in zip(visits, answers, strict=True)]
+        """Every visit's record and pin (and sticky arms): one call (a pipeline of
+        :data:`READ_LUA` calls when several)."""
+        before, after = user_key(self.state, "U")
+        flag = "1" if arms else "0"
+        calls = [
+            (k[0], k[1], k[3], k[4], before, after, flag)
+            for k in (self._keys(v) for v, _ in visits)
+        ]
+        found = await self._scripts((_READ_SHA, READ_LUA), calls, 4)
+        return [_state(f, v) for (_, v), f in zip(visits, found, strict=True)]
 
     async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour, or None."""
@@ -266,10 +287,11 @@ class RedisProfileStore:
         pin: bytes | str = "",
         apply_id: str = "",
         arms: Mapping[str, str] | None = None,
+        user_id: str | None = None,
     ) -> tuple[Any, ...]:
         """The arguments of one :data:`WRITE_LUA` call (after its sha and key count)."""
         return (
-            *self._keys(visitor_id),
+            *self._keys(visitor_id, user_id),
             old,
             new,
             self._ttl_ms,
@@ -279,13 +301,14 @@ class RedisProfileStore:
             self._applied_ms,
             self.channel,
             visitor_id,
+            "0" if user_id is None else "1",
             *(item for pair in (arms or {}).items() for item in pair),
         )
 
     async def _writes(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run :data:`WRITE_LUA` once per argument tuple, in one call (pipelined when
         several)."""
-        return await self._scripts((_WRITE_SHA, WRITE_LUA), calls, 4)
+        return await self._scripts((_WRITE_SHA, WRITE_LUA), calls, 6)
 
     async def _scripts(
         self, script: tuple[str, str], calls: Sequence[tuple[Any, ...]], keys: int
@@ -312,42 +335,92 @@ class RedisProfileStore:
 
         return await self.state.call(run)
 
-    async def _retry_visit(self, visit: VisitWrite, now: datetime, current: bytes) -> None:
+    async def _retry_visit(
+        self, visit: VisitWrite, now: datetime, current: bytes, user_id: str | None
+    ) -> None:
         """Record a visit (and its sticky arms) whose first write lost to a concurrent update,
         on the record as it is now (never re-creating an erased one: ``current`` empty)."""
         async with self._lock(visit.visitor_id):
-            await self._retry_visit_locked(visit, now, current)
+            visitor_id = visit.visitor_id
+            for _ in range(ATTEMPTS):
+                if not current:
+                    return
+                self.conflicts += 1
+                new = updated_by_visit(_record(current), visit.request, now)
+                args = self._args(
+                    visitor_id,
+                    current,
+                    _record_encoder.encode(new),
+                    arms=visit.arms,
+                    user_id=user_id,
+                )
+                (answer,) = await self._writes([args])
+                if answer[0] == 3:  # linked to a user meanwhile
+                    await self._revisit(visit, now)
+                if answer[0] != 0:
+                    return
+                current = answer[1]
+        raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; visit not recorded")
 
-    async def _retry_visit_locked(self, visit: VisitWrite, now: datetime, current: bytes) -> None:
-        visitor_id = visit.visitor_id
+    async def _revisit(self, visit: VisitWrite, now: datetime) -> None:
+        """Record a visit on the record read again (after its visitor was linked to a user);
+        the caller holds the visitor's lock."""
         for _ in range(ATTEMPTS):
-            if not current:
+            state = await self.load_visit(visit.visitor_id, None)
+            new = _record_encoder.encode(updated_by_visit(state.record, visit.request, now))
+            old = state.version or b""
+            args = self._args(visit.visitor_id, old, new, arms=visit.arms, user_id=state.user_id)
+            (answer,) = await self._writes([args])
+            if answer[0] in (1, 2):
                 return
             self.conflicts += 1
-            new = _record_encoder.encode(updated_by_visit(_record(current), visit.request, now))
-            args = self._args(visitor_id, current, new, arms=visit.arms)
-            (answer,) = await self._writes([args])
-            if answer[0] != 0:
-                return
-            current = answer[1]
-        raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; visit not recorded")
+        raise StateUnavailable(f"the profile of {visit.visitor_id!r} kept changing")
+
+    async def link(self, visitor_id: str, user_id: str) -> bool:
+        """Link the visitor to the user (:func:`server.stores.redis_links.link`)."""
+        return await link_user(self.state, visitor_id, user_id, int(self._ttl_ms))
 
     async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
         """Record the visits and pin their decisions: one pipeline of scripts (plus one call
-        per visit that lost to a concurrent update)."""
+        per visit that lost to a concurrent update). A visit with a ``user_id`` of a visitor
+        not yet linked links it first (:meth:`link`; its decision is not pinned)."""
         now = as_utc(now)
         calls: list[tuple[int, tuple[Any, ...]]] = []
+        pinned = [True] * len(visits)
         for i, visit in enumerate(visits):
             if not permissions(visit.request.consent).store:
+                continue
+            user_id = visit.request.user_id
+            if user_id is not None and visit.read.user_id is None:
+                await self.link(visit.visitor_id, user_id)
+                pinned[i] = False
+                async with self._lock(visit.visitor_id):
+                    await self._revisit(visit, now)
                 continue
             old = visit.read.version or b""
             record = updated_by_visit(visit.read.record, visit.request, now)
             pin = _record_encoder.encode(visit.pin) if visit.pin is not None else ""
             new = _record_encoder.encode(record)
-            calls.append((i, self._args(visit.visitor_id, old, new, pin, arms=visit.arms)))
-        pinned = [True] * len(visits)
+            args = self._args(
+                visit.visitor_id, old, new, pin, arms=visit.arms, user_id=visit.read.user_id
+            )
+            calls.append((i, args))
         if not calls:
             return pinned
+
+        answers = await self._writes([args for _, args in calls])
+        for (i, _), answer in zip(calls, answers, strict=True):
+            visit = visits[i]
+            if answer[0] == 3:
+                pinned[i] = False
+                async with self._lock(visit.visitor_id):
+                    await self._revisit(visit, now)
+            elif answer[0] == 0:
+                pinned[i] = False
+                if visit.read.version and not answer[1]:
+                    continue  # erased while it was being decided: the erasure wins
+                await self._retry_visit(visit, now, answer[1], visit.read.user_id)
+        return pinned
 
         answers = await self._writes([args for _, args in calls])
         for (i, _), answer in zip(calls, answers, strict=True):
@@ -402,7 +475,7 @@ class RedisProfileStore:
         create: bool,
         apply_id: str | None,
     ) -> Behavior | None:
-        current = await self._raw(visitor_id)
+        current, user_id = await self._resolve(visitor_id)
         changing = [e for e in events if e.type in PROFILE_EVENTS]
         unpin = "-" if any(e.type in DECISIVE_EVENTS for e in changing) else ""
         for attempt in range(ATTEMPTS):
@@ -412,10 +485,12 @@ class RedisProfileStore:
                 record = _record(current) or ProfileRecord(first_seen=now, last_seen=now)
                 return behavior_at(record, now)
             record = updated_by_events(_record(current), changing, now)
-            args = self._args(
-                visitor_id, current, _record_encoder.encode(record), unpin, apply_id or ""
-            )
+            new = _record_encoder.encode(record)
+            args = self._args(visitor_id, current, new, unpin, apply_id or "", user_id=user_id)
             (answer,) = await self._writes([args])
+            if answer[0] == 3:  # linked to a user meanwhile: apply to the user's record
+                current, user_id = await self._resolve(visitor_id)
+                continue
             if answer[0] != 0:  # written, or applied before (then the record as it is now)
                 if answer[0] == 2:
                     stored = await self._get(visitor_id)
@@ -426,15 +501,26 @@ class RedisProfileStore:
             current = answer[1]
         raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; events not applied")
 
+    async def linked(self, visitor_id: str) -> tuple[str, ...]:
+        """The visitor and every other visitor linked to its user."""
+        return (await linked_visitors(self.state, visitor_id))[1]
+
     async def delete(self, visitor_id: str) -> bool:
-        """Delete every key of the visitor and publish the erasure (one call)."""
-        keys = self._keys(visitor_id)
+        """Delete every key of the visitor and publish the erasure (one call after the read
+        of its links); a visitor linked to a user: the user's keys and every key of every
+        visitor linked to it (the person, not one of their browsers)."""
+        user_id, visitors = await linked_visitors(self.state, visitor_id)
+        keys = [k for v in visitors for k in self._keys(v)[:5]]
+        if user_id is not None:
+            keys += [self.state.visitor_key(user_id, "U"), self.state.visitor_key(user_id, "L")]
+        found = [self._keys(v)[0] for v in visitors] + keys[len(visitors) * 5 :]
 
         async def run(c: aioredis.Redis) -> list[Any]:
             pipe = c.pipeline(transaction=False)
-            pipe.exists(keys[0])
+            pipe.exists(*found)
             pipe.delete(*keys)
-            pipe.publish(self.channel, visitor_id)
+            for visitor in visitors:
+                pipe.publish(self.channel, visitor)
             return list(await pipe.execute())
 
         answers = await self.state.call(run)
