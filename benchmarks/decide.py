@@ -174,7 +174,7 @@ def _finish_inputs(decider: Decider, requests: list[Any], rows: list[Any]) -> li
 
     decider._finish = capture  # type: ignore[method-assign,assignment]
     try:
-        decider._decide_rows(requests, rows, None)
+        decider._decide_rows(requests, rows, None, None)
     finally:
         del decider._finish
     return captured
