@@ -892,12 +892,19 @@ def states_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "## State backends",
         "",
-        "| state | decide max/s | share | p99 ms at fixed rates | Redis round trips per decide |",
+        "| state | decide max/s | share | p99 ms at fixed rates "
+        "| Redis round trips per decide (before the answer + after) |",
         "|---|---:|---:|---|---:|",
     ]
     for row in rows:
         p99 = ", ".join(f"{k}: {v:.2f}" for k, v in row["p99_ms"].items())
-        trips = row["redis"]["round_trips_per_decide"] if row["redis"] else "-"
+        usage = row["redis"]
+        trips = (
+            f"{usage['round_trips_per_decide']} ({usage['reads_per_decide']} + "
+            f"{usage['writes_per_decide']})"
+            if usage
+            else "-"
+        )
         lines.append(
             f"| {row['state']} | {row['decide_max_per_s']:,.0f} | {row['share_of_first']:.0%} | "
             f"{p99} | {trips} |"

@@ -53,15 +53,19 @@ def state_backend(name: str, root: Path, workers: int) -> Iterator[tuple[dict[st
         redis.stop()
 
 
-def server_calls(server: Server) -> int:
-    """Calls to Redis made by every worker so far (``/readyz`` over new connections until
-    each worker has answered)."""
-    seen: dict[str, int] = {}
+def server_calls(server: Server) -> tuple[int, int]:
+    """Calls to Redis made by every worker so far, and of those the decides' reads (the calls
+    before an answer); ``/readyz`` over new connections until each worker has answered."""
+    seen: dict[str, tuple[int, int]] = {}
     deadline = time.monotonic() + 30
     while len(seen) < server.workers and time.monotonic() < deadline:
-        r = httpx.get(f"{server.url}/readyz", timeout=5)
-        seen[r.headers["x-tailor-worker"]] = int(r.json()["state"].get("calls", 0))
-    return sum(seen.values())
+        state = httpx.get(f"{server.url}/readyz", timeout=5)
+        report = state.json()["state"]
+        seen[state.headers["x-tailor-worker"]] = (
+            int(report.get("calls", 0)),
+            int(report.get("readCalls", 0)),
+        )
+    return sum(c for c, _ in seen.values()), sum(r for _, r in seen.values())
 
 
 def commandstats(redis: RedisServer) -> dict[str, int]:
@@ -77,16 +81,23 @@ def commandstats(redis: RedisServer) -> dict[str, int]:
 
 
 def redis_usage(
-    before: tuple[int, dict[str, int]], after: tuple[int, dict[str, int]], decides: int
+    before: tuple[tuple[int, int], dict[str, int]],
+    after: tuple[tuple[int, int], dict[str, int]],
+    decides: int,
 ) -> dict[str, Any]:
-    """Round trips and commands per decide between two (calls, commandstats) snapshots."""
-    calls = after[0] - before[0]
+    """Round trips (all of them, and those before an answer: the reads) and commands per
+    decide between two ((calls, read calls), commandstats) snapshots. Commands run inside a
+    script are counted by Redis too (``evalsha`` and each command it ran)."""
+    calls = after[0][0] - before[0][0]
+    reads = after[0][1] - before[0][1]
     commands = {k: v - before[1].get(k, 0) for k, v in after[1].items()}
     commands = {k: v for k, v in sorted(commands.items()) if v > 0 and k != "info"}
     return {
         "decides": decides,
         "round_trips": calls,
         "round_trips_per_decide": round(calls / decides, 3) if decides else None,
+        "reads_per_decide": round(reads / decides, 3) if decides else None,
+        "writes_per_decide": round((calls - reads) / decides, 3) if decides else None,
         "commands_per_decide": {k: round(v / decides, 3) for k, v in commands.items()},
     }
 

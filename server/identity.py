@@ -179,6 +179,11 @@ class Verified(NamedTuple):
     #: the outcome of the visitor token check (None: not checked)
     check: TokenCheck | None
 
+    @property
+    def minted(self) -> bool:
+        """Whether the visitor id was minted for this request (nothing can be stored for it)."""
+        return self.check is not None and self.check is not TokenCheck.VALID
+
 
 def verify_request(identity: Identity, req: DecideRequest, *, public: bool) -> Verified:
     """Apply the identity rules to a decide request whose consent is already effective.

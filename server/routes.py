@@ -35,7 +35,7 @@ from sdk.features import FeatureRow
 from sdk.schema import DecideRequest, request_decoder
 from server.bodies import decode_body, read_body
 from server.bus import publish_reload
-from server.identity import Identity, public_decision, verify_request
+from server.identity import Identity, Verified, public_decision, verify_request
 from server.observability import ServerTiming
 from server.openapi import (
     ADMIN_RELOAD_DOCS,
@@ -127,11 +127,11 @@ def _new_profile_client(request: Request[Any, Any, Any]) -> tuple[str, bytes] | 
 
 def _prepare(
     request: Request[Any, Any, Any], decide_request: DecideRequest, engine: Engine
-) -> tuple[DecideRequest, str | None]:
+) -> Verified:
     """Check the timestamp, apply the consent signals, derive the location the server trusts
     and apply the identity rules (:func:`server.identity.verify_request`; only secret keys are
-    trusted with any visitor and user id); returns the request to decide and the visitor
-    token its decision carries."""
+    trusted with any visitor and user id); returns the request to decide, the visitor token
+    its decision carries and whether its visitor id was minted here."""
     stamp = decide_request.timestamp
     if stamp is not None:
         aware = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
@@ -161,8 +161,7 @@ def _prepare(
     if updates:
         decide_request = msgspec.structs.replace(decide_request, **updates)
     public = _key_kind(request) != "secret"
-    verified = verify_request(_identity(request), decide_request, public=public)
-    return verified.request, verified.token
+    return verify_request(_identity(request), decide_request, public=public)
 
 
 def _public_scores(decider: Decider) -> tuple[str, ...]:
@@ -181,7 +180,8 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     engine = _engine(request.app.state)
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes)
-    decide_request, token = _prepare(request, _decode(body), engine)
+    verified = _prepare(request, _decode(body), engine)
+    decide_request, token = verified.request, verified.token
     decider = _decider(engine)
     public = _key_kind(request) != "secret"
     t1 = time.perf_counter()
@@ -193,7 +193,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     if payload is None:
         now = datetime.now(UTC)
         req = decider.sensitivity.scrub_request(decide_request)
-        read = await load_visits(engine, [req], [key], decider)
+        read = await load_visits(engine, [req], [key], decider, [verified.minted])
         pinned = read[0][0].pinned
         if pinned is not None and pinned.covers(key, req.slots):  # decided by another worker
             payload = pinned.payload
@@ -240,15 +240,16 @@ async def decide_batch(request: Request[Any, Any, Any], state: State) -> Respons
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes * BATCH_BODY_FACTOR)
     prepared = [_prepare(request, r, engine) for r in _decode_batch(body)]
-    requests = [r for r, _ in prepared]
+    requests = [v.request for v in prepared]
     decider = _decider(engine)
     t1 = time.perf_counter()
-    decisions = await decide_visits(engine, decider, requests, _new_profile_client(request))
+    decisions = await decide_visits(
+        engine, decider, requests, _new_profile_client(request), [v.minted for v in prepared]
+    )
     if _key_kind(request) != "secret":  # secret-only by default; a configured public route
         shown = _public_scores(decider)
         decisions = [
-            public_decision(d, token, shown)
-            for d, (_, token) in zip(decisions, prepared, strict=True)
+            public_decision(d, v.token, shown) for d, v in zip(decisions, prepared, strict=True)
         ]
     t2 = time.perf_counter()
     payload = _batch_encoder.encode(decisions)

@@ -91,6 +91,7 @@ class Engine:
             report["lastError"] = redis.last_error
             report["failures"] = redis.failures
             report["calls"] = redis.calls
+            report["readCalls"] = redis.read_calls
         report["readErrors"] = self.state_read_errors
         report["writeErrors"] = self.state_write_errors
         if self.spool is not None:

@@ -25,7 +25,7 @@ from sdk.features import FeatureRow
 from sdk.schema import Behavior, DecideRequest, Decision, Reason
 from server.state import Engine
 from server.stores import Pinned, VisitState, VisitWrite, behavior_at
-from server.stores.redis_conn import StateUnavailable
+from server.stores.redis_conn import DECIDE_READ, StateUnavailable
 
 __all__ = ["STATE_UNAVAILABLE", "decide_loaded", "decide_visits", "decided", "load_visits"]
 
@@ -44,21 +44,28 @@ async def load_visits(
     requests: list[DecideRequest],
     keys: list[str | None],
     decider: Decider | None = None,
+    fresh: list[bool] | None = None,
 ) -> tuple[list[VisitState], bool]:
     """What the decides of ``requests`` read from the store, in one call: each visitor's
     record, the decision pinned to the visit ``keys[i]`` and, when ``decider`` (by default
     the serving one) has a sticky experiment, the visitor's sticky arms, for requests with
-    storage consent (others read nothing); and whether the store failed (then nothing was
-    read)."""
+    storage consent (others read nothing; nor do visitors ``fresh[i]``, whose id was minted for
+    this request and who name no user, so nothing can be stored for them); and whether the
+    store failed (then nothing was read)."""
     states = [_NOTHING] * len(requests)
     store = engine.profiles
     if store is None:
         return states, False
-    wanted = [i for i, r in enumerate(requests) if permissions(r.consent).store]
+    wanted = [
+        i
+        for i, r in enumerate(requests)
+        if permissions(r.consent).store and not (fresh and fresh[i] and r.user_id is None)
+    ]
     if not wanted:
         return states, False
     decider = decider if decider is not None else engine.decider
     arms = decider is not None and decider.sticky
+    reading = DECIDE_READ.set(True)  # the round trips before the answer are counted apart
     try:
         visits = [(requests[i].visitor_id, keys[i]) for i in wanted]
         loaded = await store.load_visits(visits, arms=arms)
@@ -67,6 +74,8 @@ async def load_visits(
         if engine.metrics is not None:  # tailor_decision_fallbacks{kind="state_unavailable"}
             engine.metrics.observe_fallback("state_unavailable")
         return states, True
+    finally:
+        DECIDE_READ.reset(reading)
     for i, state in zip(wanted, loaded, strict=True):
         states[i] = state
     return states, False
@@ -167,11 +176,17 @@ async def decided(
                 VisitWrite(visitor_id=req.visitor_id, request=req, read=state, pin=pin, arms=arms)
             )
             written.append(i)
+    # everything after the answer in one call: the visits, their pins and sticky arms, and
+    # (for a public key) the decisions issued to its visitors, in the store's pipeline
+    issued = [(d.decision_id, d.visitor_id) for d in decisions] if client is not None else []
+    also = None
+    if writes and store is not None and store.backend == "redis" and issued:
+        also = engine.guard.issuing(issued)
+        issued = []
     calls: list[Awaitable[Any]] = []
     if writes and store is not None:
-        calls.append(store.commit_visits(writes, now=now))
-    if client is not None:  # a public key's events must name a decision issued to the visitor
-        calls.extend(engine.guard.issue(d.decision_id, d.visitor_id) for d in decisions)
+        calls.append(store.commit_visits(writes, now=now, also=also))
+    calls.extend(engine.guard.issue(d, v) for d, v in issued)
     results: list[Any] = []
     if len(calls) == 1:
         try:
@@ -205,16 +220,18 @@ async def decide_visits(
     decider: Decider,
     requests: list[DecideRequest],
     client: tuple[str, bytes] | None = None,
+    fresh: list[bool] | None = None,
 ) -> list[Decision]:
     """Profiles in, decisions out, visits recorded and logged: the stateful shell around the
     pure decider, for one request (:meth:`~sdk.Decider.decide`) or several (one batched
     :meth:`~sdk.Decider.decide_many`), reading the store once and writing once; ``client``:
-    a public-key client whose new profiles are capped (:meth:`Engine.allow_new_profile`)."""
+    a public-key client whose new profiles are capped (:meth:`Engine.allow_new_profile`);
+    ``fresh``: which visitor ids were minted for these requests (not read)."""
     now = datetime.now(UTC)
     # sensitive categories and pages leave the request before anything stores or logs it
     scrub = decider.sensitivity.scrub_request
     requests = [scrub(r) for r in requests]
-    read = await load_visits(engine, requests, [None] * len(requests), decider)
+    read = await load_visits(engine, requests, [None] * len(requests), decider, fresh)
     rows: list[FeatureRow] = []
     decisions, profiles = decide_loaded(decider, requests, read[0], read[1], now, rows)
     await decided(engine, requests, decisions, read, (profiles, rows), now, client, None, decider)

@@ -11,9 +11,9 @@ Must not import model_export or litestar.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_OFFERS",
     "SESSION_TIMEOUT",
     "Pinned",
+    "PipelineWrite",
     "ProfileRecord",
     "ProfileStore",
     "VisitState",
@@ -129,6 +130,16 @@ class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     arms: dict[str, str] = {}
 
 
+class PipelineWrite(NamedTuple):
+    """Writes of one shared-state module sent in another's pipeline, so that everything that
+    follows a decision costs one round trip: ``queue`` adds the commands to a pipeline (their
+    answers are not read), ``failed`` is called when that pipeline failed (the owner keeps the
+    writes for a later call)."""
+
+    queue: Callable[[Any], None]
+    failed: Callable[[], None]
+
+
 class ProfileStore(Protocol):
     """Where visitor profiles live. Asynchronous; ``now`` is timezone-aware.
 
@@ -176,13 +187,21 @@ class ProfileStore(Protocol):
         """
         ...
 
-    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
+    async def commit_visits(
+        self,
+        visits: Sequence[VisitWrite],
+        *,
+        now: datetime,
+        also: PipelineWrite | None = None,
+    ) -> list[bool]:
         """Record decided visits, pin their decisions and store their new sticky arms
         (``VisitWrite.arms``, living as long as the profile) in one call for all; for each, whether
         its decision may be re-served: False when the profile changed since it was read (the
         visit is then recorded on the changed profile, and the decision not pinned) or was
         erased meanwhile (nothing is written: an erasure wins over a visit in flight).
-        Visits without storage consent store nothing (and answer True)."""
+        Visits without storage consent store nothing (and answer True). ``also``: writes of
+        another module sent in the same call (a shared store only; ``also.failed()`` is
+        called when that call fails)."""
         ...
 
     async def apply(

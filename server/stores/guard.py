@@ -25,6 +25,7 @@ import msgspec
 
 from sdk.schema import Event
 from server.lru import LruTtlCache
+from server.stores.base import PipelineWrite
 
 __all__ = [
     "DECISION_TTL",
@@ -56,6 +57,12 @@ class EventGuard(Protocol):
 
     async def issue(self, decision_id: str, visitor_id: str) -> None:
         """Remember that ``decision_id`` was issued to ``visitor_id`` (a public-key decide)."""
+        ...
+
+    def issuing(self, issued: Sequence[tuple[str, str]]) -> PipelineWrite | None:
+        """Remember the issued ``(decision id, visitor id)`` pairs: an in-process guard
+        records them now and returns None; a shared guard returns the writes, for the caller
+        to send in the pipeline that records the visits (one round trip after a decide)."""
         ...
 
     async def check_and_record(
@@ -142,6 +149,12 @@ class MemoryEventGuard:
     async def issue(self, decision_id: str, visitor_id: str) -> None:
         with self._lock:
             self._issued[decision_id] = visitor_id
+
+    def issuing(self, issued: Sequence[tuple[str, str]]) -> PipelineWrite | None:
+        with self._lock:
+            for decision_id, visitor_id in issued:
+                self._issued[decision_id] = visitor_id
+        return None
 
     async def check_and_record(
         self, events: Sequence[Event], *, batch_id: str | None = None

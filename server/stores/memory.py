@@ -24,6 +24,7 @@ from sdk.consent import permissions
 from sdk.schema import Behavior, DecideRequest, Event
 from server.lru import LruTtlCache
 from server.stores.base import (
+    PipelineWrite,
     ProfileRecord,
     VisitorProfile,
     VisitState,
@@ -207,10 +208,22 @@ class MemoryProfileStore:
         now = as_utc(now)
         return behavior_at(self._visit(visitor_id, request, now), now)
 
-    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
+    async def commit_visits(
+        self,
+        visits: Sequence[VisitWrite],
+        *,
+        now: datetime,
+        also: PipelineWrite | None = None,
+    ) -> list[bool]:
         """Record the visits and their new sticky arms (a process has nothing to pin: its
         decision cache does); a visit with a ``user_id`` of a visitor not yet linked links it
-        first (its decision, made on the visitor's own past, is not to be re-served)."""
+        first (its decision, made on the visitor's own past, is not to be re-served).
+
+        Raises:
+            ValueError: ``also`` was given (a process has no pipeline to send it in).
+        """
+        if also is not None:
+            raise ValueError("the embedded store sends no other module's writes")
         now = as_utc(now)
         reusable = [True] * len(visits)
         for i, visit in enumerate(visits):

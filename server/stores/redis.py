@@ -54,6 +54,7 @@ from sdk.schema import Behavior, DecideRequest, Event
 from server.stores.base import (
     DECISIVE_EVENTS,
     Pinned,
+    PipelineWrite,
     ProfileRecord,
     VisitorProfile,
     VisitState,
@@ -305,35 +306,50 @@ class RedisProfileStore:
             *(item for pair in (arms or {}).items() for item in pair),
         )
 
-    async def _writes(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def _writes(
+        self, calls: Sequence[tuple[Any, ...]], also: PipelineWrite | None = None
+    ) -> list[Any]:
         """Run :data:`WRITE_LUA` once per argument tuple, in one call (pipelined when
-        several)."""
-        return await self._scripts((_WRITE_SHA, WRITE_LUA), calls, 6)
+        several, or with the writes of ``also``)."""
+        return await self._scripts((_WRITE_SHA, WRITE_LUA), calls, 6, also=also)
 
     async def _scripts(
-        self, script: tuple[str, str], calls: Sequence[tuple[Any, ...]], keys: int
+        self,
+        script: tuple[str, str],
+        calls: Sequence[tuple[Any, ...]],
+        keys: int,
+        *,
+        also: PipelineWrite | None = None,
     ) -> list[Any]:
         """Run ``script`` (sha, source) once per argument tuple (its ``keys`` keys first), in
-        one call (pipelined when several); the script is loaded when Redis does not know it
-        (first use, or after a restart)."""
+        one call (pipelined when several, or followed by the commands of ``also``, whose
+        answers are dropped); the script is loaded when Redis does not know it (first use, or
+        after a restart)."""
         sha, source = script
 
         async def run(c: aioredis.Redis) -> list[Any]:
             for attempt in range(2):
                 try:
-                    if len(calls) == 1:
+                    if len(calls) == 1 and also is None:
                         return [await c.evalsha(sha, keys, *calls[0])]
                     pipe = c.pipeline(transaction=False)
                     for args in calls:
                         pipe.evalsha(sha, keys, *args)
-                    return list(await pipe.execute())
-                except NoScriptError:  # nothing ran: every call is the unknown script
+                    if also is not None:
+                        also.queue(pipe)
+                    return list(await pipe.execute())[: len(calls)]
+                except NoScriptError:  # no script ran (the other commands are idempotent)
                     if attempt:
                         raise
                     await c.script_load(source)
             raise AssertionError("unreachable")
 
-        return await self.state.call(run)
+        try:
+            return await self.state.call(run)
+        except StateUnavailable:
+            if also is not None:
+                also.failed()
+            raise
 
     async def _retry_visit(
         self, visit: VisitWrite, now: datetime, current: bytes, user_id: str | None
@@ -380,22 +396,27 @@ class RedisProfileStore:
         """Link the visitor to the user (:func:`server.stores.redis_links.link`)."""
         return await link_user(self.state, visitor_id, user_id, int(self._ttl_ms))
 
-    async def commit_visits(self, visits: Sequence[VisitWrite], *, now: datetime) -> list[bool]:
-        """Record the visits and pin their decisions: one pipeline of scripts (plus one call
-        per visit that lost to a concurrent update). A visit with a ``user_id`` of a visitor
-        not yet linked links it first (:meth:`link`; its decision is not pinned)."""
+    async def commit_visits(
+        self,
+        visits: Sequence[VisitWrite],
+        *,
+        now: datetime,
+        also: PipelineWrite | None = None,
+    ) -> list[bool]:
+        """Record the visits and pin their decisions, with the writes of ``also``: one
+        pipeline of scripts (plus one call per visit that lost to a concurrent update). A
+        visit with a ``user_id`` of a visitor not yet linked links it first (:meth:`link`;
+        its decision is not pinned)."""
         now = as_utc(now)
         calls: list[tuple[int, tuple[Any, ...]]] = []
         pinned = [True] * len(visits)
+        relinked: list[int] = []
         for i, visit in enumerate(visits):
             if not permissions(visit.request.consent).store:
                 continue
-            user_id = visit.request.user_id
-            if user_id is not None and visit.read.user_id is None:
-                await self.link(visit.visitor_id, user_id)
+            if visit.request.user_id is not None and visit.read.user_id is None:
+                relinked.append(i)
                 pinned[i] = False
-                async with self._lock(visit.visitor_id):
-                    await self._revisit(visit, now)
                 continue
             old = visit.read.version or b""
             record = updated_by_visit(visit.read.record, visit.request, now)
@@ -405,10 +426,14 @@ class RedisProfileStore:
                 visit.visitor_id, old, new, pin, arms=visit.arms, user_id=visit.read.user_id
             )
             calls.append((i, args))
-        if not calls:
-            return pinned
-
-        answers = await self._writes([args for _, args in calls])
+        answers = await self._writes([args for _, args in calls], also) if calls or also else []
+        for i in relinked:  # identified for the first time: link, then record on the merge
+            visit = visits[i]
+            user_id = visit.request.user_id
+            assert user_id is not None
+            await self.link(visit.visitor_id, user_id)
+            async with self._lock(visit.visitor_id):
+                await self._revisit(visit, now)
         for (i, _), answer in zip(calls, answers, strict=True):
             visit = visits[i]
             if answer[0] == 3:
@@ -420,16 +445,6 @@ class RedisProfileStore:
                 if visit.read.version and not answer[1]:
                     continue  # erased while it was being decided: the erasure wins
                 await self._retry_visit(visit, now, answer[1], visit.read.user_id)
-        return pinned
-
-        answers = await self._writes([args for _, args in calls])
-        for (i, _), answer in zip(calls, answers, strict=True):
-            if answer[0] == 0:
-                pinned[i] = False
-                visit = visits[i]
-                if visit.read.version and not answer[1]:
-                    continue  # erased while it was being decided: the erasure wins
-                await self._retry_visit(visit, now, answer[1])
         return pinned
 
     async def record_visit(

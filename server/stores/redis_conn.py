@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -26,9 +27,13 @@ from redis.exceptions import RedisError
 
 from sdk import CircuitBreaker
 
-__all__ = ["RedisState", "StateUnavailable", "check_redis_url"]
+__all__ = ["DECIDE_READ", "RedisState", "StateUnavailable", "check_redis_url"]
 
 T = TypeVar("T")
+
+#: True in a task while it reads what a decide needs: its calls are counted apart
+#: (:attr:`RedisState.read_calls`), the round trips before an answer.
+DECIDE_READ: ContextVar[bool] = ContextVar("tailor_decide_read", default=False)
 
 
 class StateUnavailable(Exception):
@@ -83,6 +88,9 @@ class RedisState:
         )
         #: calls attempted (each one round trip: a command, a pipeline or a script)
         self.calls = 0
+        #: of those, the calls made while a decide waited for its read (before its answer;
+        #: :data:`DECIDE_READ`)
+        self.read_calls = 0
         #: calls that failed (timeouts, errors), and refused while the breaker was open
         self.failures = 0
         self.refused = 0
@@ -113,6 +121,7 @@ class RedisState:
             self.refused += 1
             raise StateUnavailable("the shared store is unavailable (circuit open)")
         self.calls += 1
+        self.read_calls += DECIDE_READ.get()
         try:
             result = await asyncio.wait_for(fn(self.client), self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:

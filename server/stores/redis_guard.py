@@ -27,6 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sdk.schema import Event
+from server.stores.base import PipelineWrite
 from server.stores.guard import DECISION_TTL, ORDER_TTL, GuardRefusal, refusal_for
 from server.stores.redis_conn import RedisState, StateUnavailable
 
@@ -118,6 +119,31 @@ class RedisEventGuard:
         """Issued decisions waiting for Redis."""
         return len(self._pending)
 
+    def issuing(self, issued: Sequence[tuple[str, str]]) -> PipelineWrite:
+        """The issued decisions (and any buffered ones) as writes for the caller's pipeline;
+        if that pipeline fails they go back to the buffer."""
+        batch = self._take([(d, v, time.monotonic()) for d, v in issued])
+
+        def failed() -> None:
+            self._pending.extendleft(reversed(batch))
+
+        return PipelineWrite(queue=lambda pipe: self._queue(pipe, batch), failed=failed)
+
+    def _take(self, new: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+        """The buffered issued decisions followed by ``new``, taken out of the buffer (a
+        concurrent flush writes only what follows)."""
+        batch = [*self._pending, *new]
+        self._pending.clear()
+        return batch
+
+    def _queue(self, pipe: Any, batch: Sequence[tuple[str, str, float]]) -> None:
+        """Add a ``SET`` per issued decision, each with what is left of its time to live."""
+        now = time.monotonic()
+        for decision_id, visitor_id, at in batch:
+            left = self._ttl_ms - round((now - at) * 1000)
+            if left > 0:
+                pipe.set(self._issued_key(visitor_id, decision_id), b"1", px=left)
+
     async def flush(self) -> None:
         """Write the buffered issued decisions, each with what is left of its time to live.
 
@@ -126,16 +152,11 @@ class RedisEventGuard:
         """
         if not self._pending:
             return
-        now = time.monotonic()
-        batch = list(self._pending)
-        self._pending.clear()  # taken out: a concurrent flush writes only what follows
+        batch = self._take([])
 
         async def write(client: aioredis.Redis) -> Any:
             pipe = client.pipeline(transaction=False)
-            for decision_id, visitor_id, at in batch:
-                left = self._ttl_ms - round((now - at) * 1000)
-                if left > 0:
-                    pipe.set(self._issued_key(visitor_id, decision_id), b"1", px=left)
+            self._queue(pipe, batch)
             return await pipe.execute()
 
         try:

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks._load import serve
 from tests.benchmarks._run import run_module
 from tests.conftest import ROOT
@@ -131,3 +133,24 @@ def test_in_process_asgi_benchmark_reports_each_request_kind(
     assert report["decide_over_healthz"] == round(
         results["decide"]["median_us"] / results["healthz"]["median_us"], 2
     )
+
+
+def test_state_comparison_counts_redis_round_trips(bundle_dir: Path, tmp_path: Path) -> None:
+    """``--state memory,redis`` measures both backends in one run; a decide makes at most one
+    Redis call before its answer (its read), and the report says so."""
+    out = tmp_path / "report"
+    args = ["--quick", "--workers", "1", "--duration", "1", "--bundle", str(bundle_dir)]
+    run_module("benchmarks.run", *args, "--state", "memory,redis", "--out", str(out), timeout=300)
+
+    report = json.loads((out / "run.json").read_text())
+    rows = {row["state"]: row for row in report["states"]}
+    assert set(rows) == {"memory", "redis"} and rows["memory"]["redis"] is None
+    assert rows["memory"]["share_of_first"] == 1.0 and rows["redis"]["decide_max_per_s"] > 0
+    usage = rows["redis"]["redis"]
+    assert usage["decides"] > 0
+    assert 0 < usage["reads_per_decide"] <= 1.0  # one read call at most, none when pinned/fresh
+    assert usage["round_trips_per_decide"] == pytest.approx(
+        usage["reads_per_decide"] + usage["writes_per_decide"], abs=0.002
+    )
+    assert usage["commands_per_decide"].get("evalsha", 0) > 0
+    assert "Redis round trips per decide" in (out / "run.md").read_text()

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sdk.schema import Event
-from server.stores.guard import DECISION_TTL, ORDER_TTL
+from sdk.schema import Consent, Context, DecideRequest, Event
+from server.stores import PipelineWrite, VisitWrite
+from server.stores.guard import DECISION_TTL, ORDER_TTL, MemoryEventGuard
+from server.stores.memory import MemoryProfileStore
+from server.stores.redis import RedisProfileStore
 from server.stores.redis_conn import RedisState, StateUnavailable
 from server.stores.redis_guard import RedisEventGuard
 from tests.redis_server import RedisServer
@@ -130,5 +135,89 @@ def test_a_batch_checked_again_under_its_id_passes_again(redis_server: RedisServ
                 assert again is not None and again.kind == "replayed-event"
         finally:
             await state.close()
+
+    asyncio.run(body())
+
+
+def _visit(store: RedisProfileStore) -> Any:
+    request = DecideRequest(
+        visitor_id="v1",
+        context=Context(timezone="Europe/Paris"),
+        consent=Consent(personalization=True, storage=True),
+    )
+
+    async def read() -> VisitWrite:
+        state = await store.load_visit("v1", None)
+        return VisitWrite(visitor_id="v1", request=request, read=state)
+
+    return read()
+
+
+def test_issued_decisions_ride_in_the_visit_write_and_wait_out_an_outage(tmp_path: Path) -> None:
+    """What follows a public decide is one call: the visit and the decision issued to its
+    visitor in one pipeline; if that call fails the decision waits in the guard's buffer and
+    is written first when Redis returns, so the visitor's events still pass."""
+    redis = RedisServer(tmp_path / "redis").start()
+    servers = [redis]
+    now = datetime.now(UTC)
+    try:
+
+        async def body() -> None:
+            state = RedisState(redis.url, prefix="gride", timeout=0.5)
+            state.breaker.reset_after = 0.05
+            store, guard = RedisProfileStore(state), RedisEventGuard(state)
+            try:
+                write = await _visit(store)
+                calls = state.calls
+                also = guard.issuing([("d1", "v1")])
+                assert isinstance(also, PipelineWrite)
+                assert await store.commit_visits([write], now=now, also=also) == [True]
+                assert state.calls == calls + 1  # visit and issued decision: one round trip
+                assert (await store.get("v1")) is not None
+                assert await guard.check_and_record([ev()]) is None  # d1 was issued
+
+                write = await _visit(store)
+                redis.kill()
+                also = guard.issuing([("d2", "v1")])
+                assert guard.pending == 0  # taken into the pipeline
+                with pytest.raises(StateUnavailable):
+                    await store.commit_visits([write], now=now, also=also)
+                assert guard.pending == 1  # given back when the call failed
+                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
+                result: object = "unanswered"
+                for _ in range(20):  # until the breaker lets a trial call through
+                    try:
+                        result = await guard.check_and_record([ev("click", "e2", "d2")])
+                        break
+                    except StateUnavailable:
+                        await asyncio.sleep(0.05)
+                assert result is None and guard.pending == 0
+            finally:
+                await state.close()
+
+        asyncio.run(body())
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_the_memory_guard_records_at_once_and_the_memory_store_sends_no_pipeline() -> None:
+    async def body() -> None:
+        guard = MemoryEventGuard()
+        assert guard.issuing([("d1", "v1")]) is None
+        assert await guard.check_and_record([ev()]) is None
+        store = MemoryProfileStore()
+        write = VisitWrite(
+            visitor_id="v1",
+            request=DecideRequest(
+                visitor_id="v1",
+                context=Context(timezone="Europe/Paris"),
+                consent=Consent(personalization=True, storage=True),
+            ),
+            read=await store.load_visit("v1", None),
+        )
+        also = PipelineWrite(queue=lambda pipe: None, failed=lambda: None)
+        with pytest.raises(ValueError, match="no other module"):
+            await store.commit_visits([write], now=datetime.now(UTC), also=also)
 
     asyncio.run(body())
