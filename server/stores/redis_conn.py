@@ -78,7 +78,10 @@ class RedisState:
         self.breaker = breaker or CircuitBreaker(failures=3, reset_after=2.0)
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url,
-            socket_timeout=timeout,
+            # no socket timeout: every call runs under call()'s own deadline, which cancels
+            # it (the client then drops the connection); the client's per-send wait_for
+            # would cost a task per command on the hot path
+            socket_timeout=None,
             socket_connect_timeout=timeout,
             health_check_interval=0,
             retry_on_timeout=False,
@@ -123,7 +126,9 @@ class RedisState:
         self.calls += 1
         self.read_calls += DECIDE_READ.get()
         try:
-            result = await asyncio.wait_for(fn(self.client), self.timeout)
+            # a deadline on this task (no task of its own, unlike wait_for: the hot path)
+            async with asyncio.timeout(self.timeout):
+                result = await fn(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             self.failures += 1

@@ -1,0 +1,64 @@
+"""The connection every Redis-backed module goes through (``server/stores/redis_conn.py``):
+its deadline cancels a call, and a cancelled call never hands its late answer to the next
+one; against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from server.stores.redis_conn import DECIDE_READ, RedisState, StateUnavailable
+from tests.redis_server import RedisServer
+
+#: Keeps Redis busy for about 0.3 s, then answers "done".
+BUSY_LUA = """
+local t = redis.call('TIME')
+local start = tonumber(t[1]) + tonumber(t[2]) / 1e6
+repeat t = redis.call('TIME') until tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > 0.3
+return 'done'
+"""
+
+
+def test_a_call_past_its_deadline_fails_and_the_next_call_gets_its_own_answer(
+    redis_server: RedisServer,
+) -> None:
+    async def body() -> None:
+        state = RedisState(redis_server.url, prefix=f"c{uuid.uuid4().hex[:8]}", timeout=0.1)
+        try:
+            await state.call(lambda c: c.set("k", b"mine"))
+            # a script busy past the deadline: the call is cancelled
+            with pytest.raises(StateUnavailable, match="TimeoutError"):
+                await state.call(lambda c: c.eval(BUSY_LUA, 0))
+            assert state.failures == 1 and state.last_error == "TimeoutError"
+            state.breaker.reset_after = 0.0  # one failure does not open it; be sure anyway
+            # the late "done" of the cancelled call is never the answer of a later call (the
+            # first of these waits for the script to end)
+            state.timeout = 5.0
+            for _ in range(5):
+                assert await state.call(lambda c: c.get("k")) == b"mine"
+        finally:
+            await state.close()
+
+    asyncio.run(body())
+
+
+def test_the_reads_of_a_decide_are_counted_apart(redis_server: RedisServer) -> None:
+    async def body() -> None:
+        state = RedisState(redis_server.url, prefix=f"c{uuid.uuid4().hex[:8]}", timeout=1.0)
+        try:
+            await state.call(lambda c: c.get("a"))
+            token = DECIDE_READ.set(True)
+            try:
+                await asyncio.gather(
+                    state.call(lambda c: c.get("b")), state.call(lambda c: c.get("c"))
+                )
+            finally:
+                DECIDE_READ.reset(token)
+            await state.call(lambda c: c.get("d"))
+            assert (state.calls, state.read_calls) == (4, 2)
+        finally:
+            await state.close()
+
+    asyncio.run(body())
