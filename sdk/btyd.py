@@ -1,0 +1,238 @@
+"""Buy-till-you-die customer-value models, evaluated where decisions are made (the decider, the
+server, ``tailor score``) from the parameters a bundle carries, with numpy alone: no scipy.
+
+Three standard models of non-contractual repeat buying, in the literature's notation. A
+customer is summarised by ``x`` (repeat purchase occasions: purchase days after the first),
+``t_x`` (time from the first to the last purchase) and ``T`` (time from the first purchase to
+now), all in the unit the model was fitted in (the bundle says which):
+
+- **BG/NBD** (Fader, Hardie and Lee 2005, "Counting your customers the easy way"): while
+  active a customer buys at a Poisson rate ``lambda ~ Gamma(r, alpha)`` and after each purchase
+  becomes inactive with probability ``p ~ Beta(a, b)``. :func:`bgnbd_p_alive`,
+  :func:`bgnbd_expected_purchases` (expected purchases in the next ``t``) and
+  :func:`bgnbd_p_no_purchase` (probability of none in the next ``t``; one minus it is the
+  probability of any).
+- **Gamma-Gamma** (Fader, Hardie and Lee 2005, "RFM and CLV"): the value of a customer's
+  purchases varies around a customer mean that varies across customers;
+  :func:`gamma_gamma_mean_value` is the expected value of the customer's future purchases from
+  ``x`` purchases of mean value ``m``.
+
+The one special function they need, the Gauss hypergeometric ``2F1``, is :func:`hyp2f1`: its
+power series, summed until a bound on the remaining tail is below the tolerance. The expected
+purchases use whichever of two equal forms (Euler's transformation) has the faster-converging
+series for the customer, so that large frequencies and long horizons stay exact
+(``tests/sdk/test_btyd.py`` compares everything with scipy over the whole input range).
+
+Must not import server or model_export; no scipy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "BgNbd",
+    "GammaGamma",
+    "bgnbd_expected_purchases",
+    "bgnbd_p_alive",
+    "bgnbd_p_no_purchase",
+    "gamma_gamma_mean_value",
+    "hyp2f1",
+]
+
+Array = npt.NDArray[np.float64]
+ArrayLike = npt.ArrayLike
+
+#: Series terms a row may take before :func:`hyp2f1` gives up (z = 0.999 needs about 40,000).
+MAX_TERMS = 200_000
+
+
+class BgNbd(NamedTuple):
+    """BG/NBD parameters: ``r``, ``alpha`` (the purchase rate's Gamma shape and rate) and
+    ``a``, ``b`` (the dropout probability's Beta). All must be positive."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+    def check(self) -> BgNbd:
+        """These parameters, or ValueError when one is not a positive finite number."""
+        for name, value in self._asdict().items():
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"BG/NBD parameter {name} must be positive and finite: {value!r}")
+        return self
+
+
+class GammaGamma(NamedTuple):
+    """Gamma-Gamma spend parameters ``p``, ``q`` and ``v`` (the literature's gamma). ``q`` must
+    exceed 1 for the mean to exist."""
+
+    p: float
+    q: float
+    v: float
+
+    def check(self) -> GammaGamma:
+        """These parameters, or ValueError when they cannot give a mean."""
+        for name, value in self._asdict().items():
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"Gamma-Gamma parameter {name} must be positive and finite: {value!r}"
+                )
+        if self.q <= 1:
+            raise ValueError(f"Gamma-Gamma q must exceed 1 for a finite mean: {self.q!r}")
+        return self
+
+    @property
+    def population_mean(self) -> float:
+        """The expected value of a purchase of a customer never seen buying: ``p v / (q - 1)``."""
+        return self.p * self.v / (self.q - 1)
+
+
+def _arrays(*values: ArrayLike) -> list[Array]:
+    return [np.asarray(v, dtype=np.float64) for v in np.broadcast_arrays(*values)]
+
+
+def hyp2f1(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike, *, tol: float = 1e-15) -> Array:
+    """Gauss's hypergeometric function ``2F1(a, b; c; z)`` by its power series, elementwise.
+
+    Domain: ``0 <= z < 1``, ``c > 0`` and ``c + 1 - a - b > 0``. There, once ``n`` passes
+    ``-a`` and ``-b`` and the point where ``(a + n)(b + n) <= (c + n)(n + 1)`` (which then holds for
+    every later ``n``: the difference grows by ``c + 1 - a - b`` a step), the ratio of consecutive
+    terms stays within ``z``, so the rest of the series is at most ``|term| z / (1 - z)``; each
+    element stops when that bound is below ``tol`` times its sum.
+
+    Raises:
+        ValueError: an argument is outside the domain, or a series did not converge within
+            :data:`MAX_TERMS` terms.
+    """
+    a_, b_, c_, z_ = _arrays(a, b, c, z)
+    if np.any(~np.isfinite(z_)) or np.any(z_ < 0) or np.any(z_ >= 1):
+        raise ValueError("hyp2f1 takes 0 <= z < 1")
+    if np.any(~(c_ > 0)) or np.any(~(c_ + 1 - a_ - b_ > 0)):
+        raise ValueError("hyp2f1 takes c > 0 and c + 1 - a - b > 0")
+    shape = z_.shape
+    a_, b_, c_, z_ = (v.ravel() for v in (a_, b_, c_, z_))
+    total = np.ones_like(z_)
+    term = np.ones_like(z_)
+    rows = np.flatnonzero(z_ > 0)
+    tail = z_ / (1 - z_)
+    n = 0
+    while rows.size:
+        if n >= MAX_TERMS:
+            raise ValueError(f"hyp2f1: a series did not converge in {MAX_TERMS} terms")
+        ra, rb, rc = a_[rows] + n, b_[rows] + n, c_[rows] + n
+        step = term[rows] * (ra * rb) / (rc * (n + 1)) * z_[rows]
+        term[rows] = step
+        total[rows] += step
+        n += 1
+        # past the turning point (both upper parameters non-negative from here on, and the
+        # next ratio within z), the tail is bounded by the term
+        ra, rb = ra + 1, rb + 1
+        settled = (ra >= 0) & (rb >= 0) & (ra * rb <= (rc + 1) * (n + 1))
+        small = np.abs(step) * tail[rows] <= tol * np.abs(total[rows])
+        rows = rows[~(settled & small)]
+    return total.reshape(shape)
+
+
+def _summary(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *more: ArrayLike) -> list[Array]:
+    values = _arrays(x, t_x, T, *more)
+    x_, t_x_, T_ = values[:3]
+    if np.any(~np.isfinite(x_)) or np.any(x_ < 0):
+        raise ValueError("x (repeat purchases) must be a non-negative number")
+    if np.any(~(t_x_ >= 0)) or np.any(~(t_x_ <= T_)):
+        raise ValueError("need 0 <= t_x <= T (time of the last purchase within the history)")
+    return values
+
+
+def _alive_odds(params: BgNbd, x: Array, t_x: Array, T: Array) -> Array:
+    """``a / (b + x - 1) ((alpha + T) / (alpha + t_x))^(r + x)`` for ``x > 0``, else 0: the odds
+    of having become inactive after the last purchase against still being active."""
+    r, alpha, a, b = params
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_odds = (
+            np.log(a) - np.log(b + x - 1) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+        )
+        odds = np.exp(np.minimum(log_odds, 700.0))
+    return np.where(x > 0, odds, 0.0)
+
+
+def bgnbd_p_alive(params: BgNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
+    """The probability that a customer with this history is still active (BG/NBD)."""
+    x_, t_x_, T_ = _summary(x, t_x, T)
+    alive: Array = 1.0 / (1.0 + _alive_odds(params.check(), x_, t_x_, T_))
+    return alive
+
+
+def bgnbd_p_no_purchase(
+    params: BgNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, t: ArrayLike
+) -> Array:
+    """The probability of no purchase in the next ``t`` (BG/NBD): inactive already, or active
+    and no purchase from a Poisson process whose rate has the posterior
+    ``Gamma(r + x, alpha + T)`` (a customer becomes inactive only right after a purchase)."""
+    r, alpha, _, _ = params.check()
+    x_, t_x_, T_, t_ = _summary(x, t_x, T, t)
+    if np.any(~(t_ >= 0)):
+        raise ValueError("the horizon t must be non-negative")
+    alive = 1.0 / (1.0 + _alive_odds(params, x_, t_x_, T_))
+    quiet = np.exp((r + x_) * (np.log(alpha + T_) - np.log(alpha + T_ + t_)))
+    none: Array = (1.0 - alive) + alive * quiet
+    return none
+
+
+def bgnbd_expected_purchases(
+    params: BgNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, t: ArrayLike
+) -> Array:
+    """Expected purchases in the next ``t`` (BG/NBD, the paper's equation 10):
+    ``(a + b + x - 1) / (a - 1) [1 - ((alpha + T) / (alpha + T + t))^(r + x)
+    2F1(r + x, b + x; a + b + x - 1; t / (alpha + T + t))] / (1 + odds)``.
+
+    With ``z = t / (alpha + T + t)`` the bracket is also
+    ``1 - (1 - z)^(a - 1) 2F1(a + b - 1 - r, a - 1; a + b + x - 1; z)`` (Euler's
+    transformation); the first form's series is used where ``a > r + x`` and the second's
+    elsewhere, each inside :func:`hyp2f1`'s domain, so no term overflows for any ``x``.
+
+    Raises:
+        ValueError: ``a`` is 1 (the formula's limit is not implemented), ``a + b <= 1`` (the
+            series is undefined for a customer without repeat purchases) or an input is out of
+            range.
+    """
+    r, alpha, a, b = params.check()
+    if abs(a - 1.0) < 1e-9:
+        raise ValueError("bgnbd_expected_purchases needs a != 1")
+    if a + b <= 1:
+        raise ValueError("bgnbd_expected_purchases needs a + b > 1")
+    x_, t_x_, T_, t_ = _summary(x, t_x, T, t)
+    if np.any(~(t_ >= 0)) or np.any(~np.isfinite(t_)):
+        raise ValueError("the horizon t must be non-negative and finite")
+    z = t_ / (alpha + T_ + t_)
+    log_keep = np.log(alpha + T_) - np.log(alpha + T_ + t_)  # log(1 - z), exact for small z
+    c = a + b + x_ - 1
+    direct = a > r + x_
+    bracket = np.empty_like(z)
+    if np.any(direct):
+        d = direct
+        series = hyp2f1(r + x_[d], b + x_[d], c[d], z[d])
+        bracket[d] = 1.0 - np.exp((r + x_[d]) * log_keep[d]) * series
+    if not np.all(direct):
+        e = ~direct
+        series = hyp2f1(a + b - 1 - r, a - 1, c[e], z[e])
+        bracket[e] = 1.0 - np.exp((a - 1) * log_keep[e]) * series
+    return (c / (a - 1)) * bracket / (1.0 + _alive_odds(params, x_, t_x_, T_))
+
+
+def gamma_gamma_mean_value(params: GammaGamma, x: ArrayLike, m: ArrayLike) -> Array:
+    """The expected value of a customer's future purchase from ``x`` purchases of mean value
+    ``m`` (Gamma-Gamma): ``p (v + x m) / (p x + q - 1)``; with ``x = 0`` the population mean.
+
+    Raises:
+        ValueError: a negative count or value.
+    """
+    p, q, v = params.check()
+    x_, m_ = _arrays(x, m)
+    if np.any(~(x_ >= 0)) or np.any(~(m_ >= 0)):
+        raise ValueError("purchases and their mean value must be non-negative")
+    return p * (v + x_ * m_) / (p * x_ + q - 1)
