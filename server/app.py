@@ -45,9 +45,10 @@ from server.settings import Settings
 from server.state import Engine
 from server.stores import MemoryEventGuard, MemoryProfileStore
 from server.stores.batch_spool import BatchSpool
-from server.stores.redis import InvalidationListener, RedisProfileStore
+from server.stores.redis import RedisProfileStore
 from server.stores.redis_conn import RedisState
 from server.stores.redis_guard import RedisEventGuard
+from server.stores.redis_invalidation import InvalidationListener
 from server.stores.spool import ProfileSpool
 from server.stream import open_event_log
 from server.visitors import route_handlers as visitor_handlers

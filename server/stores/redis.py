@@ -28,8 +28,8 @@ update was computed from and writes only when it is unchanged: a decide and an e
 one visitor landing on two replicas at once are both counted, the loser recomputing on the
 winner's record (a few attempts, then :class:`StateUnavailable`). An erasure deletes every key
 in one call and publishes the visitor on the ``invalidate`` channel, as does an update with a
-decisive event; :class:`InvalidationListener` drops those visitors from each worker's
-decision cache.
+decisive event; :class:`~server.stores.redis_invalidation.InvalidationListener` drops those
+visitors from each worker's decision cache.
 
 Must not import model_export or litestar.
 """
@@ -37,7 +37,6 @@ Must not import model_export or litestar.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import weakref
@@ -47,7 +46,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from sdk.consent import permissions
 from sdk.schema import Behavior, DecideRequest, Event
@@ -74,7 +73,6 @@ __all__ = [
     "APPLIED_TTL",
     "PROFILE_EVENTS",
     "WRITE_LUA",
-    "InvalidationListener",
     "RedisProfileStore",
 ]
 
@@ -552,76 +550,3 @@ class RedisProfileStore:
             return list(await pipe.execute())
 
         await self.state.call(run)
-
-
-class InvalidationListener:
-    """Every worker's subscription to the ``invalidate`` channel: each visitor published there
-    is passed to ``on_visitor`` (the worker drops its cached decisions); after every
-    (re)subscription ``on_subscribed`` runs (the worker drops its whole decision cache, since
-    invalidations sent while it was not listening were missed).
-
-    It has its own connection (a subscription blocks it, and waits longer than a call's
-    deadline), with a health check every few seconds, and reconnects after a failure.
-
-    Args:
-        state: the worker's connection (its URL and channel names are reused).
-        on_visitor: called with each invalidated visitor id.
-        on_subscribed: called once subscribed (again after each reconnection).
-        retry_seconds: pause before reconnecting.
-    """
-
-    def __init__(
-        self,
-        state: RedisState,
-        on_visitor: Callable[[str], object],
-        on_subscribed: Callable[[], object],
-        *,
-        retry_seconds: float = 0.5,
-    ) -> None:
-        self.channel = state.key("invalidate")
-        self._client = aioredis.Redis.from_url(
-            state.url,
-            socket_connect_timeout=max(state.timeout, 1.0),
-            socket_timeout=None,
-            health_check_interval=5,
-        )
-        self._on_visitor = on_visitor
-        self._on_subscribed = on_subscribed
-        self._retry = retry_seconds
-        self.subscribed = False
-        self.received = 0
-
-    async def run(self) -> None:
-        """Listen until cancelled."""
-        try:
-            while True:
-                try:
-                    await self._listen()
-                except (RedisError, OSError) as exc:
-                    if self.subscribed:
-                        log.warning(
-                            "invalidation channel lost (%s); reconnecting", type(exc).__name__
-                        )
-                    self.subscribed = False
-                await asyncio.sleep(self._retry)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await self._client.aclose()
-
-    async def _listen(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.channel)
-            self.subscribed = True
-            self._on_subscribed()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is None or message.get("type") != "message":
-                    continue
-                data = message.get("data")
-                if isinstance(data, bytes):
-                    self.received += 1
-                    self._on_visitor(data.decode("utf-8", "replace"))
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
