@@ -38,7 +38,7 @@ from model_export.fit.segments import (
 from model_export.fit.synthetic import synthetic_requests
 from model_export.inputs.catalogue import Catalogue, check_sensitive
 from sdk.features import feature_names
-from sdk.manifest import Manifest, RfmDef, TrainingInfo
+from sdk.manifest import BtydDef, Manifest, RfmDef, TrainingInfo
 from sdk.schema import SCHEMA_VERSION, DecideRequest
 from sdk.sensitive import Sensitivity
 
@@ -78,6 +78,9 @@ class Learned:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     rfm: RfmDef | None = None
+    btyd: BtydDef | None = None
+    #: what the run says about models skipped, demoted or not checked (printed by the CLI)
+    notes: list[str] = field(default_factory=list)
 
 
 class Learner(Protocol):
@@ -125,6 +128,7 @@ class TrainingResult:
     holdout_labels: list[int]
     holdout_planted: list[str]
     inputs: Mapping[str, InputReport]
+    notes: list[str] = field(default_factory=list)
 
 
 def _noop(_: str) -> None:
@@ -231,6 +235,7 @@ def train(
             "sensitive": catalogue.sensitive,
             "public_scores": catalogue.serving.public_scores,
             "rfm": learned.rfm,
+            "btyd": learned.btyd,
             "training": TrainingInfo(
                 data={**inputs.data, **learned.data},
                 rows=len(inputs.fit_rows),
@@ -245,4 +250,5 @@ def train(
         holdout_labels=[int(v) for v in labels],
         holdout_planted=planted,
         inputs=inputs.read,
+        notes=learned.notes,
     )

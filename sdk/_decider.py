@@ -43,6 +43,8 @@ PREDICTIVE_SCORES = (
     ("purchases", "expectedPurchases"),
     ("value", "expectedValue"),
 )
+#: Scores only the buy-till-you-die models give (``Manifest.btyd``).
+BTYD_ONLY_SCORES = ("pAlive",)
 #: The reason of a decision made without personalization consent.
 _NO_CONSENT = Reason(
     code="consent.not_given",
@@ -102,6 +104,13 @@ class Decider:
             if model in m.models
         ]
         self._score_names = [score for _, score, _ in self._score_models]
+        # buy-till-you-die scores: pAlive, and those no supervised model of the bundle gives
+        self._btyd = m.btyd
+        self._btyd_names = (
+            [*BTYD_ONLY_SCORES, *(s for s in m.btyd.serves if s not in self._score_names)]
+            if m.btyd is not None
+            else []
+        )
         # one onnxruntime call per batch (fused graph), computing only what decisions read
         self._run = bundle.runner(
             [("segments", distance_output), ("offers", proba_output)]
@@ -222,6 +231,8 @@ class Decider:
         matrix = np.array([r.values for r in rows], dtype=np.float32)
         distances, probas, *score_outputs = self._run(matrix)
         scores = row_scores(np, self._score_names, score_outputs, len(rows))
+        if self._btyd is not None:
+            self._add_btyd_scores(rows, scores)
         offer_scores = np.asarray(probas, dtype=np.float64).tolist()
         nearest = [
             self._personas.nearest(d) for d in np.asarray(distances, dtype=np.float64).tolist()
@@ -230,6 +241,31 @@ class Decider:
             self._finish(req, row, nearest[i], offer_scores[i], scores[i], hidden[i], kept[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
+
+    def _add_btyd_scores(self, rows: list[FeatureRow], scores: list[dict[str, float]]) -> None:
+        """Add the bundle's buy-till-you-die scores to the rows of customers with a purchase
+        (:func:`sdk.btyd.score_customers` on :func:`sdk.btyd.purchase_summary` of each row's
+        behaviour: the same definition ``tailor train`` fitted and ``tailor score`` uses)."""
+        from sdk.btyd import purchase_summary, score_customers  # numpy: only with such models
+
+        assert self._btyd is not None
+        behaviors = [r.behavior for r in rows]
+        summary = purchase_summary(
+            [b.purchases for b in behaviors],
+            [b.revenue for b in behaviors],
+            [b.days_since_first_purchase for b in behaviors],
+            [b.days_since_last_purchase for b in behaviors],
+            self._btyd.unit_days,
+        )
+        if not summary.known.any():
+            return
+        values = score_customers(self._btyd, summary)
+        for name in self._btyd_names:
+            if name not in values:
+                continue
+            for i, v in enumerate(values[name].tolist()):
+                if v == v:  # not NaN: a customer with a purchase
+                    scores[i][name] = round(max(v, 0.0), 6)
 
     def _finish(
         self,

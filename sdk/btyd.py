@@ -28,19 +28,26 @@ Must not import server or model_export; no scipy.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from sdk.manifest import BtydDef
+
 __all__ = [
     "BgNbd",
     "GammaGamma",
+    "PurchaseSummary",
     "bgnbd_expected_purchases",
     "bgnbd_p_alive",
     "bgnbd_p_no_purchase",
     "gamma_gamma_mean_value",
     "hyp2f1",
+    "purchase_summary",
+    "score_customers",
 ]
 
 Array = npt.NDArray[np.float64]
@@ -48,6 +55,8 @@ ArrayLike = npt.ArrayLike
 
 #: Series terms a row may take before :func:`hyp2f1` gives up (z = 0.999 needs about 40,000).
 MAX_TERMS = 200_000
+#: Up to this many points, :func:`hyp2f1` sums each in plain floats rather than with numpy.
+_SCALAR_ROWS = 4
 
 
 class BgNbd(NamedTuple):
@@ -116,6 +125,12 @@ def hyp2f1(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike, *, tol: float
         raise ValueError("hyp2f1 takes c > 0 and c + 1 - a - b > 0")
     shape = z_.shape
     a_, b_, c_, z_ = (v.ravel() for v in (a_, b_, c_, z_))
+    if z_.size <= _SCALAR_ROWS:  # a decide's one customer: plain floats beat numpy's overhead
+        values = [
+            _hyp2f1_one(float(p), float(q), float(r), float(w), tol)
+            for p, q, r, w in zip(a_, b_, c_, z_, strict=True)
+        ]
+        return np.array(values, dtype=np.float64).reshape(shape)
     total = np.ones_like(z_)
     term = np.ones_like(z_)
     rows = np.flatnonzero(z_ > 0)
@@ -136,6 +151,28 @@ def hyp2f1(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike, *, tol: float
         small = np.abs(step) * tail[rows] <= tol * np.abs(total[rows])
         rows = rows[~(settled & small)]
     return total.reshape(shape)
+
+
+def _hyp2f1_one(a: float, b: float, c: float, z: float, tol: float) -> float:
+    """:func:`hyp2f1` of one point (same series, same stopping rule), in plain floats."""
+    total = term = 1.0
+    if z == 0.0:
+        return total
+    tail = z / (1.0 - z)
+    n = 0
+    while n < MAX_TERMS:
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
+        total += term
+        n += 1
+        an, bn = a + n, b + n
+        if (
+            an >= 0
+            and bn >= 0
+            and an * bn <= (c + n) * (n + 1)
+            and abs(term) * tail <= tol * abs(total)
+        ):
+            return total
+    raise ValueError(f"hyp2f1: a series did not converge in {MAX_TERMS} terms")
 
 
 def _summary(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *more: ArrayLike) -> list[Array]:
@@ -236,3 +273,120 @@ def gamma_gamma_mean_value(params: GammaGamma, x: ArrayLike, m: ArrayLike) -> Ar
     if np.any(~(x_ >= 0)) or np.any(~(m_ >= 0)):
         raise ValueError("purchases and their mean value must be non-negative")
     return p * (v + x_ * m_) / (p * x_ + q - 1)
+
+
+class PurchaseSummary(NamedTuple):
+    """Customers as the models see them (one position each): ``x`` repeat purchases, ``t_x``
+    the time from the first purchase to the last, ``T`` from the first to now, ``m`` the mean
+    value of a purchase, in the models' time unit; ``known`` marks customers with a purchase
+    (the others have no summary and get no score)."""
+
+    x: Array
+    t_x: Array
+    T: Array
+    m: Array
+    known: npt.NDArray[np.bool_]
+
+
+def purchase_summary(
+    purchases: Sequence[float | None],
+    revenue: Sequence[float | None],
+    days_since_first_purchase: Sequence[float | None],
+    days_since_last_purchase: Sequence[float | None],
+    unit_days: float,
+) -> PurchaseSummary:
+    """The one definition of a customer's summary, from a profile's fields (training fits on
+    it, serving and ``tailor score`` evaluate on it): ``x = purchases - 1``,
+    ``T = days since the first purchase``, ``t_x = T - days since the last purchase`` (both in
+    units of ``unit_days``) and ``m = revenue / purchases``. A customer is ``known`` with at
+    least one purchase and its first-purchase age; a missing last-purchase age counts as the
+    first (one purchase), a negative gap as none."""
+
+    def column(values: Sequence[float | None]) -> Array:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+    n = column(purchases)
+    first = column(days_since_first_purchase)
+    last = column(days_since_last_purchase)
+    value = column(revenue)
+    known = (n >= 1) & np.isfinite(first) & (first >= 0)
+    last = np.where(np.isfinite(last), last, first)
+    T = np.where(known, first, 0.0) / unit_days
+    t_x = np.clip(np.where(known, first - last, 0.0) / unit_days, 0.0, T)
+    x = np.where(known, np.floor(n) - 1, 0.0)
+    t_x = np.where(x > 0, t_x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(known & np.isfinite(value) & (value > 0), value / np.maximum(n, 1), 0.0)
+    return PurchaseSummary(x=x, t_x=t_x, T=T, m=m, known=known)
+
+
+def score_customers(
+    defn: BtydDef, summary: PurchaseSummary, *, horizon_days: float | None = None
+) -> dict[str, Array]:
+    """Per customer of ``summary`` (NaN where not ``known``): ``pAlive``, ``churnProbability``
+    (no purchase within the horizon), ``expectedPurchases`` and, with a spend model,
+    ``expectedValue`` (expected purchases times the expected value of one) over
+    ``horizon_days`` (the bundle's by default)."""
+    bg = defn.bgnbd
+    params = BgNbd(bg.r, bg.alpha, bg.a, bg.b)
+    t = (defn.horizon_days if horizon_days is None else horizon_days) / defn.unit_days
+    k = summary.known
+    if int(k.sum()) <= _SCALAR_ROWS:  # one decide: plain floats, the same formulas
+        return _score_few(defn, params, summary, t)
+    x, t_x, T = summary.x[k], summary.t_x[k], summary.T[k]
+    out: dict[str, Array] = {}
+
+    def spread(values: Array) -> Array:
+        column = np.full(len(k), np.nan)
+        column[k] = values
+        return column
+
+    out["pAlive"] = spread(bgnbd_p_alive(params, x, t_x, T))
+    out["churnProbability"] = spread(bgnbd_p_no_purchase(params, x, t_x, T, t))
+    purchases = bgnbd_expected_purchases(params, x, t_x, T, t)
+    out["expectedPurchases"] = spread(purchases)
+    if defn.gamma_gamma is not None:
+        gg = defn.gamma_gamma
+        spend = gamma_gamma_mean_value(GammaGamma(gg.p, gg.q, gg.v), x + 1, summary.m[k])
+        out["expectedValue"] = spread(purchases * spend)
+    return out
+
+
+def _score_few(
+    defn: BtydDef, params: BgNbd, summary: PurchaseSummary, t: float
+) -> dict[str, Array]:
+    """:func:`score_customers` for a handful of customers, in plain floats (a single decide
+    would otherwise spend most of its time in numpy's per-call overhead)."""
+    r, alpha, a, b = params.check()
+    if abs(a - 1.0) < 1e-9 or a + b <= 1:
+        raise ValueError("bgnbd_expected_purchases needs a != 1 and a + b > 1")
+    if not (t >= 0 and math.isfinite(t)):
+        raise ValueError("the horizon t must be non-negative and finite")
+    gg = defn.gamma_gamma
+    names = ["pAlive", "churnProbability", "expectedPurchases"]
+    names += ["expectedValue"] if gg is not None else []
+    out = {name: np.full(len(summary.known), np.nan) for name in names}
+    for i in np.flatnonzero(summary.known).tolist():
+        x, t_x, T = float(summary.x[i]), float(summary.t_x[i]), float(summary.T[i])
+        keep = math.log(alpha + T) - math.log(alpha + T + t)
+        odds = 0.0
+        if x > 0:
+            log_odds = math.log(a) - math.log(b + x - 1)
+            log_odds += (r + x) * (math.log(alpha + T) - math.log(alpha + t_x))
+            odds = math.exp(min(log_odds, 700.0))
+        alive = 1.0 / (1.0 + odds)
+        c, z = a + b + x - 1, t / (alpha + T + t)
+        if a > r + x:
+            bracket = 1.0 - math.exp((r + x) * keep) * _hyp2f1_one(r + x, b + x, c, z, 1e-15)
+        else:
+            bracket = 1.0 - math.exp((a - 1) * keep) * _hyp2f1_one(
+                a + b - 1 - r, a - 1, c, z, 1e-15
+            )
+        purchases = c / (a - 1) * bracket / (1.0 + odds)
+        out["pAlive"][i] = alive
+        out["churnProbability"][i] = (1.0 - alive) + alive * math.exp((r + x) * keep)
+        out["expectedPurchases"][i] = purchases
+        if gg is not None:
+            spend = gg.p * (gg.v + (x + 1) * float(summary.m[i])) / (gg.p * (x + 1) + gg.q - 1)
+            out["expectedValue"][i] = purchases * spend
+    return out

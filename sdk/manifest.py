@@ -19,10 +19,13 @@ __all__ = [
     "BUNDLE_FORMAT_VERSION",
     "PUBLIC_SCORES",
     "ArmDef",
+    "BgNbdDef",
+    "BtydDef",
     "ContentDef",
     "ExperimentDef",
     "ExplorationDef",
     "FusedSpec",
+    "GammaGammaDef",
     "HoldoutDef",
     "LifecycleDef",
     "LifecycleRule",
@@ -180,11 +183,49 @@ class RfmDef(_Config, frozen=True, kw_only=True):
 
 
 Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+Positive = Annotated[float, Meta(gt=0.0)]
+
+
+class BgNbdDef(_Config, frozen=True, kw_only=True):
+    """BG/NBD parameters (:class:`sdk.btyd.BgNbd`), time in the unit of :class:`BtydDef`."""
+
+    r: Positive
+    alpha: Positive
+    a: Positive
+    b: Positive
+
+
+class GammaGammaDef(_Config, frozen=True, kw_only=True):
+    """Gamma-Gamma spend parameters (:class:`sdk.btyd.GammaGamma`; ``q`` above 1)."""
+
+    p: Positive
+    q: Annotated[float, Meta(gt=1.0)]
+    v: Positive
+
+
+#: Decision scores a buy-till-you-die model can give (``pAlive`` always, the others when the
+#: bundle has no supervised model for them).
+BtydScore = Literal["churnProbability", "expectedPurchases", "expectedValue"]
+
+
+class BtydDef(_Config, frozen=True, kw_only=True):
+    """Buy-till-you-die models fitted on the purchase history before the cutoff
+    (:mod:`sdk.btyd`): evaluated at serving time from a profile's purchases, revenue and
+    purchase days, for customers with at least one purchase. ``serves`` lists the decision
+    scores they provide (those without a supervised model in the bundle); ``pAlive`` is added
+    whenever the models are present. Parameters are population aggregates: no customer's data."""
+
+    unit_days: Positive
+    horizon_days: Positive
+    bgnbd: BgNbdDef
+    gamma_gamma: GammaGammaDef | None = None
+    serves: list[BtydScore] = []
+
 
 #: Profile-derived scores a bundle may let the server return to public keys: ``"rfm"`` and the
 #: keys of ``Decision.scores`` (see ``sdk._decider.PREDICTIVE_SCORES``).
-PUBLIC_SCORES = ("rfm", "churnProbability", "expectedPurchases", "expectedValue")
-PublicScore = Literal["rfm", "churnProbability", "expectedPurchases", "expectedValue"]
+PUBLIC_SCORES = ("rfm", "churnProbability", "expectedPurchases", "expectedValue", "pAlive")
+PublicScore = Literal["rfm", "churnProbability", "expectedPurchases", "expectedValue", "pAlive"]
 #: A sensitive path prefix: starts with ``/`` and is more than slashes; no query or fragment.
 PathPrefix = Annotated[str, Meta(max_length=256, pattern=r"^/+[^/?#\s][^?#\s]*$")]
 
@@ -311,6 +352,8 @@ class Manifest(_Config, frozen=True, kw_only=True):
     holdout: HoldoutDef | None = None
     exploration: ExplorationDef | None = None
     rfm: RfmDef | None = None
+    #: Buy-till-you-die models (None in bundles without a purchase history, or made before).
+    btyd: BtydDef | None = None
     fused: FusedSpec | None = None
     #: What this bundle's decider scrubs from every request (empty in bundles made before it).
     sensitive: SensitiveDef = SensitiveDef()

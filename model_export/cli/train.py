@@ -108,6 +108,14 @@ def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, conso
         why = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items()) if v) or "none"
         table.add_row(kind, str(len(r.files)), str(r.rows_read), str(r.rows_accepted), why)
     console.print(table)
+    for note in report.notes:  # skipped, demoted or unchecked models, with the reason
+        console.print(f"[yellow]note:[/] {note}")
+    btyd = report.manifest.btyd
+    if btyd is not None:
+        served = ", ".join(["pAlive", *btyd.serves])
+        console.print(
+            f"buy-till-you-die models serve: {served} (horizon {btyd.horizon_days:g} days)"
+        )
     return report.manifest
 
 

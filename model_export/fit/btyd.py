@@ -19,30 +19,56 @@ Must not import server.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln
 
-from sdk.btyd import BgNbd, GammaGamma
+from sdk.btyd import (
+    BgNbd,
+    GammaGamma,
+    PurchaseSummary,
+    purchase_summary,
+    score_customers,
+)
+from sdk.manifest import BgNbdDef, BtydDef, BtydScore, GammaGammaDef
+from sdk.schema import DecideRequest
 
 __all__ = [
     "BtydFit",
+    "BtydModels",
     "Summary",
     "bgnbd_log_likelihood",
+    "btyd_models",
+    "choose_served",
     "fit_bgnbd",
     "fit_gamma_gamma",
     "gamma_gamma_log_likelihood",
     "summarise",
+    "summary_of",
 ]
 
 Array = npt.NDArray[np.float64]
 
 #: Days in the default time unit (weeks, as the literature reports its estimates).
 WEEK = 7.0
+
+
+class _Histories(Protocol):
+    """What a fit reads: one position per customer."""
+
+    @property
+    def x(self) -> Array: ...
+    @property
+    def t_x(self) -> Array: ...
+    @property
+    def T(self) -> Array: ...
+    @property
+    def m(self) -> Array: ...
 
 
 @dataclass(frozen=True)
@@ -146,7 +172,7 @@ def _maximise(
     return best
 
 
-def fit_bgnbd(summary: Summary) -> BtydFit:
+def fit_bgnbd(summary: _Histories) -> BtydFit:
     """The BG/NBD maximum-likelihood estimates for ``summary``'s customers.
 
     Raises:
@@ -154,7 +180,7 @@ def fit_bgnbd(summary: Summary) -> BtydFit:
             cannot be identified).
     """
     x, t_x, T = summary.x, summary.t_x, summary.T
-    if len(summary) == 0 or not np.any(x > 0):
+    if len(x) == 0 or not np.any(x > 0):
         raise ValueError("BG/NBD needs customers with repeat purchases")
     scale = max(float(np.mean(T)), 1e-6)  # alpha is in time units: start near the data's
 
@@ -165,10 +191,10 @@ def fit_bgnbd(summary: Summary) -> BtydFit:
     starts = [(1.0, scale, 1.0, 1.0), (0.3, scale / 8, 0.8, 2.5), (2.0, scale * 2, 3.0, 8.0)]
     bounds = [(np.log(1e-6), np.log(1e6))] * 4
     params, value = _maximise(negative, starts, bounds)
-    return BtydFit(BgNbd(*map(float, params)), -value, len(summary))
+    return BtydFit(BgNbd(*map(float, params)), -value, len(x))
 
 
-def fit_gamma_gamma(summary: Summary) -> BtydFit:
+def fit_gamma_gamma(summary: _Histories) -> BtydFit:
     """The Gamma-Gamma maximum-likelihood estimates from the customers with a repeat purchase
     of positive value.
 
@@ -193,3 +219,166 @@ def fit_gamma_gamma(summary: Summary) -> BtydFit:
     if fitted.q <= 1:
         raise ValueError(f"Gamma-Gamma estimates have no finite mean (q = {fitted.q:.3f})")
     return BtydFit(fitted, -value, int(keep.sum()))
+
+
+def summary_of(requests: Sequence[DecideRequest], unit_days: float = WEEK) -> PurchaseSummary:
+    """:func:`sdk.btyd.purchase_summary` of the requests' behaviour: the summary serving
+    computes for the same visits, so the models are fitted on what they will be applied to."""
+    behaviors = [r.behavior for r in requests]
+    return purchase_summary(
+        [b.purchases for b in behaviors],
+        [b.revenue for b in behaviors],
+        [b.days_since_first_purchase for b in behaviors],
+        [b.days_since_last_purchase for b in behaviors],
+        unit_days,
+    )
+
+
+def _known(summary: PurchaseSummary) -> Summary:
+    k = summary.known
+    n = int(k.sum())
+    return Summary(
+        [""] * n, summary.x[k], summary.t_x[k], summary.T[k], summary.m[k], unit_days=WEEK
+    )
+
+
+def _spend(summary: PurchaseSummary) -> Summary:
+    """The spend model's view (every purchase counts, the first included: the serving
+    summary has only the mean of all of them)."""
+    known = _known(summary)
+    return Summary(known.customer_ids, known.x + 1, known.t_x, known.T, known.m, WEEK)
+
+
+@dataclass(frozen=True)
+class BtydModels:
+    """What :func:`btyd_models` learned: the served definition (None when the history cannot
+    identify a model), its out-of-time metrics and what the run should say about it."""
+
+    definition: BtydDef | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _define(
+    summary: PurchaseSummary, horizon_days: float, serves: Sequence[BtydScore]
+) -> tuple[BtydDef, list[str]]:
+    notes: list[str] = []
+    bg = fit_bgnbd(_known(summary)).params
+    assert isinstance(bg, BgNbd)
+    if bg.a + bg.b <= 1 or abs(bg.a - 1) < 1e-6:
+        raise ValueError(
+            f"BG/NBD estimates outside what serving evaluates (a {bg.a:.3g}, b {bg.b:.3g})"
+        )
+    spend: GammaGammaDef | None = None
+    try:
+        gg = fit_gamma_gamma(_spend(summary)).params
+        spend = GammaGammaDef(p=gg[0], q=gg[1], v=gg[2])
+    except ValueError as exc:
+        notes.append(f"Gamma-Gamma not fitted: {exc}")
+    served = [s for s in serves if s != "expectedValue" or spend is not None]
+    definition = BtydDef(
+        unit_days=WEEK,
+        horizon_days=float(horizon_days),
+        bgnbd=BgNbdDef(r=bg.r, alpha=bg.alpha, a=bg.a, b=bg.b),
+        gamma_gamma=spend,
+        serves=served,
+    )
+    return definition, notes
+
+
+def _auc(score: Array, positive: npt.NDArray[np.bool_]) -> float:
+    """Rank AUC (ties averaged); NaN with one class only."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def btyd_models(
+    at_cutoff: Sequence[DecideRequest],
+    at_calibration: Sequence[DecideRequest] | None,
+    future: Any,
+    horizon_days: float,
+    serves: Sequence[BtydScore],
+) -> BtydModels:
+    """BG/NBD and Gamma-Gamma for a bundle.
+
+    The served models are fitted on the customers' visits at the cutoff (``at_cutoff``). When
+    the history also holds a whole horizon before the cutoff, the same fit on the visits at
+    ``cutoff - horizon`` (``at_calibration``) forecasts that horizon and is compared with what
+    happened (``future``: columns ``purchases_next``, ``value_next`` in the calibration
+    visits' order): ``btyd_*`` metrics, the same the supervised models report.
+
+    Args:
+        serves: the decision scores the models should give (those no supervised model gives).
+    """
+    notes: list[str] = []
+    metrics: dict[str, float] = {}
+    summary = summary_of(at_cutoff)
+    try:
+        definition, more = _define(summary, horizon_days, serves)
+    except ValueError as exc:
+        return BtydModels(None, {}, [f"BG/NBD not fitted: {exc}"])
+    notes += more
+    if at_calibration is None or future is None:
+        notes.append(
+            "BG/NBD not checked out of time: the history before the cutoff is shorter than "
+            "the horizon"
+        )
+        return BtydModels(definition, metrics, notes)
+    calibration = summary_of(at_calibration)
+    try:
+        check, _ = _define(
+            calibration, horizon_days, ["churnProbability", "expectedPurchases", "expectedValue"]
+        )
+    except ValueError as exc:
+        notes.append(f"BG/NBD not checked out of time: {exc}")
+        return BtydModels(definition, metrics, notes)
+    scores = score_customers(check, calibration)
+    known = calibration.known
+    bought = np.asarray(future["purchases_next"], dtype=np.float64)[known]
+    value = np.asarray(future["value_next"], dtype=np.float64)[known]
+    expected = scores["expectedPurchases"][known]
+    metrics["btyd_activity_auc"] = _auc(1 - scores["churnProbability"][known], bought > 0)
+    metrics["btyd_purchases_total_ratio"] = float(expected.sum() / max(bought.sum(), 1e-9))
+    metrics["btyd_purchases_rmse"] = float(np.sqrt(np.mean((expected - bought) ** 2)))
+    metrics["btyd_churn_rate_predicted"] = float(scores["churnProbability"][known].mean())
+    metrics["btyd_churn_rate_observed"] = float(np.mean(bought == 0))
+    if "expectedValue" in scores:
+        ev = scores["expectedValue"][known]
+        metrics["btyd_value_total_ratio"] = float(ev.sum() / max(value.sum(), 1e-9))
+        metrics["btyd_value_rmse"] = float(np.sqrt(np.mean((ev - value) ** 2)))
+    metrics["btyd_holdout_customers"] = float(known.sum())
+    return BtydModels(definition, metrics, notes)
+
+
+#: Per supervised model: its out-of-time metric, the BG/NBD one it is compared with, and
+#: whether higher is better. The same customers and window on both sides.
+COMPARED = {
+    "churn": ("churn_auc", "btyd_activity_auc", True),
+    "purchases": ("purchases_rmse", "btyd_purchases_rmse", False),
+    "value": ("value_rmse", "btyd_value_rmse", False),
+}
+
+
+def choose_served(supervised: Iterable[str], metrics: dict[str, float]) -> dict[str, str]:
+    """The supervised models that lose to the buy-till-you-die models out of time, each with
+    the reason (they are not served; the BTYD models give those scores). A model without both
+    metrics (no out-of-time check of one side) is kept."""
+    demoted: dict[str, str] = {}
+    for key in supervised:
+        if key not in COMPARED:
+            continue
+        mine, theirs, higher = COMPARED[key]
+        a, b = metrics.get(mine), metrics.get(theirs)
+        if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        if (a < b) if higher else (a > b):
+            demoted[key] = (
+                f"{key}: supervised model not served ({mine} {a:.4g} against BG/NBD {b:.4g})"
+            )
+    return demoted

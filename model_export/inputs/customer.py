@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -26,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from model_export.errors import TrainingDataError
 from model_export.fit import rfm
 from model_export.fit import scores as predict
+from model_export.fit.btyd import BtydModels, btyd_models, choose_served
 from model_export.fit.history import (
     PREDICT_FEATURES,
     holdout_mask,
@@ -43,9 +45,17 @@ from model_export.inputs.config import TrainingConfig
 from model_export.inputs.sensitive import scrub_inputs
 from model_export.training import PARITY_ROWS, Learned, Model, TrainingInputs
 from sdk.features import FEATURE_SET_VERSION, feature_names
+from sdk.manifest import BtydScore
 from sdk.sensitive import Sensitivity
 
 __all__ = ["customer_inputs"]
+
+#: The decision score of each supervised model (the BTYD models serve those that are missing).
+_SCORE_NAMES: dict[str, BtydScore] = {
+    "churn": "churnProbability",
+    "purchases": "expectedPurchases",
+    "value": "expectedValue",
+}
 
 
 def _noop(_: str) -> None:
@@ -88,6 +98,18 @@ class _HistoryModels:
         pipes, metrics, diagnostics, skipped = predictive_scores(
             tx, events, self.cutoff, horizon, config.seed, say
         )
+        btyd = self._btyd(horizon, t_cal, say)
+        metrics.update(btyd.metrics)
+        # choose by evidence: a supervised model that loses to BG/NBD out of time is not served
+        demoted = choose_served(pipes, metrics) if btyd.definition is not None else {}
+        pipes = {k: v for k, v in pipes.items() if k not in demoted}
+        notes = [f"supervised churn/value models skipped: {skipped}"] * bool(skipped)
+        notes += list(demoted.values()) + btyd.notes
+        definition = btyd.definition
+        if definition is not None:
+            missing = [_SCORE_NAMES[k] for k in predict.SCORE_OUTPUTS if k not in pipes]
+            serves = [s for s in definition.serves if s in missing]
+            definition = msgspec.structs.replace(definition, serves=serves)
         say("offer policy")
         cal_frame = profiles.build_profiles(tx, t_cal, events=events)
         _, x_cal = requests_and_rows(cal_frame, t_cal)
@@ -111,9 +133,36 @@ class _HistoryModels:
         data: dict[str, Any] = {"offerPolicy": pol_meta}
         if skipped:
             data["predictiveSkipped"] = skipped
+        if notes:
+            data["modelNotes"] = notes
         return Learned(
-            models=models, metrics=metrics, diagnostics=diagnostics, data=data, rfm=rfm_edges
+            models=models,
+            metrics=metrics,
+            diagnostics=diagnostics,
+            data=data,
+            rfm=rfm_edges,
+            btyd=definition,
+            notes=notes,
         )
+
+    def _btyd(self, horizon: int, t_cal: datetime, say: Progress) -> BtydModels:
+        """BG/NBD and Gamma-Gamma on the buyers at the cutoff, checked out of time from
+        ``t_cal`` when the history reaches back that far (able to serve every score; the
+        caller keeps those no served supervised model gives)."""
+        say("buy-till-you-die models (BG/NBD, Gamma-Gamma)")
+        buyers = self.at_cutoff.filter(pl.col("purchases") > 0)
+        at_cutoff = profiles.profile_requests(buyers, self.cutoff)
+        first = self.transactions["ts"].min()
+        calibration, future = None, None
+        if isinstance(first, datetime) and first < t_cal:
+            frame = profiles.build_profiles(self.transactions, t_cal, include_visitors=False)
+            frame = frame.filter(pl.col("purchases") > 0)
+            labels = profiles.future_labels(self.transactions, t_cal, horizon)
+            frame = frame.join(labels, on="customer_id", how="inner")
+            if frame.height >= 20:
+                calibration = profiles.profile_requests(frame, t_cal)
+                future = {c: frame[c].to_numpy() for c in ("purchases_next", "value_next")}
+        return btyd_models(at_cutoff, calibration, future, horizon, list(_SCORE_NAMES.values()))
 
 
 def customer_inputs(

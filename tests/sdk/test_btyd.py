@@ -16,7 +16,10 @@ from sdk.btyd import (
     bgnbd_p_no_purchase,
     gamma_gamma_mean_value,
     hyp2f1,
+    purchase_summary,
+    score_customers,
 )
+from sdk.manifest import BgNbdDef, BtydDef, GammaGammaDef
 
 #: The CDNOW sample's published estimates, a > 1, a large (the direct series), b below 1.
 PARAMS = [
@@ -163,3 +166,41 @@ def test_gamma_gamma_mean_moves_from_the_population_to_the_customer() -> None:
 def test_bad_parameters_and_inputs_are_refused(call, match: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_profile_summary_is_defined_once_for_fit_and_serving() -> None:
+    s = purchase_summary(
+        [3, 1, 0, None, 2, 4],
+        [90.0, 20.0, 0.0, None, None, 40.0],
+        [70.0, 14.0, None, 5.0, 21.0, 28.0],
+        [7.0, None, None, 5.0, 0.0, 35.0],  # last: a last purchase before the first (bad data)
+        7.0,
+    )
+    assert s.known.tolist() == [True, True, False, False, True, True]
+    assert s.x.tolist() == [2, 0, 0, 0, 1, 3]
+    assert s.T.tolist() == [10, 2, 0, 0, 3, 4]
+    assert s.t_x.tolist() == [9, 0, 0, 0, 3, 0]
+    assert s.m.tolist() == [30, 20, 0, 0, 0, 10]
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"a={p.a}")
+def test_one_customer_in_plain_floats_equals_the_vectorised_scores(params: BgNbd) -> None:
+    defn = BtydDef(
+        unit_days=7.0,
+        horizon_days=273.0,
+        bgnbd=BgNbdDef(r=params.r, alpha=params.alpha, a=params.a, b=params.b),
+        gamma_gamma=GammaGammaDef(p=6.25, q=3.74, v=15.44),
+    )
+    rng = np.random.default_rng(5)
+    n = 300
+    purchases = rng.integers(1, 400, n).astype(float)
+    first = rng.uniform(0, 3000, n)
+    last = first * rng.uniform(0, 1, n)
+    revenue = purchases * rng.uniform(5, 80, n)
+    many = score_customers(defn, purchase_summary(purchases, revenue, first, last, 7.0))
+    for i in range(0, n, 7):
+        one = score_customers(
+            defn, purchase_summary([purchases[i]], [revenue[i]], [first[i]], [last[i]], 7.0)
+        )
+        for name, column in many.items():
+            assert one[name][0] == pytest.approx(column[i], rel=1e-10, abs=1e-300), name

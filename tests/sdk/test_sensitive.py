@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sdk._decider import PREDICTIVE_SCORES
+from sdk._decider import BTYD_ONLY_SCORES, PREDICTIVE_SCORES
 from sdk.logs import FULL_LOG, decision_record, event_record
 from sdk.manifest import (
     PUBLIC_SCORES,
@@ -361,7 +361,8 @@ def test_bad_sensitive_sections_are_refused(sensitive: dict[str, Any]) -> None:
 
 
 def test_public_score_names_are_the_decision_scores_and_rfm() -> None:
-    assert set(PUBLIC_SCORES) == {"rfm"} | {score for _, score in PREDICTIVE_SCORES}
+    predictive = {score for _, score in PREDICTIVE_SCORES}
+    assert set(PUBLIC_SCORES) == {"rfm"} | predictive | set(BTYD_ONLY_SCORES)
     raw = msgspec.json.decode((RECORDED / "manifest.json").read_bytes())
     raw["publicScores"] = ["churn"]
     with pytest.raises(msgspec.ValidationError, match="publicScores"):
