@@ -1,5 +1,6 @@
 """``tailor`` command line: ``tailor train`` builds a bundle, ``tailor inspect`` shows one,
-``tailor bundle verify|diff|promote|rollback`` manage which bundle is live.
+``tailor score`` scores every customer with one, ``tailor bundle verify|diff|promote|rollback``
+manage which bundle is live.
 
 Exit codes: 0 success; 1 a bundle was refused or a requirement regressed; 2 usage errors
 (bad arguments, a malformed ``--require`` or ``--sample``).
@@ -15,7 +16,7 @@ import sys
 
 from rich.console import Console
 
-from model_export.cli import bundle, offline, report, train
+from model_export.cli import bundle, offline, report, score, train
 
 __all__ = ["main"]
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle.add_parser(sub)
     offline.add_parsers(sub)
     report.add_parser(sub)
+    score.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args, Console(stderr=False)))
 

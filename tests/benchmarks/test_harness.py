@@ -154,3 +154,14 @@ def test_state_comparison_counts_redis_round_trips(bundle_dir: Path, tmp_path: P
     )
     assert usage["commands_per_decide"].get("evalsha", 0) > 0
     assert "Redis round trips per decide" in (out / "run.md").read_text()
+
+
+def test_score_benchmark_reports_throughput_and_memory(tmp_path: Path) -> None:
+    out = tmp_path / "score"
+    printed = run_module("benchmarks.score", "--quick", "--out", str(out), timeout=300)
+    assert "µs/customer" in printed
+    result = json.loads((out / "score.json").read_text())["result"]
+    assert result["customers"] == 5000 and result["orders"] >= 5000
+    assert result["customers_per_s"] > 0 and result["score_s"] > 0
+    assert result["peak_rss_mib_after"] >= result["peak_rss_mib_before"] > 0
+    assert set(result["sources"].values()) == {"btyd"}

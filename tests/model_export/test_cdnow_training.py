@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 from model_export.fit.btyd import summary_of
 from model_export.inputs import ingest, profiles
 from model_export.inputs.config import load_config
+from model_export.scoring import score_frame
 from sdk import Decider, load_bundle
 from sdk.btyd import score_customers
 from tests import cdnow
@@ -130,3 +131,95 @@ def test_at_120_days_each_score_goes_to_the_better_model_out_of_time(tmp_path: P
         assert (score in m.btyd.serves) != supervised_wins, score
         if not supervised_wins:
             assert f"{model}: supervised model not served" in printed
+
+
+def _score(args: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "model_export.cli", "score", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_tailor_score_writes_what_decide_answers_for_every_customer(long_horizon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config, out, _ = long_horizon
+    scores = tmp_path / "scores.csv"
+    proc = _score(["--bundle", str(out), "--config", str(config), "--out", str(scores)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = " ".join(proc.stdout.split())
+    assert "scored 2357 customers as of 1997-10-01" in printed and "horizon 273 days" in printed
+    assert "churn_probability: btyd" in printed
+    table = pl.read_csv(scores, schema_overrides={"customer_id": pl.String})
+    assert table.columns == [
+        "customer_id", "segment", "persona", "lifecycle", "rfm_code", "p_alive",
+        "churn_probability", "expected_purchases", "expected_value", "top_offer",
+    ]  # fmt: skip
+    assert table.height == 2357 and table["customer_id"].n_unique() == 2357
+    # the same customers, one Decider.decide each, as a backend would ask
+    tx = ingest.read_all(load_config(config))["transactions"].frame
+    buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False)
+    buyers = buyers.filter(pl.col("purchases") > 0)
+    requests = list(profiles.profile_requests(buyers, CUTOFF))
+    decider = Decider(load_bundle(out), clock=lambda: CUTOFF)
+    rows = {r["customer_id"]: r for r in table.iter_rows(named=True)}
+    ids = buyers["customer_id"].to_list()
+    for i in range(0, len(ids), 37):
+        d = decider.decide(requests[i])
+        row = rows[ids[i]]
+        assert d.segment is not None and d.persona is not None and d.rfm is not None
+        assert (row["segment"], row["persona"], row["lifecycle"], row["rfm_code"]) == (
+            d.segment.id, d.persona.id, d.lifecycle.stage, d.rfm.code,
+        )  # fmt: skip
+        assert row["top_offer"] == (d.offers[0].id if d.offers else None)
+        got = d.scores or {}
+        for column, score in (
+            ("p_alive", "pAlive"),
+            ("churn_probability", "churnProbability"),
+            ("expected_purchases", "expectedPurchases"),
+            ("expected_value", "expectedValue"),
+        ):
+            assert row[column] == pytest.approx(got[score], abs=2e-6), column
+
+
+def test_tailor_score_forecasts_another_horizon_and_refuses_bad_arguments(
+    long_horizon, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    config, out, _ = long_horizon
+    base = ["--bundle", str(out), "--config", str(config)]
+    short = tmp_path / "s120.parquet"
+    proc = _score([*base, "--out", str(short), "--horizon-days", "120"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "horizon 120 days" in " ".join(proc.stdout.split())
+    table = pl.read_parquet(short)
+    m = load_bundle(out).manifest
+    assert m.btyd is not None
+    tx = ingest.read_all(load_config(config))["transactions"].frame
+    buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False)
+    requests = list(profiles.profile_requests(buyers.filter(pl.col("purchases") > 0), CUTOFF))
+    forecast = score_customers(m.btyd, summary_of(requests), horizon_days=120)
+    np.testing.assert_allclose(
+        table["expected_purchases"].to_numpy(), forecast["expectedPurchases"], atol=2e-6
+    )
+    long = score_customers(m.btyd, summary_of(requests))["expectedPurchases"]
+    assert np.all(forecast["expectedPurchases"] <= long + 1e-9)
+    assert _score([*base, "--out", str(tmp_path / "s.txt")]).returncode == 2
+    assert _score([*base, "--out", str(short), "--horizon-days", "-3"]).returncode == 2
+    missing = _score(
+        ["--bundle", str(tmp_path / "nope"), "--config", str(config), "--out", str(short)]
+    )
+    assert missing.returncode == 1 and "cannot score" in missing.stdout
+
+
+def test_a_bundle_without_btyd_scores_only_its_own_horizon(bundle_dir: Path, long_horizon) -> None:  # type: ignore[no-untyped-def]
+    """The demo bundle (segments and offers, no score model) still gives every customer a
+    segment, persona, lifecycle and top offer, says that no model gave the score columns, and
+    refuses a horizon rather than invent a forecast."""
+    config, _, _ = long_horizon
+    tx = ingest.read_all(load_config(config))["transactions"].frame
+    buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False).head(200)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest.btyd is None
+    run = score_frame(bundle, buyers, CUTOFF)
+    assert run.table.height == 200 and set(run.sources.values()) == {"none"}
+    assert run.table["persona"].null_count() == 0 and run.table["top_offer"].null_count() == 0
+    for column in run.sources:
+        assert run.table[column].null_count() == 200
+    with pytest.raises(ValueError, match="no buy-till-you-die models"):
+        score_frame(bundle, buyers, CUTOFF, horizon_days=30)
