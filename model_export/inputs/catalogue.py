@@ -29,14 +29,28 @@ from sdk.sensitive import Sensitivity
 __all__ = ["Catalogue", "PersonaTemplate", "ServingDef", "check_sensitive", "load_catalogue"]
 
 
+class FeatureBound(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A bound on a segment's centroid value of one feature, in the feature's own units."""
+
+    min: float | None = None
+    max: float | None = None
+
+
 class PersonaTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A persona a segment can be named after, with its signature: weights over the z-scores
-    of a segment's centroid (how far the segment sits from the population on each feature)."""
+    of a segment's centroid (how far the segment sits from the population on each feature).
+
+    The name is used only when its facts hold for the segment
+    (:func:`model_export.fit.personas.facts_hold`): every main signature feature (weight of
+    0.7 or more) that the data measures lies at least 0.25 standard deviations from the
+    population in the signature's direction, at least one of them is measured, and the
+    centroid meets every bound of ``requires``."""
 
     id: str
     name: str
     description: str
     signature: dict[str, float]
+    requires: dict[str, FeatureBound] = {}
 
 
 class ServingDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

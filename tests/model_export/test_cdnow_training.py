@@ -7,6 +7,7 @@ each supervised model is compared with BG/NBD out of time and the better one is 
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -18,7 +19,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from model_export.fit.btyd import summary_of
+from model_export.fit.personas import facts_hold
 from model_export.inputs import ingest, profiles
+from model_export.inputs.catalogue import load_catalogue
 from model_export.inputs.config import load_config
 from model_export.scoring import score_frame
 from sdk import Decider, load_bundle
@@ -223,3 +226,39 @@ def test_a_bundle_without_btyd_scores_only_its_own_horizon(bundle_dir: Path, lon
         assert run.table[column].null_count() == 200
     with pytest.raises(ValueError, match="no buy-till-you-die models"):
         score_frame(bundle, buyers, CUTOFF, horizon_days=30)
+
+
+def test_no_persona_contradicts_its_segments_measured_profile(long_horizon) -> None:  # type: ignore[no-untyped-def]
+    """Every CDNOW customer bought, and an order export has no referrer, device, search or
+    cart signal: no persona may claim those. A template's name is used only where its facts
+    hold; a generated one states the segment's own numbers, and its words match the lifts."""
+    _, out, _ = long_horizon
+    m = load_bundle(out).manifest
+    templates = {t.id: t for t in load_catalogue().personas}
+    personas = {p.id: p for p in m.personas}
+    # a feature is measured when the segments' centroids differ on it
+    features = set().union(*(s.centroid for s in m.segments))
+    measured = {f for f in features if len({s.centroid.get(f) for s in m.segments}) > 1}
+    assert {"purchases_log", "aov_log", "recency_days"} <= measured
+    assert not {"ref_email", "device_mobile", "searches_log", "cart_items_log"} & measured
+    names = [personas[s.persona].name for s in m.segments]
+    for unsupported in ("Window shoppers", "Bargain hunters", "Mobile browsers", "Researchers"):
+        assert unsupported not in names
+    assert "First-time visitors" not in names
+    generated = 0
+    for segment in m.segments:
+        persona = personas[segment.persona]
+        if segment.persona in templates:
+            assert facts_hold(templates[segment.persona], segment.centroid, segment.lift, measured)
+            continue
+        generated += 1
+        purchases = math.expm1(segment.centroid["purchases_log"])
+        aov = math.expm1(segment.centroid["aov_log"])
+        assert f"{purchases:.1f} purchases per customer" in persona.description
+        assert f"an average order of {aov:.2f}" in persona.description
+        assert ("One-time buyers" in persona.name) == (purchases < 1.5)
+        lift = segment.lift
+        assert ("higher order value" in persona.name) == (lift["aov_log"] >= 0.25)
+        assert ("lower order value" in persona.name) == (lift["aov_log"] <= -0.25)
+        assert ("lapsed" in persona.name) == (lift["recency_days"] >= 0.25)
+    assert generated >= 1  # the data has segments no template describes
