@@ -22,6 +22,7 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
     ("churn", "Churn"),
     ("value", "Customer value"),
     ("purchases", "Expected purchases"),
+    ("btyd", "Buy-till-you-die models (out of time)"),
     ("policy", "Offline policy value"),
     ("parity", "ONNX parity"),
 )

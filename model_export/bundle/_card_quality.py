@@ -337,3 +337,84 @@ def _other_diagnostics(c: _Card) -> _Html | None:
         ["diagnostic", "value"],
         [[_tag("code", k), _tag("code", _json(v, 1200))] for k, v in sorted(other.items())],
     )
+
+
+#: (label, supervised metric, BTYD metric, baseline metric, lower is better) rows of the
+#: out-of-time comparison of the customer-value models.
+_VALUE_ROWS = (
+    ("activity AUC (churn)", "churn_auc", "btyd_activity_auc", "churn_auc_recency_baseline", False),
+    ("purchases RMSE", "purchases_rmse", "btyd_purchases_rmse", "purchases_rmse_baseline", True),
+    ("value RMSE", "value_rmse", "btyd_value_rmse", "value_rmse_baseline", True),
+    (
+        "purchases total, forecast / actual",
+        "purchases_total_ratio",
+        "btyd_purchases_total_ratio",
+        None,
+        False,
+    ),
+    ("value total, forecast / actual", "value_total_ratio", "btyd_value_total_ratio", None, False),
+)
+_SCORE_MODELS = (
+    ("churnProbability", "churn"),
+    ("expectedPurchases", "purchases"),
+    ("expectedValue", "value"),
+)
+
+
+def _value_models_section(c: _Card) -> _Html | None:
+    """Which model gives each customer score, the buy-till-you-die parameters, and the
+    out-of-time comparison the choice was made on, with the run's notes."""
+    btyd = c.m.btyd
+    supervised = {model for _, model in _SCORE_MODELS if model in c.m.models}
+    if btyd is None and not supervised:
+        return None
+    parts: list[str] = []
+    served: list[tuple[object, object]] = []
+    for score, model in _SCORE_MODELS:
+        if model in supervised:
+            source = f"supervised model ({model}, ONNX)"
+        elif btyd is not None and score in btyd.serves:
+            source = "BG/NBD" + (" and Gamma-Gamma" if score == "expectedValue" else "")
+        else:
+            source = "none"
+        served.append((score, source))
+    if btyd is not None:
+        served.append(("pAlive", "BG/NBD"))
+    parts.append(_kv(served))
+    if btyd is not None:
+        bg = btyd.bgnbd
+        params = [
+            ("horizon", f"{btyd.horizon_days:g} days (time unit {btyd.unit_days:g} days)"),
+            (
+                "BG/NBD r, alpha, a, b",
+                ", ".join(format_number(v) for v in (bg.r, bg.alpha, bg.a, bg.b)),
+            ),
+        ]
+        if btyd.gamma_gamma is not None:
+            gg = btyd.gamma_gamma
+            params.append(
+                ("Gamma-Gamma p, q, v", ", ".join(format_number(v) for v in (gg.p, gg.q, gg.v)))
+            )
+        parts.append(_kv(params))
+    rows = []
+    for label, mine, theirs, base, lower in _VALUE_ROWS:
+        values = [c.metrics.get(k) if k is not None else None for k in (mine, theirs, base)]
+        if values[0] is None and values[1] is None:
+            continue
+        cells = [format_number(v) if v is not None else "—" for v in values]
+        rows.append([label, *cells, "lower is better" if lower else ""])
+    if rows:
+        parts.append(
+            _table(["out of time", "supervised", "BG/NBD", "baseline", ""], rows, numeric=(1, 2, 3))
+        )
+    notes = c.m.training.data.get("modelNotes") or []
+    if notes:
+        parts.append(_tag("ul", _join(_tag("li", n) for n in notes)))
+    parts.append(
+        _note(
+            "Each score is served by the model that did better out of time on the same customers "
+            "(churn by AUC, purchases and value by RMSE). The buy-till-you-die models forecast "
+            "any horizon; the supervised ones were trained for the bundle's."
+        )
+    )
+    return _Html("".join(parts))

@@ -28,6 +28,7 @@ from model_export.bundle._card_quality import (
     _other_diagnostics,
     _parity_section,
     _rfm_section,
+    _value_models_section,
 )
 from sdk.manifest import Manifest, manifest_decoder, manifest_encoder
 
@@ -123,6 +124,7 @@ def render_report(manifest: Manifest) -> str:
         ("parity", "ONNX parity", _parity_section(card)),
         ("importance", "Feature importance", _importance_section(card)),
         ("churn", "Churn model", _churn_section(card)),
+        ("value-models", "Customer-value models", _value_models_section(card)),
         ("rfm", "RFM", _rfm_section(card)),
         ("diagnostics", "Other diagnostics", _other_diagnostics(card)),
     ]

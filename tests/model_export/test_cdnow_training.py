@@ -7,6 +7,7 @@ each supervised model is compared with BG/NBD out of time and the better one is 
 from __future__ import annotations
 
 import csv
+import html
 import math
 import subprocess
 import sys
@@ -134,6 +135,14 @@ def test_at_120_days_each_score_goes_to_the_better_model_out_of_time(tmp_path: P
         assert (score in m.btyd.serves) != supervised_wins, score
         if not supervised_wins:
             assert f"{model}: supervised model not served" in printed
+    # the model card shows which model serves each score and the comparison it rests on
+    card = (out / "report.html").read_text()
+    section = card[card.index('id="value-models"') : card.index('id="rfm"')]
+    assert "activity AUC (churn)" in section and "purchases RMSE" in section
+    for key in ("churn_auc", "btyd_activity_auc", "purchases_rmse", "btyd_purchases_rmse"):
+        assert f"{metrics[key]:.4g}" in section, key
+    for note in m.training.data.get("modelNotes", []):
+        assert html.escape(note, quote=True) in section
 
 
 def _score(args: list[str]) -> subprocess.CompletedProcess[str]:
