@@ -40,12 +40,15 @@ from sdk.manifest import BtydDef
 __all__ = [
     "BgNbd",
     "GammaGamma",
+    "ParetoNbd",
     "PurchaseSummary",
     "bgnbd_expected_purchases",
     "bgnbd_p_alive",
     "bgnbd_p_no_purchase",
     "gamma_gamma_mean_value",
     "hyp2f1",
+    "pareto_nbd_expected_purchases",
+    "pareto_nbd_p_alive",
     "purchase_summary",
     "score_customers",
 ]
@@ -73,6 +76,25 @@ class BgNbd(NamedTuple):
         for name, value in self._asdict().items():
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"BG/NBD parameter {name} must be positive and finite: {value!r}")
+        return self
+
+
+class ParetoNbd(NamedTuple):
+    """Pareto/NBD parameters: ``r``, ``alpha`` (the purchase rate's Gamma) and ``s``,
+    ``beta`` (the dropout rate's Gamma: a customer's lifetime is exponential). All positive."""
+
+    r: float
+    alpha: float
+    s: float
+    beta: float
+
+    def check(self) -> ParetoNbd:
+        """These parameters, or ValueError when one is not a positive finite number."""
+        for name, value in self._asdict().items():
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"Pareto/NBD parameter {name} must be positive and finite: {value!r}"
+                )
         return self
 
 
@@ -390,3 +412,64 @@ def _score_few(
             spend = gg.p * (gg.v + (x + 1) * float(summary.m[i])) / (gg.p * (x + 1) + gg.q - 1)
             out["expectedValue"][i] = purchases * spend
     return out
+
+
+def _pareto_log_a0_ratio(params: ParetoNbd, x: Array, t_x: Array, T: Array) -> Array:
+    """``log(s / (r + s + x) (alpha + T)^(r + x) (beta + T)^s A0)``: the log odds of having
+    dropped out against being alive (Fader and Hardie's note on the Pareto/NBD, with ``A0``'s
+    two hypergeometric terms summed by :func:`hyp2f1` after Euler's transformation, which keeps
+    every series inside its domain)."""
+    r, alpha, s, beta = params
+    big = max(alpha, beta)
+    gap = abs(alpha - beta)
+    rsx = r + s + x
+    c = rsx + 1
+    upper: Array
+    power: Array
+    if alpha >= beta:  # 2F1(rsx, s + 1; c; z) = (1 - z)^(-s) 2F1(1, r + x; c; z)
+        upper, power = r + x, np.full_like(x, -s)
+    else:  # 2F1(rsx, r + x; c; z) = (1 - z)^(1 - r - x) 2F1(1, s + 1; c; z)
+        upper, power = np.full_like(x, s + 1.0), 1.0 - r - x
+
+    def log_term(at: Array) -> Array:
+        z = gap / (big + at)
+        series = hyp2f1(np.ones_like(x), upper, c, z)
+        return power * np.log1p(-z) + np.log(series) - rsx * np.log(big + at)
+
+    first, second = log_term(t_x), log_term(T)
+    with np.errstate(divide="ignore"):
+        log_a0 = first + np.log(-np.expm1(np.minimum(second - first, 0.0)))
+    ratio: Array = (
+        np.log(s) - np.log(rsx) + (r + x) * np.log(alpha + T) + s * np.log(beta + T) + log_a0
+    )
+    return ratio
+
+
+def pareto_nbd_p_alive(params: ParetoNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
+    """The probability that a customer with this history is still alive (Pareto/NBD)."""
+    x_, t_x_, T_ = _summary(x, t_x, T)
+    log_odds = _pareto_log_a0_ratio(params.check(), x_, t_x_, T_)
+    with np.errstate(over="ignore"):
+        alive: Array = 1.0 / (1.0 + np.exp(np.minimum(log_odds, 700.0)))
+    return alive
+
+
+def pareto_nbd_expected_purchases(
+    params: ParetoNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, t: ArrayLike
+) -> Array:
+    """Expected purchases in the next ``t`` (Pareto/NBD): ``P(alive) (r + x)(beta + T) /
+    ((alpha + T)(s - 1)) [1 - ((beta + T) / (beta + T + t))^(s - 1)]``, and its limit
+    ``P(alive) (r + x) / (alpha + T) (beta + T) log(1 + t / (beta + T))`` at ``s = 1``."""
+    r, alpha, s, beta = params.check()
+    x_, t_x_, T_, t_ = _summary(x, t_x, T, t)
+    if np.any(~(t_ >= 0)) or np.any(~np.isfinite(t_)):
+        raise ValueError("the horizon t must be non-negative and finite")
+    alive = pareto_nbd_p_alive(params, x_, t_x_, T_)
+    rate = (r + x_) / (alpha + T_)
+    keep = np.log(beta + T_) - np.log(beta + T_ + t_)
+    if abs(s - 1.0) < 1e-9:
+        lifetime = -(beta + T_) * keep
+    else:
+        lifetime = (beta + T_) / (s - 1) * -np.expm1((s - 1) * keep)
+    expected: Array = alive * rate * lifetime
+    return expected

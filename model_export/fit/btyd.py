@@ -26,11 +26,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
-from scipy.special import betaln, gammaln
+from scipy.special import betaln, gammaln, hyp2f1
 
 from sdk.btyd import (
     BgNbd,
     GammaGamma,
+    ParetoNbd,
     PurchaseSummary,
     purchase_summary,
     score_customers,
@@ -47,7 +48,9 @@ __all__ = [
     "choose_served",
     "fit_bgnbd",
     "fit_gamma_gamma",
+    "fit_pareto_nbd",
     "gamma_gamma_log_likelihood",
+    "pareto_nbd_log_likelihood",
     "summarise",
     "summary_of",
 ]
@@ -149,11 +152,34 @@ def gamma_gamma_log_likelihood(params: GammaGamma, x: Array, m: Array) -> float:
     )
 
 
+def pareto_nbd_log_likelihood(params: ParetoNbd, x: Array, t_x: Array, T: Array) -> float:
+    """The Pareto/NBD log-likelihood of the customers' summaries (Fader and Hardie's note on
+    implementing the model, with scipy's ``2F1``; ``A0``'s two terms combined in logs)."""
+    r, alpha, s, beta = params
+    big, gap = max(alpha, beta), abs(alpha - beta)
+    second = s + 1 if alpha >= beta else r + x
+    rsx = r + s + x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        term_tx = np.log(hyp2f1(rsx, second, rsx + 1, gap / (big + t_x))) - rsx * np.log(big + t_x)
+        term_t = np.log(hyp2f1(rsx, second, rsx + 1, gap / (big + T))) - rsx * np.log(big + T)
+        log_a0 = term_tx + np.log(-np.expm1(np.minimum(term_t - term_tx, 0.0)))
+        alive = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+        dropped = np.log(s) - np.log(rsx) + log_a0
+        total = (
+            gammaln(r + x)
+            - gammaln(r)
+            + r * np.log(alpha)
+            + s * np.log(beta)
+            + np.logaddexp(alive, dropped)
+        )
+    return float(np.sum(total))
+
+
 @dataclass(frozen=True)
 class BtydFit:
     """A fitted model, its maximised log-likelihood and the customers it was fitted on."""
 
-    params: BgNbd | GammaGamma
+    params: BgNbd | GammaGamma | ParetoNbd
     log_likelihood: float
     customers: int
 
@@ -192,6 +218,31 @@ def fit_bgnbd(summary: _Histories) -> BtydFit:
     bounds = [(np.log(1e-6), np.log(1e6))] * 4
     params, value = _maximise(negative, starts, bounds)
     return BtydFit(BgNbd(*map(float, params)), -value, len(x))
+
+
+def fit_pareto_nbd(summary: _Histories) -> BtydFit:
+    """The Pareto/NBD maximum-likelihood estimates for ``summary``'s customers.
+
+    Raises:
+        ValueError: no customer, or none with a repeat purchase.
+    """
+    x, t_x, T = summary.x, summary.t_x, summary.T
+    if len(x) == 0 or not np.any(x > 0):
+        raise ValueError("Pareto/NBD needs customers with repeat purchases")
+    scale = max(float(np.mean(T)), 1e-6)
+
+    def negative(log_params: Array) -> float:
+        value = -pareto_nbd_log_likelihood(ParetoNbd(*np.exp(log_params)), x, t_x, T)
+        return value if np.isfinite(value) else 1e300
+
+    starts = [
+        (0.5, scale / 3, 0.5, scale / 3),
+        (1.0, scale, 1.0, scale),
+        (0.3, scale / 8, 2.0, scale),
+    ]
+    bounds = [(np.log(1e-6), np.log(1e6))] * 4
+    params, value = _maximise(negative, starts, bounds)
+    return BtydFit(ParetoNbd(*map(float, params)), -value, len(x))
 
 
 def fit_gamma_gamma(summary: _Histories) -> BtydFit:

@@ -15,15 +15,19 @@ from model_export.fit.btyd import (
     bgnbd_log_likelihood,
     fit_bgnbd,
     fit_gamma_gamma,
+    fit_pareto_nbd,
     gamma_gamma_log_likelihood,
     summarise,
 )
 from sdk.btyd import (
     BgNbd,
     GammaGamma,
+    ParetoNbd,
     bgnbd_expected_purchases,
     bgnbd_p_no_purchase,
     gamma_gamma_mean_value,
+    pareto_nbd_expected_purchases,
+    pareto_nbd_p_alive,
 )
 from tests import cdnow
 
@@ -123,3 +127,28 @@ def test_fits_refuse_histories_that_cannot_identify_them(calibration) -> None:  
         fit_bgnbd(once)
     with pytest.raises(ValueError, match="at least 10 customers"):
         fit_gamma_gamma(once)
+
+
+def test_pareto_nbd_reproduces_the_published_estimates_on_cdnow(calibration) -> None:  # type: ignore[no-untyped-def]
+    """Fader and Hardie's note on implementing the Pareto/NBD (2005): r 0.5534, alpha 10.5776,
+    s 0.6061, beta 11.6686, LL -9,594.98; BG/NBD fits this data a little better (-9,582.4)."""
+    fit = fit_pareto_nbd(calibration)
+    assert isinstance(fit.params, ParetoNbd)
+    r, alpha, s, beta = fit.params
+    assert (round(r, 3), round(alpha, 2), round(s, 3), round(beta, 2)) == (
+        0.553,
+        10.58,
+        0.606,
+        11.67,
+    )
+    assert fit.log_likelihood == pytest.approx(-9594.98, abs=0.05)
+    assert fit.log_likelihood < fit_bgnbd(calibration).log_likelihood
+    held = cdnow.holdout_occasions()
+    actual = np.array([held.get(c, 0) for c in calibration.customer_ids])
+    expected = pareto_nbd_expected_purchases(
+        fit.params, calibration.x, calibration.t_x, calibration.T, HOLDOUT_WEEKS
+    )
+    # measured: 1,666 forecast against 1,882 purchase days (-11.5 %)
+    assert expected.sum() == pytest.approx(actual.sum(), rel=0.15)
+    alive = pareto_nbd_p_alive(fit.params, calibration.x, calibration.t_x, calibration.T)
+    assert roc_auc_score(actual > 0, alive) > 0.7

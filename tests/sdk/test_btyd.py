@@ -11,11 +11,14 @@ from scipy.special import hyp2f1 as scipy_hyp2f1
 from sdk.btyd import (
     BgNbd,
     GammaGamma,
+    ParetoNbd,
     bgnbd_expected_purchases,
     bgnbd_p_alive,
     bgnbd_p_no_purchase,
     gamma_gamma_mean_value,
     hyp2f1,
+    pareto_nbd_expected_purchases,
+    pareto_nbd_p_alive,
     purchase_summary,
     score_customers,
 )
@@ -204,3 +207,48 @@ def test_one_customer_in_plain_floats_equals_the_vectorised_scores(params: BgNbd
         )
         for name, column in many.items():
             assert one[name][0] == pytest.approx(column[i], rel=1e-10, abs=1e-300), name
+
+
+PARETO = [
+    ParetoNbd(0.553, 10.578, 0.606, 11.669),  # CDNOW: alpha < beta
+    ParetoNbd(1.2, 20.0, 2.5, 6.0),  # alpha >= beta, s > 1
+    ParetoNbd(0.4, 3.0, 1.0, 3.0),  # alpha == beta, s == 1
+]
+
+
+def reference_pareto_alive(params: ParetoNbd, x, t_x, T) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Fader and Hardie's P(alive) with scipy's 2F1 untransformed, where it is finite."""
+    r, alpha, s, beta = params
+    big, gap = max(alpha, beta), abs(alpha - beta)
+    second = s + 1 if alpha >= beta else r + x
+    rsx = r + s + x
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a1 = np.log(scipy_hyp2f1(rsx, second, rsx + 1, gap / (big + t_x))) - rsx * np.log(big + t_x)
+        a2 = np.log(scipy_hyp2f1(rsx, second, rsx + 1, gap / (big + T))) - rsx * np.log(big + T)
+        log_a0 = a1 + np.log(-np.expm1(np.minimum(a2 - a1, 0.0)))
+        log_odds = np.log(s / rsx) + (r + x) * np.log(alpha + T) + s * np.log(beta + T) + log_a0
+        return 1 / (1 + np.exp(log_odds))
+
+
+@pytest.mark.parametrize("params", PARETO, ids=lambda p: f"s={p.s}")
+def test_pareto_nbd_matches_the_scipy_reference_and_behaves(params: ParetoNbd) -> None:
+    x, t_x, T, t = customers(3000, seed=int(params.s * 10))
+    alive = pareto_nbd_p_alive(params, x, t_x, T)
+    ref = reference_pareto_alive(params, x, t_x, T)
+    ok = np.isfinite(ref)
+    assert ok.mean() > 0.8
+    np.testing.assert_allclose(alive[ok], ref[ok], rtol=1e-7, atol=1e-12)
+    assert np.all((alive >= 0) & (alive <= 1))
+    expected = pareto_nbd_expected_purchases(params, x, t_x, T, t)
+    assert np.all(np.isfinite(expected)) and np.all(expected >= 0) and np.all(expected[t == 0] == 0)
+    assert np.all(pareto_nbd_expected_purchases(params, x, t_x, T, t + 10) >= expected - 1e-12)
+    # a customer who just bought is more likely alive than one silent for as long
+    fresh = pareto_nbd_p_alive(params, 3, 50, 50)
+    silent = pareto_nbd_p_alive(params, 3, 5, 50)
+    assert fresh > silent
+
+
+def test_pareto_nbd_expected_purchases_are_continuous_at_s_equal_one() -> None:
+    at_one = pareto_nbd_expected_purchases(ParetoNbd(0.5, 8.0, 1.0, 9.0), 2, 10, 30, 39)
+    near = pareto_nbd_expected_purchases(ParetoNbd(0.5, 8.0, 1.0 + 1e-6, 9.0), 2, 10, 30, 39)
+    assert float(at_one) == pytest.approx(float(near), rel=1e-5)
