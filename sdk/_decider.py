@@ -22,6 +22,7 @@ from sdk._rules import CONSENT_LIFECYCLE, Rules, decision_attributes, lifecycle_
 from sdk._variants import Variants, slot_decision
 from sdk.bundle import Bundle
 from sdk.consent import permissions
+from sdk.errors import BundleError
 from sdk.features import FeatureRow, build_features
 from sdk.schema import (
     Behavior,
@@ -106,6 +107,14 @@ class Decider:
         self._score_names = [score for _, score, _ in self._score_models]
         # buy-till-you-die scores: pAlive, and those no supervised model of the bundle gives
         self._btyd = m.btyd
+        if m.btyd is not None:  # refused at load, not at the first decide
+            from sdk.btyd import BgNbd, check_servable
+
+            bg = m.btyd.bgnbd
+            try:
+                check_servable(BgNbd(bg.r, bg.alpha, bg.a, bg.b))
+            except ValueError as exc:
+                raise BundleError(f"manifest btyd: {exc}") from None
         self._btyd_names = (
             [*BTYD_ONLY_SCORES, *(s for s in m.btyd.serves if s not in self._score_names)]
             if m.btyd is not None

@@ -45,6 +45,7 @@ __all__ = [
     "bgnbd_expected_purchases",
     "bgnbd_p_alive",
     "bgnbd_p_no_purchase",
+    "check_servable",
     "gamma_gamma_mean_value",
     "hyp2f1",
     "pareto_nbd_expected_purchases",
@@ -62,6 +63,13 @@ MAX_TERMS = 200_000
 _SCALAR_ROWS = 4
 
 
+def _check_positive(model: str, params: dict[str, float]) -> None:
+    """ValueError naming the first parameter of ``model`` that is not positive and finite."""
+    for name, value in params.items():
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{model} parameter {name} must be positive and finite: {value!r}")
+
+
 class BgNbd(NamedTuple):
     """BG/NBD parameters: ``r``, ``alpha`` (the purchase rate's Gamma shape and rate) and
     ``a``, ``b`` (the dropout probability's Beta). All must be positive."""
@@ -73,9 +81,7 @@ class BgNbd(NamedTuple):
 
     def check(self) -> BgNbd:
         """These parameters, or ValueError when one is not a positive finite number."""
-        for name, value in self._asdict().items():
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"BG/NBD parameter {name} must be positive and finite: {value!r}")
+        _check_positive("BG/NBD", self._asdict())
         return self
 
 
@@ -90,11 +96,7 @@ class ParetoNbd(NamedTuple):
 
     def check(self) -> ParetoNbd:
         """These parameters, or ValueError when one is not a positive finite number."""
-        for name, value in self._asdict().items():
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"Pareto/NBD parameter {name} must be positive and finite: {value!r}"
-                )
+        _check_positive("Pareto/NBD", self._asdict())
         return self
 
 
@@ -108,11 +110,7 @@ class GammaGamma(NamedTuple):
 
     def check(self) -> GammaGamma:
         """These parameters, or ValueError when they cannot give a mean."""
-        for name, value in self._asdict().items():
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"Gamma-Gamma parameter {name} must be positive and finite: {value!r}"
-                )
+        _check_positive("Gamma-Gamma", self._asdict())
         if self.q <= 1:
             raise ValueError(f"Gamma-Gamma q must exceed 1 for a finite mean: {self.q!r}")
         return self
@@ -219,6 +217,18 @@ def _alive_odds(params: BgNbd, x: Array, t_x: Array, T: Array) -> Array:
     return np.where(x > 0, odds, 0.0)
 
 
+def check_servable(params: BgNbd) -> BgNbd:
+    """``params`` when :func:`bgnbd_expected_purchases` can evaluate them: positive, ``a``
+    not 1 (the formula's limit is not implemented) and ``a + b > 1`` (else the series is
+    undefined for a customer without repeat purchases); ValueError otherwise."""
+    params.check()
+    if abs(params.a - 1.0) < 1e-9:
+        raise ValueError("bgnbd_expected_purchases needs a != 1")
+    if params.a + params.b <= 1:
+        raise ValueError("bgnbd_expected_purchases needs a + b > 1")
+    return params
+
+
 def bgnbd_p_alive(params: BgNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
     """The probability that a customer with this history is still active (BG/NBD)."""
     x_, t_x_, T_ = _summary(x, t_x, T)
@@ -259,11 +269,7 @@ def bgnbd_expected_purchases(
             series is undefined for a customer without repeat purchases) or an input is out of
             range.
     """
-    r, alpha, a, b = params.check()
-    if abs(a - 1.0) < 1e-9:
-        raise ValueError("bgnbd_expected_purchases needs a != 1")
-    if a + b <= 1:
-        raise ValueError("bgnbd_expected_purchases needs a + b > 1")
+    r, alpha, a, b = check_servable(params)
     x_, t_x_, T_, t_ = _summary(x, t_x, T, t)
     if np.any(~(t_ >= 0)) or np.any(~np.isfinite(t_)):
         raise ValueError("the horizon t must be non-negative and finite")
@@ -379,9 +385,7 @@ def _score_few(
 ) -> dict[str, Array]:
     """:func:`score_customers` for a handful of customers, in plain floats (a single decide
     would otherwise spend most of its time in numpy's per-call overhead)."""
-    r, alpha, a, b = params.check()
-    if abs(a - 1.0) < 1e-9 or a + b <= 1:
-        raise ValueError("bgnbd_expected_purchases needs a != 1 and a + b > 1")
+    r, alpha, a, b = check_servable(params)
     if not (t >= 0 and math.isfinite(t)):
         raise ValueError("the horizon t must be non-negative and finite")
     gg = defn.gamma_gamma

@@ -33,6 +33,7 @@ from sdk.btyd import (
     GammaGamma,
     ParetoNbd,
     PurchaseSummary,
+    check_servable,
     purchase_summary,
     score_customers,
 )
@@ -316,10 +317,7 @@ def _define(
     notes: list[str] = []
     bg = fit_bgnbd(_known(summary)).params
     assert isinstance(bg, BgNbd)
-    if bg.a + bg.b <= 1 or abs(bg.a - 1) < 1e-6:
-        raise ValueError(
-            f"BG/NBD estimates outside what serving evaluates (a {bg.a:.3g}, b {bg.b:.3g})"
-        )
+    check_servable(bg)  # what the decider will refuse to load
     spend: GammaGammaDef | None = None
     try:
         gg = fit_gamma_gamma(_spend(summary)).params

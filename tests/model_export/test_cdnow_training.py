@@ -7,6 +7,7 @@ each supervised model is compared with BG/NBD out of time and the better one is 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import math
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
@@ -25,7 +27,7 @@ from model_export.inputs import ingest, profiles
 from model_export.inputs.catalogue import load_catalogue
 from model_export.inputs.config import load_config
 from model_export.scoring import score_frame
-from sdk import Decider, load_bundle
+from sdk import BundleError, Decider, load_bundle
 from sdk.btyd import score_customers
 from tests import cdnow
 from tests.conftest import ROOT
@@ -271,3 +273,20 @@ def test_no_persona_contradicts_its_segments_measured_profile(long_horizon) -> N
         assert ("lower order value" in persona.name) == (lift["aov_log"] <= -0.25)
         assert ("lapsed" in persona.name) == (lift["recency_days"] >= 0.25)
     assert generated >= 1  # the data has segments no template describes
+
+
+def test_a_bundle_whose_btyd_serving_cannot_evaluate_is_refused_at_load(long_horizon) -> None:  # type: ignore[no-untyped-def]
+    """Parameters outside what serving evaluates (a + b <= 1) fail when the decider is built,
+    with a typed error, not at a visitor's decide."""
+    _, out, _ = long_horizon
+    bundle = load_bundle(out)
+    assert bundle.manifest.btyd is not None
+    bad = msgspec.structs.replace(
+        bundle.manifest.btyd,
+        bgnbd=msgspec.structs.replace(bundle.manifest.btyd.bgnbd, a=0.4, b=0.5),
+    )
+    broken = dataclasses.replace(
+        bundle, manifest=msgspec.structs.replace(bundle.manifest, btyd=bad)
+    )
+    with pytest.raises(BundleError, match="a \\+ b > 1"):
+        Decider(broken)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +22,8 @@ from server.stores.redis_conn import RedisState, StateUnavailable
 from server.stores.redis_guard import RedisEventGuard
 from tests.redis_server import RedisServer
 
+T = TypeVar("T")
+
 
 def ev(kind: str = "click", event_id: str = "e1", decision: str = "d1") -> Event:
     return Event(
@@ -29,6 +32,17 @@ def ev(kind: str = "click", event_id: str = "e1", decision: str = "d1") -> Event
         decision_id=decision,
         event_id=event_id,
     )
+
+
+async def _once_back(call: Callable[[], Awaitable[T]], attempts: int = 20) -> T:
+    """``call()``'s answer once Redis answers again: the breaker may still be open for a moment
+    after a restart (it lets a trial call through within its reset time)."""
+    for _ in range(attempts):
+        try:
+            return await call()
+        except StateUnavailable:
+            await asyncio.sleep(0.05)
+    pytest.fail("Redis did not come back")
 
 
 def _state(url: str, prefix: str) -> RedisState:
@@ -99,14 +113,7 @@ def test_decisions_issued_while_redis_is_down_count_when_it_returns(tmp_path: Pa
                 with pytest.raises(StateUnavailable):
                     (await guard.claim_orders(["o-1"]))[0]
                 servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
-                for _ in range(3):  # the breaker may still be open for a moment
-                    try:
-                        result = await guard.check_and_record([ev()])
-                        break
-                    except StateUnavailable:
-                        await asyncio.sleep(0.1)
-                else:
-                    pytest.fail("Redis did not come back")
+                result = await _once_back(lambda: guard.check_and_record([ev()]))
                 assert result is None  # the buffered decision was written first
                 assert guard.pending == 0
             finally:
@@ -184,13 +191,7 @@ def test_issued_decisions_ride_in_the_visit_write_and_wait_out_an_outage(tmp_pat
                     await store.commit_visits([write], now=now, also=also)
                 assert guard.pending == 1  # given back when the call failed
                 servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
-                result: object = "unanswered"
-                for _ in range(20):  # until the breaker lets a trial call through
-                    try:
-                        result = await guard.check_and_record([ev("click", "e2", "d2")])
-                        break
-                    except StateUnavailable:
-                        await asyncio.sleep(0.05)
+                result = await _once_back(lambda: guard.check_and_record([ev("click", "e2", "d2")]))
                 assert result is None and guard.pending == 0
             finally:
                 await state.close()
