@@ -4,34 +4,36 @@ purchases and value, the top offer).
 
 Each customer is the visit a profile at the as-of time would send
 (:func:`model_export.inputs.profiles.iter_profile_requests`, the rows ``tailor train`` learned
-from), decided by the bundle's own :class:`sdk.Decider` in batches, so a row holds exactly what
-``Decider.decide`` answers for that customer. A horizon other than the bundle's is answered by
-its buy-till-you-die models (:func:`sdk.btyd.score_customers`), which forecast any horizon; the
-supervised models were trained for one.
+from), profiled by the bundle's own :class:`sdk.Decider` in batches
+(:meth:`sdk.Decider.profile_many`: the decision's own functions, without the slots, experiments
+and ids a customer table does not hold), so a row holds exactly what ``Decider.decide`` answers
+for that customer. A horizon other than the bundle's is answered by
+its buy-till-you-die models and their adjustments (:func:`sdk.btyd.score_customers`), which
+forecast any horizon; the supervised models were trained for one.
 
 Must not import server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+import msgspec
 import polars as pl
 
 from model_export.errors import TrainingDataError
-from model_export.fit.btyd import summary_of
 from model_export.inputs import ingest, profiles
 from model_export.inputs.config import TrainingConfig
-from sdk import Decider
-from sdk.btyd import score_customers
+from sdk import CustomerRow, Decider
 from sdk.bundle import Bundle
-from sdk.schema import DecideRequest, Decision
+from sdk.manifest import BtydScore
+from sdk.schema import DecideRequest
 
-__all__ = ["COLUMNS", "ScoreRun", "score_file", "score_frame"]
+__all__ = ["COLUMNS", "ScoreRun", "customers_as_of", "score_file", "score_frame"]
 
 #: The columns of the table, in order.
 COLUMNS = (
@@ -46,6 +48,9 @@ COLUMNS = (
     "expected_value",
     "top_offer",
 )
+_BTYD_SCORES: list[BtydScore] = ["churnProbability", "expectedPurchases", "expectedValue"]
+#: Bundle models of the supervised scores (trained for one horizon).
+_SUPERVISED = ("churn", "purchases", "value")
 #: Decision score of each column.
 _SCORES = {
     "p_alive": "pAlive",
@@ -62,7 +67,7 @@ class ScoreRun:
     table: pl.DataFrame
     as_of: datetime
     horizon_days: float | None
-    #: which model gave each score column (``supervised``, ``btyd`` or ``none``)
+    #: which model gave each score column (``supervised``, ``adjusted``, ``btyd`` or ``none``)
     sources: dict[str, str]
 
 
@@ -77,15 +82,31 @@ def _chunks(requests: Iterator[DecideRequest], size: int) -> Iterator[list[Decid
         yield chunk
 
 
-def _row_values(d: Decision) -> tuple[object, ...]:
-    scores = d.scores or {}
+def _row_values(d: CustomerRow) -> tuple[object, ...]:
     return (
-        d.segment.id if d.segment is not None else None,
-        d.persona.id if d.persona is not None else None,
-        d.lifecycle.stage,
-        d.rfm.code if d.rfm is not None else None,
-        *(scores.get(name) for name in _SCORES.values()),
-        d.offers[0].id if d.offers else None,
+        d.segment,
+        d.persona,
+        d.lifecycle,
+        d.rfm_code,
+        *(d.scores.get(name) for name in _SCORES.values()),
+        d.top_offer,
+    )
+
+
+def _at_horizon(bundle: Bundle, days: float) -> Bundle:
+    """The bundle forecasting ``days`` instead of its horizon: the buy-till-you-die models
+    (with their adjustments, which hold at any horizon) give every score they can; the
+    supervised models, trained for the bundle's horizon only, give none."""
+    manifest = bundle.manifest
+    btyd = manifest.btyd
+    assert btyd is not None
+    serves = [s for s in _BTYD_SCORES if s not in btyd.adjusted]
+    if btyd.gamma_gamma is None:
+        serves = [s for s in serves if s != "expectedValue"]
+    models = {k: v for k, v in manifest.models.items() if k not in _SUPERVISED}
+    changed = msgspec.structs.replace(btyd, horizon_days=days, serves=serves)
+    return dataclasses.replace(
+        bundle, manifest=msgspec.structs.replace(manifest, btyd=changed, models=models)
     )
 
 
@@ -113,33 +134,55 @@ def score_frame(
             "this bundle has no buy-till-you-die models, so it scores only the horizon it was "
             "trained for; retrain with [predict] horizon_days, or leave --horizon-days out"
         )
-    decider = Decider(bundle, clock=lambda: as_of)
+    scored = bundle
+    if other_horizon and horizon_days is not None:
+        scored = _at_horizon(bundle, float(horizon_days))
+    decider = Decider(scored, clock=lambda: as_of)
     rows: list[tuple[object, ...]] = []
-    extra: dict[str, list[float]] = {name: [] for name in _SCORES.values()}
     for chunk in _chunks(profiles.iter_profile_requests(customers, as_of), chunk_size):
-        rows.extend(_row_values(d) for d in decider.decide_many(chunk))
-        if other_horizon and btyd is not None:
-            forecast = score_customers(btyd, summary_of(chunk), horizon_days=horizon_days)
-            for name in extra:
-                extra[name].extend(forecast.get(name, np.full(len(chunk), np.nan)).tolist())
+        rows.extend(_row_values(d) for d in decider.profile_many(chunk))
     names = COLUMNS[1:]
     columns = {name: [r[i] for r in rows] for i, name in enumerate(names)}
-    served_by_btyd = {"pAlive", *btyd.serves} if btyd is not None else set()
+    final = scored.manifest.btyd
     sources = {}
     for column, score in _SCORES.items():
-        if other_horizon:
-            columns[column] = [None if v != v else round(v, 6) for v in extra[score]]
-        if other_horizon or score in served_by_btyd:
-            found = any(v is not None for v in columns[column])
-            sources[column] = "btyd" if found else "none"
+        if not any(v is not None for v in columns[column]):
+            sources[column] = "none"
+        elif final is not None and score in final.adjusted:
+            sources[column] = "adjusted"
+        elif final is not None and (score == "pAlive" or score in final.serves):
+            sources[column] = "btyd"
         else:
-            found = any(v is not None for v in columns[column])
-            sources[column] = "supervised" if found else "none"
+            sources[column] = "supervised"
     table = pl.DataFrame(
         {"customer_id": customers.get_column("customer_id"), **columns},
         schema_overrides=dict.fromkeys(_SCORES, pl.Float64),
     ).select(COLUMNS)
     return ScoreRun(table, as_of, horizon_days if other_horizon else bundle_horizon, sources)
+
+
+def customers_as_of(
+    config: TrainingConfig, as_of: datetime | None
+) -> tuple[pl.DataFrame, datetime]:
+    """The profiles of the configured data's customers with a purchase before ``as_of`` (the
+    config's cutoff when None, else just after the newest transaction; UTC when naive), and
+    that time.
+
+    Raises:
+        TrainingDataError: no valid transaction was read.
+    """
+    results = ingest.read_all(config)
+    tx = results["transactions"].frame
+    events = results["events"].frame if "events" in results else None
+    if tx.is_empty():
+        raise TrainingDataError("no valid transactions were read")
+    if as_of is None:
+        newest = tx["ts"].max()
+        assert isinstance(newest, datetime)
+        as_of = config.cutoff or (newest + timedelta(seconds=1))
+    as_of = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
+    customers = profiles.build_profiles(tx, as_of, events=events, include_visitors=False)
+    return customers.filter(pl.col("purchases") > 0), as_of
 
 
 def score_file(
@@ -161,18 +204,7 @@ def score_file(
     """
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out must end in .csv or .parquet, not {out.suffix or out.name!r}")
-    results = ingest.read_all(config)
-    tx = results["transactions"].frame
-    events = results["events"].frame if "events" in results else None
-    if tx.is_empty():
-        raise TrainingDataError("no valid transactions were read")
-    if as_of is None:
-        newest = tx["ts"].max()
-        assert isinstance(newest, datetime)
-        as_of = config.cutoff or (newest + timedelta(seconds=1))
-    as_of = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
-    customers = profiles.build_profiles(tx, as_of, events=events, include_visitors=False)
-    customers = customers.filter(pl.col("purchases") > 0)
+    customers, as_of = customers_as_of(config, as_of)
     if customers.is_empty():
         raise TrainingDataError(f"no customer bought before {as_of.isoformat()}")
     run = score_frame(bundle, customers, as_of, horizon_days=horizon_days)

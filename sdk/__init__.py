@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sdk._cache import VisitCache
 from sdk._client import AsyncClient, Client
-from sdk._decider import Decider
+from sdk._decider import CustomerRow, Decider
 from sdk._fallback import Fallback
 from sdk._resilience import CircuitBreaker, Retry
 from sdk.bundle import Bundle, load_bundle
@@ -76,6 +76,7 @@ __all__ = [
     "ConditionError",
     "Consent",
     "Context",
+    "CustomerRow",
     "DecideRequest",
     "Decider",
     "Decision",

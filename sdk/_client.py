@@ -1,11 +1,11 @@
 """The Python SDK's clients: :class:`Client` (sync, thread-safe) and :class:`AsyncClient`.
 
 Both have one surface (``decide``, ``decide_many``, ``track``, ``record_conversions``,
-``flush``, ``forget``, ``close``) and two modes: ``remote`` (a Tailor server over pooled
-HTTP) and ``local`` (the server's :class:`~sdk.Decider` in-process, from a bundle kept fresh
-by :mod:`sdk._local`). No I/O in constructors; retries, the circuit breaker, fallbacks and
-what each answer means are shared in :mod:`sdk._client_core`; the visit cache is
-:mod:`sdk._cache`, event delivery :mod:`sdk._events`.
+``push_profiles``, ``flush``, ``forget``, ``close``) and two modes: ``remote`` (a Tailor
+server over pooled HTTP) and ``local`` (the server's :class:`~sdk.Decider` in-process, from
+a bundle kept fresh by :mod:`sdk._local`). No I/O in constructors; retries, the circuit
+breaker, fallbacks and what each answer means are shared in :mod:`sdk._client_core`; the
+visit cache is :mod:`sdk._cache`, event delivery :mod:`sdk._events`.
 
 Must not import numpy, onnxruntime, litestar or sklearn at module level.
 """
@@ -40,12 +40,22 @@ from sdk._client_core import (
     encoder,
     json_headers,
     no_server,
+    profile_chunks,
+    profiles_imported,
 )
 from sdk._events import AsyncEventSender, EventSender
 from sdk._resilience import CircuitBreaker, Retry
 from sdk.bundle import Bundle, PublicKeySpec
 from sdk.errors import APIError, TransportError
-from sdk.schema import Conversion, DecideRequest, Decision, Event, EventBatch
+from sdk.schema import (
+    Conversion,
+    CustomerProfile,
+    DecideRequest,
+    Decision,
+    Event,
+    EventBatch,
+    ProfilesImported,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client"]
 
@@ -197,6 +207,31 @@ class Client(Surface):
             response = self._call("POST", "/v1/conversions", body, guarded=False)
             recorded += conversions_recorded(response)
         return recorded
+
+    def push_profiles(self, rows: Sequence[CustomerProfile]) -> ProfilesImported:
+        """Push customers' order-history profiles (``POST /v1/profiles/import``, secret key):
+        each the base of its user's stored profile, so that a visitor identified as the user
+        is decided with it. Sent now, up to 1,000 rows a call; pushing the same rows again
+        changes nothing, so a push that failed half-way may simply be repeated.
+
+        Returns:
+            The counts of ``written``, ``unchanged``, ``stale`` and ``invalid`` rows and every
+            row's outcome, in order.
+
+        Raises:
+            APIError: the server refused a call (401/403 without a secret key, 422 for a row
+                that violates the schema, 503 with the shared store down); earlier calls of a
+                long list were stored.
+            TransportError: the server could not be reached.
+            TypeError: an item is not a :class:`~sdk.schema.CustomerProfile`.
+        """
+        if self._core.base_url is None:
+            raise no_server()
+        pushed = ProfilesImported()
+        for body in profile_chunks(rows):
+            response = self._call("POST", "/v1/profiles/import", body, guarded=False)
+            pushed = profiles_imported(response, pushed)
+        return pushed
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Send the queued events now; True when all left within ``timeout`` seconds."""
@@ -394,6 +429,16 @@ class AsyncClient(Surface):
             response = await self._call("POST", "/v1/conversions", body, guarded=False)
             recorded += conversions_recorded(response)
         return recorded
+
+    async def push_profiles(self, rows: Sequence[CustomerProfile]) -> ProfilesImported:
+        """See :meth:`Client.push_profiles`."""
+        if self._core.base_url is None:
+            raise no_server()
+        pushed = ProfilesImported()
+        for body in profile_chunks(rows):
+            response = await self._call("POST", "/v1/profiles/import", body, guarded=False)
+            pushed = profiles_imported(response, pushed)
+        return pushed
 
     async def flush(self, timeout: float | None = 5.0) -> bool:
         """See :meth:`Client.flush`."""

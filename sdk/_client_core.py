@@ -31,18 +31,22 @@ from sdk.errors import (
     TransportError,
 )
 from sdk.schema import (
+    PROFILE_BATCH_MAX,
     Content,
     Conversion,
     ConversionBatch,
+    CustomerProfile,
     DecideRequest,
     Decision,
     Id,
+    ProfilesImported,
     SlotDecision,
 )
 
 __all__ = [
     "BATCH",
     "DEFAULT_TIMEOUT",
+    "PROFILE_BODY_BYTES",
     "ConversionsRecorded",
     "Core",
     "FallbackArg",
@@ -56,6 +60,8 @@ __all__ = [
     "encoder",
     "json_headers",
     "no_server",
+    "profile_chunks",
+    "profiles_imported",
     "visitor_path",
 ]
 
@@ -341,6 +347,53 @@ def conversions_recorded(response: httpx.Response) -> ConversionsRecorded:
     """The server's answer to ``POST /v1/conversions``."""
     recorded: ConversionsRecorded = decode(_recorded, response)
     return recorded
+
+
+#: Most bytes of one ``POST /v1/profiles/import`` body (the server takes 16 times its
+#: ``max_body_bytes``, 1 MiB by default).
+PROFILE_BODY_BYTES = 512 * 1024
+_imported = msgspec.json.Decoder(ProfilesImported)
+
+
+def profile_chunks(rows: Sequence[CustomerProfile]) -> list[bytes]:
+    """The bodies of ``POST /v1/profiles/import`` for ``rows``: at most
+    :data:`~sdk.schema.PROFILE_BATCH_MAX` rows and about :data:`PROFILE_BODY_BYTES` each.
+
+    Raises:
+        TypeError: an item is not a :class:`~sdk.schema.CustomerProfile`.
+    """
+    bodies: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for row in rows:
+        if not isinstance(row, CustomerProfile):
+            raise TypeError(f"push_profiles takes sdk.schema.CustomerProfile, not {row!r}")
+        part = encoder.encode(row)
+        if parts and (len(parts) == PROFILE_BATCH_MAX or size + len(part) > PROFILE_BODY_BYTES):
+            bodies.append(b'{"profiles":[' + b",".join(parts) + b"]}")
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        bodies.append(b'{"profiles":[' + b",".join(parts) + b"]}")
+    return bodies
+
+
+def profiles_imported(
+    response: httpx.Response, before: ProfilesImported | None = None
+) -> ProfilesImported:
+    """The server's answer to ``POST /v1/profiles/import``, added to ``before`` (earlier
+    calls of the same push)."""
+    now: ProfilesImported = decode(_imported, response)
+    if before is None:
+        return now
+    return ProfilesImported(
+        written=before.written + now.written,
+        unchanged=before.unchanged + now.unchanged,
+        stale=before.stale + now.stale,
+        invalid=before.invalid + now.invalid,
+        results=[*before.results, *now.results],
+    )
 
 
 def visitor_path(visitor_id: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sdk._onnx import require_local
 from sdk._persona import Nearest, Personas, rfm_result, row_scores
@@ -28,13 +29,15 @@ from sdk.schema import (
     Behavior,
     DecideRequest,
     Decision,
+    Lifecycle,
     PersonaResult,
+    RankedOffer,
     Reason,
     SegmentResult,
 )
 from sdk.sensitive import Sensitivity
 
-__all__ = ["Decider", "decision_attributes", "slot_decision"]
+__all__ = ["CustomerRow", "Decider", "decision_attributes", "slot_decision"]
 
 #: How long a client may reuse a decision for the same visit, in seconds.
 DECISION_TTL = 1800
@@ -52,6 +55,19 @@ _NO_CONSENT = Reason(
     message="no personalization consent: contextual decision from page "
     "context only, no profile used or stored",
 )
+
+
+class CustomerRow(NamedTuple):
+    """What a decision says of a customer (:meth:`Decider.profile_many`): segment, persona
+    and RFM code (None without personalization consent), lifecycle stage, predictive scores
+    by name, and the top-ranked offer."""
+
+    segment: int | None
+    persona: str | None
+    lifecycle: str
+    rfm_code: str | None
+    scores: dict[str, float]
+    top_offer: str | None
 
 
 def _utcnow() -> datetime:
@@ -115,8 +131,22 @@ class Decider:
                 check_servable(BgNbd(bg.r, bg.alpha, bg.a, bg.b))
             except ValueError as exc:
                 raise BundleError(f"manifest btyd: {exc}") from None
+        # scores a supervised model adjusts: (score name, bundle model, its float output)
+        self._adjust_models: list[tuple[str, str, str]] = []
+        for score, adj in (m.btyd.adjusted if m.btyd is not None else {}).items():
+            if adj.model not in m.models or score in self._score_names:
+                raise BundleError(
+                    f"manifest btyd: {score} is adjusted by {adj.model!r}, which the bundle "
+                    "lacks or which a supervised model already gives"
+                )
+            out = next(o.name for o in m.models[adj.model].outputs if o.dtype == "float32")
+            self._adjust_models.append((score, adj.model, out))
         self._btyd_names = (
-            [*BTYD_ONLY_SCORES, *(s for s in m.btyd.serves if s not in self._score_names)]
+            [
+                *BTYD_ONLY_SCORES,
+                *(s for s in m.btyd.serves if s not in self._score_names),
+                *(s for s, _, _ in self._adjust_models if s not in m.btyd.serves),
+            ]
             if m.btyd is not None
             else []
         )
@@ -124,6 +154,7 @@ class Decider:
         self._run = bundle.runner(
             [("segments", distance_output), ("offers", proba_output)]
             + [(model, output) for model, _, output in self._score_models]
+            + [(model, output) for _, model, output in self._adjust_models]
         )
 
     def decide(
@@ -232,26 +263,42 @@ class Decider:
         suppressed: list[frozenset[str]] | None,
         sticky: Sequence[Mapping[str, str] | None] | None,
     ) -> list[Decision]:
-        np = self._np
         hidden = suppressed if suppressed is not None else [frozenset()] * len(requests)
         kept = sticky if sticky is not None else [None] * len(requests)
         if not rows:
             return []
-        matrix = np.array([r.values for r in rows], dtype=np.float32)
-        distances, probas, *score_outputs = self._run(matrix)
-        scores = row_scores(np, self._score_names, score_outputs, len(rows))
-        if self._btyd is not None:
-            self._add_btyd_scores(rows, scores)
-        offer_scores = np.asarray(probas, dtype=np.float64).tolist()
-        nearest = [
-            self._personas.nearest(d) for d in np.asarray(distances, dtype=np.float64).tolist()
-        ]
+        distance_rows, offer_scores, scores = self._run_rows(rows)
+        nearest = [self._personas.nearest(d) for d in distance_rows]
         return [
             self._finish(req, row, nearest[i], offer_scores[i], scores[i], hidden[i], kept[i])
             for i, (req, row) in enumerate(zip(requests, rows, strict=True))
         ]
 
-    def _add_btyd_scores(self, rows: list[FeatureRow], scores: list[dict[str, float]]) -> None:
+    def _run_rows(
+        self, rows: list[FeatureRow]
+    ) -> tuple[list[list[float]], list[list[float]], list[dict[str, float]]]:
+        """One ONNX run for ``rows``: per row the segment distances, the offer scores and the
+        predictive scores (supervised, buy-till-you-die and adjusted)."""
+        np = self._np
+        matrix = np.array([r.values for r in rows], dtype=np.float32)
+        distances, probas, *outputs = self._run(matrix)
+        n_scores = len(self._score_models)
+        scores = row_scores(np, self._score_names, outputs[:n_scores], len(rows))
+        if self._btyd is not None:
+            etas = {
+                score: np.asarray(out, dtype=np.float64).reshape(len(rows), -1)[:, 0]
+                for (score, _, _), out in zip(self._adjust_models, outputs[n_scores:], strict=True)
+            }
+            self._add_btyd_scores(rows, scores, etas)
+        return (
+            np.asarray(distances, dtype=np.float64).tolist(),
+            np.asarray(probas, dtype=np.float64).tolist(),
+            scores,
+        )
+
+    def _add_btyd_scores(
+        self, rows: list[FeatureRow], scores: list[dict[str, float]], etas: dict[str, Any]
+    ) -> None:
         """Add the bundle's buy-till-you-die scores to the rows of customers with a purchase
         (:func:`sdk.btyd.score_customers` on :func:`sdk.btyd.purchase_summary` of each row's
         behaviour: the same definition ``tailor train`` fitted and ``tailor score`` uses)."""
@@ -268,13 +315,63 @@ class Decider:
         )
         if not summary.known.any():
             return
-        values = score_customers(self._btyd, summary)
+        values = score_customers(self._btyd, summary, etas=etas)
         for name in self._btyd_names:
             if name not in values:
                 continue
             for i, v in enumerate(values[name].tolist()):
                 if v == v:  # not NaN: a customer with a purchase
                     scores[i][name] = round(max(v, 0.0), 6)
+
+    def _profile(
+        self,
+        req: DecideRequest,
+        row: FeatureRow,
+        persona: str | None,
+        probas: list[float],
+        suppressed: frozenset[str],
+    ) -> tuple[Lifecycle, dict[str, Any], list[RankedOffer]]:
+        """What a decision says of the visitor besides its persona (``persona``: its id, None
+        without personalization consent), before its slots and experiments: the lifecycle
+        stage, the rule attributes and the ranked offers (the one definition :meth:`decide`
+        and :meth:`profile_many` share)."""
+        facts = lifecycle_facts(row.behavior)
+        lifecycle = self._rules.lifecycle(facts) if persona is not None else CONSENT_LIFECYCLE
+        attributes = decision_attributes(req, row, persona, lifecycle.stage, facts)
+        return lifecycle, attributes, self._rules.rank(probas, attributes, suppressed)
+
+    def profile_many(self, requests: list[DecideRequest]) -> list[CustomerRow]:
+        """What :meth:`decide_many` answers of each visit's customer, without building the
+        decision: segment, persona, lifecycle stage, RFM code, scores and the top offer (no
+        slots, experiments, reasons or ids, which a customer table does not hold). The same
+        functions as :meth:`decide`, so each row equals the decision's fields (for
+        ``tailor score``)."""
+        if self.sensitivity:
+            requests = [self.sensitivity.scrub_request(r) for r in requests]
+        rows = self._rows(requests, None)
+        if not rows:
+            return []
+        distances, probas, scores = self._run_rows(rows)
+        rfm = self.bundle.manifest.rfm
+        out: list[CustomerRow] = []
+        for i, (req, row) in enumerate(zip(requests, rows, strict=True)):
+            personalized = permissions(req.consent).personalize
+            segment = self._personas.segment_of(distances[i]) if personalized else None
+            persona = self._personas.persona_of(segment) if segment is not None else None
+            lifecycle, _, ranked = self._profile(req, row, persona, probas[i], frozenset())
+            out.append(
+                CustomerRow(
+                    segment=segment,
+                    persona=persona,
+                    lifecycle=lifecycle.stage,
+                    rfm_code=r.code
+                    if personalized and (r := rfm_result(rfm, row.behavior)) is not None
+                    else None,
+                    scores=scores[i] if personalized else {},
+                    top_offer=ranked[0].id if ranked else None,
+                )
+            )
+        return out
 
     def _finish(
         self,
@@ -288,20 +385,20 @@ class Decider:
     ) -> Decision:
         m = self.bundle.manifest
         personalized = permissions(req.consent).personalize
-        facts = lifecycle_facts(row.behavior)
         persona: PersonaResult | None = None
         segment: SegmentResult | None = None
         if personalized:
-            persona, segment, persona_reason = self._personas.describe(nearest)
-            lifecycle = self._rules.lifecycle(facts)
-            reasons = [persona_reason, self._rules.lifecycle_reason(lifecycle)]
-        else:
-            lifecycle = CONSENT_LIFECYCLE
-            reasons = [_NO_CONSENT]
-        attributes = decision_attributes(
-            req, row, persona.id if persona else None, lifecycle.stage, facts
+            persona, segment = self._personas.describe(nearest)
+        lifecycle, attributes, ranked = self._profile(
+            req, row, persona.id if persona else None, probas, suppressed
         )
-        ranked = self._rules.rank(probas, attributes, suppressed)
+        if persona is not None and segment is not None:
+            reasons = [
+                self._personas.reason(persona, segment),
+                self._rules.lifecycle_reason(lifecycle),
+            ]
+        else:
+            reasons = [_NO_CONSENT]
         reasons += self._rules.offer_reasons(ranked, suppressed)
         signals = row.signals
         reasons.append(

@@ -42,7 +42,7 @@ class Personas:
         """The nearest segment, its distance and the persona affinities: a softmax over
         negative squared distances (temperature from the manifest), summed per persona."""
         t = self._temperature
-        best = min(range(len(distances)), key=distances.__getitem__)
+        best = self.segment_of(distances)
         logits = [-(d * d) / t for d in distances]
         top = max(logits)
         weights = [math.exp(x - top) for x in logits]
@@ -52,18 +52,29 @@ class Personas:
             affinities[persona] += w / total
         return best, distances[best], affinities
 
-    def describe(self, nearest: Nearest) -> tuple[PersonaResult, SegmentResult, Reason]:
-        """The decision's persona and segment for ``nearest``, and the reason naming them."""
+    def segment_of(self, distances: list[float]) -> int:
+        """The nearest segment (the first of equals)."""
+        return min(range(len(distances)), key=distances.__getitem__)
+
+    def persona_of(self, segment: int) -> str:
+        """The persona id of ``segment``."""
+        return self._segment_persona[segment]
+
+    def describe(self, nearest: Nearest) -> tuple[PersonaResult, SegmentResult]:
+        """The decision's persona and segment for ``nearest``."""
         seg_id, distance, weights = nearest
         affinities = {p: round(w, 6) for p, w in zip(self.ids, weights, strict=True)}
-        pid = self._segment_persona[seg_id]
+        pid = self.persona_of(seg_id)
         persona = PersonaResult(id=pid, name=self._personas[pid].name, affinities=affinities)
-        segment = SegmentResult(id=seg_id, distance=round(distance, 6))
-        reason = Reason(
+        return persona, SegmentResult(id=seg_id, distance=round(distance, 6))
+
+    def reason(self, persona: PersonaResult, segment: SegmentResult) -> Reason:
+        """The reason naming the persona and segment :meth:`describe` gave."""
+        return Reason(
             code="persona.nearest_segment",
-            message=f"closest to segment {seg_id} ({persona.name}), affinity {affinities[pid]:.2f}",
+            message=f"closest to segment {segment.id} ({persona.name}), "
+            f"affinity {persona.affinities[persona.id]:.2f}",
         )
-        return persona, segment, reason
 
 
 def row_scores(np: Any, names: list[str], outputs: list[Any], n: int) -> list[dict[str, float]]:

@@ -29,7 +29,7 @@ Must not import server or model_export; no scipy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -38,10 +38,12 @@ import numpy.typing as npt
 from sdk.manifest import BtydDef
 
 __all__ = [
+    "ADJUST_BOUND",
     "BgNbd",
     "GammaGamma",
     "ParetoNbd",
     "PurchaseSummary",
+    "adjust_score",
     "bgnbd_expected_purchases",
     "bgnbd_p_alive",
     "bgnbd_p_no_purchase",
@@ -349,12 +351,28 @@ def purchase_summary(
 
 
 def score_customers(
-    defn: BtydDef, summary: PurchaseSummary, *, horizon_days: float | None = None
+    defn: BtydDef,
+    summary: PurchaseSummary,
+    *,
+    horizon_days: float | None = None,
+    etas: Mapping[str, ArrayLike] | None = None,
 ) -> dict[str, Array]:
     """Per customer of ``summary`` (NaN where not ``known``): ``pAlive``, ``churnProbability``
     (no purchase within the horizon), ``expectedPurchases`` and, with a spend model,
     ``expectedValue`` (expected purchases times the expected value of one) over
-    ``horizon_days`` (the bundle's by default)."""
+    ``horizon_days`` (the bundle's by default). With ``etas`` (per adjusted score, one value
+    per customer of ``summary``: the adjustment models' outputs), the scores the bundle
+    adjusts (``defn.adjusted``) are shifted by :func:`adjust_score`."""
+    out = _btyd_scores(defn, summary, horizon_days)
+    for name in defn.adjusted:
+        if etas is not None and name in etas and name in out:
+            out[name] = adjust_score(name, out[name], etas[name])
+    return out
+
+
+def _btyd_scores(
+    defn: BtydDef, summary: PurchaseSummary, horizon_days: float | None
+) -> dict[str, Array]:
     bg = defn.bgnbd
     params = BgNbd(bg.r, bg.alpha, bg.a, bg.b)
     t = (defn.horizon_days if horizon_days is None else horizon_days) / defn.unit_days
@@ -477,3 +495,31 @@ def pareto_nbd_expected_purchases(
         lifetime = (beta + T_) / (s - 1) * -np.expm1((s - 1) * keep)
     expected: Array = alive * rate * lifetime
     return expected
+
+
+# --- supervised adjustments -------------------------------------------------------------------
+
+#: The most a supervised adjustment may shift a score on its link scale: a factor of about 20
+#: on expected purchases or value, or 3 on the log-odds of buying.
+ADJUST_BOUND = 3.0
+
+
+def adjust_score(name: str, btyd: ArrayLike, eta: ArrayLike) -> Array:
+    """A buy-till-you-die score shifted by a supervised model's ``eta`` (clipped to
+    :data:`ADJUST_BOUND`; NaN counts as no shift) on its link scale.
+
+    ``churnProbability``: the probability of buying is ``sigmoid(logit(1 - churn) + eta)`` and
+    the churn probability is one minus it. ``expectedPurchases`` and ``expectedValue``:
+    ``score * exp(eta)``. Training fits ``eta`` with the BTYD link as an offset
+    (:mod:`model_export.fit.stacked`), so an adjustment learned on shorter windows than the
+    horizon keeps the BTYD model's scaling to the horizon.
+    """
+    base, shift = _arrays(btyd, eta)
+    shift = np.clip(np.nan_to_num(shift, nan=0.0), -ADJUST_BOUND, ADJUST_BOUND)
+    if name == "churnProbability":
+        buy = np.clip(1.0 - base, 1e-12, 1.0 - 1e-12)
+        link = np.log(buy) - np.log1p(-buy) + shift
+        return np.asarray(1.0 - 0.5 * (1.0 + np.tanh(link / 2.0)), dtype=np.float64)
+    if name in ("expectedPurchases", "expectedValue"):
+        return np.asarray(base * np.exp(shift), dtype=np.float64)
+    raise ValueError(f"no adjustment is defined for the score {name!r}")

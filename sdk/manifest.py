@@ -208,18 +208,29 @@ class GammaGammaDef(_Config, frozen=True, kw_only=True):
 BtydScore = Literal["churnProbability", "expectedPurchases", "expectedValue"]
 
 
+class AdjustDef(_Config, frozen=True, kw_only=True):
+    """A supervised adjustment of one buy-till-you-die score (:func:`sdk.btyd.adjust_score`):
+    the bundle model ``model`` reads the customer's features and outputs ``eta``, a shift of
+    the score on its link scale (log for expected purchases and value, log-odds of buying
+    for the churn probability), bounded by :data:`sdk.btyd.ADJUST_BOUND`."""
+
+    model: Name
+
+
 class BtydDef(_Config, frozen=True, kw_only=True):
     """Buy-till-you-die models fitted on the purchase history before the cutoff
     (:mod:`sdk.btyd`): evaluated at serving time from a profile's purchases, revenue and
     purchase days, for customers with at least one purchase. ``serves`` lists the decision
     scores they provide (those without a supervised model in the bundle); ``pAlive`` is added
-    whenever the models are present. Parameters are population aggregates: no customer's data."""
+    whenever the models are present; ``adjusted`` lists the scores a supervised model shifts
+    (:class:`AdjustDef`). Parameters are population aggregates: no customer's data."""
 
     unit_days: Positive
     horizon_days: Positive
     bgnbd: BgNbdDef
     gamma_gamma: GammaGammaDef | None = None
     serves: list[BtydScore] = []
+    adjusted: dict[BtydScore, AdjustDef] = {}
 
 
 #: Profile-derived scores a bundle may let the server return to public keys: ``"rfm"`` and the

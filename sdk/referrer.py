@@ -267,6 +267,12 @@ def _same_site(a: str, b: str) -> bool:
 # --- the classifier --------------------------------------------------------------------------
 
 
+#: Distinct (page, campaign) pairs whose classification is kept: most visits repeat a landing
+#: page and campaign, and the classification (URL parsing) is the costliest part of a feature row.
+CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def classify_referrer(page: Page, campaign: Campaign) -> Referrer:
     """Classify where a visit came from.
 
@@ -295,7 +301,8 @@ def classify_referrer(page: Page, campaign: Campaign) -> Referrer:
         campaign: The UTM parameters the tag reported; missing fields are read from the URL.
 
     Returns:
-        The referrer class, source, search terms and click id. Never raises.
+        The referrer class, source, search terms and click id. Never raises. Cached on the
+        exact inputs (:data:`CACHE_SIZE` pairs, the least recently used dropped first).
     """
     table = _table()
     search = _page_search(page)

@@ -24,6 +24,8 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "PROFILE_BATCH_MAX",
+    "PROFILE_CATEGORIES_MAX",
     "SCHEMA_VERSION",
     "Behavior",
     "Campaign",
@@ -32,6 +34,7 @@ __all__ = [
     "Context",
     "Conversion",
     "ConversionBatch",
+    "CustomerProfile",
     "DataRequest",
     "DecideRequest",
     "Decision",
@@ -41,6 +44,9 @@ __all__ = [
     "Location",
     "Page",
     "PersonaResult",
+    "ProfileBatch",
+    "ProfileOutcome",
+    "ProfilesImported",
     "RankedOffer",
     "Reason",
     "RfmResult",
@@ -381,6 +387,61 @@ class ConversionBatch(_Wire, frozen=True, kw_only=True):
     """Confirmed conversions sent together."""
 
     conversions: Annotated[list[Conversion], Meta(min_length=1, max_length=100)]
+
+
+# --- customer profiles pushed by the backend ------------------------------------------------
+
+#: Most profiles one ``POST /v1/profiles/import`` may carry.
+PROFILE_BATCH_MAX = 1000
+#: Categories a pushed profile may carry (the stored profile keeps 50, newest last).
+PROFILE_CATEGORIES_MAX = 50
+AwareTime = Annotated[datetime, Meta(tz=True)]
+
+
+class CustomerProfile(_Wire, frozen=True, kw_only=True):
+    """One customer's order history as of ``asOf`` (``POST /v1/profiles/import``, secret
+    key): aggregates only, never order rows. It becomes the base of the profile of the user
+    ``userId`` (the id the site's backend signs user tokens for); purchases recorded live at
+    or after ``asOf`` add to it, older ones are taken to be in it."""
+
+    user_id: Id
+    #: the time the history was computed at: orders before it are in it
+    as_of: AwareTime
+    purchases: Annotated[int, Meta(ge=0, le=1_000_000)]
+    revenue: Money
+    first_purchase_at: AwareTime | None = None
+    last_purchase_at: AwareTime | None = None
+    #: the customer's categories, newest (or most bought) last
+    categories: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=64)]],
+        Meta(max_length=PROFILE_CATEGORIES_MAX),
+    ] = []
+
+
+class ProfileBatch(_Wire, frozen=True, kw_only=True):
+    """Customer profiles pushed together."""
+
+    profiles: Annotated[list[CustomerProfile], Meta(min_length=1, max_length=PROFILE_BATCH_MAX)]
+
+
+class ProfileOutcome(_Wire, frozen=True, kw_only=True):
+    """What became of one pushed profile: ``written`` (stored as the user's base),
+    ``unchanged`` (the same history was stored already), ``stale`` (a history with a later
+    ``asOf`` is stored: ignored) or ``invalid`` (``reason`` says why: nothing stored)."""
+
+    user_id: str
+    status: Literal["written", "unchanged", "stale", "invalid"]
+    reason: str | None = None
+
+
+class ProfilesImported(_Wire, frozen=True, kw_only=True):
+    """The answer to ``POST /v1/profiles/import``: counts, and every row's outcome in order."""
+
+    written: Annotated[int, Meta(ge=0)] = 0
+    unchanged: Annotated[int, Meta(ge=0)] = 0
+    stale: Annotated[int, Meta(ge=0)] = 0
+    invalid: Annotated[int, Meta(ge=0)] = 0
+    results: list[ProfileOutcome] = []
 
 
 # --- codecs, built once ---------------------------------------------------------------------

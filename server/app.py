@@ -35,6 +35,7 @@ from server.identity import Identity
 from server.observability import Metrics, MetricsMiddleware, metrics_handler
 from server.openapi import openapi_config
 from server.problems import exception_handlers
+from server.profiles import route_handlers as profile_handlers
 from server.reloader import BundleHolder
 from server.reports import ReportService
 from server.reports import route_handlers as report_handlers
@@ -218,6 +219,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *event_handlers,
             *visitor_handlers,
             *conversion_handlers,
+            *profile_handlers,
             *report_handlers,
             metrics_handler,
         ],

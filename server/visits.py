@@ -68,7 +68,10 @@ async def load_visits(
     reading = DECIDE_READ.set(True)  # the round trips before the answer are counted apart
     try:
         visits = [(requests[i].visitor_id, keys[i]) for i in wanted]
-        loaded = await store.load_visits(visits, arms=arms)
+        # a visitor identified for the first time is decided with its user's profile too
+        users = [requests[i].user_id for i in wanted]
+        named = users if any(u is not None for u in users) else None
+        loaded = await store.load_visits(visits, arms=arms, users=named)
     except StateUnavailable:
         engine.state_read_errors += 1
         if engine.metrics is not None:  # tailor_decision_fallbacks{kind="state_unavailable"}

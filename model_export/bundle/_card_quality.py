@@ -326,7 +326,14 @@ def _rfm_distribution(counts: dict[str, float]) -> _Html:
     return _Html("".join(parts))
 
 
-_KNOWN_DIAGNOSTICS = {"feature_importance", "churn_roc", "churn_calibration", "rfm_distribution"}
+_KNOWN_DIAGNOSTICS = {
+    "feature_importance",
+    "churn_roc",
+    "churn_calibration",
+    "rfm_distribution",
+    "adjusted_churn_calibration",
+    "btyd_churn_calibration",
+}
 
 
 def _other_diagnostics(c: _Card) -> _Html | None:
@@ -339,21 +346,29 @@ def _other_diagnostics(c: _Card) -> _Html | None:
     )
 
 
-#: (label, supervised metric, BTYD metric, baseline metric, lower is better) rows of the
-#: out-of-time comparison of the customer-value models.
-_VALUE_ROWS = (
-    ("activity AUC (churn)", "churn_auc", "btyd_activity_auc", "churn_auc_recency_baseline", False),
-    ("purchases RMSE", "purchases_rmse", "btyd_purchases_rmse", "purchases_rmse_baseline", True),
-    ("value RMSE", "value_rmse", "btyd_value_rmse", "value_rmse_baseline", True),
-    (
-        "purchases total, forecast / actual",
-        "purchases_total_ratio",
-        "btyd_purchases_total_ratio",
-        None,
-        False,
-    ),
-    ("value total, forecast / actual", "value_total_ratio", "btyd_value_total_ratio", None, False),
-)
+#: (label, supervised GLM, adjusted BTYD, BTYD, baseline, note) rows of the out-of-time
+#: comparison of the customer-value candidates (metric names; None: not measured).
+_VALUE_ROWS: tuple[tuple[str, str | None, str | None, str | None, str | None, str], ...] = (
+    ("activity AUC (churn)", "churn_auc", "adjusted_activity_auc", "btyd_activity_auc",
+     "recency_activity_auc", "higher is better"),
+    ("churn Brier score", "churn_brier", "adjusted_churn_brier", "btyd_churn_brier", None,
+     "lower is better"),
+    ("churn calibration intercept", None, "adjusted_churn_calibration_intercept",
+     "btyd_churn_calibration_intercept", None, "0 is calibrated"),
+    ("churn calibration slope", None, "adjusted_churn_calibration_slope",
+     "btyd_churn_calibration_slope", None, "1 is calibrated"),
+    ("churn rate predicted", "churn_base_rate", "adjusted_churn_rate_predicted",
+     "btyd_churn_rate_predicted", None, "observed: the GLM column"),
+    ("purchases RMSE", "purchases_rmse", "adjusted_purchases_rmse", "btyd_purchases_rmse",
+     "naive_purchases_rmse", "lower is better"),
+    ("purchases total, forecast / actual", "purchases_total_ratio",
+     "adjusted_purchases_total_ratio", "btyd_purchases_total_ratio",
+     "naive_purchases_total_ratio", "1 is exact"),
+    ("value RMSE", "value_rmse", "adjusted_value_rmse", "btyd_value_rmse", "naive_value_rmse",
+     "lower is better"),
+    ("value total, forecast / actual", "value_total_ratio", "adjusted_value_total_ratio",
+     "btyd_value_total_ratio", "naive_value_total_ratio", "1 is exact"),
+)  # fmt: skip
 _SCORE_MODELS = (
     ("churnProbability", "churn"),
     ("expectedPurchases", "purchases"),
@@ -373,6 +388,10 @@ def _value_models_section(c: _Card) -> _Html | None:
     for score, model in _SCORE_MODELS:
         if model in supervised:
             source = f"supervised model ({model}, ONNX)"
+            if c.m.models[model].features == ["recency_days"]:
+                source = f"recency baseline ({model}, ONNX)"
+        elif btyd is not None and score in btyd.adjusted:
+            source = f"BG/NBD adjusted by a supervised model ({btyd.adjusted[score].model}, ONNX)"
         elif btyd is not None and score in btyd.serves:
             source = "BG/NBD" + (" and Gamma-Gamma" if score == "expectedValue" else "")
         else:
@@ -397,24 +416,51 @@ def _value_models_section(c: _Card) -> _Html | None:
             )
         parts.append(_kv(params))
     rows = []
-    for label, mine, theirs, base, lower in _VALUE_ROWS:
-        values = [c.metrics.get(k) if k is not None else None for k in (mine, theirs, base)]
-        if values[0] is None and values[1] is None:
+    for label, *keys, note in _VALUE_ROWS:
+        values = [c.metrics.get(k) if k is not None else None for k in keys]
+        if all(v is None for v in values[:3]):
             continue
         cells = [format_number(v) if v is not None else "—" for v in values]
-        rows.append([label, *cells, "lower is better" if lower else ""])
+        rows.append([label, *cells, note])
     if rows:
-        parts.append(
-            _table(["out of time", "supervised", "BG/NBD", "baseline", ""], rows, numeric=(1, 2, 3))
-        )
+        window = c.metrics.get("adjust_fold_window_days")
+        head = "out of time" + (f" ({window:g}-day window)" if window else "")
+        columns = [head, "supervised GLM", "adjusted BG/NBD", "BG/NBD", "baseline", ""]
+        parts.append(_table(columns, rows, numeric=(1, 2, 3, 4)))
+    curves = _served_calibration(c)
+    if curves:
+        parts.append(curves)
     notes = c.m.training.data.get("modelNotes") or []
     if notes:
         parts.append(_tag("ul", _join(_tag("li", n) for n in notes)))
     parts.append(
         _note(
-            "Each score is served by the model that did better out of time on the same customers "
-            "(churn by AUC, purchases and value by RMSE). The buy-till-you-die models forecast "
-            "any horizon; the supervised ones were trained for the bundle's."
+            "Each score is served by the candidate that did better out of time on the same "
+            "customers: churn by activity AUC (the recency baseline serves when it ranks best), "
+            "purchases and value by RMSE, except that a forecast within 5% of the best RMSE "
+            "whose total is within 10% of what happened wins over one whose total is not. The "
+            "adjusted BG/NBD is the BG/NBD forecast shifted by a GLM of the customer's features "
+            "trained on stacked earlier cutoffs; the buy-till-you-die models forecast any "
+            "horizon, the supervised GLMs only the bundle's. Baselines: ranking by recency, "
+            "and each customer's past rate times the window."
         )
     )
     return _Html("".join(parts))
+
+
+def _served_calibration(c: _Card) -> str | None:
+    """The reliability diagram of the adjusted churn probability out of time (else of the
+    BG/NBD one)."""
+    for key in ("adjusted_churn_calibration", "btyd_churn_calibration"):
+        raw = c.diagnostics.get(key)
+        if raw is None:
+            continue
+        try:
+            cal = _points(raw, 3)
+        except (TypeError, ValueError) as exc:
+            return _note(f"{key} is malformed ({exc}); not plotted.")
+        with _plotting():
+            fig = _roc_calibration(None, [(p[0], p[1], p[2]) for p in cal], None)
+            label = "adjusted BG/NBD" if key.startswith("adjusted") else "BG/NBD"
+            return _svg(fig, key, f"calibration of the {label} churn probability out of time")
+    return None

@@ -1,5 +1,6 @@
 """``tailor`` command line: ``tailor train`` builds a bundle, ``tailor inspect`` shows one,
-``tailor score`` scores every customer with one, ``tailor bundle verify|diff|promote|rollback``
+``tailor score`` scores every customer with one, ``tailor profiles push`` sends their
+order-history profiles to a decision server, ``tailor bundle verify|diff|promote|rollback``
 manage which bundle is live.
 
 Exit codes: 0 success; 1 a bundle was refused or a requirement regressed; 2 usage errors
@@ -16,7 +17,7 @@ import sys
 
 from rich.console import Console
 
-from model_export.cli import bundle, offline, report, score, train
+from model_export.cli import bundle, offline, profiles, report, score, train
 
 __all__ = ["main"]
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     offline.add_parsers(sub)
     report.add_parser(sub)
     score.add_parser(sub)
+    profiles.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args, Console(stderr=False)))
 

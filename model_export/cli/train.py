@@ -116,6 +116,9 @@ def _train_from_config(args: argparse.Namespace, out: Path, progress: Any, conso
         console.print(
             f"buy-till-you-die models serve: {served} (horizon {btyd.horizon_days:g} days)"
         )
+        if btyd.adjusted:
+            adjusted = ", ".join(btyd.adjusted)
+            console.print(f"adjusted by supervised models (stacked origins): {adjusted}")
     return report.manifest
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +35,6 @@ from sdk.btyd import (
     PurchaseSummary,
     check_servable,
     purchase_summary,
-    score_customers,
 )
 from sdk.manifest import BgNbdDef, BtydDef, BtydScore, GammaGammaDef
 from sdk.schema import DecideRequest
@@ -46,7 +45,7 @@ __all__ = [
     "Summary",
     "bgnbd_log_likelihood",
     "btyd_models",
-    "choose_served",
+    "define_btyd",
     "fit_bgnbd",
     "fit_gamma_gamma",
     "fit_pareto_nbd",
@@ -304,14 +303,13 @@ def _spend(summary: PurchaseSummary) -> Summary:
 @dataclass(frozen=True)
 class BtydModels:
     """What :func:`btyd_models` learned: the served definition (None when the history cannot
-    identify a model), its out-of-time metrics and what the run should say about it."""
+    identify a model) and what the run should say about it."""
 
     definition: BtydDef | None
-    metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def _define(
+def define_btyd(
     summary: PurchaseSummary, horizon_days: float, serves: Sequence[BtydScore]
 ) -> tuple[BtydDef, list[str]]:
     notes: list[str] = []
@@ -335,99 +333,18 @@ def _define(
     return definition, notes
 
 
-def _auc(score: Array, positive: npt.NDArray[np.bool_]) -> float:
-    """Rank AUC (ties averaged); NaN with one class only."""
-    from scipy.stats import rankdata
-
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def btyd_models(
-    at_cutoff: Sequence[DecideRequest],
-    at_calibration: Sequence[DecideRequest] | None,
-    future: Any,
-    horizon_days: float,
-    serves: Sequence[BtydScore],
+    at_cutoff: Sequence[DecideRequest], horizon_days: float, serves: Sequence[BtydScore]
 ) -> BtydModels:
-    """BG/NBD and Gamma-Gamma for a bundle.
-
-    The served models are fitted on the customers' visits at the cutoff (``at_cutoff``). When
-    the history also holds a whole horizon before the cutoff, the same fit on the visits at
-    ``cutoff - horizon`` (``at_calibration``) forecasts that horizon and is compared with what
-    happened (``future``: columns ``purchases_next``, ``value_next`` in the calibration
-    visits' order): ``btyd_*`` metrics, the same the supervised models report.
+    """BG/NBD and Gamma-Gamma for a bundle, fitted on the customers' visits at the cutoff
+    (``at_cutoff``); :mod:`model_export.fit.stacked` checks the same fit out of time.
 
     Args:
-        serves: the decision scores the models should give (those no supervised model gives).
+        serves: the decision scores the models may give (the caller keeps those no other
+            candidate gives better).
     """
-    notes: list[str] = []
-    metrics: dict[str, float] = {}
-    summary = summary_of(at_cutoff)
     try:
-        definition, more = _define(summary, horizon_days, serves)
+        definition, notes = define_btyd(summary_of(at_cutoff), horizon_days, serves)
     except ValueError as exc:
-        return BtydModels(None, {}, [f"BG/NBD not fitted: {exc}"])
-    notes += more
-    if at_calibration is None or future is None:
-        notes.append(
-            "BG/NBD not checked out of time: the history before the cutoff is shorter than "
-            "the horizon"
-        )
-        return BtydModels(definition, metrics, notes)
-    calibration = summary_of(at_calibration)
-    try:
-        check, _ = _define(
-            calibration, horizon_days, ["churnProbability", "expectedPurchases", "expectedValue"]
-        )
-    except ValueError as exc:
-        notes.append(f"BG/NBD not checked out of time: {exc}")
-        return BtydModels(definition, metrics, notes)
-    scores = score_customers(check, calibration)
-    known = calibration.known
-    bought = np.asarray(future["purchases_next"], dtype=np.float64)[known]
-    value = np.asarray(future["value_next"], dtype=np.float64)[known]
-    expected = scores["expectedPurchases"][known]
-    metrics["btyd_activity_auc"] = _auc(1 - scores["churnProbability"][known], bought > 0)
-    metrics["btyd_purchases_total_ratio"] = float(expected.sum() / max(bought.sum(), 1e-9))
-    metrics["btyd_purchases_rmse"] = float(np.sqrt(np.mean((expected - bought) ** 2)))
-    metrics["btyd_churn_rate_predicted"] = float(scores["churnProbability"][known].mean())
-    metrics["btyd_churn_rate_observed"] = float(np.mean(bought == 0))
-    if "expectedValue" in scores:
-        ev = scores["expectedValue"][known]
-        metrics["btyd_value_total_ratio"] = float(ev.sum() / max(value.sum(), 1e-9))
-        metrics["btyd_value_rmse"] = float(np.sqrt(np.mean((ev - value) ** 2)))
-    metrics["btyd_holdout_customers"] = float(known.sum())
-    return BtydModels(definition, metrics, notes)
-
-
-#: Per supervised model: its out-of-time metric, the BG/NBD one it is compared with, and
-#: whether higher is better. The same customers and window on both sides.
-COMPARED = {
-    "churn": ("churn_auc", "btyd_activity_auc", True),
-    "purchases": ("purchases_rmse", "btyd_purchases_rmse", False),
-    "value": ("value_rmse", "btyd_value_rmse", False),
-}
-
-
-def choose_served(supervised: Iterable[str], metrics: dict[str, float]) -> dict[str, str]:
-    """The supervised models that lose to the buy-till-you-die models out of time, each with
-    the reason (they are not served; the BTYD models give those scores). A model without both
-    metrics (no out-of-time check of one side) is kept."""
-    demoted: dict[str, str] = {}
-    for key in supervised:
-        if key not in COMPARED:
-            continue
-        mine, theirs, higher = COMPARED[key]
-        a, b = metrics.get(mine), metrics.get(theirs)
-        if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
-            continue
-        if (a < b) if higher else (a > b):
-            demoted[key] = (
-                f"{key}: supervised model not served ({mine} {a:.4g} against BG/NBD {b:.4g})"
-            )
-    return demoted
+        return BtydModels(None, [f"BG/NBD not fitted: {exc}"])
+    return BtydModels(definition, notes)

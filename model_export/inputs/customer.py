@@ -14,7 +14,7 @@ Must not import server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from model_export.errors import TrainingDataError
 from model_export.fit import rfm
 from model_export.fit import scores as predict
-from model_export.fit.btyd import BtydModels, btyd_models, choose_served
+from model_export.fit.btyd import BtydModels, btyd_models
 from model_export.fit.history import (
     PREDICT_FEATURES,
     holdout_mask,
@@ -39,6 +39,19 @@ from model_export.fit.history import (
 )
 from model_export.fit.privacy import merge_small, suppress_summary
 from model_export.fit.segments import Progress, TrainConfig
+from model_export.fit.stacked import (
+    ADJUST_MODELS,
+    Window,
+    adjustment_metrics,
+    choose,
+    choose_l2,
+    eval_fold,
+    fit_adjustments,
+    origins,
+    recency_model,
+    window_at,
+    with_adjustments,
+)
 from model_export.inputs import ingest, profiles
 from model_export.inputs.catalogue import Catalogue, load_catalogue
 from model_export.inputs.config import TrainingConfig
@@ -56,6 +69,10 @@ _SCORE_NAMES: dict[str, BtydScore] = {
     "purchases": "expectedPurchases",
     "value": "expectedValue",
 }
+
+
+#: The supervised model of each decision score (metric names).
+_MODEL_OF: dict[BtydScore, str] = {v: k for k, v in _SCORE_NAMES.items()}
 
 
 def _noop(_: str) -> None:
@@ -98,18 +115,29 @@ class _HistoryModels:
         pipes, metrics, diagnostics, skipped = predictive_scores(
             tx, events, self.cutoff, horizon, config.seed, say
         )
-        btyd = self._btyd(horizon, t_cal, say)
-        metrics.update(btyd.metrics)
-        # choose by evidence: a supervised model that loses to BG/NBD out of time is not served
-        demoted = choose_served(pipes, metrics) if btyd.definition is not None else {}
-        pipes = {k: v for k, v in pipes.items() if k not in demoted}
         notes = [f"supervised churn/value models skipped: {skipped}"] * bool(skipped)
-        notes += list(demoted.values()) + btyd.notes
+        btyd = self._btyd(horizon, say)
+        notes += btyd.notes
         definition = btyd.definition
+        adjust: dict[BtydScore, Pipeline] = {}
+        recency: Pipeline | None = None
         if definition is not None:
-            missing = [_SCORE_NAMES[k] for k in predict.SCORE_OUTPUTS if k not in pipes]
-            serves = [s for s in definition.serves if s in missing]
+            adjust, found = self._adjustments(horizon, say)
+            metrics.update(found.metrics)
+            diagnostics.update(found.diagnostics)
+            notes += found.notes
+            # choose by evidence: every score goes to the candidate best out of time
+            served, lost = choose(metrics, list(pipes), list(adjust))
+            notes += lost
+            pipes = {k: v for k, v in pipes.items() if served.get(_SCORE_NAMES[k]) == "glm"}
+            if served.get("churnProbability") == "recency" and found.fold is not None:
+                recency = recency_model(found.fold, PREDICT_FEATURES)
+            adjust = {k: v for k, v in adjust.items() if served.get(k) == "adjusted"}
+            definition = with_adjustments(definition, list(adjust))
+            serves = [s for s in definition.serves if served.get(s) == "btyd"]
             definition = msgspec.structs.replace(definition, serves=serves)
+            notes += [f"{s}: not served (no model beats its baseline out of time)"
+                      for s, c in served.items() if c is None]  # fmt: skip
         say("offer policy")
         cal_frame = profiles.build_profiles(tx, t_cal, events=events)
         _, x_cal = requests_and_rows(cal_frame, t_cal)
@@ -122,6 +150,10 @@ class _HistoryModels:
         models: dict[str, Model] = {"offers": (offer_pipe, all_names, "probabilities")}
         for key, pipe in pipes.items():
             models[key] = (pipe, PREDICT_FEATURES, predict.SCORE_OUTPUTS[key][0])
+        for score, pipe in adjust.items():
+            models[ADJUST_MODELS[score]] = (pipe, PREDICT_FEATURES, "variable")
+        if recency is not None:  # the baseline ranked churn best out of time
+            models["churn"] = (recency, ("recency_days",), predict.SCORE_OUTPUTS["churn"][0])
         diagnostics["feature_importance"] = {"offers": importance(offer_pipe, all_names)}
         if "feature_importance_churn" in diagnostics:
             diagnostics["feature_importance"]["churn"] = diagnostics.pop("feature_importance_churn")
@@ -145,24 +177,60 @@ class _HistoryModels:
             notes=notes,
         )
 
-    def _btyd(self, horizon: int, t_cal: datetime, say: Progress) -> BtydModels:
-        """BG/NBD and Gamma-Gamma on the buyers at the cutoff, checked out of time from
-        ``t_cal`` when the history reaches back that far (able to serve every score; the
-        caller keeps those no served supervised model gives)."""
+    def _btyd(self, horizon: int, say: Progress) -> BtydModels:
+        """BG/NBD and Gamma-Gamma on the buyers at the cutoff (able to serve every score; the
+        caller keeps those no other candidate gives better)."""
         say("buy-till-you-die models (BG/NBD, Gamma-Gamma)")
         buyers = self.at_cutoff.filter(pl.col("purchases") > 0)
         at_cutoff = profiles.profile_requests(buyers, self.cutoff)
-        first = self.transactions["ts"].min()
-        calibration, future = None, None
-        if isinstance(first, datetime) and first < t_cal:
-            frame = profiles.build_profiles(self.transactions, t_cal, include_visitors=False)
-            frame = frame.filter(pl.col("purchases") > 0)
-            labels = profiles.future_labels(self.transactions, t_cal, horizon)
-            frame = frame.join(labels, on="customer_id", how="inner")
-            if frame.height >= 20:
-                calibration = profiles.profile_requests(frame, t_cal)
-                future = {c: frame[c].to_numpy() for c in ("purchases_next", "value_next")}
-        return btyd_models(at_cutoff, calibration, future, horizon, list(_SCORE_NAMES.values()))
+        return btyd_models(at_cutoff, horizon, list(_SCORE_NAMES.values()))
+
+    def _adjustments(self, horizon: int, say: Progress) -> tuple[dict[BtydScore, Pipeline], _Found]:
+        """The supervised adjustments of the BTYD scores: checked on the out-of-time fold
+        (trained on windows that end before it), then refitted on every window that ends by
+        the cutoff. Empty, with the reason in the notes, when the history is too short."""
+        tx, events = self.transactions, self.events
+        first = tx["ts"].min()
+        assert isinstance(first, datetime)
+        fold_at, fold_days = eval_fold(first, self.cutoff, horizon)
+        say(f"out-of-time check of every candidate from {fold_at.date()} ({fold_days} days)")
+        windows: dict[tuple[datetime, int], Window | None] = {}
+
+        def stack(end: datetime) -> list[Window]:
+            for at, days in origins(first, end, horizon):
+                if (at, days) not in windows:
+                    windows[at, days] = window_at(tx, events, at, days, PREDICT_FEATURES)
+            picked = [windows[o] for o in origins(first, end, horizon)]
+            return [w for w in picked if w is not None]
+
+        fold = window_at(tx, events, fold_at, fold_days, PREDICT_FEATURES)
+        if fold is None:
+            return {}, _Found(notes=["candidates not checked out of time: no BG/NBD fit "
+                                         f"on the history before {fold_at.date()}"])  # fmt: skip
+        before = stack(fold_at)
+        if len(before) < 2:
+            found, curves = adjustment_metrics({}, fold)  # the BTYD models and baselines
+            reason = "fewer than 2 training origins before the out-of-time fold"
+            notes = [f"supervised adjustments skipped: {reason}"]
+            return {}, _Found(found, curves, notes=notes, fold=fold)
+        l2 = choose_l2(before, fold)
+        checked, diagnostics = adjustment_metrics(fit_adjustments(before, l2), fold)
+        everything = stack(self.cutoff)
+        say(f"supervised adjustments of the BTYD scores on {len(everything)} stacked origins")
+        checked["adjust_train_origins"] = float(len(everything))
+        checked["adjust_train_rows"] = float(sum(len(w.ids) for w in everything))
+        checked.update({f"adjust_l2_{_MODEL_OF[s]}": v for s, v in l2.items()})
+        return fit_adjustments(everything, l2), _Found(checked, diagnostics, fold=fold)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """Out-of-time metrics, model-card diagnostics and notes of the adjustments."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fold: Window | None = None
 
 
 def customer_inputs(

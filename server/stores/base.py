@@ -6,6 +6,12 @@ page view and keeps the page's categories, searches and cart; a ``conversion`` c
 purchase, ``not_interested`` suppresses an offer, ``dismiss`` is counted, ``pageview`` counts a
 page view. No IP address or user agent is ever stored.
 
+A user's record may have a :class:`History`, the order history the site's backend pushed
+(:func:`with_history`): it is then the base of the purchase counts as of its ``as_of``, and
+the purchases recorded live (kept as time and value, :data:`MAX_LIVE` at most) count on top
+only when dated at or after it; a later history replaces the base and drops the live purchases
+it now contains, so nothing counts twice.
+
 Must not import model_export or litestar.
 """
 
@@ -22,12 +28,15 @@ from sdk.schema import Behavior, DecideRequest, Event
 __all__ = [
     "DECISIVE_EVENTS",
     "MAX_CATEGORIES",
+    "MAX_LIVE",
     "MAX_OFFERS",
     "SESSION_TIMEOUT",
+    "History",
     "Pinned",
     "PipelineWrite",
     "ProfileRecord",
     "ProfileStore",
+    "Pushed",
     "VisitState",
     "VisitWrite",
     "VisitorProfile",
@@ -37,6 +46,7 @@ __all__ = [
     "snapshot_of",
     "updated_by_events",
     "updated_by_visit",
+    "with_history",
 ]
 
 #: Idle time after which a visit without a session id opens a new session (as the tag does).
@@ -45,12 +55,27 @@ SESSION_TIMEOUT = timedelta(minutes=30)
 MAX_CATEGORIES = 50
 #: Offers kept per visitor in the suppressed and dismissed sets (oldest dropped first).
 MAX_OFFERS = 200
+#: Live purchases kept per profile (time and value) for the order-history rule; beyond it, a
+#: profile with a history folds the oldest into it, one without forgets their times.
+MAX_LIVE = 100
 _DAY = 86_400.0
 #: Event types after which a visit's pinned decision is dropped and decided again.
 DECISIVE_EVENTS = frozenset({"conversion", "not_interested"})
 
 
-class ProfileRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class History(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    """The order history the site's backend pushed for a user (``POST /v1/profiles/import``):
+    aggregates as of ``as_of`` (UTC), never order rows."""
+
+    as_of: datetime
+    purchases: int = 0
+    revenue: float = 0.0
+    first_purchase: datetime | None = None
+    last_purchase: datetime | None = None
+    categories: tuple[str, ...] = ()
+
+
+class ProfileRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """The stored state of one visitor. Times are UTC; counters the page alone knows (searches,
     cart) are None until it sends them.
 
@@ -75,6 +100,12 @@ class ProfileRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     last_purchase: datetime | None = None
     suppressed: tuple[str, ...] = ()
     dismissed: dict[str, int] = {}
+    #: the pushed order history (None: none); the purchase counts and times above are then
+    #: the history's plus those of ``live``
+    history: History | None = None
+    #: purchases recorded live, (UTC unix seconds, value), oldest first; with a history only
+    #: those at or after its ``as_of``
+    live: tuple[tuple[float, float], ...] = ()
 
 
 class VisitorProfile(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -140,6 +171,16 @@ class PipelineWrite(NamedTuple):
     failed: Callable[[], None]
 
 
+class Pushed(NamedTuple):
+    """What became of one pushed history (:meth:`ProfileStore.push_histories`): ``written``,
+    ``unchanged`` (its life renewed) or ``stale`` (a later history is stored, or the user was
+    erased while it was pushed), and the visitors linked to the user whose cached decisions
+    are now out of date."""
+
+    status: str
+    visitors: tuple[str, ...] = ()
+
+
 class ProfileStore(Protocol):
     """Where visitor profiles live. Asynchronous; ``now`` is timezone-aware.
 
@@ -160,9 +201,24 @@ class ProfileStore(Protocol):
         ...
 
     async def load_visits(
-        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+        self,
+        visits: Sequence[tuple[str, str | None]],
+        *,
+        arms: bool = False,
+        users: Sequence[str | None] | None = None,
     ) -> list[VisitState]:
-        """:meth:`load_visit` for several (visitor, visit) pairs in one call, in order."""
+        """:meth:`load_visit` for several (visitor, visit) pairs in one call, in order;
+        ``users[i]``: the user the i-th visit names, whose record is merged into the record
+        read when its visitor is not linked yet (the visit links it when it is recorded)."""
+        ...
+
+    async def push_histories(
+        self, histories: Sequence[tuple[str, History]], *, now: datetime
+    ) -> list[Pushed]:
+        """Make each (user id, history) the base of the user's record (:func:`with_history`;
+        created when none is stored), in order; a history older than the one stored is
+        ``stale`` and changes nothing. The user's linked visitors' pinned decisions are
+        dropped."""
         ...
 
     async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
@@ -319,17 +375,7 @@ def updated_by_events(
                 stamp = event.timestamp
                 stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
                 when = min(stamp.astimezone(UTC), now)
-            first = out.first_purchase
-            last = out.last_purchase
-            out = msgspec.structs.replace(
-                out,
-                purchases=out.purchases + 1,
-                revenue=out.revenue + (event.value or 0.0),
-                first_purchase=when if first is None else min(first, when),
-                last_purchase=when if last is None else max(last, when),
-                cart_items=0.0,
-                cart_value=0.0,
-            )
+            out = _purchased(out, when, event.value or 0.0)
         elif event.type == "not_interested" and event.offer_id:
             suppressed = _recent_unique(out.suppressed, [event.offer_id], MAX_OFFERS)
             out = msgspec.structs.replace(out, suppressed=suppressed)
@@ -349,6 +395,69 @@ def updated_by_events(
     return out
 
 
+def _purchased(record: ProfileRecord, when: datetime, value: float) -> ProfileRecord:
+    """``record`` after a purchase of ``value`` at ``when``: counted, and kept in ``live``; one
+    dated before the pushed history's ``as_of`` is in that history, and only empties the cart."""
+    record = msgspec.structs.replace(record, cart_items=0.0, cart_value=0.0)
+    history = record.history
+    if history is not None and when < history.as_of:
+        return record
+    live = tuple(sorted((*record.live, (when.timestamp(), value))))
+    if history is not None:
+        return _based(record, history, live)
+    first, last = record.first_purchase, record.last_purchase
+    return msgspec.structs.replace(
+        record,
+        purchases=record.purchases + 1,
+        revenue=record.revenue + value,
+        first_purchase=when if first is None else min(first, when),
+        last_purchase=when if last is None else max(last, when),
+        live=live[-MAX_LIVE:],
+    )
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _based(
+    record: ProfileRecord, history: History, live: tuple[tuple[float, float], ...]
+) -> ProfileRecord:
+    """``record`` with purchase counts and times of ``history`` plus ``live`` (all at or after
+    its ``as_of``); beyond :data:`MAX_LIVE`, the oldest live purchases are folded into it."""
+    if len(live) > MAX_LIVE:
+        folded, live = live[: len(live) - MAX_LIVE], live[len(live) - MAX_LIVE :]
+        history = msgspec.structs.replace(
+            history,
+            purchases=history.purchases + len(folded),
+            revenue=history.revenue + sum(v for _, v in folded),
+            first_purchase=_min(history.first_purchase, _at(folded[0][0])),
+            last_purchase=_max(history.last_purchase, _at(folded[-1][0])),
+        )
+    return msgspec.structs.replace(
+        record,
+        history=history,
+        live=live,
+        purchases=history.purchases + len(live),
+        revenue=history.revenue + sum(v for _, v in live),
+        first_purchase=_min(history.first_purchase, _at(live[0][0]) if live else None),
+        last_purchase=_max(history.last_purchase, _at(live[-1][0]) if live else None),
+    )
+
+
+def with_history(record: ProfileRecord | None, history: History, now: datetime) -> ProfileRecord:
+    """``record`` (created at ``now`` when None) with ``history`` as the base of its purchase
+    counts: its live purchases dated before ``history.as_of`` are dropped (the history has
+    them), later ones count on top; the history's categories go before the record's own.
+    Applying the same history twice gives the same record."""
+    now = as_utc(now)
+    out = record if record is not None else ProfileRecord(first_seen=now, last_seen=now)
+    cut = history.as_of.timestamp()
+    categories = _recent_unique(history.categories, out.categories, MAX_CATEGORIES)
+    out = msgspec.structs.replace(out, categories=categories)
+    return _based(out, history, tuple(p for p in out.live if p[0] >= cut))
+
+
 def _min(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -361,7 +470,9 @@ def merged(user: ProfileRecord | None, visitor: ProfileRecord | None) -> Profile
     """One person's record from two (a user's and a visitor's identified as that user):
     counts summed, the current session (its id, page views and page counters) of the record
     seen last, categories and suppressions merged by recency, dismissals summed, first times
-    the earliest and last times the latest. Symmetric but for ties, which the user wins."""
+    the earliest and last times the latest; with a pushed history (the later of two), the
+    purchases are its base plus the live ones at or after it. Symmetric but for ties, which
+    the user wins."""
     if user is None or visitor is None:
         return user if visitor is None else visitor
     early, late = (user, visitor) if visitor.last_seen > user.last_seen else (visitor, user)
@@ -372,7 +483,10 @@ def merged(user: ProfileRecord | None, visitor: ProfileRecord | None) -> Profile
         del dismissed[next(iter(dismissed))]
     first_purchase = _min(early.first_purchase, late.first_purchase)
     last_purchase = _max(early.last_purchase, late.last_purchase)
-    return ProfileRecord(
+    live = tuple(sorted((*early.live, *late.live)))
+    histories = [h for h in (user.history, visitor.history) if h is not None]
+    history = max(histories, key=lambda h: h.as_of) if histories else None
+    out = ProfileRecord(
         first_seen=min(early.first_seen, late.first_seen),
         last_seen=late.last_seen,
         session_id=late.session_id,
@@ -393,7 +507,13 @@ def merged(user: ProfileRecord | None, visitor: ProfileRecord | None) -> Profile
         last_purchase=last_purchase,
         suppressed=_recent_unique(early.suppressed, late.suppressed, MAX_OFFERS),
         dismissed=dismissed,
+        live=live[-MAX_LIVE:],
     )
+    if history is None:
+        return out
+    # one history is the base: live purchases before it are in it
+    cut = history.as_of.timestamp()
+    return _based(out, history, tuple(p for p in live if p[0] >= cut))
 
 
 def behavior_at(record: ProfileRecord, now: datetime) -> Behavior:

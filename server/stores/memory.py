@@ -24,8 +24,10 @@ from sdk.consent import permissions
 from sdk.schema import Behavior, DecideRequest, Event
 from server.lru import LruTtlCache
 from server.stores.base import (
+    History,
     PipelineWrite,
     ProfileRecord,
+    Pushed,
     VisitorProfile,
     VisitState,
     VisitWrite,
@@ -35,6 +37,7 @@ from server.stores.base import (
     snapshot_of,
     updated_by_events,
     updated_by_visit,
+    with_history,
 )
 
 __all__ = ["MemoryProfileStore"]
@@ -136,10 +139,14 @@ class MemoryProfileStore:
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(now if now is not None else self._clock())
 
-    def _state(self, visitor_id: str, arms: bool) -> VisitState:
+    def _state(self, visitor_id: str, arms: bool, user: str | None = None) -> VisitState:
         with self._lock:
             record = self._read(visitor_id)
             user_id = self._links.get(visitor_id)
+            if user_id is None and user is not None:  # to be linked: read as it will be
+                raw = self._users.get(user)
+                if raw is not None:
+                    record = merged(_record_decoder.decode(raw), record)
             if arms:
                 return VisitState(record=record, arms=self._read_arms(visitor_id), user_id=user_id)
         if record is None:
@@ -174,10 +181,52 @@ class MemoryProfileStore:
         return self._state(visitor_id, arms)
 
     async def load_visits(
-        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+        self,
+        visits: Sequence[tuple[str, str | None]],
+        *,
+        arms: bool = False,
+        users: Sequence[str | None] | None = None,
     ) -> list[VisitState]:
-        """The stored records (and sticky arms), in order."""
-        return [self._state(visitor_id, arms) for visitor_id, _ in visits]
+        """The stored records (and sticky arms), in order; a visitor not linked to the user
+        its visit names reads the user's record merged with its own."""
+        named = users if users is not None else [None] * len(visits)
+        return [
+            self._state(visitor_id, arms, user)
+            for (visitor_id, _), user in zip(visits, named, strict=True)
+        ]
+
+    async def push_histories(
+        self, histories: Sequence[tuple[str, History]], *, now: datetime
+    ) -> list[Pushed]:
+        """Store each pushed history as its user's base; see
+        :meth:`ProfileStore.push_histories`."""
+        now = as_utc(now)
+        out: list[Pushed] = []
+        with self._lock:
+            self._last = (None, None)
+            for user_id, history in histories:
+                raw = self._users.get(user_id)
+                old = _record_decoder.decode(raw) if raw is not None else None
+                if (
+                    old is not None
+                    and old.history is not None
+                    and history.as_of < old.history.as_of
+                ):
+                    out.append(Pushed("stale"))
+                    continue
+                new = with_history(old, history, now)
+                members = self._members.get(user_id) or ()
+                if raw is not None and new == old:
+                    status = "unchanged"  # its life renewed, as a write would
+                else:
+                    status, raw = "written", _record_encoder.encode(new)
+                self._users[user_id] = raw
+                if members:
+                    self._members[user_id] = members
+                    for member in members:
+                        self._links[member] = user_id
+                out.append(Pushed(status, members if status == "written" else ()))
+        return out
 
     async def get(self, visitor_id: str, *, now: datetime | None = None) -> Behavior | None:
         """The stored behaviour, or None."""

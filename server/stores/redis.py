@@ -19,10 +19,12 @@ linked visitors (for erasure). A decide with a trusted ``userId`` links its visi
 ``WATCH`` ed ``MULTI`` (:meth:`RedisProfileStore.link`); reads and writes follow ``u``.
 
 A decide reads ``u``, the record (``p``, or the user's ``U``), ``d`` (and ``a`` when the bundle
-has a sticky experiment) with one small script, :data:`READ_LUA`; a batch, every visitor's in
-one pipeline. The scripts and the merge touch a visitor's and its user's keys together, which
-one Redis (or Valkey) allows and Redis Cluster does not (different slots): see
-``docs/deployment.md``, "Identity".
+has a sticky experiment) with one small script, :data:`READ_LUA` (a visitor not yet linked to
+the user its visit names reads that user's ``U`` merged with its own, as the visit will link
+it); a batch, every visitor's in one pipeline. Order histories pushed by the site's backend
+become the base of a user's ``U`` (:mod:`server.stores.redis_history`). The scripts and the
+merge touch a visitor's and its user's keys together, which one Redis (or Valkey) allows
+and Redis Cluster does not (different slots): see ``docs/deployment.md``, "Identity".
 Every write is one Lua script (:data:`WRITE_LUA`) that compares the record with the one the
 update was computed from and writes only when it is unchanged: a decide and an event batch of
 one visitor landing on two replicas at once are both counted, the loser recomputing on the
@@ -52,19 +54,23 @@ from sdk.consent import permissions
 from sdk.schema import Behavior, DecideRequest, Event
 from server.stores.base import (
     DECISIVE_EVENTS,
+    History,
     Pinned,
     PipelineWrite,
     ProfileRecord,
+    Pushed,
     VisitorProfile,
     VisitState,
     VisitWrite,
     as_utc,
     behavior_at,
+    merged,
     snapshot_of,
     updated_by_events,
     updated_by_visit,
 )
 from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_history import push as push_histories
 from server.stores.redis_links import link as link_user
 from server.stores.redis_links import linked as linked_visitors
 from server.stores.redis_links import user_key
@@ -122,17 +128,23 @@ return {1}
 """
 
 #: KEYS: profile, pin, sticky arms, link. ARGV: 1 and 2 what goes before and after a user id
-#: in the key of the user's record, 3 '1' to read the sticky arms. Returns {profile or false,
-#: pin or false, {field, arm...} or false, user id or false}: a decide's read in one command
-#: (following the link reads a key of another slot: one Redis, not Cluster).
+#: in the key of the user's record, 3 '1' to read the sticky arms, 4 the user the visit names
+#: ('' none). Returns {profile or false, pin or false, {field, arm...} or false, user id or
+#: false, the named user's record or false (only when the visitor is not linked yet)}: a
+#: decide's read in one command (following the link reads a key of another slot: one Redis,
+#: not Cluster).
 READ_LUA = """
 local uid = redis.call('GET', KEYS[4])
 local rec
+local theirs = false
 if uid then rec = redis.call('GET', ARGV[1] .. uid .. ARGV[2])
-else rec = redis.call('GET', KEYS[1]) end
+else
+  rec = redis.call('GET', KEYS[1])
+  if ARGV[4] ~= '' then theirs = redis.call('GET', ARGV[1] .. ARGV[4] .. ARGV[2]) end
+end
 local arms = false
 if ARGV[3] == '1' then arms = redis.call('HGETALL', KEYS[3]) end
-return {rec or false, redis.call('GET', KEYS[2]) or false, arms, uid or false}
+return {rec or false, redis.call('GET', KEYS[2]) or false, arms, uid or false, theirs}
 """
 
 _WRITE_SHA = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
@@ -152,18 +164,22 @@ def _record(raw: bytes | None) -> ProfileRecord | None:
 
 
 def _state(found: Sequence[Any], visit: str | None) -> VisitState:
-    """The state a :data:`READ_LUA` answer (record, pin, arms, user id) gives ``visit``."""
-    raw, pin_raw, flat, user = found
+    """The state a :data:`READ_LUA` answer (record, pin, arms, user id, the named user's
+    record) gives ``visit``; the version is the visitor's own record as read."""
+    raw, pin_raw, flat, user, theirs = found
     arms = None
     if flat is not None:  # an HGETALL answer: field, arm, field, arm...
         arms = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat) - 1, 2)}
-    if not raw and not pin_raw and user is None:
+    if not raw and not pin_raw and user is None and not theirs:
         return _UNKNOWN if arms is None else VisitState(arms=arms)
     pinned = _pin_decoder.decode(pin_raw) if pin_raw else None
     if pinned is not None and pinned.visit != visit:
         pinned = None  # the pin of another visit (session, consent, key kind, model version)
+    record = _record(raw)
+    if theirs:  # to be linked to the user it names: read as it will be
+        record = merged(_record(theirs), record)
     return VisitState(
-        record=_record(raw),
+        record=record,
         pinned=pinned,
         version=raw or None,
         arms=arms,
@@ -248,15 +264,21 @@ class RedisProfileStore:
         return (await self.load_visits([(visitor_id, visit)], arms=arms))[0]
 
     async def load_visits(
-        self, visits: Sequence[tuple[str, str | None]], *, arms: bool = False
+        self,
+        visits: Sequence[tuple[str, str | None]],
+        *,
+        arms: bool = False,
+        users: Sequence[str | None] | None = None,
     ) -> list[VisitState]:
         """Every visit's record and pin (and sticky arms): one call (a pipeline of
-        :data:`READ_LUA` calls when several)."""
+        :data:`READ_LUA` calls when several); a visitor not yet linked to the user its visit
+        names reads the user's record merged with its own."""
         before, after = user_key(self.state, "U")
         flag = "1" if arms else "0"
+        named = users if users is not None else [None] * len(visits)
         calls = [
-            (k[0], k[1], k[3], k[4], before, after, flag)
-            for k in (self._keys(v) for v, _ in visits)
+            (k[0], k[1], k[3], k[4], before, after, flag, user or "")
+            for k, user in zip((self._keys(v) for v, _ in visits), named, strict=True)
         ]
         found = await self._scripts((_READ_SHA, READ_LUA), calls, 4)
         return [_state(f, v) for (_, v), f in zip(visits, found, strict=True)]
@@ -389,6 +411,20 @@ class RedisProfileStore:
                 return
             self.conflicts += 1
         raise StateUnavailable(f"the profile of {visit.visitor_id!r} kept changing")
+
+    async def push_histories(
+        self, histories: Sequence[tuple[str, History]], *, now: datetime
+    ) -> list[Pushed]:
+        """Store each pushed history as its user's base
+        (:func:`server.stores.redis_history.push`)."""
+        return await push_histories(
+            self.state,
+            self._scripts,
+            histories,
+            as_utc(now),
+            ttl_ms=self._ttl_ms,
+            channel=self.channel,
+        )
 
     async def link(self, visitor_id: str, user_id: str) -> bool:
         """Link the visitor to the user (:func:`server.stores.redis_links.link`)."""

@@ -1,8 +1,8 @@
 """``tailor train`` on a real order history (the CDNOW sample, ``tests/fixtures/cdnow``), as a
 user runs it: a 273-day horizon (39 weeks, the classic holdout) leaves too little history for
-the supervised churn and value models, so the buy-till-you-die models serve every score, the
-CLI says why, and the decisions' scores forecast the holdout the file also holds; at 120 days
-each supervised model is compared with BG/NBD out of time and the better one is served."""
+the supervised GLMs, and the CLI says why; every candidate (GLMs, BG/NBD adjusted by GLMs on
+stacked origins, BG/NBD, baselines) is compared out of time and the better one serves; the
+decisions' scores are compared with plain BG/NBD on the holdout the file also holds."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import csv
 import dataclasses
 import html
 import math
+import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -54,8 +56,9 @@ def _train(root: Path, horizon_days: int) -> tuple[Path, Path, str]:
     config = _config(root, horizon_days)
     out = root / "bundle"
     cmd = [sys.executable, "-m", "model_export.cli", "train", "--config", str(config)]
+    wide = {**os.environ, "COLUMNS": "250"}  # progress lines unwrapped
     proc = subprocess.run(
-        [*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=wide
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return config, out, " ".join(proc.stdout.split())  # rich wraps long lines
@@ -66,82 +69,132 @@ def long_horizon(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     return _train(tmp_path_factory.mktemp("cdnow273"), 273)
 
 
-def test_a_horizon_longer_than_half_the_history_is_served_by_btyd_and_said(long_horizon) -> None:  # type: ignore[no-untyped-def]
-    _, out, printed = long_horizon
-    assert "supervised churn/value models skipped: needs history before 1996-04-03" in printed
-    assert "BG/NBD not checked out of time" in printed
-    assert (
-        "buy-till-you-die models serve: pAlive, churnProbability, expectedPurchases, "
-        "expectedValue (horizon 273 days)" in printed
-    )
-    m = load_bundle(out).manifest
-    assert not {"churn", "purchases", "value"} & set(m.models)
-    assert m.btyd is not None and m.btyd.horizon_days == 273 and m.btyd.gamma_gamma is not None
-    assert m.training.data["modelNotes"][0].startswith("supervised churn/value models skipped")
+def _holdout(ids: list[str], days: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Orders and revenue of each customer in the ``days`` after the calibration period."""
+    end = cdnow.CALIBRATION_END + timedelta(days=days)
+    orders: dict[str, int] = {}
+    revenue: dict[str, float] = {}
+    for customer, day, value in cdnow.orders():
+        if cdnow.CALIBRATION_END < day <= end:
+            orders[customer] = orders.get(customer, 0) + 1
+            revenue[customer] = revenue.get(customer, 0.0) + value
+    bought = np.array([orders.get(c, 0) for c in ids], dtype=np.float64)
+    return bought, np.array([revenue.get(c, 0.0) for c in ids])
 
 
-def test_btyd_scores_of_the_decisions_forecast_the_holdout(long_horizon) -> None:  # type: ignore[no-untyped-def]
-    """Every customer at the cutoff decided through the bundle, as a backend would, against
-    what the same customers did in the 39 holdout weeks (measured: 82 % of the orders, 79 % of
-    the revenue, activity AUC 0.75; the fit on purchase days in ``test_btyd.py`` is closer)."""
-    config, out, _ = long_horizon
+def _against_bgnbd(config: Path, out: Path, days: int) -> dict[str, tuple[float, float]]:
+    """Every customer at the cutoff decided through the bundle, as a backend would, and scored
+    by plain BG/NBD (the same bundle's parameters, no adjustment), against what they did in the
+    holdout: ``(bundle, BG/NBD)`` per measure."""
     tx = ingest.read_all(load_config(config))["transactions"].frame
     buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False)
     buyers = buyers.filter(pl.col("purchases") > 0)
     requests = list(profiles.profile_requests(buyers, CUTOFF))
     decider = Decider(load_bundle(out), clock=lambda: CUTOFF)
-    scores = [d.scores or {} for d in decider.decide_many(requests)]
-    assert len(scores) == 2357
-    names = ("pAlive", "churnProbability", "expectedPurchases", "expectedValue")
-    got = {n: np.array([s[n] for s in scores]) for n in names}
+    decided = [d.scores or {} for d in decider.decide_many(requests)]
+    assert len(decided) == 2357
+    names = ("churnProbability", "expectedPurchases", "expectedValue")
+    mine = {n: np.array([s[n] for s in decided]) for n in names}
     # one decide at a time (the plain-float path) gives the same scores as the batch
     for i in (0, 17, 1234):
         single = decider.decide(requests[i]).scores or {}
         for n in names:
-            assert single[n] == pytest.approx(got[n][i], rel=1e-9, abs=1e-6)
-    orders: dict[str, int] = {}
-    revenue: dict[str, float] = {}
-    for customer, day, value in cdnow.orders():
-        if cdnow.CALIBRATION_END < day <= cdnow.HOLDOUT_END:
-            orders[customer] = orders.get(customer, 0) + 1
-            revenue[customer] = revenue.get(customer, 0.0) + value
-    ids = buyers["customer_id"].to_list()
-    bought = np.array([orders.get(c, 0) for c in ids])
-    spent = np.array([revenue.get(c, 0.0) for c in ids])
-    assert 0.7 < got["expectedPurchases"].sum() / bought.sum() < 1.0
-    assert 0.65 < got["expectedValue"].sum() / spent.sum() < 1.0
-    assert roc_auc_score(bought > 0, 1 - got["churnProbability"]) > 0.72
-    assert got["churnProbability"].mean() == pytest.approx(np.mean(bought == 0), abs=0.06)
-    # the decisions' numbers are the models' own
+            assert single[n] == pytest.approx(mine[n][i], rel=1e-9, abs=1e-6)
     m = load_bundle(out).manifest
     assert m.btyd is not None
-    expected = score_customers(m.btyd, summary_of(requests))["expectedPurchases"]
-    np.testing.assert_allclose(got["expectedPurchases"], expected, atol=1e-6)
+    plain = score_customers(m.btyd, summary_of(requests))  # no etas: BG/NBD and Gamma-Gamma
+    bought, spent = _holdout(buyers["customer_id"].to_list(), days)
+    out_: dict[str, tuple[float, float]] = {}
+    for key, churn, purchases, value in (
+        ("bundle", mine["churnProbability"], mine["expectedPurchases"], mine["expectedValue"]),
+        ("bgnbd", plain["churnProbability"], plain["expectedPurchases"], plain["expectedValue"]),
+    ):
+        got = {
+            "auc": roc_auc_score(bought > 0, 1 - churn),
+            "rmse": float(np.sqrt(np.mean((purchases - bought) ** 2))),
+            "total": float(purchases.sum() / bought.sum()),
+            "churn_error": float(abs(churn.mean() - np.mean(bought == 0))),
+            "value_rmse": float(np.sqrt(np.mean((value - spent) ** 2))),
+            "value_total": float(value.sum() / spent.sum()),
+        }
+        for k, v in got.items():
+            out_.setdefault(k, (0.0, 0.0))
+            out_[k] = (v, out_[k][1]) if key == "bundle" else (out_[k][0], v)
+    return out_
 
 
-def test_at_120_days_each_score_goes_to_the_better_model_out_of_time(tmp_path: Path) -> None:
+def test_a_horizon_longer_than_half_the_history_is_checked_on_half_and_said(long_horizon) -> None:  # type: ignore[no-untyped-def]
+    """At 273 days no supervised GLM window fits (two horizons of history), so the CLI says
+    so; every candidate is still compared out of time on a fold of half the history, and the
+    BG/NBD adjusted by stacked-origin GLMs wins all three scores."""
+    _, out, printed = long_horizon
+    assert "supervised churn/value models skipped: needs history before 1996-04-03" in printed
+    assert "out-of-time check of every candidate from 1997-05-18 (136 days)" in printed
+    assert "buy-till-you-die models serve: pAlive (horizon 273 days)" in printed
+    assert (
+        "adjusted by supervised models (stacked origins): churnProbability, "
+        "expectedPurchases, expectedValue" in printed
+    )
+    assert "expectedPurchases: btyd model not served" in printed
+    m = load_bundle(out).manifest
+    assert {"churn_adjust", "purchases_adjust", "value_adjust"} <= set(m.models)
+    assert not {"churn", "purchases", "value"} & set(m.models)
+    assert m.btyd is not None and m.btyd.horizon_days == 273 and m.btyd.gamma_gamma is not None
+    assert m.btyd.serves == []
+    metrics = m.training.metrics
+    assert metrics["adjust_fold_window_days"] == 136 and metrics["adjust_train_origins"] >= 8
+    # on the fold: the adjusted forecast ranks better and is closer in total than BG/NBD's
+    assert metrics["adjusted_activity_auc"] > metrics["btyd_activity_auc"]
+    assert metrics["adjusted_purchases_rmse"] < metrics["btyd_purchases_rmse"]
+    assert metrics["btyd_purchases_total_ratio"] < metrics["adjusted_purchases_total_ratio"] < 1
+    assert m.training.data["modelNotes"][0].startswith("supervised churn/value models skipped")
+
+
+@pytest.mark.parametrize("days", [273, 120])
+def test_the_bundle_beats_bgnbd_on_the_classic_holdout(days: int, long_horizon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The issue's yardstick: 39 calibration weeks, the next 273 (and 120) days, every
+    customer decided through the bundle against plain BG/NBD on the same customers (measured:
+    AUC 0.766 against 0.751 at 273 days and 0.788 against 0.773 at 120; purchases total 0.99
+    and 1.01 against 0.83 and 0.84; value RMSE lower. The RMSE of purchases is 0.4 % and 1.1 %
+    above BG/NBD's: the one part of the goal not met, see docs/training.md)."""
+    config, out = long_horizon[:2] if days == 273 else _train(tmp_path, days)[:2]
+    got = _against_bgnbd(config, out, days)
+    mine, theirs = got["auc"]
+    assert mine > theirs + 0.01
+    assert abs(got["total"][0] - 1) <= 0.05 < abs(got["total"][1] - 1)
+    assert got["rmse"][0] <= 1.02 * got["rmse"][1]
+    assert got["value_rmse"][0] < got["value_rmse"][1]
+    assert abs(got["value_total"][0] - 1) < abs(got["value_total"][1] - 1)
+    assert got["churn_error"][0] < got["churn_error"][1] + 0.01
+
+
+def test_at_120_days_every_candidate_is_compared_and_the_losers_are_said(tmp_path: Path) -> None:
     _, out, printed = _train(tmp_path, 120)
     m = load_bundle(out).manifest
     metrics = m.training.metrics
     assert m.btyd is not None
-    for key in ("btyd_activity_auc", "btyd_purchases_rmse", "btyd_purchases_total_ratio"):
+    # the supervised GLMs trained (two horizons of history) and were compared on the same fold
+    for key in ("churn_auc", "purchases_rmse", "value_rmse"):
         assert np.isfinite(metrics[key])
-    compared = {
-        ("churn", "churnProbability"): metrics["churn_auc"] >= metrics["btyd_activity_auc"],
-        ("purchases", "expectedPurchases"): metrics["purchases_rmse"]
-        <= metrics["btyd_purchases_rmse"],
-        ("value", "expectedValue"): metrics["value_rmse"] <= metrics["btyd_value_rmse"],
-    }
-    for (model, score), supervised_wins in compared.items():
-        assert (model in m.models) == supervised_wins, model
-        assert (score in m.btyd.serves) != supervised_wins, score
-        if not supervised_wins:
-            assert f"{model}: supervised model not served" in printed
+    for key in ("btyd_activity_auc", "adjusted_activity_auc", "recency_activity_auc",
+                "naive_purchases_rmse", "adjusted_churn_calibration_slope"):  # fmt: skip
+        assert np.isfinite(metrics[key]), key
+    assert metrics["adjust_fold_window_days"] == 120
+    # the GLMs lose out of time: not served, each said with its number
+    assert metrics["churn_auc"] < metrics["adjusted_activity_auc"]
+    assert not {"churn", "purchases", "value"} & set(m.models)
+    for score in ("churnProbability", "expectedPurchases", "expectedValue"):
+        assert f"{score}: glm model not served" in printed
+        assert f"{score}: btyd model not served" in printed
+    assert set(m.btyd.adjusted) == {"churnProbability", "expectedPurchases", "expectedValue"}
     # the model card shows which model serves each score and the comparison it rests on
     card = (out / "report.html").read_text()
     section = card[card.index('id="value-models"') : card.index('id="rfm"')]
     assert "activity AUC (churn)" in section and "purchases RMSE" in section
-    for key in ("churn_auc", "btyd_activity_auc", "purchases_rmse", "btyd_purchases_rmse"):
+    assert "BG/NBD adjusted by a supervised model (purchases_adjust, ONNX)" in section
+    assert "calibration of the adjusted BG/NBD churn probability" in section
+    for key in ("churn_auc", "adjusted_activity_auc", "btyd_activity_auc",
+                "adjusted_purchases_total_ratio", "naive_value_rmse"):  # fmt: skip
         assert f"{metrics[key]:.4g}" in section, key
     for note in m.training.data.get("modelNotes", []):
         assert html.escape(note, quote=True) in section
@@ -159,7 +212,7 @@ def test_tailor_score_writes_what_decide_answers_for_every_customer(long_horizon
     assert proc.returncode == 0, proc.stdout + proc.stderr
     printed = " ".join(proc.stdout.split())
     assert "scored 2357 customers as of 1997-10-01" in printed and "horizon 273 days" in printed
-    assert "churn_probability: btyd" in printed
+    assert "churn_probability: adjusted" in printed and "p_alive: btyd" in printed
     table = pl.read_csv(scores, schema_overrides={"customer_id": pl.String})
     assert table.columns == [
         "customer_id", "segment", "persona", "lifecycle", "rfm_code", "p_alive",
@@ -189,7 +242,7 @@ def test_tailor_score_writes_what_decide_answers_for_every_customer(long_horizon
             ("expected_purchases", "expectedPurchases"),
             ("expected_value", "expectedValue"),
         ):
-            assert row[column] == pytest.approx(got[score], abs=2e-6), column
+            assert row[column] == pytest.approx(got[score], rel=1e-6, abs=2e-6), column
 
 
 def test_tailor_score_forecasts_another_horizon_and_refuses_bad_arguments(
@@ -207,12 +260,17 @@ def test_tailor_score_forecasts_another_horizon_and_refuses_bad_arguments(
     tx = ingest.read_all(load_config(config))["transactions"].frame
     buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False)
     requests = list(profiles.profile_requests(buyers.filter(pl.col("purchases") > 0), CUTOFF))
-    forecast = score_customers(m.btyd, summary_of(requests), horizon_days=120)
-    np.testing.assert_allclose(
-        table["expected_purchases"].to_numpy(), forecast["expectedPurchases"], atol=2e-6
-    )
-    long = score_customers(m.btyd, summary_of(requests))["expectedPurchases"]
-    assert np.all(forecast["expectedPurchases"] <= long + 1e-9)
+    # the adjustments hold at any horizon: each customer's adjusted / plain ratio is the same
+    # at 120 days as at the bundle's 273
+    plain120 = score_customers(m.btyd, summary_of(requests), horizon_days=120)["expectedPurchases"]
+    plain273 = score_customers(m.btyd, summary_of(requests))["expectedPurchases"]
+    decider = Decider(load_bundle(out), clock=lambda: CUTOFF)
+    at273 = np.array([(d.scores or {})["expectedPurchases"] for d in decider.decide_many(requests)])
+    at120 = table["expected_purchases"].to_numpy()
+    sizable = plain120 > 1e-2  # decisions round scores to 6 decimals
+    assert sizable.mean() > 0.9
+    np.testing.assert_allclose((at120 / plain120)[sizable], (at273 / plain273)[sizable], rtol=2e-4)
+    assert np.all(at120 <= at273 + 1e-6) and not np.allclose(at120, plain120, rtol=1e-3)
     assert _score([*base, "--out", str(tmp_path / "s.txt")]).returncode == 2
     assert _score([*base, "--out", str(short), "--horizon-days", "-3"]).returncode == 2
     missing = _score(

@@ -52,8 +52,8 @@ def test_bundle_verifies_and_decides_with_scores(trained: TrainingResult) -> Non
     assert {"segments", "offers"} <= set(bundle.models)
     assert bundle.manifest.rfm is not None
     assert "report.html" in bundle.manifest.files
-    # each score is served by its supervised model or, where that lost to BG/NBD out of time
-    # (and the run says so, with both metrics), by the buy-till-you-die models
+    # each score is served by one candidate (the supervised GLM, BG/NBD adjusted by a GLM on
+    # stacked origins, or BG/NBD); each one that lost out of time is said, with both metrics
     btyd = bundle.manifest.btyd
     assert btyd is not None and btyd.gamma_gamma is not None
     notes = trained.manifest.training.data.get("modelNotes", [])
@@ -62,10 +62,14 @@ def test_bundle_verifies_and_decides_with_scores(trained: TrainingResult) -> Non
         ("purchases", "expectedPurchases"),
         ("value", "expectedValue"),
     ):
-        served_by_btyd = score in btyd.serves
-        assert (model in bundle.models) != served_by_btyd, model
-        if served_by_btyd:
-            assert any(n.startswith(f"{model}: supervised model not served") for n in notes)
+        served = [model in bundle.models, score in btyd.adjusted, score in btyd.serves]
+        assert sum(served) == 1, (model, served)
+        if score in btyd.adjusted:
+            assert btyd.adjusted[score].model in bundle.models
+        if model not in bundle.models:
+            assert any(n.startswith(f"{score}: glm model not served") for n in notes)
+        if score not in btyd.serves:
+            assert any(n.startswith(f"{score}: btyd model not served") for n in notes)
     assert trained.notes == notes
 
 

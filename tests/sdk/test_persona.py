@@ -60,7 +60,8 @@ def test_a_far_segment_does_not_overflow(manifest: Manifest) -> None:
 def test_describe_names_the_persona_with_rounded_values(manifest: Manifest) -> None:
     personas = Personas(manifest)
     nearest = personas.nearest([3.0, 2.5, 1.1234567891, 4.0, 2.0, 5.0])
-    persona, segment, reason = personas.describe(nearest)
+    persona, segment = personas.describe(nearest)
+    reason = personas.reason(persona, segment)
     assert persona.id == "mobile_browsers" and persona.name == "Mobile browsers"
     assert segment.id == 2 and segment.distance == 1.123457
     assert persona.affinities["mobile_browsers"] == round(nearest[2][2], 6)
