@@ -7,13 +7,15 @@ score at a 273-day horizon) unless ``--bundle`` names one, then repeats the samp
 under new ids until there are N (default 100,000), writes them as a CSV export, and times
 what ``tailor score`` does with it, step by step: reading the file (the training's ingest),
 building the profiles at the cutoff, and :func:`model_export.scoring.score_frame` (after a
-warm-up on 2,000), with the process's peak resident memory before and after the scoring.
+warm-up on 2,000) in one process and then in one per CPU, with the peak resident memory of the
+process before and after the scoring, and whether both runs wrote the same table.
 ``--quick`` (smoke tests) scores 5,000.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from model_export.scoring import score_frame
 from sdk import load_bundle
 from tests import cdnow
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 CUTOFF = datetime(1997, 10, 1, tzinfo=UTC)
 CONFIG = """name = "cdnow"
 seed = 7
@@ -88,7 +90,8 @@ def _train(root: Path) -> Path:
 
 
 def measure(customers: int, bundle_dir: Path | None, tmp: Path) -> dict[str, Any]:
-    """The run's report."""
+    """The run's report: one scoring in one process, then one in one process per CPU (the
+    default from 50,000 customers), both on the same frame."""
     bundle_dir = bundle_dir or _train(tmp / "sample")
     bundle = load_bundle(bundle_dir)
     config = load_config(_write(tmp / "big", customers))
@@ -99,22 +102,35 @@ def measure(customers: int, bundle_dir: Path | None, tmp: Path) -> dict[str, Any
     frame = profiles.build_profiles(tx, CUTOFF, include_visitors=False)
     frame = frame.filter(pl.col("purchases") > 0)
     profile_s = time.perf_counter() - started
-    score_frame(bundle, frame.head(2000), CUTOFF)  # warm-up
+    score_frame(bundle, frame.head(2000), CUTOFF, workers=1)  # warm-up
     before = _peak_mib()
-    started = time.perf_counter()
-    run = score_frame(bundle, frame, CUTOFF)
-    took = time.perf_counter() - started
+    runs = []
+    tables = []
+    for workers in sorted({1, os.cpu_count() or 1}):
+        started = time.perf_counter()
+        run = score_frame(bundle, frame, CUTOFF, workers=workers)
+        took = time.perf_counter() - started
+        tables.append(run.table)
+        runs.append(
+            {
+                "workers": workers,
+                "score_s": round(took, 2),
+                "customers_per_s": round(run.table.height / took),
+                "us_per_customer": round(took / run.table.height * 1e6, 1),
+                "one_million_s_extrapolated": round(took / run.table.height * 1e6, 1),
+            }
+        )
+    if len(runs) > 1:
+        runs[-1]["speedup"] = round(runs[0]["score_s"] / runs[-1]["score_s"], 2)
     return {
-        "customers": run.table.height,
+        "customers": frame.height,
         "orders": tx.height,
         "bundle": bundle.manifest.model_version,
         "sources": run.sources,
         "read_s": round(read_s, 2),
         "profiles_s": round(profile_s, 2),
-        "score_s": round(took, 2),
-        "customers_per_s": round(run.table.height / took),
-        "us_per_customer": round(took / run.table.height * 1e6, 1),
-        "one_million_s_extrapolated": round(took / run.table.height * 1e6, 1),
+        "runs": runs,
+        "identical_tables": all(t.equals(tables[0]) for t in tables),
         "peak_rss_mib_before": round(before, 1),
         "peak_rss_mib_after": round(_peak_mib(), 1),
     }
@@ -122,24 +138,27 @@ def measure(customers: int, bundle_dir: Path | None, tmp: Path) -> dict[str, Any
 
 def markdown(report: dict[str, Any]) -> str:
     r = report["result"]
-    return "\n".join(
-        [
-            f"# tailor score - {report['measured_at']}",
-            "",
-            f"- Machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPUs",
-            f"- Bundle: {r['bundle']}; scores from {r['sources']}",
-            "",
-            "| customers | orders | read s | profiles s | score s | customers/s | µs/customer "
-            "| 1M (extrapolated) s | peak RSS MiB before / after |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {r['customers']:,} | {r['orders']:,} | {r['read_s']} | {r['profiles_s']} | "
-            f"{r['score_s']} | "
-            f"{r['customers_per_s']:,} | {r['us_per_customer']} | "
-            f"{r['one_million_s_extrapolated']} | "
-            f"{r['peak_rss_mib_before']} / {r['peak_rss_mib_after']} |",
-            "",
-        ]
-    )
+    lines = [
+        f"# tailor score - {report['measured_at']}",
+        "",
+        f"- Machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPUs",
+        f"- Bundle: {r['bundle']}; scores from {r['sources']}",
+        f"- {r['customers']:,} customers, {r['orders']:,} orders: read {r['read_s']} s, "
+        f"profiles {r['profiles_s']} s",
+        f"- Peak RSS MiB of the scoring process: {r['peak_rss_mib_before']} before scoring, "
+        f"{r['peak_rss_mib_after']} after",
+        f"- Every run wrote the same table: {r['identical_tables']}",
+        "",
+        "| workers | score s | customers/s | µs/customer | 1M (extrapolated) s | speedup |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in r["runs"]:
+        lines.append(
+            f"| {run['workers']} | {run['score_s']} | {run['customers_per_s']:,} | "
+            f"{run['us_per_customer']} | {run['one_million_s_extrapolated']} | "
+            f"{run.get('speedup', '')} |"
+        )
+    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,16 @@ def _horizon(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("--workers must be in [1, 64]")
+    return value
+
+
 def _score(args: argparse.Namespace, console: Console) -> int:
     import msgspec
 
@@ -55,7 +65,10 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     try:
         bundle = load_bundle(args.bundle)
         config = load_config(args.config)
-        run = score_file(bundle, config, args.out, as_of=args.as_of, horizon_days=args.horizon_days)
+        run = score_file(
+            bundle, config, args.out, as_of=args.as_of, horizon_days=args.horizon_days,
+            workers=args.workers,
+        )  # fmt: skip
     except (TailorError, OSError, ValueError, msgspec.ValidationError, IngestError,
             TrainingDataError) as exc:  # fmt: skip
         console.print(f"[red]cannot score:[/] {exc}")
@@ -94,5 +107,11 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="score as of this date or time (default: the config's cutoff, else the newest "
         "transaction)",
+    )
+    score.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="processes to score in (default: one per CPU from 50,000 customers, else one)",
     )
     score.set_defaults(run=_score)

@@ -162,6 +162,10 @@ def test_score_benchmark_reports_throughput_and_memory(tmp_path: Path) -> None:
     assert "µs/customer" in printed
     result = json.loads((out / "score.json").read_text())["result"]
     assert result["customers"] == 5000 and result["orders"] >= 5000
-    assert result["customers_per_s"] > 0 and result["score_s"] > 0
+    runs = result["runs"]
+    assert [r["workers"] for r in runs] == sorted({1, os.cpu_count() or 1})
+    assert all(r["customers_per_s"] > 0 and r["score_s"] > 0 for r in runs)
+    assert result["identical_tables"] is True
     assert result["peak_rss_mib_after"] >= result["peak_rss_mib_before"] > 0
-    assert set(result["sources"].values()) == {"btyd"}
+    assert result["sources"]["p_alive"] == "btyd"
+    assert set(result["sources"].values()) <= {"btyd", "adjusted"}

@@ -348,3 +348,27 @@ def test_a_bundle_whose_btyd_serving_cannot_evaluate_is_refused_at_load(long_hor
     )
     with pytest.raises(BundleError, match="a \\+ b > 1"):
         Decider(broken)
+
+
+def test_tailor_score_in_two_worker_processes_writes_the_same_table(long_horizon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The frame is split between the caller and a worker process (Arrow IPC both ways):
+    the table is the one a single process writes, row for row."""
+    config, out, _ = long_horizon
+    base = ["--bundle", str(out), "--config", str(config)]
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    for path, workers in ((one, "1"), (two, "2")):
+        proc = _score([*base, "--out", str(path), "--workers", workers])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = pl.read_parquet(two)
+    assert table.height == 2357 and table.equals(pl.read_parquet(one))
+    assert _score([*base, "--out", str(one), "--workers", "0"]).returncode == 2
+
+
+def test_a_score_worker_refuses_a_bundle_that_changed_under_it(long_horizon) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = long_horizon
+    cmd = [sys.executable, "-m", "model_export.score_worker", str(out), "other-version",
+           CUTOFF.isoformat(), ""]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, input="", timeout=120)
+    assert proc.returncode == 1
+    version = load_bundle(out).manifest.model_version
+    assert f"is now {version}, not other-version" in proc.stderr

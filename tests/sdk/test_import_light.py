@@ -53,6 +53,7 @@ def test_public_names_are_pinned() -> None:
             "Consent",
             "Context",
             "DecideRequest",
+            "CustomerRow",
             "Decider",
             "Decision",
             "Event",
