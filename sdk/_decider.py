@@ -124,11 +124,13 @@ class Decider:
         # buy-till-you-die scores: pAlive, and those no supervised model of the bundle gives
         self._btyd = m.btyd
         if m.btyd is not None:  # refused at load, not at the first decide
-            from sdk.btyd import BgNbd, check_servable
+            from sdk.btyd import BgNbd, ParetoNbd, check_servable
 
-            bg = m.btyd.bgnbd
+            bg, pn = m.btyd.bgnbd, m.btyd.pareto_nbd
             try:
                 check_servable(BgNbd(bg.r, bg.alpha, bg.a, bg.b))
+                if pn is not None:
+                    ParetoNbd(pn.r, pn.alpha, pn.s, pn.beta).check()
             except ValueError as exc:
                 raise BundleError(f"manifest btyd: {exc}") from None
         # scores a supervised model adjusts: (score name, bundle model, its float output)

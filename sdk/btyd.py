@@ -52,6 +52,7 @@ __all__ = [
     "hyp2f1",
     "pareto_nbd_expected_purchases",
     "pareto_nbd_p_alive",
+    "pareto_nbd_p_no_purchase",
     "purchase_summary",
     "score_customers",
 ]
@@ -377,7 +378,8 @@ def _btyd_scores(
     params = BgNbd(bg.r, bg.alpha, bg.a, bg.b)
     t = (defn.horizon_days if horizon_days is None else horizon_days) / defn.unit_days
     k = summary.known
-    if int(k.sum()) <= _SCALAR_ROWS:  # one decide: plain floats, the same formulas
+    pn = defn.pareto_nbd
+    if int(k.sum()) <= _SCALAR_ROWS and pn is None:  # one decide: plain floats, same formulas
         return _score_few(defn, params, summary, t)
     x, t_x, T = summary.x[k], summary.t_x[k], summary.T[k]
     out: dict[str, Array] = {}
@@ -387,9 +389,15 @@ def _btyd_scores(
         column[k] = values
         return column
 
-    out["pAlive"] = spread(bgnbd_p_alive(params, x, t_x, T))
-    out["churnProbability"] = spread(bgnbd_p_no_purchase(params, x, t_x, T, t))
-    purchases = bgnbd_expected_purchases(params, x, t_x, T, t)
+    if pn is not None:
+        pareto = ParetoNbd(pn.r, pn.alpha, pn.s, pn.beta)
+        out["pAlive"] = spread(pareto_nbd_p_alive(pareto, x, t_x, T))
+        out["churnProbability"] = spread(pareto_nbd_p_no_purchase(pareto, x, t_x, T, t))
+        purchases = pareto_nbd_expected_purchases(pareto, x, t_x, T, t)
+    else:
+        out["pAlive"] = spread(bgnbd_p_alive(params, x, t_x, T))
+        out["churnProbability"] = spread(bgnbd_p_no_purchase(params, x, t_x, T, t))
+        purchases = bgnbd_expected_purchases(params, x, t_x, T, t)
     out["expectedPurchases"] = spread(purchases)
     if defn.gamma_gamma is not None:
         gg = defn.gamma_gamma
@@ -495,6 +503,58 @@ def pareto_nbd_expected_purchases(
         lifetime = (beta + T_) / (s - 1) * -np.expm1((s - 1) * keep)
     expected: Array = alive * rate * lifetime
     return expected
+
+
+def _share_of_dropout(a1: Array, rate1: Array, a2: float, rate2: Array) -> Array:
+    """``E[mu / (lambda + mu)]`` for independent ``lambda ~ Gamma(a1, rate1)`` and
+    ``mu ~ Gamma(a2, rate2)``: the probability that the dropout comes before the next purchase.
+    With ``U = mu' / (lambda' + mu') ~ Beta(a2, a1)`` on the unit-rate variables it is
+    ``E[A U / (B + (A - B) U)]``, an Euler integral: ``(A / B) a2 / (a1 + a2)
+    2F1(1, a2 + 1; a1 + a2 + 1; 1 - A / B)``; written from whichever side keeps the series'
+    argument in [0, 1)."""
+    a2_ = np.full_like(a1, a2)
+    c = a1 + a2_ + 1.0
+    mu_side = rate1 <= rate2  # 1 - A/B in [0, 1)
+    out = np.empty_like(a1)
+    m = mu_side
+    if m.any():
+        ratio = rate1[m] / rate2[m]
+        out[m] = ratio * a2_[m] / (a1[m] + a2_[m]) * hyp2f1(1.0, a2_[m] + 1.0, c[m], 1.0 - ratio)
+    n = ~mu_side
+    if n.any():
+        ratio = rate2[n] / rate1[n]
+        other = ratio * a1[n] / (a1[n] + a2_[n]) * hyp2f1(1.0, a1[n] + 1.0, c[n], 1.0 - ratio)
+        out[n] = 1.0 - other
+    return out
+
+
+def pareto_nbd_p_no_purchase(
+    params: ParetoNbd, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, t: ArrayLike
+) -> Array:
+    """The probability of no purchase in the next ``t`` (Pareto/NBD): dropped out already, or
+    alive and either dropping out before the next purchase or buying nothing in ``t``.
+
+    Alive at ``T``, the rates are independent ``lambda ~ Gamma(r + x, alpha + T)`` and
+    ``mu ~ Gamma(s, beta + T)``; given them no purchase in ``t`` has probability
+    ``e^-(lambda + mu) t + mu / (lambda + mu) (1 - e^-(lambda + mu) t)``. Its expectation is
+    ``K + D(alpha + T, beta + T) - K D(alpha + T + t, beta + T + t)``, where ``K`` is
+    ``((alpha + T) / (alpha + T + t))^(r + x) ((beta + T) / (beta + T + t))^s`` (the tilt
+    ``e^-(lambda + mu) t`` shifts both rates by ``t``) and ``D`` is
+    :func:`_share_of_dropout`."""
+    r, alpha, s, beta = params.check()
+    x_, t_x_, T_, t_ = _summary(x, t_x, T, t)
+    if np.any(~(t_ >= 0)) or np.any(~np.isfinite(t_)):
+        raise ValueError("the horizon t must be non-negative and finite")
+    alive = pareto_nbd_p_alive(params, x_, t_x_, T_)
+    a1 = r + x_
+    rate1, rate2 = alpha + T_, beta + T_
+    keep = np.exp(
+        a1 * (np.log(rate1) - np.log(rate1 + t_)) + s * (np.log(rate2) - np.log(rate2 + t_))
+    )
+    now = _share_of_dropout(a1, rate1, s, rate2)
+    later = _share_of_dropout(a1, rate1 + t_, s, rate2 + t_)
+    quiet = np.clip(keep + now - keep * later, 0.0, 1.0)
+    return np.asarray((1.0 - alive) + alive * quiet, dtype=np.float64)
 
 
 # --- supervised adjustments -------------------------------------------------------------------

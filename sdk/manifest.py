@@ -195,6 +195,16 @@ class BgNbdDef(_Config, frozen=True, kw_only=True):
     b: Positive
 
 
+class ParetoNbdDef(_Config, frozen=True, kw_only=True):
+    """Pareto/NBD parameters (:class:`sdk.btyd.ParetoNbd`), time in the unit of
+    :class:`BtydDef`."""
+
+    r: Positive
+    alpha: Positive
+    s: Positive
+    beta: Positive
+
+
 class GammaGammaDef(_Config, frozen=True, kw_only=True):
     """Gamma-Gamma spend parameters (:class:`sdk.btyd.GammaGamma`; ``q`` above 1)."""
 
@@ -219,15 +229,18 @@ class AdjustDef(_Config, frozen=True, kw_only=True):
 
 class BtydDef(_Config, frozen=True, kw_only=True):
     """Buy-till-you-die models fitted on the purchase history before the cutoff
-    (:mod:`sdk.btyd`): evaluated at serving time from a profile's purchases, revenue and
-    purchase days, for customers with at least one purchase. ``serves`` lists the decision
-    scores they provide (those without a supervised model in the bundle); ``pAlive`` is added
-    whenever the models are present; ``adjusted`` lists the scores a supervised model shifts
-    (:class:`AdjustDef`). Parameters are population aggregates: no customer's data."""
+        (:mod:`sdk.btyd`): evaluated at serving time from a profile's purchases, revenue and
+        purchase days, for customers with at least one purchase. ``serves`` lists the decision
+        scores they provide (those without a supervised model in the bundle); ``pAlive`` is added
+        whenever the models are present. With ``pareto_nbd``, the Pareto/NBD is the repeat-buying
+    model evaluated (it fitted the history better than the BG/NBD, which is kept for the model
+    card); without, the BG/NBD. ``adjusted`` lists the scores a supervised model shifts
+        (:class:`AdjustDef`). Parameters are population aggregates: no customer's data."""
 
     unit_days: Positive
     horizon_days: Positive
     bgnbd: BgNbdDef
+    pareto_nbd: ParetoNbdDef | None = None
     gamma_gamma: GammaGammaDef | None = None
     serves: list[BtydScore] = []
     adjusted: dict[BtydScore, AdjustDef] = {}

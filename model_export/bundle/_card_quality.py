@@ -385,20 +385,21 @@ def _value_models_section(c: _Card) -> _Html | None:
         return None
     parts: list[str] = []
     served: list[tuple[object, object]] = []
+    repeat = "Pareto/NBD" if btyd is not None and btyd.pareto_nbd is not None else "BG/NBD"
     for score, model in _SCORE_MODELS:
         if model in supervised:
             source = f"supervised model ({model}, ONNX)"
             if c.m.models[model].features == ["recency_days"]:
                 source = f"recency baseline ({model}, ONNX)"
         elif btyd is not None and score in btyd.adjusted:
-            source = f"BG/NBD adjusted by a supervised model ({btyd.adjusted[score].model}, ONNX)"
+            source = f"{repeat} adjusted by a supervised model ({btyd.adjusted[score].model}, ONNX)"
         elif btyd is not None and score in btyd.serves:
-            source = "BG/NBD" + (" and Gamma-Gamma" if score == "expectedValue" else "")
+            source = repeat + (" and Gamma-Gamma" if score == "expectedValue" else "")
         else:
             source = "none"
         served.append((score, source))
     if btyd is not None:
-        served.append(("pAlive", "BG/NBD"))
+        served.append(("pAlive", repeat))
     parts.append(_kv(served))
     if btyd is not None:
         bg = btyd.bgnbd
@@ -409,6 +410,14 @@ def _value_models_section(c: _Card) -> _Html | None:
                 ", ".join(format_number(v) for v in (bg.r, bg.alpha, bg.a, bg.b)),
             ),
         ]
+        if btyd.pareto_nbd is not None:
+            pn = btyd.pareto_nbd
+            params.append(
+                (
+                    "Pareto/NBD r, alpha, s, beta (served: it fits better)",
+                    ", ".join(format_number(v) for v in (pn.r, pn.alpha, pn.s, pn.beta)),
+                )
+            )
         if btyd.gamma_gamma is not None:
             gg = btyd.gamma_gamma
             params.append(

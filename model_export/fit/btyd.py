@@ -34,9 +34,12 @@ from sdk.btyd import (
     ParetoNbd,
     PurchaseSummary,
     check_servable,
+    pareto_nbd_expected_purchases,
+    pareto_nbd_p_alive,
+    pareto_nbd_p_no_purchase,
     purchase_summary,
 )
-from sdk.manifest import BgNbdDef, BtydDef, BtydScore, GammaGammaDef
+from sdk.manifest import BgNbdDef, BtydDef, BtydScore, GammaGammaDef, ParetoNbdDef
 from sdk.schema import DecideRequest
 
 __all__ = [
@@ -309,13 +312,61 @@ class BtydModels:
     notes: list[str] = field(default_factory=list)
 
 
+def _check_pareto(params: ParetoNbd, horizon: float, longest: float) -> None:
+    """Evaluate the served Pareto/NBD functions where serving may meet them (no purchase to
+    many, from a first purchase today to twice the longest history, up to twice the horizon):
+    ValueError when a series does not converge or a value is not a probability."""
+    T = np.array([0.0, 0.5, 1.0, longest, 2 * longest, 2 * longest, 2 * longest])
+    x = np.array([0.0, 0.0, 1.0, 5.0, 0.0, 50.0, 400.0])
+    t_x = np.minimum(T, np.array([0.0, 0.0, 0.5, longest / 2, 0.0, longest, 2 * longest]))
+    for t in (0.0, 1.0, horizon, 2 * horizon):
+        quiet = pareto_nbd_p_no_purchase(params, x, t_x, T, np.full_like(T, t))
+        alive = pareto_nbd_p_alive(params, x, t_x, T)
+        bought = pareto_nbd_expected_purchases(params, x, t_x, T, np.full_like(T, t))
+        values = np.concatenate([quiet, alive])
+        if not (np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 1))):
+            raise ValueError("P(alive) or P(no purchase) is not a probability")
+        if not (np.all(np.isfinite(bought)) and np.all(bought >= 0)):
+            raise ValueError("expected purchases are not finite and non-negative")
+
+
 def define_btyd(
     summary: PurchaseSummary, horizon_days: float, serves: Sequence[BtydScore]
 ) -> tuple[BtydDef, list[str]]:
+    """The BTYD models of ``summary``: BG/NBD, and Pareto/NBD when it fits the history better
+    (higher log-likelihood, the same number of parameters), with Gamma-Gamma for spend.
+
+    Raises:
+        ValueError: BG/NBD cannot be fitted or served (Pareto/NBD's failure is only noted).
+    """
     notes: list[str] = []
-    bg = fit_bgnbd(_known(summary)).params
+    known = _known(summary)
+    bg_fit = fit_bgnbd(known)
+    bg = bg_fit.params
     assert isinstance(bg, BgNbd)
     check_servable(bg)  # what the decider will refuse to load
+    pareto: ParetoNbdDef | None = None
+    try:
+        pn_fit = fit_pareto_nbd(known)
+    except (ValueError, FloatingPointError) as exc:
+        notes.append(f"Pareto/NBD not fitted: {exc}")
+    else:
+        pn = pn_fit.params
+        assert isinstance(pn, ParetoNbd)
+        better = pn_fit.log_likelihood > bg_fit.log_likelihood
+        winner, loser = ("Pareto/NBD", "BG/NBD") if better else ("BG/NBD", "Pareto/NBD")
+        lls = sorted((bg_fit.log_likelihood, pn_fit.log_likelihood), reverse=True)
+        notes.append(
+            f"repeat buying: {winner} serves, it fits the history better than {loser} "
+            f"(log-likelihood {lls[0]:,.1f} against {lls[1]:,.1f})"
+        )
+        if better:
+            try:
+                _check_pareto(pn, horizon_days / WEEK, float(summary.T.max(initial=1.0)))
+            except (ValueError, FloatingPointError) as exc:
+                notes.append(f"Pareto/NBD not served, serving cannot evaluate it: {exc}")
+            else:
+                pareto = ParetoNbdDef(r=pn.r, alpha=pn.alpha, s=pn.s, beta=pn.beta)
     spend: GammaGammaDef | None = None
     try:
         gg = fit_gamma_gamma(_spend(summary)).params
@@ -327,6 +378,7 @@ def define_btyd(
         unit_days=WEEK,
         horizon_days=float(horizon_days),
         bgnbd=BgNbdDef(r=bg.r, alpha=bg.alpha, a=bg.a, b=bg.b),
+        pareto_nbd=pareto,
         gamma_gamma=spend,
         serves=served,
     )

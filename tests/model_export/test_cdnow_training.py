@@ -31,6 +31,7 @@ from model_export.inputs.config import load_config
 from model_export.scoring import score_frame
 from sdk import BundleError, Decider, load_bundle
 from sdk.btyd import score_customers
+from sdk.manifest import ParetoNbdDef
 from tests import cdnow
 from tests.conftest import ROOT
 
@@ -136,7 +137,9 @@ def test_a_horizon_longer_than_half_the_history_is_checked_on_half_and_said(long
         "expectedPurchases, expectedValue" in printed
     )
     assert "expectedPurchases: btyd model not served" in printed
+    assert "repeat buying: BG/NBD serves, it fits the history better than Pareto/NBD" in printed
     m = load_bundle(out).manifest
+    assert m.btyd is not None and m.btyd.pareto_nbd is None
     assert {"churn_adjust", "purchases_adjust", "value_adjust"} <= set(m.models)
     assert not {"churn", "purchases", "value"} & set(m.models)
     assert m.btyd is not None and m.btyd.horizon_days == 273 and m.btyd.gamma_gamma is not None
@@ -372,3 +375,33 @@ def test_a_score_worker_refuses_a_bundle_that_changed_under_it(long_horizon) -> 
     assert proc.returncode == 1
     version = load_bundle(out).manifest.model_version
     assert f"is now {version}, not other-version" in proc.stderr
+
+
+def test_a_bundle_whose_repeat_model_is_pareto_nbd_decides_with_it(long_horizon) -> None:  # type: ignore[no-untyped-def]
+    """The same bundle with Pareto/NBD as its repeat-buying model (CDNOW's estimates on
+    orders): every decision's scores are the Pareto/NBD ones, in a batch and one at a time."""
+    config, out, _ = long_horizon
+    bundle = load_bundle(out)
+    assert bundle.manifest.btyd is not None
+    btyd = msgspec.structs.replace(
+        bundle.manifest.btyd,
+        pareto_nbd=ParetoNbdDef(r=0.497, alpha=8.36, s=0.563, beta=9.33),
+        adjusted={},
+        serves=["churnProbability", "expectedPurchases", "expectedValue"],
+    )
+    pareto = dataclasses.replace(
+        bundle, manifest=msgspec.structs.replace(bundle.manifest, btyd=btyd)
+    )
+    tx = ingest.read_all(load_config(config))["transactions"].frame
+    buyers = profiles.build_profiles(tx, CUTOFF, include_visitors=False).head(300)
+    requests = list(profiles.profile_requests(buyers, CUTOFF))
+    decider = Decider(pareto, clock=lambda: CUTOFF)
+    decided = [d.scores or {} for d in decider.decide_many(requests)]
+    expected = score_customers(btyd, summary_of(requests))
+    plain = score_customers(bundle.manifest.btyd, summary_of(requests))
+    for name in ("pAlive", "churnProbability", "expectedPurchases", "expectedValue"):
+        got = np.array([s[name] for s in decided])
+        np.testing.assert_allclose(got, expected[name], atol=1e-6)
+        assert not np.allclose(got, plain[name], atol=1e-3), name  # not the BG/NBD ones
+    single = decider.decide(requests[7]).scores or {}
+    assert single["churnProbability"] == pytest.approx(decided[7]["churnProbability"], abs=1e-9)

@@ -19,10 +19,11 @@ from sdk.btyd import (
     hyp2f1,
     pareto_nbd_expected_purchases,
     pareto_nbd_p_alive,
+    pareto_nbd_p_no_purchase,
     purchase_summary,
     score_customers,
 )
-from sdk.manifest import BgNbdDef, BtydDef, GammaGammaDef
+from sdk.manifest import BgNbdDef, BtydDef, GammaGammaDef, ParetoNbdDef
 
 #: The CDNOW sample's published estimates, a > 1, a large (the direct series), b below 1.
 PARAMS = [
@@ -252,3 +253,109 @@ def test_pareto_nbd_expected_purchases_are_continuous_at_s_equal_one() -> None:
     at_one = pareto_nbd_expected_purchases(ParetoNbd(0.5, 8.0, 1.0, 9.0), 2, 10, 30, 39)
     near = pareto_nbd_expected_purchases(ParetoNbd(0.5, 8.0, 1.0 + 1e-6, 9.0), 2, 10, 30, 39)
     assert float(at_one) == pytest.approx(float(near), rel=1e-5)
+
+
+def _dropout_first(a1: float, rate1: float, s: float, rate2: float) -> float:
+    """E[mu / (lambda + mu)] as a one-dimensional integral, without any 2F1:
+    mu / (lambda + mu) = integral of mu e^-(lambda + mu) u du, and both expectations inside
+    are closed forms."""
+    from scipy import integrate
+
+    def inside(u: float) -> float:
+        return float(s * rate2**s * (rate2 + u) ** (-s - 1) * (rate1 / (rate1 + u)) ** a1)
+
+    value, _ = integrate.quad(inside, 0, np.inf, epsabs=1e-13, epsrel=1e-11, limit=500)
+    return float(value)
+
+
+def _quiet_by_integration(params: ParetoNbd, x: float, t_x: float, T: float, t: float) -> float:
+    """P(no purchase in t) from the definition, with E[mu / (lambda + mu)] integrated
+    numerically (:func:`_dropout_first`), then mixed with P(alive)."""
+    r, alpha, s, beta = params
+    a1, rate1, rate2 = r + x, alpha + T, beta + T
+    keep = (rate1 / (rate1 + t)) ** a1 * (rate2 / (rate2 + t)) ** s
+    quiet = (
+        keep
+        + _dropout_first(a1, rate1, s, rate2)
+        - keep * _dropout_first(a1, rate1 + t, s, rate2 + t)
+    )
+    alive = float(pareto_nbd_p_alive(params, x, t_x, T))
+    return (1 - alive) + alive * quiet
+
+
+@pytest.mark.parametrize("params", PARETO, ids=lambda p: f"s={p.s}")
+@pytest.mark.parametrize(
+    "history",
+    [(0, 0, 30, 39), (2, 20, 30, 39), (10, 25, 26, 52), (30, 37, 38, 100), (0, 0, 5, 200)],
+)
+def test_pareto_nbd_no_purchase_matches_the_integral_of_its_definition(
+    params: ParetoNbd, history: tuple[float, float, float, float]
+) -> None:
+    got = float(pareto_nbd_p_no_purchase(params, *history))
+    assert got == pytest.approx(_quiet_by_integration(params, *history), abs=1e-9)
+
+
+def test_pareto_nbd_no_purchase_is_the_double_integral_over_the_posterior_rates() -> None:
+    """The decomposition itself, once, against scipy's dblquad of the model's definition over
+    the alive customer's posterior purchase and dropout rates."""
+    from scipy import integrate, stats
+
+    params, (x, t_x, T, t) = PARETO[1], (2.0, 20.0, 30.0, 39.0)
+    r, alpha, s, beta = params
+    rates = stats.gamma(r + x, scale=1 / (alpha + T))
+    dropouts = stats.gamma(s, scale=1 / (beta + T))
+
+    def given(mu: float, lam: float) -> float:
+        gone = np.exp(-(lam + mu) * t)
+        return float((gone + mu / (lam + mu) * (1 - gone)) * rates.pdf(lam) * dropouts.pdf(mu))
+
+    inner, _ = integrate.dblquad(
+        given, 0, rates.ppf(1 - 1e-12), 0, dropouts.ppf(1 - 1e-12), epsabs=1e-10, epsrel=1e-8
+    )
+    alive = float(pareto_nbd_p_alive(params, x, t_x, T))
+    expected = (1 - alive) + alive * inner
+    assert float(pareto_nbd_p_no_purchase(params, x, t_x, T, t)) == pytest.approx(
+        expected, abs=1e-8
+    )
+
+
+@pytest.mark.parametrize("params", PARETO, ids=lambda p: f"s={p.s}")
+def test_pareto_nbd_no_purchase_is_a_probability_over_the_whole_range(params: ParetoNbd) -> None:
+    x, t_x, T, t = customers(3000, seed=int(params.s * 7))
+    quiet = pareto_nbd_p_no_purchase(params, x, t_x, T, t)
+    assert np.all(np.isfinite(quiet)) and np.all((quiet >= 0) & (quiet <= 1))
+    assert np.all(quiet[t == 0] == pytest.approx(1.0, abs=1e-12))
+    longer = pareto_nbd_p_no_purchase(params, x, t_x, T, t + 5)
+    assert np.all(longer <= quiet + 1e-12)
+    # never below the chance of having dropped out already
+    assert np.all(quiet >= 1 - pareto_nbd_p_alive(params, x, t_x, T) - 1e-12)
+
+
+def test_a_bundle_serving_pareto_nbd_scores_with_it() -> None:
+    pareto = ParetoNbd(0.553, 10.578, 0.606, 11.669)
+    defn = BtydDef(
+        unit_days=7.0,
+        horizon_days=273.0,
+        bgnbd=BgNbdDef(r=0.243, alpha=4.414, a=0.793, b=2.426),
+        pareto_nbd=ParetoNbdDef(r=pareto.r, alpha=pareto.alpha, s=pareto.s, beta=pareto.beta),
+        gamma_gamma=GammaGammaDef(p=6.25, q=3.74, v=15.44),
+        serves=["churnProbability", "expectedPurchases", "expectedValue"],
+    )
+    summary = purchase_summary([1, 3, 8, None], [20.0, 90.0, 300.0, None], [10, 200, 250, None],
+                               [10, 30, 2, None], 7.0)  # fmt: skip
+    for rows in (summary, _many(summary, 10)):  # the single-decide size and a batch
+        got = score_customers(defn, rows)
+        k = rows.known
+        x, t_x, T = rows.x[k], rows.t_x[k], rows.T[k]
+        np.testing.assert_allclose(got["pAlive"][k], pareto_nbd_p_alive(pareto, x, t_x, T))
+        np.testing.assert_allclose(
+            got["churnProbability"][k], pareto_nbd_p_no_purchase(pareto, x, t_x, T, 39.0)
+        )
+        np.testing.assert_allclose(
+            got["expectedPurchases"][k], pareto_nbd_expected_purchases(pareto, x, t_x, T, 39.0)
+        )
+        assert np.isnan(got["pAlive"][~k]).all()
+
+
+def _many(summary, times: int):  # type: ignore[no-untyped-def]
+    return type(summary)(*(np.tile(column, times) for column in summary))
