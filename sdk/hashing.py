@@ -5,26 +5,36 @@ in every process, machine and release; :func:`bucket_ranges` and :func:`choose` 
 weights and a coverage into arms; :func:`in_namespace` keeps experiments of one namespace apart.
 ``tests/contract/vectors/hashing.json`` holds the vectors any other implementation must pass.
 
-Must not import anything but the standard library.
+The FNV loops run in C (``sdk/_hashing_c.pyx``) when that module was compiled at install
+(``hatch_build.py``, with Cython and a C compiler); the pure-Python functions here
+(:func:`fnv1a32_py`, :func:`unit_py`) are the reference and the fallback, and a parity test
+pins both equal. :data:`IMPLEMENTATION` says which is in use (``tailor --version`` and the
+server's ``/readyz`` show it); ``TAILOR_PURE_PYTHON=1`` forces the pure path.
+
+Must not import anything but the standard library (and its own compiled twin).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Final
 
 __all__ = [
     "FNV_OFFSET_BASIS",
     "FNV_PRIME",
     "HASH_VERSION",
+    "IMPLEMENTATION",
     "bucket_ranges",
     "choose",
     "fnv1a32",
+    "fnv1a32_py",
     "hash_unit",
     "in_namespace",
     "prefix_state",
     "unit_after",
+    "unit_py",
 ]
 
 #: The hash version :func:`hash_unit` uses unless told otherwise.
@@ -35,8 +45,9 @@ FNV_PRIME: Final = 0x01000193
 _MASK: Final = 0xFFFFFFFF
 
 
-def fnv1a32(data: bytes, basis: int = FNV_OFFSET_BASIS) -> int:
-    """The FNV-1a 32-bit hash of ``data``: for each byte, XOR it in, then multiply by the prime.
+def fnv1a32_py(data: bytes, basis: int = FNV_OFFSET_BASIS) -> int:
+    """The FNV-1a 32-bit hash of ``data``: for each byte, XOR it in, then multiply by the prime
+    (the reference; :func:`fnv1a32` is the compiled twin when there is one).
 
     Args:
         data: the bytes to hash.
@@ -51,6 +62,31 @@ def fnv1a32(data: bytes, basis: int = FNV_OFFSET_BASIS) -> int:
     for byte in data:
         h = ((h ^ byte) * prime) & mask
     return h
+
+
+def unit_py(data: bytes, basis: int) -> float:
+    """Hash version 2's number in [0, 1) for ``data`` from the FNV state ``basis`` (after the
+    seed): ``fnv1a32(str(fnv1a32(data, basis)).encode()) % 10000 / 10000`` (the reference)."""
+    first = fnv1a32_py(data, basis)
+    return (fnv1a32_py(str(first).encode("ascii")) % 10000) / 10000
+
+
+def _compiled() -> tuple[Callable[..., int], Callable[[bytes, int], float], str]:
+    if os.environ.get("TAILOR_PURE_PYTHON"):
+        return fnv1a32_py, unit_py, "python"
+    try:
+        from sdk import _hashing_c  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        return fnv1a32_py, unit_py, "python"
+    return _hashing_c.fnv1a32, _hashing_c.unit_from, "compiled"
+
+
+#: ``fnv1a32(data, basis=FNV_OFFSET_BASIS)``: :func:`fnv1a32_py`, in C when compiled.
+fnv1a32: Callable[..., int]
+_unit: Callable[[bytes, int], float]
+#: ``"compiled"`` (the C twin of the FNV loops) or ``"python"`` (the reference).
+IMPLEMENTATION: str
+fnv1a32, _unit, IMPLEMENTATION = _compiled()
 
 
 #: FNV state after each seed :func:`hash_unit` was called with (seeds come from bundles, so
@@ -93,10 +129,8 @@ def hash_unit(seed: str, value: str, version: int = HASH_VERSION) -> float | Non
     """
     if version == 2:
         if seed and "\ud800" <= seed[-1] <= "\udfff":  # may pair with the value's first char
-            first = fnv1a32(_utf8(seed + value))
-        else:
-            first = fnv1a32(_utf8(value), _seed_state(seed))
-        return (fnv1a32(str(first).encode("ascii")) % 10000) / 10000
+            return _unit(_utf8(seed + value), FNV_OFFSET_BASIS)
+        return _unit(_utf8(value), _seed_state(seed))
     if version == 1:
         return (fnv1a32(_utf8(value + seed)) % 1000) / 1000
     return None
@@ -116,8 +150,7 @@ def prefix_state(seed: str, prefix: str) -> int:
 def unit_after(state: int, suffix: str) -> float:
     """``hash_unit(seed, prefix + suffix)`` (version 2) from ``prefix_state(seed, prefix)``:
     many values sharing a prefix (one visit's slots) hash only their suffixes."""
-    first = fnv1a32(_utf8(suffix), state)
-    return (fnv1a32(str(first).encode("ascii")) % 10000) / 10000
+    return _unit(_utf8(suffix), state)
 
 
 def _valid_weights(weights: Sequence[float]) -> bool:

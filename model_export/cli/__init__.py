@@ -22,6 +22,19 @@ from model_export.cli import bundle, offline, profiles, report, score, train
 __all__ = ["main"]
 
 
+def _version() -> str:
+    """``tailor X.Y.Z (hashing: compiled|python)``: the package and which FNV path runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sdk.hashing import IMPLEMENTATION
+
+    try:
+        number = version("tailor")
+    except PackageNotFoundError:
+        number = "unknown"
+    return f"tailor {number} (hashing: {IMPLEMENTATION})"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tailor`` command."""
     argv = sys.argv[1:] if argv is None else argv
@@ -30,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         program = "server" if argv[0] == "serve" else "server.sink"
         os.execv(sys.executable, [sys.executable, "-m", program, *argv[1:]])
     parser = argparse.ArgumentParser(prog="tailor", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     train.add_train_parser(sub)
     sub.add_parser(
