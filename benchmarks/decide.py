@@ -14,6 +14,9 @@ rather than one request):
   lifecycle, RFM, offer eligibility and ranking, experiments and holdout, slot variants,
   exploration, building the :class:`~sdk.schema.Decision`;
 * **encoding**: the decision to JSON with the server's msgspec encoder;
+* **hash_unit** and **hash_unit_python**: experiment bucketing of a visitor id on the path in
+  use (:data:`sdk.hashing.IMPLEMENTATION`, also in the report) and on the pure-Python
+  reference;
 * **decide**: ``Decider.decide`` end to end (enrichment to decision);
 * **decide_many**: per-row cost at batch sizes 1, 2, 4, ..., 1024;
 * **in context**: the same ``decide`` calls again, each split into its features, its ONNX run,
@@ -49,6 +52,7 @@ import numpy as np
 from model_export.inputs.synth import generate
 from sdk import Decider, build_features, load_bundle
 from sdk.device import parse_device
+from sdk.hashing import IMPLEMENTATION, fnv1a32_py, hash_unit, unit_py
 from sdk.referrer import classify_referrer
 
 #: Targets of issue 8, as ratios measured in one run.
@@ -119,6 +123,9 @@ def measure(
         "rules_policy": _summary(_timings(rules_policy, n)),
         "encoding": _summary(_timings(lambda i: encoder.encode(decisions[i % k]), n)),
         "decide": _summary(_timings(lambda i: decider.decide(requests[i % k]), n)),
+        # experiment bucketing on the visitors' ids: the path in use, then the reference
+        "hash_unit": _summary(_timings(lambda i: hash_unit("exp", requests[i % k].visitor_id), n)),
+        "hash_unit_python": _summary(_timings(lambda i: _hash_reference(requests[i % k]), n)),
     }
     batches: dict[str, Any] = {}
     total_rows = max(n * 4, 4096)
@@ -153,6 +160,7 @@ def measure(
         "fused_graph": bundle.fused is not None,
         "measured_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
+        "hashing": IMPLEMENTATION,
         "machine": platform.machine(),
         "processor": _cpu_model(),
         "calls_per_measure": n,
@@ -222,6 +230,12 @@ def _in_context(decider: Decider, requests: list[Any], n: int) -> dict[str, Any]
     return {stage: _summary(values) for stage, values in samples.items()}
 
 
+def _hash_reference(request: Any) -> float:
+    """``hash_unit("exp", visitor id)`` on the pure-Python reference (:mod:`sdk.hashing`)."""
+    state = fnv1a32_py(b"exp")
+    return unit_py(request.visitor_id.encode(), state)
+
+
 def _cpu_model() -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -237,7 +251,8 @@ def table(report: dict[str, Any]) -> str:
     r = report["results"]
     floor = r["onnx_fused"]["median_us"]
     lines = [
-        f"bundle {report['bundle']}  python {report['python']}  {report['processor']}",
+        f"bundle {report['bundle']}  python {report['python']}  {report['processor']}  "
+        f"hashing {report.get('hashing')}",
         f"{'measure':<28}{'median µs':>12}{'p99 µs':>12}{'÷ onnx_fused':>14}",
     ]
     for name, s in r.items():
