@@ -330,29 +330,40 @@ def _check_pareto(params: ParetoNbd, horizon: float, longest: float) -> None:
             raise ValueError("expected purchases are not finite and non-negative")
 
 
-def define_btyd(
-    summary: PurchaseSummary, horizon_days: float, serves: Sequence[BtydScore]
-) -> tuple[BtydDef, list[str]]:
-    """The BTYD models of ``summary``: BG/NBD, and Pareto/NBD when it fits the history better
-    (higher log-likelihood, the same number of parameters), with Gamma-Gamma for spend.
+#: The most customers the BTYD models are fitted on (a fixed random sample beyond).
+MAX_FIT_CUSTOMERS = 100_000
 
-    Raises:
-        ValueError: BG/NBD cannot be fitted or served (Pareto/NBD's failure is only noted).
-    """
-    notes: list[str] = []
-    known = _known(summary)
-    bg_fit = fit_bgnbd(known)
-    bg = bg_fit.params
-    assert isinstance(bg, BgNbd)
-    check_servable(bg)  # what the decider will refuse to load
-    pareto: ParetoNbdDef | None = None
+
+def _sampled(summary: PurchaseSummary) -> PurchaseSummary:
+    n = len(summary.x)
+    if n <= MAX_FIT_CUSTOMERS:
+        return summary
+    rows = np.sort(np.random.default_rng(20_051).choice(n, MAX_FIT_CUSTOMERS, replace=False))
+    return PurchaseSummary(
+        x=summary.x[rows],
+        t_x=summary.t_x[rows],
+        T=summary.T[rows],
+        m=summary.m[rows],
+        known=summary.known[rows],
+    )
+
+
+def _pareto_if_better(
+    known: Summary, bg_fit: BtydFit, compare: bool | None, horizon_days: float, notes: list[str]
+) -> ParetoNbdDef | None:
+    """The Pareto/NBD to serve instead of the BG/NBD of ``bg_fit``, or None: with ``compare``
+    None when its log-likelihood is higher (said in ``notes``), True always, False never; and
+    only when serving can evaluate it (:func:`_check_pareto`)."""
+    if compare is False:
+        return None
     try:
         pn_fit = fit_pareto_nbd(known)
     except (ValueError, FloatingPointError) as exc:
         notes.append(f"Pareto/NBD not fitted: {exc}")
-    else:
-        pn = pn_fit.params
-        assert isinstance(pn, ParetoNbd)
+        return None
+    pn = pn_fit.params
+    assert isinstance(pn, ParetoNbd)
+    if compare is None:
         better = pn_fit.log_likelihood > bg_fit.log_likelihood
         winner, loser = ("Pareto/NBD", "BG/NBD") if better else ("BG/NBD", "Pareto/NBD")
         lls = sorted((bg_fit.log_likelihood, pn_fit.log_likelihood), reverse=True)
@@ -360,13 +371,43 @@ def define_btyd(
             f"repeat buying: {winner} serves, it fits the history better than {loser} "
             f"(log-likelihood {lls[0]:,.1f} against {lls[1]:,.1f})"
         )
-        if better:
-            try:
-                _check_pareto(pn, horizon_days / WEEK, float(summary.T.max(initial=1.0)))
-            except (ValueError, FloatingPointError) as exc:
-                notes.append(f"Pareto/NBD not served, serving cannot evaluate it: {exc}")
-            else:
-                pareto = ParetoNbdDef(r=pn.r, alpha=pn.alpha, s=pn.s, beta=pn.beta)
+        if not better:
+            return None
+    try:
+        _check_pareto(pn, horizon_days / WEEK, float(known.T.max(initial=1.0)))
+    except (ValueError, FloatingPointError) as exc:
+        notes.append(f"Pareto/NBD not served, serving cannot evaluate it: {exc}")
+        return None
+    return ParetoNbdDef(r=pn.r, alpha=pn.alpha, s=pn.s, beta=pn.beta)
+
+
+def define_btyd(
+    summary: PurchaseSummary,
+    horizon_days: float,
+    serves: Sequence[BtydScore],
+    *,
+    pareto: bool | None = None,
+) -> tuple[BtydDef, list[str]]:
+    """The BTYD models of ``summary``: BG/NBD, and Pareto/NBD when it fits the history better
+    (higher log-likelihood, the same number of parameters), with Gamma-Gamma for spend.
+    ``pareto`` True or False fixes the repeat-buying model instead (the stacked windows use
+    the one the cutoff chose).
+
+    Above :data:`MAX_FIT_CUSTOMERS` customers, the models are fitted on a fixed random sample
+    of them (the same every run): four parameters are pinned long before that, and fitting
+    Pareto/NBD on a million customers takes minutes.
+
+    Raises:
+        ValueError: BG/NBD cannot be fitted or served (Pareto/NBD's failure is only noted).
+    """
+    notes: list[str] = []
+    summary = _sampled(summary)
+    known = _known(summary)
+    bg_fit = fit_bgnbd(known)
+    bg = bg_fit.params
+    assert isinstance(bg, BgNbd)
+    check_servable(bg)  # what the decider will refuse to load
+    chosen = _pareto_if_better(known, bg_fit, pareto, horizon_days, notes)
     spend: GammaGammaDef | None = None
     try:
         gg = fit_gamma_gamma(_spend(summary)).params
@@ -378,7 +419,7 @@ def define_btyd(
         unit_days=WEEK,
         horizon_days=float(horizon_days),
         bgnbd=BgNbdDef(r=bg.r, alpha=bg.alpha, a=bg.a, b=bg.b),
-        pareto_nbd=pareto,
+        pareto_nbd=chosen,
         gamma_gamma=spend,
         serves=served,
     )

@@ -44,6 +44,7 @@ from model_export.fit.rows import columns, feature_matrix
 from model_export.inputs import profiles
 from sdk.btyd import adjust_score, score_customers
 from sdk.features import FEATURE_SET_VERSION
+from sdk.hashing import hash_unit
 from sdk.manifest import AdjustDef, BtydDef, BtydScore
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "fit_adjustments",
     "origins",
     "recency_model",
+    "sample_customers",
     "window_at",
     "with_adjustments",
 ]
@@ -72,6 +74,10 @@ MAX_ORIGINS = 12
 MIN_WINDOW_DAYS = 28
 #: History an origin needs before it (the BTYD models need repeat purchases to fit).
 MIN_HISTORY_DAYS = 28
+#: The most customers the stacked windows use: larger histories are sampled by customer (a
+#: stable hash of the id), so every origin sees the same customers and training time and
+#: memory stop growing with the data; the served BTYD models still see every customer.
+MAX_CUSTOMERS = 50_000
 #: L2 strengths tried for the adjustment GLMs (mean loss per row, standardized features); the
 #: out-of-time fold chooses one per score.
 ADJUST_L2S = (0.1, 1.0, 3.0, 10.0)
@@ -101,15 +107,38 @@ class Window:
     value_rate: Array
 
 
+def sample_customers(
+    tx: pl.DataFrame, events: pl.DataFrame | None, limit: int = MAX_CUSTOMERS
+) -> tuple[pl.DataFrame, pl.DataFrame | None, float]:
+    """``tx`` and ``events`` of at most about ``limit`` customers, chosen by a stable hash of
+    their id (:func:`sdk.hashing.hash_unit`), and the share kept (1.0: all of them)."""
+    ids = tx["customer_id"].unique()
+    if ids.len() <= limit:
+        return tx, events, 1.0
+    share = limit / ids.len()
+    kept = [i for i in ids.to_list() if (hash_unit("tailor-stacked-sample", i) or 0.0) < share]
+    keep = pl.Series(kept, dtype=pl.String)
+    tx = tx.filter(pl.col("customer_id").is_in(keep))
+    if events is not None:
+        mine = pl.col("customer_id").is_in(keep)
+        if "visitor_id" in events.columns:
+            mine = mine | pl.col("visitor_id").is_in(keep)
+        events = events.filter(mine)
+    return tx, events, share
+
+
 def window_at(
     tx: pl.DataFrame,
     events: pl.DataFrame | None,
     at: datetime,
     horizon_days: float,
     features: Sequence[str],
+    *,
+    pareto: bool = False,
 ) -> Window | None:
     """The buyers before ``at`` with their BTYD forecast of ``[at, at + horizon_days)`` and
-    the outcome; None when the BTYD models cannot be fitted on the history before ``at``."""
+    the outcome; None when the BTYD models cannot be fitted on the history before ``at``.
+    ``pareto``: the repeat-buying model is Pareto/NBD (as the served one), else BG/NBD."""
     prof = profiles.build_profiles(tx, at, events=events, include_visitors=False)
     prof = prof.filter(pl.col("purchases") > 0)
     labels = profiles.future_labels(tx, at, horizon_days)
@@ -119,7 +148,7 @@ def window_at(
     requests = profiles.profile_requests(joined, at)
     summary = summary_of(requests)
     try:
-        definition, _ = define_btyd(summary, horizon_days, _ALL)
+        definition, _ = define_btyd(summary, horizon_days, _ALL, pareto=pareto)
     except ValueError:
         return None
     if definition.gamma_gamma is None:

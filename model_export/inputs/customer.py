@@ -49,6 +49,7 @@ from model_export.fit.stacked import (
     fit_adjustments,
     origins,
     recency_model,
+    sample_customers,
     window_at,
     with_adjustments,
 )
@@ -122,7 +123,7 @@ class _HistoryModels:
         adjust: dict[BtydScore, Pipeline] = {}
         recency: Pipeline | None = None
         if definition is not None:
-            adjust, found = self._adjustments(horizon, say)
+            adjust, found = self._adjustments(horizon, definition.pareto_nbd is not None, say)
             metrics.update(found.metrics)
             diagnostics.update(found.diagnostics)
             notes += found.notes
@@ -185,11 +186,14 @@ class _HistoryModels:
         at_cutoff = profiles.profile_requests(buyers, self.cutoff)
         return btyd_models(at_cutoff, horizon, list(_SCORE_NAMES.values()))
 
-    def _adjustments(self, horizon: int, say: Progress) -> tuple[dict[BtydScore, Pipeline], _Found]:
+    def _adjustments(
+        self, horizon: int, pareto: bool, say: Progress
+    ) -> tuple[dict[BtydScore, Pipeline], _Found]:
         """The supervised adjustments of the BTYD scores: checked on the out-of-time fold
         (trained on windows that end before it), then refitted on every window that ends by
-        the cutoff. Empty, with the reason in the notes, when the history is too short."""
-        tx, events = self.transactions, self.events
+        the cutoff, with the repeat-buying model the cutoff chose (``pareto``). Empty, with the
+        reason in the notes, when the history is too short."""
+        tx, events, share = sample_customers(self.transactions, self.events)
         first = tx["ts"].min()
         assert isinstance(first, datetime)
         fold_at, fold_days = eval_fold(first, self.cutoff, horizon)
@@ -199,11 +203,13 @@ class _HistoryModels:
         def stack(end: datetime) -> list[Window]:
             for at, days in origins(first, end, horizon):
                 if (at, days) not in windows:
-                    windows[at, days] = window_at(tx, events, at, days, PREDICT_FEATURES)
+                    windows[at, days] = window_at(
+                        tx, events, at, days, PREDICT_FEATURES, pareto=pareto
+                    )
             picked = [windows[o] for o in origins(first, end, horizon)]
             return [w for w in picked if w is not None]
 
-        fold = window_at(tx, events, fold_at, fold_days, PREDICT_FEATURES)
+        fold = window_at(tx, events, fold_at, fold_days, PREDICT_FEATURES, pareto=pareto)
         if fold is None:
             return {}, _Found(notes=["candidates not checked out of time: no BG/NBD fit "
                                          f"on the history before {fold_at.date()}"])  # fmt: skip
@@ -218,6 +224,7 @@ class _HistoryModels:
         everything = stack(self.cutoff)
         say(f"supervised adjustments of the BTYD scores on {len(everything)} stacked origins")
         checked["adjust_train_origins"] = float(len(everything))
+        checked["adjust_customer_share"] = share
         checked["adjust_train_rows"] = float(sum(len(w.ids) for w in everything))
         checked.update({f"adjust_l2_{_MODEL_OF[s]}": v for s, v in l2.items()})
         return fit_adjustments(everything, l2), _Found(checked, diagnostics, fold=fold)

@@ -189,3 +189,32 @@ def test_pareto_nbd_serves_where_it_fits_better_and_the_run_says_which(calibrati
         "repeat buying: BG/NBD serves, it fits the history better than Pareto/NBD "
         "(log-likelihood -9,582.4 against -9,595.0)"
     )
+
+
+def test_a_large_history_is_fitted_on_a_fixed_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the cap the models are fitted on a sample: the same every run, and close to the
+    fit on everyone."""
+    import model_export.fit.btyd as fit
+
+    everyone = _pareto_histories(6000, seed=5)
+    scores: list[BtydScore] = ["expectedPurchases"]
+    full, _ = define_btyd(everyone, 91, scores)
+    monkeypatch.setattr(fit, "MAX_FIT_CUSTOMERS", 3000)
+    first, _ = define_btyd(everyone, 91, scores)
+    again, _ = define_btyd(everyone, 91, scores)
+    assert first == again and first != full
+    assert first.pareto_nbd is not None and full.pareto_nbd is not None
+    assert first.pareto_nbd.s == pytest.approx(full.pareto_nbd.s, rel=0.3)
+
+
+def test_the_stacked_windows_can_fix_the_repeat_buying_model(calibration) -> None:  # type: ignore[no-untyped-def]
+    summary = PurchaseSummary(
+        x=calibration.x, t_x=calibration.t_x, T=calibration.T, m=calibration.m,
+        known=np.ones(len(calibration.x), bool),
+    )  # fmt: skip
+    scores: list[BtydScore] = ["expectedPurchases"]
+    forced, notes = define_btyd(summary, 273, scores, pareto=True)
+    assert forced.pareto_nbd is not None and not any("repeat buying" in n for n in notes)
+    assert forced.pareto_nbd.r == pytest.approx(0.553, abs=0.01)
+    never, notes = define_btyd(summary, 273, scores, pareto=False)
+    assert never.pareto_nbd is None and notes == []

@@ -19,6 +19,7 @@ from model_export.fit.stacked import (
     fit_adjustments,
     origins,
     recency_model,
+    sample_customers,
 )
 from sdk.btyd import ADJUST_BOUND, adjust_score
 
@@ -156,3 +157,20 @@ def test_the_recency_baseline_model_ranks_like_recency() -> None:
     churn = pipe.predict_proba(fold.x[:, [0]])[:, 1]
     order = np.argsort(fold.recency)
     assert np.all(np.diff(churn[order]) >= -1e-12)  # older purchase, higher churn
+
+
+def test_large_histories_are_sampled_by_customer_the_same_way_every_time() -> None:
+    import polars as pl
+
+    ids = [f"c{i}" for i in range(5000)]
+    tx = pl.DataFrame({"customer_id": ids * 2, "amount": [1.0] * 10000})
+    events = pl.DataFrame({"customer_id": [None] * 5000, "visitor_id": ids})
+    kept, seen, share = sample_customers(tx, events, limit=1000)
+    assert share == pytest.approx(0.2)
+    customers = set(kept["customer_id"].to_list())
+    assert 850 < len(customers) < 1150 and kept.height == 2 * len(customers)
+    assert seen is not None and set(seen["visitor_id"].to_list()) == customers
+    again, _, _ = sample_customers(tx, events, limit=1000)
+    assert set(again["customer_id"].to_list()) == customers  # stable
+    same, untouched, whole = sample_customers(tx, events, limit=5000)
+    assert whole == 1.0 and same is tx and untouched is events
