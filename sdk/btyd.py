@@ -367,8 +367,28 @@ def score_customers(
     out = _btyd_scores(defn, summary, horizon_days)
     for name in defn.adjusted:
         if etas is not None and name in etas and name in out:
-            out[name] = adjust_score(name, out[name], etas[name])
+            base = out[name]
+            if len(base) <= _SCALAR_ROWS:  # one decide: plain floats, the same formula
+                shifts = np.asarray(etas[name], dtype=np.float64).tolist()
+                out[name] = np.array(
+                    [_adjust_one(name, b, e) for b, e in zip(base.tolist(), shifts, strict=True)]
+                )
+            else:
+                out[name] = adjust_score(name, base, etas[name])
     return out
+
+
+def _adjust_one(name: str, base: float, eta: float) -> float:
+    """:func:`adjust_score` of one value in plain floats (numpy's per-call overhead would be
+    most of a single decide)."""
+    shift = 0.0 if eta != eta else min(max(eta, -ADJUST_BOUND), ADJUST_BOUND)
+    if base != base:
+        return base
+    if name == "churnProbability":
+        buy = min(max(1.0 - base, 1e-12), 1.0 - 1e-12)
+        link = math.log(buy) - math.log1p(-buy) + shift
+        return 1.0 - 0.5 * (1.0 + math.tanh(link / 2.0))
+    return base * math.exp(shift)
 
 
 def _btyd_scores(

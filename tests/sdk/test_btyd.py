@@ -23,7 +23,7 @@ from sdk.btyd import (
     purchase_summary,
     score_customers,
 )
-from sdk.manifest import BgNbdDef, BtydDef, GammaGammaDef, ParetoNbdDef
+from sdk.manifest import AdjustDef, BgNbdDef, BtydDef, GammaGammaDef, ParetoNbdDef
 
 #: The CDNOW sample's published estimates, a > 1, a large (the direct series), b below 1.
 PARAMS = [
@@ -359,3 +359,28 @@ def test_a_bundle_serving_pareto_nbd_scores_with_it() -> None:
 
 def _many(summary, times: int):  # type: ignore[no-untyped-def]
     return type(summary)(*(np.tile(column, times) for column in summary))
+
+
+def test_one_adjusted_customer_in_plain_floats_equals_the_vectorised_adjustment() -> None:
+    defn = BtydDef(
+        unit_days=7.0,
+        horizon_days=91.0,
+        bgnbd=BgNbdDef(r=0.243, alpha=4.414, a=0.793, b=2.426),
+        gamma_gamma=GammaGammaDef(p=6.25, q=3.74, v=15.44),
+        adjusted={s: AdjustDef(model=f"{s}_adjust") for s in
+                  ("churnProbability", "expectedPurchases", "expectedValue")},
+    )  # fmt: skip
+    rng = np.random.default_rng(11)
+    n = 40
+    summary = purchase_summary(
+        rng.integers(1, 30, n).tolist(), rng.uniform(10, 900, n).tolist(),
+        rng.uniform(0, 300, n).tolist(), rng.uniform(0, 1, n).tolist(), 7.0,
+    )  # fmt: skip
+    etas = {s: rng.normal(0, 2.5, n) for s in defn.adjusted}
+    etas["churnProbability"][3] = np.nan
+    batch = score_customers(defn, summary, etas=etas)
+    for i in range(n):
+        one = summary._replace(**{f: getattr(summary, f)[i : i + 1] for f in summary._fields})
+        single = score_customers(defn, one, etas={s: e[i : i + 1] for s, e in etas.items()})
+        for name in defn.adjusted:
+            assert single[name][0] == pytest.approx(batch[name][i], rel=1e-12, abs=1e-15)
