@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from sdk._btyd_adjust import ADJUST_BOUND, adjust_one, adjust_score
 from sdk.manifest import BtydDef
 
 __all__ = [
@@ -371,24 +372,11 @@ def score_customers(
             if len(base) <= _SCALAR_ROWS:  # one decide: plain floats, the same formula
                 shifts = np.asarray(etas[name], dtype=np.float64).tolist()
                 out[name] = np.array(
-                    [_adjust_one(name, b, e) for b, e in zip(base.tolist(), shifts, strict=True)]
+                    [adjust_one(name, b, e) for b, e in zip(base.tolist(), shifts, strict=True)]
                 )
             else:
                 out[name] = adjust_score(name, base, etas[name])
     return out
-
-
-def _adjust_one(name: str, base: float, eta: float) -> float:
-    """:func:`adjust_score` of one value in plain floats (numpy's per-call overhead would be
-    most of a single decide)."""
-    shift = 0.0 if eta != eta else min(max(eta, -ADJUST_BOUND), ADJUST_BOUND)
-    if base != base:
-        return base
-    if name == "churnProbability":
-        buy = min(max(1.0 - base, 1e-12), 1.0 - 1e-12)
-        link = math.log(buy) - math.log1p(-buy) + shift
-        return 1.0 - 0.5 * (1.0 + math.tanh(link / 2.0))
-    return base * math.exp(shift)
 
 
 def _btyd_scores(
@@ -399,7 +387,7 @@ def _btyd_scores(
     t = (defn.horizon_days if horizon_days is None else horizon_days) / defn.unit_days
     k = summary.known
     pn = defn.pareto_nbd
-    if int(k.sum()) <= _SCALAR_ROWS and pn is None:  # one decide: plain floats, same formulas
+    if int(k.sum()) <= _SCALAR_ROWS:  # one decide: plain floats, the same formulas
         return _score_few(defn, params, summary, t)
     x, t_x, T = summary.x[k], summary.t_x[k], summary.T[k]
     out: dict[str, Array] = {}
@@ -430,7 +418,8 @@ def _score_few(
     defn: BtydDef, params: BgNbd, summary: PurchaseSummary, t: float
 ) -> dict[str, Array]:
     """:func:`score_customers` for a handful of customers, in plain floats (a single decide
-    would otherwise spend most of its time in numpy's per-call overhead)."""
+    would otherwise spend most of its time in numpy's per-call overhead); Pareto/NBD through
+    :func:`_pareto_one` when the bundle serves it."""
     r, alpha, a, b = check_servable(params)
     if not (t >= 0 and math.isfinite(t)):
         raise ValueError("the horizon t must be non-negative and finite")
@@ -438,8 +427,18 @@ def _score_few(
     names = ["pAlive", "churnProbability", "expectedPurchases"]
     names += ["expectedValue"] if gg is not None else []
     out = {name: np.full(len(summary.known), np.nan) for name in names}
+    pn = defn.pareto_nbd
+    pareto = ParetoNbd(pn.r, pn.alpha, pn.s, pn.beta).check() if pn is not None else None
     for i in np.flatnonzero(summary.known).tolist():
         x, t_x, T = float(summary.x[i]), float(summary.t_x[i]), float(summary.T[i])
+        if pareto is not None:
+            alive, quiet, purchases = _pareto_one(pareto, x, t_x, T, t)
+            out["pAlive"][i], out["churnProbability"][i] = alive, quiet
+            out["expectedPurchases"][i] = purchases
+            if gg is not None:
+                spend = gg.p * (gg.v + (x + 1) * float(summary.m[i]))
+                out["expectedValue"][i] = purchases * spend / (gg.p * (x + 1) + gg.q - 1)
+            continue
         keep = math.log(alpha + T) - math.log(alpha + T + t)
         odds = 0.0
         if x > 0:
@@ -577,29 +576,44 @@ def pareto_nbd_p_no_purchase(
     return np.asarray((1.0 - alive) + alive * quiet, dtype=np.float64)
 
 
-# --- supervised adjustments -------------------------------------------------------------------
+def _pareto_one(
+    params: ParetoNbd, x: float, t_x: float, T: float, t: float
+) -> tuple[float, float, float]:
+    """Pareto/NBD's P(alive), P(no purchase in ``t``) and expected purchases of one customer
+    in plain floats (a single decide): the formulas of the three array functions."""
+    r, alpha, s, beta = params
+    big, gap = max(alpha, beta), abs(alpha - beta)
+    rsx = r + s + x
+    upper, power = (r + x, -s) if alpha >= beta else (s + 1.0, 1.0 - r - x)
 
-#: The most a supervised adjustment may shift a score on its link scale: a factor of about 20
-#: on expected purchases or value, or 3 on the log-odds of buying.
-ADJUST_BOUND = 3.0
+    def log_term(at: float) -> float:
+        z = gap / (big + at)
+        series = _hyp2f1_one(1.0, upper, rsx + 1.0, z, 1e-15)
+        return power * math.log1p(-z) + math.log(series) - rsx * math.log(big + at)
 
+    first, second = log_term(t_x), log_term(T)
+    drop = -math.expm1(min(second - first, 0.0))
+    log_a0 = first + math.log(drop) if drop > 0 else -math.inf
+    ratio = math.log(s / rsx) + (r + x) * math.log(alpha + T) + s * math.log(beta + T) + log_a0
+    alive = 1.0 / (1.0 + math.exp(min(ratio, 700.0)))
 
-def adjust_score(name: str, btyd: ArrayLike, eta: ArrayLike) -> Array:
-    """A buy-till-you-die score shifted by a supervised model's ``eta`` (clipped to
-    :data:`ADJUST_BOUND`; NaN counts as no shift) on its link scale.
+    def dropout_first(rate1: float, rate2: float) -> float:
+        a1 = r + x
+        c = a1 + s + 1.0
+        if rate1 <= rate2:
+            ratio_ = rate1 / rate2
+            return ratio_ * s / (a1 + s) * _hyp2f1_one(1.0, s + 1.0, c, 1.0 - ratio_, 1e-15)
+        ratio_ = rate2 / rate1
+        return 1.0 - ratio_ * a1 / (a1 + s) * _hyp2f1_one(1.0, a1 + 1.0, c, 1.0 - ratio_, 1e-15)
 
-    ``churnProbability``: the probability of buying is ``sigmoid(logit(1 - churn) + eta)`` and
-    the churn probability is one minus it. ``expectedPurchases`` and ``expectedValue``:
-    ``score * exp(eta)``. Training fits ``eta`` with the BTYD link as an offset
-    (:mod:`model_export.fit.stacked`), so an adjustment learned on shorter windows than the
-    horizon keeps the BTYD model's scaling to the horizon.
-    """
-    base, shift = _arrays(btyd, eta)
-    shift = np.clip(np.nan_to_num(shift, nan=0.0), -ADJUST_BOUND, ADJUST_BOUND)
-    if name == "churnProbability":
-        buy = np.clip(1.0 - base, 1e-12, 1.0 - 1e-12)
-        link = np.log(buy) - np.log1p(-buy) + shift
-        return np.asarray(1.0 - 0.5 * (1.0 + np.tanh(link / 2.0)), dtype=np.float64)
-    if name in ("expectedPurchases", "expectedValue"):
-        return np.asarray(base * np.exp(shift), dtype=np.float64)
-    raise ValueError(f"no adjustment is defined for the score {name!r}")
+    rate1, rate2 = alpha + T, beta + T
+    keep = math.exp((r + x) * math.log(rate1 / (rate1 + t)) + s * math.log(rate2 / (rate2 + t)))
+    quiet = keep + dropout_first(rate1, rate2) - keep * dropout_first(rate1 + t, rate2 + t)
+    quiet = min(max(quiet, 0.0), 1.0)
+    stay = math.log(beta + T) - math.log(beta + T + t)
+    if abs(s - 1.0) < 1e-9:
+        lifetime = -(beta + T) * stay
+    else:
+        lifetime = (beta + T) / (s - 1) * -math.expm1((s - 1) * stay)
+    expected = alive * (r + x) / (alpha + T) * lifetime
+    return alive, (1.0 - alive) + alive * quiet, expected

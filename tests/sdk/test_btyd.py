@@ -331,16 +331,21 @@ def test_pareto_nbd_no_purchase_is_a_probability_over_the_whole_range(params: Pa
     assert np.all(quiet >= 1 - pareto_nbd_p_alive(params, x, t_x, T) - 1e-12)
 
 
-def test_a_bundle_serving_pareto_nbd_scores_with_it() -> None:
-    pareto = ParetoNbd(0.553, 10.578, 0.606, 11.669)
-    defn = BtydDef(
+def _pareto_bundle(params: ParetoNbd) -> BtydDef:
+    """BTYD models serving ``params`` as the repeat-buying model (CDNOW's other estimates)."""
+    return BtydDef(
         unit_days=7.0,
         horizon_days=273.0,
         bgnbd=BgNbdDef(r=0.243, alpha=4.414, a=0.793, b=2.426),
-        pareto_nbd=ParetoNbdDef(r=pareto.r, alpha=pareto.alpha, s=pareto.s, beta=pareto.beta),
+        pareto_nbd=ParetoNbdDef(r=params.r, alpha=params.alpha, s=params.s, beta=params.beta),
         gamma_gamma=GammaGammaDef(p=6.25, q=3.74, v=15.44),
         serves=["churnProbability", "expectedPurchases", "expectedValue"],
     )
+
+
+def test_a_bundle_serving_pareto_nbd_scores_with_it() -> None:
+    pareto = ParetoNbd(0.553, 10.578, 0.606, 11.669)
+    defn = _pareto_bundle(pareto)
     summary = purchase_summary([1, 3, 8, None], [20.0, 90.0, 300.0, None], [10, 200, 250, None],
                                [10, 30, 2, None], 7.0)  # fmt: skip
     for rows in (summary, _many(summary, 10)):  # the single-decide size and a batch
@@ -384,3 +389,21 @@ def test_one_adjusted_customer_in_plain_floats_equals_the_vectorised_adjustment(
         single = score_customers(defn, one, etas={s: e[i : i + 1] for s, e in etas.items()})
         for name in defn.adjusted:
             assert single[name][0] == pytest.approx(batch[name][i], rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("params", PARETO, ids=lambda p: f"s={p.s}")
+def test_one_pareto_customer_in_plain_floats_equals_the_vectorised_scores(
+    params: ParetoNbd,
+) -> None:
+    defn = _pareto_bundle(params)
+    x, t_x, T, _ = customers(200, seed=21)
+    n = len(x)
+    summary = purchase_summary(
+        (x + 1).tolist(), ((x + 1) * 25.0).tolist(), (T * 7).tolist(), ((T - t_x) * 7).tolist(), 7.0
+    )
+    batch = score_customers(defn, summary)
+    for i in range(0, n, 7):
+        one = summary._replace(**{f: getattr(summary, f)[i : i + 1] for f in summary._fields})
+        single = score_customers(defn, one)
+        for name, column in batch.items():
+            assert single[name][0] == pytest.approx(column[i], rel=1e-9, abs=1e-12), name
