@@ -14,6 +14,8 @@ rather than one request):
   lifecycle, RFM, offer eligibility and ranking, experiments and holdout, slot variants,
   exploration, building the :class:`~sdk.schema.Decision`;
 * **encoding**: the decision to JSON with the server's msgspec encoder;
+* **cache hit rates** of the referrer classification and the User-Agent parsing over the
+  same number of decides of fresh generated visits, each a distinct visitor, from cold caches;
 * **hash_unit** and **hash_unit_python**: experiment bucketing of a visitor id on the path in
   use (:data:`sdk.hashing.IMPLEMENTATION`, also in the report) and on the pure-Python
   reference;
@@ -51,7 +53,7 @@ import numpy as np
 
 from model_export.inputs.synth import generate
 from sdk import Decider, build_features, load_bundle
-from sdk.device import parse_device
+from sdk.device import clear_device_cache, device_cache_stats, parse_device
 from sdk.hashing import IMPLEMENTATION, fnv1a32_py, hash_unit, unit_py
 from sdk.referrer import classify_referrer
 
@@ -141,6 +143,7 @@ def measure(
         batches[str(size)] = _summary(_timings(many, calls, per=size))
     results["decide_many_per_row"] = batches
     results["in_context"] = _in_context(decider, requests[:k], n)
+    cache_rates = _cache_hit_rates(decider, n)
     floor = results["onnx_fused"]["median_us"]
     decide = results["decide"]["median_us"]
     per_row_256 = batches.get("256", {}).get("median_us")
@@ -161,6 +164,7 @@ def measure(
         "measured_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
         "hashing": IMPLEMENTATION,
+        "cache_hit_rates": cache_rates,
         "machine": platform.machine(),
         "processor": _cpu_model(),
         "calls_per_measure": n,
@@ -230,6 +234,29 @@ def _in_context(decider: Decider, requests: list[Any], n: int) -> dict[str, Any]
     return {stage: _summary(values) for stage, values in samples.items()}
 
 
+def _cache_hit_rates(decider: Decider, n: int) -> dict[str, dict[str, float]]:
+    """Hit rates of the enrichment caches over ``n`` decides of fresh generated visits, each
+    a distinct visitor (not the repeating pool the timings use), from cold caches."""
+    classify_referrer.cache_clear()
+    clear_device_cache()
+    before = classify_referrer.cache_info()
+    fresh = [v.request for v in generate(n, seed=9090)]
+    for request in fresh:
+        decider.decide(request)
+    after = classify_referrer.cache_info()
+    hits, misses = after.hits - before.hits, after.misses - before.misses
+    device = device_cache_stats()
+    return {
+        "referrer": {
+            "hits": hits,
+            "misses": misses,
+            "rate": round(hits / max(hits + misses, 1), 4),
+        },
+        "device": device,
+        "visitors": {"distinct": len({r.visitor_id for r in fresh}), "decides": len(fresh)},
+    }
+
+
 def _hash_reference(request: Any) -> float:
     """``hash_unit("exp", visitor id)`` on the pure-Python reference (:mod:`sdk.hashing`)."""
     state = fnv1a32_py(b"exp")
@@ -271,6 +298,13 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{label:<28}{s['median_us']:>12.1f}{s['p99_us']:>12.1f}{s['median_us'] / floor:>14.2f}"
         )
+    rates = report.get("cache_hit_rates") or {}
+    for name in ("referrer", "device"):
+        if name in rates:
+            c = rates[name]
+            lines.append(
+                f"cache {name}: hit rate {c['rate']:.1%} ({c['hits']} hits, {c['misses']} misses)"
+            )
     t = report["targets"]
     lines.append(
         f"decide / onnx_fused = {t['decide_over_onnx_fused']:.2f} "

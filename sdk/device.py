@@ -17,7 +17,14 @@ from cachetools import LRUCache
 
 from sdk.schema import Screen, UserAgentData
 
-__all__ = ["DEVICE_TYPES", "MAX_UA_LENGTH", "Device", "parse_device"]
+__all__ = [
+    "DEVICE_TYPES",
+    "MAX_UA_LENGTH",
+    "Device",
+    "clear_device_cache",
+    "device_cache_stats",
+    "parse_device",
+]
 
 #: Every value :attr:`Device.type` can take.
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot")
@@ -199,12 +206,31 @@ def _classify_ua(ua: str) -> Device:
     return Device(kind, os_name, _browser_name(family), touch=kind in ("mobile", "tablet"))
 
 
+#: Hits and misses of :data:`_cache` (reported by benchmarks).
+_stats = {"hits": 0, "misses": 0}
+
+
+def device_cache_stats() -> dict[str, float]:
+    """Hits and misses of the User-Agent cache since the last :func:`clear_device_cache`, and
+    the hit rate (for benchmarks)."""
+    hits, misses = _stats["hits"], _stats["misses"]
+    return {"hits": hits, "misses": misses, "rate": round(hits / max(hits + misses, 1), 4)}
+
+
+def clear_device_cache() -> None:
+    """Empty the User-Agent cache and zero its counters."""
+    with _cache_lock:
+        _cache.clear()
+        _stats["hits"] = _stats["misses"] = 0
+
+
 def _cached_classify(ua: str) -> Device:
     key = ua[:MAX_UA_LENGTH]
     if not key.isascii():  # lone surrogates (possible only from Python callers) cannot be parsed
         key = key.encode("utf-8", "replace").decode("utf-8")
     with _cache_lock:
         hit = _cache.get(key)
+        _stats["hits" if hit is not None else "misses"] += 1
     if hit is not None:
         return hit
     # Parse outside the lock: two threads may parse the same string once each, harmlessly.

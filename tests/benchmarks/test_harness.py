@@ -113,6 +113,15 @@ def test_decide_micro_benchmark_reports_every_stage(bundle_dir: Path, tmp_path: 
     assert targets["decide_over_onnx_fused"] == round(ratio, 2)
     assert targets["decide_over_onnx_fused_met"] == (ratio <= 3.0)
     assert targets["batch_256_per_row_us"] is None  # the quick run stops at batches of 64
+    # the path hashing takes, timed against the reference, and the caches on fresh visitors
+    assert report["hashing"] in ("compiled", "python")
+    assert results["hash_unit"]["n"] == 200 and results["hash_unit_python"]["n"] == 200
+    rates = report["cache_hit_rates"]
+    assert rates["visitors"] == {"distinct": 200, "decides": 200}
+    for cache in ("referrer", "device"):
+        c = rates[cache]
+        assert c["hits"] + c["misses"] == 200 and c["misses"] >= 1
+        assert c["rate"] == round(c["hits"] / 200, 4)
 
 
 def test_in_process_asgi_benchmark_reports_each_request_kind(
