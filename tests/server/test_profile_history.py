@@ -5,7 +5,6 @@ store's ``push_histories`` (embedded and Redis), and the documented route. Real 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from server.stores.base import (
     updated_by_events,
     with_history,
 )
-from server.stores.memory import MemoryProfileStore
 from tests.conftest import TEST_PUBLIC_KEY, app_client
-from tests.server.test_stores import Clock, redis_store
+from tests.server.test_stores import Clock
 
 pytestmark = pytest.mark.anyio
 
@@ -44,21 +42,6 @@ BASE = History(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryProfileStore(clock=clock)
-        return
-    shared = redis_store(request.getfixturevalue("redis_server").url, clock)
-    yield shared
-    await shared.state.close()
 
 
 def sale(value: float, when: datetime, visitor: str = "v1") -> Event:

@@ -153,6 +153,14 @@ def test_a_customer_logging_in_on_a_new_device_is_decided_with_their_history(
     # a second device of the same person reads the same profile
     other = api.login(user, "s2", visitor="anyone-else")
     assert other["visitorId"] != first["visitorId"] and other["rfm"] == first["rfm"]
+    # a public key naming the user without its signed token, or without storage consent,
+    # reads nothing of the pushed history
+    forged = api.login(user, "s3", visitor="intruder", userToken="u1.forged")
+    assert forged["rfm"] is None or forged["rfm"]["f"] == 1
+    no_storage = api.login(
+        user, "s4", visitor="careful", consent={"personalization": True, "storage": False}
+    )
+    assert no_storage["rfm"] is None or no_storage["rfm"]["f"] == 1
 
 
 def test_live_conversions_and_re_pushes_never_count_twice(api: Replicas) -> None:

@@ -24,22 +24,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryProfileStore(clock=clock)
-        return
-    server = request.getfixturevalue("redis_server")
-    shared = redis_store(server.url, clock)
-    yield shared
-    await shared.state.close()
-
-
-@pytest.fixture
 async def workers(redis_server: Any, clock: Clock) -> AsyncIterator[list[RedisProfileStore]]:
     """Two stores on two connections sharing one prefix: two workers."""
     prefix = f"t{uuid.uuid4().hex[:8]}"

@@ -44,26 +44,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 def redis_store(url: str, clock: Clock, prefix: str | None = None) -> RedisProfileStore:
     """A store on its own connection ("a worker"), keys under a prefix of its test."""
     state = RedisState(url, prefix=prefix or f"t{uuid.uuid4().hex[:8]}", timeout=2.0)
     return RedisProfileStore(state, clock=clock)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield MemoryProfileStore(clock=clock)
-        return
-    server = request.getfixturevalue("redis_server")
-    shared = redis_store(server.url, clock)
-    yield shared
-    await shared.state.close()
 
 
 @pytest.fixture
