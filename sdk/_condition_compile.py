@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from sdk._operators import MISSING, OPERATORS, eq, is_in, is_operators, lookup
 
-__all__ = ["Predicate", "compile_tree"]
+__all__ = ["Predicate", "compile_tree", "path_getter"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -179,3 +179,8 @@ def compile_tree(condition: Mapping[str, Any]) -> Predicate:
     if len(parts) == 1:
         return parts[0]
     return _all_of(parts)
+
+
+#: The value at a dotted path of the attributes, as conditions read it (``MISSING`` when the
+#: path leads nowhere): the getter the compiled conditions use, for the decision plan's keys.
+path_getter = _getter

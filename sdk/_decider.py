@@ -11,13 +11,14 @@ Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sdk._onnx import require_local
 from sdk._persona import Nearest, Personas, rfm_result, row_scores
+from sdk._plan import MEMO_LIMIT, Memo
 from sdk._policy import Policy
 from sdk._rules import CONSENT_LIFECYCLE, Rules, decision_attributes, lifecycle_facts
 from sdk._variants import Variants, slot_decision
@@ -74,8 +75,16 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: The bits a random UUID (version 4, RFC 9562 variant) fixes, and their values.
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex``, without building the
+    UUID object)."""
+    n = int.from_bytes(os.urandom(16))
+    return f"{(n & _UUID4_MASK) | _UUID4_BITS:032x}"
 
 
 class Decider:
@@ -85,6 +94,10 @@ class Decider:
         bundle: a bundle returned by :func:`sdk.bundle.load_bundle`.
         clock: returns the current timezone-aware time.
         new_id: returns a fresh decision id.
+        plan: memoise what the bundle's rules, targeting and policy decide on the few values
+            each reads (:mod:`sdk._plan`); False evaluates every condition every time, the
+            reference path the differential tests compare the plan with, decision for
+            decision.
 
     Attributes:
         sensitivity: the bundle's sensitive categories and paths. Every request and stored
@@ -98,6 +111,7 @@ class Decider:
         *,
         clock: Callable[[], datetime] = _utcnow,
         new_id: Callable[[], str] = _new_id,
+        plan: bool = True,
     ) -> None:
         self.bundle = bundle
         self._clock = clock
@@ -107,9 +121,18 @@ class Decider:
         self.sensitivity = Sensitivity.from_manifest(m)
         self._version = m.feature_set_version
         self._personas = Personas(m)
-        self._rules = Rules(m)
-        self._policy = Policy(m)
-        self._variants = Variants(m)
+        limit = MEMO_LIMIT if plan else 0
+        self._rules = Rules(m, memo_limit=limit)
+        self._policy = Policy(m, memo_limit=limit)
+        self._variants = Variants(m, memo_limit=limit)
+        self._memos: list[Memo[Any]] = [
+            self._rules.lifecycle,
+            self._rules.eligible,
+            *self._policy.memos.values(),
+            self._variants.memo,
+        ]
+        self._context_reasons: dict[tuple[str, str | None, str], Reason] = {}
+        self._context_limit = limit
         seg_out = m.models["segments"].outputs
         distance_output = next(o.name for o in seg_out if o.dtype == "float32")
         off_out = m.models["offers"].outputs
@@ -209,6 +232,16 @@ class Decider:
         if rows is not None:
             rows.extend(built)
         return self._decide_rows(requests, built, suppressed, sticky)
+
+    def plan_stats(self) -> dict[str, dict[str, float]]:
+        """Hits, misses and hit rate of each memo of the decision plan (:mod:`sdk._plan`),
+        by what it decides."""
+        return {memo.name: memo.stats() for memo in self._memos}
+
+    def plan_reset(self) -> None:
+        """Empty the decision plan's memos and their counts (a cold start, for measuring)."""
+        for memo in self._memos:
+            memo.reset()
 
     @property
     def sticky(self) -> bool:
@@ -375,6 +408,21 @@ class Decider:
             )
         return out
 
+    def _context_reason(self, referrer: str, source: str | None, device: str) -> Reason:
+        """How the visitor arrived (built once per referrer class, source and device)."""
+        key = (referrer, source, device)
+        made = self._context_reasons.get(key)
+        if made is None:
+            made = Reason(
+                code="context.referrer",
+                message=f"arrived via {referrer}"
+                + (f" ({source})" if source else "")
+                + f" on a {device}",
+            )
+            if len(self._context_reasons) < self._context_limit:
+                self._context_reasons[key] = made
+        return made
+
     def _finish(
         self,
         req: DecideRequest,
@@ -404,11 +452,8 @@ class Decider:
         reasons += self._rules.offer_reasons(ranked, suppressed)
         signals = row.signals
         reasons.append(
-            Reason(
-                code="context.referrer",
-                message=f"arrived via {signals.referrer_class}"
-                + (f" ({signals.referrer_source})" if signals.referrer_source else "")
-                + f" on a {signals.device_type}",
+            self._context_reason(
+                signals.referrer_class, signals.referrer_source, signals.device_type
             )
         )
         wanted = req.slots or self._variants.ids

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sdk.conditions import Predicate, compile_condition, evaluate_condition
+from sdk._plan import MEMO_LIMIT, Memo
+from sdk.conditions import Predicate, compile_condition, condition_paths, evaluate_condition
 from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace, prefix_state
 from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, Manifest
 from sdk.schema import DecideRequest, Reason
@@ -25,10 +26,13 @@ __all__ = [
     "Assignment",
     "Exploration",
     "Policy",
+    "Prepared",
     "assign",
     "bucket_seed",
     "epsilon_for",
     "explore",
+    "explore_pick",
+    "prepare",
     "sticky_fields",
 ]
 
@@ -52,9 +56,26 @@ class Assignment:
     holdout: bool = False
 
 
-def _lookup(attributes: Mapping[str, Any], path: str) -> Any:
+class Prepared(NamedTuple):
+    """What an experiment's arm draw needs, computed once per bundle (:func:`prepare`)."""
+
+    #: the parts of the hash attribute's path
+    path: tuple[str, ...]
+    #: :func:`bucket_seed`
+    seed: str
+    #: :func:`~sdk.hashing.bucket_ranges` of the arms' weights and the coverage
+    ranges: list[tuple[float, float]]
+
+
+def prepare(exp: ExperimentDef) -> Prepared:
+    """The hash attribute's path, seed and bucket ranges of ``exp``."""
+    ranges = bucket_ranges([a.weight for a in exp.arms], exp.coverage)
+    return Prepared(tuple(exp.hash_attribute.split(".")), bucket_seed(exp), ranges)
+
+
+def _lookup(attributes: Mapping[str, Any], path: Sequence[str]) -> Any:
     value: Any = attributes
-    for part in path.split("."):
+    for part in path:
         if not isinstance(value, Mapping) or part not in value:
             return None
         value = value[part]
@@ -69,6 +90,7 @@ def assign(
     personalized: bool,
     conditions: Mapping[str, Predicate] | None = None,
     sticky: Mapping[str, str] | None = None,
+    prepared: Mapping[str, Prepared] | None = None,
 ) -> Assignment:
     """The holdout and experiment arms of a visit.
 
@@ -89,6 +111,9 @@ def assign(
     arm, skipping targeting, namespace, coverage and weights (they may have changed since the
     visitor was exposed); a stored arm of another bucket version, or one no longer in the
     experiment, is ignored and the visitor is bucketed by hash again.
+
+    ``prepared`` maps experiment keys to what :func:`prepare` computes once per bundle (computed
+    here for an experiment without it).
     """
     out = Assignment()
     if not personalized:
@@ -103,7 +128,10 @@ def assign(
     for exp in experiments:
         if exp.status != "running":
             continue
-        value = _lookup(attributes, exp.hash_attribute)
+        ready = prepared.get(exp.key) if prepared is not None else None
+        if ready is None:
+            ready = prepare(exp)
+        value = _lookup(attributes, ready.path)
         if value is None or value == "":
             continue
         value = str(value)
@@ -124,10 +152,10 @@ def assign(
             value, (exp.namespace.name, exp.namespace.start, exp.namespace.end)
         ):
             continue
-        unit = hash_unit(bucket_seed(exp), value)
+        unit = hash_unit(ready.seed, value)
         if unit is None:
             continue
-        index = choose(unit, bucket_ranges([a.weight for a in exp.arms], exp.coverage))
+        index = choose(unit, ready.ranges)
         if index < 0:
             continue
         _expose(out, exp, exp.arms[index], slot_ids)
@@ -202,22 +230,39 @@ def explore(
 ) -> tuple[str, list[tuple[str, float]]]:
     """Epsilon-greedy over ``candidates`` (variant ids; ``greedy`` among them).
 
-    Returns the chosen variant and every candidate with its probability:
-    ``1 - epsilon + epsilon / n`` for the greedy one, ``epsilon / n`` for the others. The two
-    draws (explore or not; which candidate) are independent hashes of ``key``. ``unit``, when
-    given, is the first draw already computed (``hash_unit(EXPLORE_SEED, key)``, which the
-    decider gets from one hash of the visit shared by its slots).
+    Returns the chosen variant (:func:`explore_pick`) and every candidate with its
+    probability: ``1 - epsilon + epsilon / n`` for the greedy one, ``epsilon / n`` for the
+    others.
     """
     n = len(candidates)
+    pick = explore_pick(candidates, greedy, epsilon, key, unit=unit)
     if n <= 1 or epsilon <= 0:
-        return greedy, [(c, 1.0 if c == greedy else 0.0) for c in candidates]
+        return pick, [(c, 1.0 if c == greedy else 0.0) for c in candidates]
     share = epsilon / n
-    probabilities = [(c, (1.0 - epsilon + share) if c == greedy else share) for c in candidates]
+    return pick, [(c, (1.0 - epsilon + share) if c == greedy else share) for c in candidates]
+
+
+def explore_pick(
+    candidates: Sequence[str],
+    greedy: str,
+    epsilon: float,
+    key: str,
+    *,
+    unit: float | None = None,
+) -> str:
+    """The variant epsilon-greedy shows: a uniform draw among ``candidates`` with probability
+    ``epsilon``, else ``greedy``. The two draws (explore or not; which candidate) are
+    independent hashes of ``key``. ``unit``, when given, is the first draw already computed
+    (``hash_unit(EXPLORE_SEED, key)``, which the decider gets from one hash of the visit shared
+    by its slots)."""
+    n = len(candidates)
+    if n <= 1 or epsilon <= 0:
+        return greedy
     explore_unit = unit if unit is not None else hash_unit(EXPLORE_SEED, key)
     if explore_unit is None or explore_unit >= epsilon:
-        return greedy, probabilities
+        return greedy
     pick_unit = hash_unit(EXPLORE_PICK_SEED, key) or 0.0
-    return candidates[min(int(pick_unit * n), n - 1)], probabilities
+    return candidates[min(int(pick_unit * n), n - 1)]
 
 
 class Exploration(NamedTuple):
@@ -232,17 +277,30 @@ class Exploration(NamedTuple):
 
 
 class Policy:
-    """A bundle's holdout, experiments and exploration rates, targeting compiled once.
+    """A bundle's holdout, experiments and exploration rates: targeting compiled once and
+    memoised on the values it reads (:mod:`sdk._plan`), bucket ranges computed once.
 
     Args:
         manifest: the bundle's manifest (its conditions are already checked by the loader).
+        memo_limit: results each memo keeps (0: evaluate every condition every time, the
+            reference path).
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, *, memo_limit: int = MEMO_LIMIT) -> None:
         self._experiments = manifest.experiments
         self._holdout = manifest.holdout
         self._exploration = manifest.exploration
-        self._targeting = {e.key: compile_condition(e.condition) for e in manifest.experiments}
+        self.memos = {
+            e.key: Memo(
+                f"experiment {e.key}",
+                condition_paths(e.condition),
+                compile_condition(e.condition),
+                memo_limit,
+            )
+            for e in manifest.experiments
+        }
+        self._targeting: Mapping[str, Predicate] = self.memos
+        self._prepared = {e.key: prepare(e) for e in manifest.experiments}
         #: whether any experiment keeps its arms (the store then reads and writes them)
         self.sticky = any(e.sticky for e in manifest.experiments)
 
@@ -262,6 +320,7 @@ class Policy:
             personalized,
             self._targeting,
             sticky if self.sticky else None,
+            self._prepared,
         )
 
     def sticky_fields(

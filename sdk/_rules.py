@@ -10,9 +10,13 @@ Must import only the standard library and sdk (no numpy, onnxruntime, litestar o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
+from operator import neg
 from typing import Any
 
-from sdk.conditions import compile_condition
+from sdk._plan import MEMO_LIMIT, Memo
+from sdk.conditions import compile_condition, condition_paths
 from sdk.features import FeatureRow
 from sdk.manifest import Manifest
 from sdk.schema import Behavior, DecideRequest, Lifecycle, RankedOffer, Reason
@@ -64,30 +68,50 @@ def decision_attributes(
     }
 
 
+@lru_cache(maxsize=256)
+def _lifecycle_reason(stage: str, rule: str) -> Reason:
+    return Reason(code="lifecycle.rule", message=f"lifecycle {stage} by {rule}")
+
+
 class Rules:
-    """A bundle's lifecycle rules and offer eligibility, compiled once.
+    """A bundle's lifecycle rules and offer eligibility, compiled once, their results memoised
+    on the values they read (:mod:`sdk._plan`).
 
     Args:
         manifest: the bundle's manifest (its conditions are already checked by the loader).
+        memo_limit: results each memo keeps (0: evaluate every condition every time, the
+            reference path).
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, *, memo_limit: int = MEMO_LIMIT) -> None:
         lifecycle = manifest.lifecycle
         self._stages = [
-            (rule.stage, f"lifecycle.rules[{i}]", compile_condition(rule.when))
+            (
+                Lifecycle(stage=rule.stage, rule=f"lifecycle.rules[{i}]"),
+                compile_condition(rule.when),
+            )
             for i, rule in enumerate(lifecycle.rules)
         ]
         self._default = Lifecycle(stage=lifecycle.default, rule="lifecycle.default")
         self._offer_classes = manifest.offer_classes
         self._eligible = {o.id: compile_condition(o.eligibility) for o in manifest.offers}
         self._names = {o.id: o.name for o in manifest.offers}
+        read = [p for r in lifecycle.rules for p in condition_paths(r.when)]
+        self.lifecycle = Memo("lifecycle", read, self._first_stage, memo_limit)
+        read = [p for o in manifest.offers for p in condition_paths(o.eligibility)]
+        self.eligible = Memo("eligibility", read, self._eligible_ids, memo_limit)
 
-    def lifecycle(self, facts: dict[str, Any]) -> Lifecycle:
-        """The stage of the first lifecycle rule ``facts`` satisfy, else the default stage."""
-        for stage, rule, when in self._stages:
+    def _first_stage(self, facts: Mapping[str, Any]) -> Lifecycle:
+        """The stage of the first lifecycle rule ``facts`` satisfy, else the default stage
+        (:attr:`lifecycle` is this, memoised)."""
+        for stage, when in self._stages:
             if when(facts):
-                return Lifecycle(stage=stage, rule=rule)
+                return stage
         return self._default
+
+    def _eligible_ids(self, attributes: Mapping[str, Any]) -> frozenset[str]:
+        """The offers whose eligibility holds (:attr:`eligible` is this, memoised)."""
+        return frozenset(k for k, holds in self._eligible.items() if holds(attributes))
 
     def rank(
         self, probas: list[float], attributes: dict[str, Any], suppressed: frozenset[str]
@@ -99,16 +123,13 @@ class Rules:
             attributes: the decision attributes eligibility conditions read.
             suppressed: offers the visitor said "not interested" to.
         """
-        scored = sorted(
-            zip(self._offer_classes, probas, strict=True), key=lambda item: (-item[1], item[0])
-        )
-        eligible = self._eligible
-        kept = [
-            (offer_id, score)
-            for offer_id, score in scored
-            if offer_id not in suppressed and eligible[offer_id](attributes)
-        ]
+        # (-score, id) pairs sort as the key (-score, id) would, without a key function
+        scored = sorted(zip(map(neg, probas), self._offer_classes, strict=True))
+        eligible = self.eligible(attributes)
+        if suppressed:
+            eligible = eligible - suppressed
         names = self._names
+        kept = [(offer_id, -minus) for minus, offer_id in scored if offer_id in eligible]
         return [
             RankedOffer(id=offer_id, name=names[offer_id], score=round(score, 6), rank=i)
             for i, (offer_id, score) in enumerate(kept, 1)
@@ -116,10 +137,8 @@ class Rules:
 
     @staticmethod
     def lifecycle_reason(lifecycle: Lifecycle) -> Reason:
-        """Why the visit has its lifecycle stage."""
-        return Reason(
-            code="lifecycle.rule", message=f"lifecycle {lifecycle.stage} by {lifecycle.rule}"
-        )
+        """Why the visit has its lifecycle stage (built once per rule)."""
+        return _lifecycle_reason(lifecycle.stage, lifecycle.rule)
 
     @staticmethod
     def offer_reasons(ranked: list[RankedOffer], suppressed: frozenset[str]) -> list[Reason]:

@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
-from sdk._policy import Assignment, Exploration, explore
-from sdk.conditions import Predicate, compile_condition
+from sdk._plan import MEMO_LIMIT, Memo
+from sdk._policy import Assignment, Exploration, explore, explore_pick
+from sdk.conditions import Predicate, compile_condition, condition_paths
 from sdk.hashing import unit_after
 from sdk.manifest import ArmDef, Manifest, SlotDef, VariantDef
 from sdk.schema import Candidate, Content, RankedOffer, Reason, SlotDecision
@@ -43,14 +44,22 @@ def slot_decision(variant: VariantDef, reason: str) -> SlotDecision:
     )
 
 
+#: What a slot's conditions say of a visit: the targeting rule's variant and reason that
+#: matches first (None: none), and the offers whose variant's condition holds.
+Targeting = tuple[tuple[VariantDef, str] | None, frozenset[str]]
+
+
 class Variants:
-    """A bundle's slots and variants, with their conditions compiled once.
+    """A bundle's slots and variants, with their conditions compiled once and their results
+    memoised per slot on the values they read (:mod:`sdk._plan`).
 
     Args:
         manifest: the bundle's manifest (its conditions are already checked by the loader).
+        memo_limit: results each memo keeps (0: evaluate every condition every time, the
+            reference path).
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, *, memo_limit: int = MEMO_LIMIT) -> None:
         slots = manifest.slots
         self.ids = [s.id for s in slots]
         self._slots = {s.id: s for s in slots}
@@ -77,6 +86,25 @@ class Variants:
         # each (variant, reason) pair is built once
         self._slot_decisions: dict[tuple[int, str], SlotDecision] = {}
         self._candidates: dict[tuple[str, float], Candidate] = {}
+        # what every slot's conditions say of a visit, memoised once for all slots
+        read = [p for s in slots for v in s.variants if v.when for p in condition_paths(v.when)]
+        self.memo = Memo("slot targeting", read, self._targeting, memo_limit)
+        # per (slot, offer order, offers whose variant holds): the greedy variant, the index
+        # of the offer that chose it, and the exploration candidates in catalogue order
+        self._greedy: dict[tuple[Any, ...], tuple[VariantDef, int, tuple[str, ...]]] = {}
+        self._explored_decisions: dict[tuple[Any, ...], SlotDecision] = {}
+        self._memo_limit = memo_limit
+
+    def _targeting(self, attributes: Mapping[str, Any]) -> dict[str, Targeting]:
+        """Per slot: the first targeting rule that matches, and the offers whose variant's
+        condition holds (:attr:`memo` is this, memoised)."""
+        out: dict[str, Targeting] = {}
+        for slot_id, targeted in self._targeted.items():
+            rule = next(((v, r) for v, when, r in targeted if when(attributes)), None)
+            by_offer = self._by_offer[slot_id]
+            holds = frozenset(k for k, (_, when) in by_offer.items() if when(attributes))
+            out[slot_id] = (rule, holds)
+        return out
 
     def decide(
         self,
@@ -98,6 +126,8 @@ class Variants:
             reasons: the decision's reasons, extended here.
         """
         slots: dict[str, SlotDecision] = {}
+        targeting = self.memo(attributes) if not plan.holdout else {}
+        order = tuple([o.id for o in ranked])
         for slot_id in wanted:
             slot = self._slots.get(slot_id)
             if slot is None:
@@ -110,7 +140,7 @@ class Variants:
                 continue
             arm = plan.slots.get(slot_id)
             fixed = self.arm_variant(slot, arm[0], arm[1]) if arm else None
-            chosen = fixed or self.choose(slot, ranked, attributes, exploration)
+            chosen = fixed or self._choose(slot, ranked, order, targeting[slot_id], exploration)
             if arm is not None:
                 chosen = msgspec.structs.replace(chosen, arm=f"{arm[0]}:{arm[1].key}")
             slots[slot_id] = chosen
@@ -126,39 +156,75 @@ class Variants:
         """The model's variant for ``slot``: a matching targeting rule's, else the variant of
         the best-ranked offer whose condition holds (else the default), explored
         epsilon-greedily among the eligible variants and the default."""
-        for variant, predicate, reason in self._targeted[slot.id]:
-            if predicate(attributes):
-                return self.slot(variant, reason)
-        default = self._defaults[slot.id]
-        by_offer = self._by_offer[slot.id]
-        eligible: list[VariantDef] = []
-        first: RankedOffer | None = None
-        for offer in ranked:
-            candidate = by_offer.get(offer.id)
-            if candidate is not None and candidate[1](attributes):
-                if first is None:
-                    first = offer
-                eligible.append(candidate[0])
-        greedy = eligible[0] if eligible else default
-        reason = f"offer {first.id} ranked {first.rank}" if first else "default variant"
+        order = tuple([o.id for o in ranked])
+        return self._choose(slot, ranked, order, self.memo(attributes)[slot.id], exploration)
+
+    def _choose(
+        self,
+        slot: SlotDef,
+        ranked: list[RankedOffer],
+        order: tuple[str, ...],
+        targeting: Targeting,
+        exploration: Exploration,
+    ) -> SlotDecision:
+        """:meth:`choose` with the offer ids of ``ranked`` (``order``) and the slot's
+        targeting already known."""
+        rule, holds = targeting
+        if rule is not None:
+            return self.slot(*rule)
+        key = (slot.id, order, holds)
+        greedy_of = self._greedy.get(key)
+        if greedy_of is None:
+            greedy_of = self._greedy_variant(slot.id, order, holds)
+            if len(self._greedy) >= self._memo_limit:
+                self._greedy.clear()
+            if self._memo_limit:
+                self._greedy[key] = greedy_of
+        greedy, index, ids = greedy_of
+        if index < 0:
+            reason = "default variant"
+        else:
+            first = ranked[index]
+            reason = f"offer {first.id} ranked {first.rank}"
         epsilon = exploration.epsilon
         if epsilon <= 0:
             return self.slot(greedy, reason)
-        chosen_ids = {v.id for v in eligible}
-        chosen_ids.add(default.id)
-        ids = [v for v in self._variant_ids[slot.id] if v in chosen_ids]  # catalogue order
-        key = f"{exploration.visit}|{slot.id}"
+        key_ = f"{exploration.visit}|{slot.id}"
         state = exploration.state
         unit = unit_after(state, slot.id) if state is not None else None
-        pick, probabilities = explore(ids, greedy.id, epsilon, key, unit=unit)
+        pick = explore_pick(ids, greedy.id, epsilon, key_, unit=unit)
+        # the slot decision is a function of these (the visit only chose the pick): built once
+        made_key = (slot.id, greedy.id, reason, pick, epsilon, ids)
+        made = self._explored_decisions.get(made_key)
+        if made is not None:
+            return made
+        pick, probabilities = explore(ids, greedy.id, epsilon, key_, unit=unit)
         candidates = [self.candidate(v, p) for v, p in probabilities]
         if pick != greedy.id:
             greedy = self._variants[slot.id][pick]
             reason = f"exploring (epsilon {epsilon:g}) among {len(ids)} candidates"
         propensity = next(c.probability for c in candidates if c.variant_id == greedy.id)
-        return msgspec.structs.replace(
+        made = msgspec.structs.replace(
             self.slot(greedy, reason), propensity=propensity, candidates=candidates
         )
+        if len(self._explored_decisions) < self._memo_limit:
+            self._explored_decisions[made_key] = made
+        return made
+
+    def _greedy_variant(
+        self, slot_id: str, order: tuple[str, ...], holds: frozenset[str]
+    ) -> tuple[VariantDef, int, tuple[str, ...]]:
+        """The variant of the best-ranked offer in ``order`` whose variant's condition holds
+        (else the slot's default), that offer's index in ``order`` (-1: none), and the
+        variants exploration chooses among: the eligible ones and the default, in catalogue
+        order."""
+        by_offer = self._by_offer[slot_id]
+        default = self._defaults[slot_id]
+        eligible = [by_offer[o][0] for o in order if o in holds]
+        index = next((i for i, o in enumerate(order) if o in holds), -1)
+        chosen_ids = frozenset([*(v.id for v in eligible), default.id])
+        ids = tuple(v for v in self._variant_ids[slot_id] if v in chosen_ids)
+        return (eligible[0] if eligible else default), index, ids
 
     def candidate(self, variant_id: str, probability: float) -> Candidate:
         """A logged candidate variant with its probability (built once per pair)."""

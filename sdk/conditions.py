@@ -24,6 +24,7 @@ __all__ = [
     "Predicate",
     "check_condition",
     "compile_condition",
+    "condition_paths",
     "evaluate",
     "evaluate_condition",
     "version_key",
@@ -40,6 +41,32 @@ def compile_condition(condition: Mapping[str, Any]) -> Predicate:
     """
     check_condition(condition)
     return compile_tree(condition)
+
+
+def condition_paths(condition: Mapping[str, Any]) -> tuple[str, ...]:
+    """The attribute paths ``condition`` reads, in first-use order: its keys that are not
+    logical operators, through ``$and``, ``$or``, ``$nor`` and ``$not``. The condition's
+    result is a function of the values at these paths alone (what an operator such as
+    ``$elemMatch`` reads inside an array element is part of the value at its path), which lets
+    a caller memoise it on those values (:mod:`sdk._plan`).
+
+    Args:
+        condition: a condition already accepted by :func:`check_condition`.
+    """
+    paths: dict[str, None] = {}
+
+    def walk(node: Mapping[str, Any]) -> None:
+        for key, spec in node.items():
+            if key in ("$and", "$or", "$nor"):
+                for child in spec:
+                    walk(child)
+            elif key == "$not":
+                walk(spec)
+            else:
+                paths[key] = None
+
+    walk(condition)
+    return tuple(paths)
 
 
 def evaluate(condition: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:

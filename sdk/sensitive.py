@@ -170,6 +170,9 @@ class Sensitivity:
         """``behavior`` without sensitive ``categories_viewed`` (the same object if none)."""
         if not self.categories or not behavior.categories_viewed:
             return behavior
+        is_sensitive = self.is_sensitive_category
+        if not any(is_sensitive(c) for c in behavior.categories_viewed):
+            return behavior
         kept = self.scrub_categories(behavior.categories_viewed)
         if len(kept) == len(behavior.categories_viewed):
             return behavior
