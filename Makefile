@@ -8,7 +8,7 @@ BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check lint docs bench capacity soak tag-bench load bundle schema tag screenshots system-deps js-deps clean
+.PHONY: run test compile check lint docs bench capacity soak tag-bench load bundle schema tag screenshots system-deps js-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,17 @@ run: $(STAMP)
 bundle: $(STAMP)
 	$(BIN)/tailor train --out $(BUNDLE)
 
-## The whole test suite: the tag's node tests, then pytest (unit, server, contract, browser).
+## The whole test suite: the tag's node tests, then pytest (unit, server, contract, browser),
+## then the SDK and contract tests again on the pure-Python reference of the compiled modules.
 test: $(STAMP) system-deps js-deps
 	cd js_snippet && npm test
 	$(BIN)/python -m pytest
+	TAILOR_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sdk tests/contract
+
+## Compile the decision path again (sdk.native.MODULES) after editing one of its modules; until
+## then the edited source runs, never its stale compiled twin.
+compile: $(STAMP)
+	$(BIN)/python hatch_build.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -108,3 +115,4 @@ screenshots: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) var site js_snippet/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -f sdk/*.so sdk/*.c sdk/_native.json

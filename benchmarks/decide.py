@@ -55,7 +55,7 @@ import msgspec
 import numpy as np
 
 from model_export.inputs.synth import generate
-from sdk import Decider, build_features, load_bundle
+from sdk import Decider, build_features, load_bundle, native
 from sdk.device import clear_device_cache, device_cache_stats, parse_device
 from sdk.hashing import IMPLEMENTATION, fnv1a32_py, hash_unit, unit_py
 from sdk.referrer import classify_referrer
@@ -173,6 +173,7 @@ def measure(
         "measured_at": datetime.now(UTC).isoformat(),
         "python": platform.python_version(),
         "hashing": IMPLEMENTATION,
+        "decision_path": native.IMPLEMENTATION,
         "cache_hit_rates": cache_rates,
         "machine": platform.machine(),
         "processor": _cpu_model(),
@@ -290,7 +291,7 @@ def table(report: dict[str, Any]) -> str:
     floor = r["onnx_fused"]["median_us"]
     lines = [
         f"bundle {report['bundle']}  python {report['python']}  {report['processor']}  "
-        f"hashing {report.get('hashing')}",
+        f"hashing {report.get('hashing')}  decision path {report.get('decision_path')}",
         f"{'measure':<28}{'median µs':>12}{'p99 µs':>12}{'÷ onnx_fused':>14}",
     ]
     for name, s in r.items():

@@ -9,6 +9,7 @@ Must not import server or model_export.
 
 from __future__ import annotations
 
+import sdk.native  # noqa: F401  first: chooses compiled or pure-Python modules before they load
 from sdk._cache import VisitCache
 from sdk._client import AsyncClient, Client
 from sdk._decider import CustomerRow, Decider

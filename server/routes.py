@@ -28,7 +28,7 @@ from litestar.params import FromPath
 from litestar.response.base import ASGIResponse
 from msgspec import Meta
 
-from sdk import Decider, hashing
+from sdk import Decider, hashing, native
 from sdk.bundle import SIGNATURE_FILE, Bundle, BundleSignature
 from sdk.consent import effective_consent, gpc
 from sdk.features import FeatureRow
@@ -401,6 +401,7 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
         "status": "ready",
         "modelVersion": decider.bundle.version,
         "hashing": hashing.IMPLEMENTATION,
+        "decisionPath": native.IMPLEMENTATION,
         "state": engine.state_report(),
     }
     if engine.error:  # a newer bundle was refused; the old one keeps serving

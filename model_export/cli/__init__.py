@@ -23,16 +23,18 @@ __all__ = ["main"]
 
 
 def _version() -> str:
-    """``tailor X.Y.Z (hashing: compiled|python)``: the package and which FNV path runs."""
+    """``tailor X.Y.Z (hashing: compiled|python, decision path: compiled|python)``: the package
+    and which paths run (:data:`sdk.hashing.IMPLEMENTATION`, :data:`sdk.native.IMPLEMENTATION`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from sdk.hashing import IMPLEMENTATION
+    from sdk.native import IMPLEMENTATION as DECISION_PATH
 
     try:
         number = version("tailor")
     except PackageNotFoundError:
         number = "unknown"
-    return f"tailor {number} (hashing: {IMPLEMENTATION})"
+    return f"tailor {number} (hashing: {IMPLEMENTATION}, decision path: {DECISION_PATH})"
 
 
 def main(argv: list[str] | None = None) -> int:

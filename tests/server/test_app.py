@@ -177,6 +177,9 @@ def test_health_and_readiness(client: TestClient) -> None:  # type: ignore[type-
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["modelVersion"].startswith("test-")
+    # which hashing and decision path the worker runs (compiled here: a compiler was present)
+    assert ready.json()["hashing"] == "compiled"
+    assert ready.json()["decisionPath"] == "compiled"
 
 
 def test_tampered_bundle_is_refused_and_not_ready(
