@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tailor-installed
+# written by the compilation of the decision path (hatch_build.py), with the sources it compiled
+NATIVE := sdk/_native.json
 BUNDLE ?= var/bundles/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -39,14 +41,17 @@ bundle: $(STAMP)
 
 ## The whole test suite: the tag's node tests, then pytest (unit, server, contract, browser),
 ## then the SDK and contract tests again on the pure-Python reference of the compiled modules.
-test: $(STAMP) system-deps js-deps
+test: $(STAMP) $(NATIVE) system-deps js-deps
 	cd js_snippet && npm test
 	$(BIN)/python -m pytest
 	TAILOR_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/sdk tests/contract
 
 ## Compile the decision path again (sdk.native.MODULES) after editing one of its modules; until
-## then the edited source runs, never its stale compiled twin.
+## then the edited source runs, never its stale compiled twin (`make test` does it first).
 compile: $(STAMP)
+	$(BIN)/python hatch_build.py
+
+$(NATIVE): $(wildcard sdk/*.py) sdk/_hashing_c.pyx | $(STAMP)
 	$(BIN)/python hatch_build.py
 
 lint: $(STAMP)
