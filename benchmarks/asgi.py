@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import secrets
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,37 @@ async def _call(app: Any, scope: Message, body: bytes) -> list[Message]:
         out.append(message)
 
     await app(scope, receive, send)
+    return out
+
+
+def _stages(header: bytes) -> dict[str, float]:
+    """The stages of a ``Server-Timing`` header in microseconds (``read;dur=0.02, ...``)."""
+    out: dict[str, float] = {}
+    for part in header.decode("latin-1").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            out[name] = float(duration) * 1000
+    return out
+
+
+def _stage_summary(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per stage of the decides' Server-Timing (and ``outside``: the middleware, routing and
+    response around the handler, ``total`` less the stages): median, p99 and the share of the
+    median total, in microseconds."""
+    names = list(dict.fromkeys(name for s in samples for name in s))
+    for s in samples:
+        s["outside"] = s.get("total", 0.0) - sum(v for k, v in s.items() if k != "total")
+    names.insert(len(names) - 1 if "total" in names else len(names), "outside")
+    total = statistics.median(s.get("total", 0.0) for s in samples) if samples else 0.0
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        got = sorted(s.get(name, 0.0) for s in samples)
+        median = statistics.median(got)
+        out[name] = {
+            "median_us": round(median, 1),
+            "p99_us": round(got[min(len(got) - 1, int(len(got) * 0.99))], 1),
+            "share": round(median / total, 3) if total else 0.0,
+        }
     return out
 
 
@@ -142,11 +174,15 @@ async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
         headers.append((b"content-length", str(len(body)).encode()))
         return _scope(path, query.encode(), headers, "POST"), body
 
+    #: each fresh decide's stages, from its Server-Timing header (milliseconds)
+    stages: list[dict[str, float]] = []
+
     async def decide(i: int) -> None:
         scope, body = request(i)
         out = await _call(app, scope, body)
         if out[0]["status"] != 200:
             raise RuntimeError(f"decide answered {out[0]['status']}: {out[1]['body'][:300]!r}")
+        stages.append(_stages(dict(out[0]["headers"]).get(b"server-timing", b"")))
 
     async def healthz(i: int) -> None:
         out = await _call(app, _scope("/healthz", b"", [], "GET"), b"")
@@ -178,6 +214,7 @@ async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
             "healthz": await _time(healthz, n, 0),
             "decide": await _time(decide, n, 1_000_000),
         }
+        del stages[: len(stages) - n]  # the warm-up's
         for i in range(200):
             await warm_up(i)
         results["decide_cache_hit"] = await _time(decide_again, n, 0)
@@ -198,6 +235,7 @@ async def measure(bundle: str, n: int, tmp: Path) -> dict[str, Any]:
         "bundle": decider.bundle.version,
         "calls_per_measure": n,
         "results": results,
+        "decide_stages": _stage_summary(stages),
         "decide_over_healthz": round(
             results["decide"]["median_us"] / results["healthz"]["median_us"], 2
         ),
@@ -220,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in report["results"].items():
         runs = "/".join(str(c) for c in r["gc_collections"])
         print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['max_us']:>12.1f}  {runs}")
+    print(f"{'fresh decide, Server-Timing':<26}{'median µs':>12}{'p99 µs':>12}{'share':>12}")
+    for name, r in report["decide_stages"].items():
+        print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['share']:>12.1%}")
     print(
         f"decide / healthz = {report['decide_over_healthz']:.2f}; the decision itself is "
         f"{report['decider_share_of_decide']:.0%} of a decide request"

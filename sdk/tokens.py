@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Sequence
 from enum import Enum
@@ -76,7 +75,7 @@ def _unb64(text: str) -> bytes:
 
 def _visitor_mac(secret: bytes, visitor_id: str, issued: int) -> bytes:
     message = b"|".join((_VISITOR_DOMAIN, _VERSION.encode(), visitor_id.encode(), b"%d" % issued))
-    return hmac.new(secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(secret, message, "sha256")[:_MAC_BYTES]  # the one-call C path
 
 
 def issue_visitor_token(secret: bytes, visitor_id: str, now: float) -> str:
@@ -147,7 +146,7 @@ def user_token(secret: bytes | str, user_id: str) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
     _check_secret(key)
     message = _USER_DOMAIN + b"|" + user_id.encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def verify_user_token(secrets: Sequence[bytes], user_id: str, token: str | None) -> bool:

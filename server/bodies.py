@@ -11,12 +11,12 @@ Must not import model_export.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
-import anyio
 import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException
 
 from server.problems import Problem
 
@@ -27,6 +27,18 @@ JSON_TYPES = ("application/json", "text/plain")
 _JSON_TYPES = JSON_TYPES
 #: Seconds to wait for a whole body when the app states no ``body_timeout``.
 DEFAULT_BODY_TIMEOUT = 10.0
+
+
+def _content_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """``Content-Type`` and ``Content-Length`` straight from the ASGI scope's headers (names
+    are lower-case there), without building the framework's header mapping."""
+    content_type = length = None
+    for name, value in headers:
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1").strip()
+    return content_type, length
 
 
 def _too_large(limit: int) -> Problem:
@@ -43,7 +55,8 @@ async def read_body(
         Problem: 415 for another media type, 413 for a larger body (chunked ones included),
             408 (with ``Connection: close``) for a body not received in time.
     """
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type, length = _content_headers(request.scope.get("headers") or ())
+    media = (content_type or "application/json").split(";")[0].strip().lower()
     if media and not (media in _JSON_TYPES or media.endswith("+json")):
         raise Problem(
             415,
@@ -51,14 +64,13 @@ async def read_body(
             "Unsupported media type",
             f"send JSON as application/json or text/plain, not {media}",
         )
-    length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _too_large(limit)
     if timeout is None:
         timeout = float(request.app.state.get("body_timeout", DEFAULT_BODY_TIMEOUT))
     try:
-        with anyio.fail_after(timeout):
-            body = await request.body()
+        async with asyncio.timeout(timeout):  # the stdlib's: a third of anyio.fail_after's cost
+            body = await _receive(request, limit)
     except TimeoutError as exc:
         late = Problem(
             408,
@@ -68,13 +80,28 @@ async def read_body(
         )
         late.headers = {"connection": "close"}  # uvicorn closes the connection after it
         raise late from exc
-    except ClientException as exc:
-        if exc.status_code == 413:
-            raise _too_large(limit) from exc
-        raise
-    if len(body) > limit:
-        raise _too_large(limit)
     return body
+
+
+async def _receive(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The body straight from the ASGI messages (the handler reads it once), refused as soon
+    as it grows past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise Problem(
+                400, "client-disconnected", "Client disconnected", "the body did not arrive"
+            )
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_body(body: bytes, decoder: msgspec.json.Decoder[T], what: str) -> T:

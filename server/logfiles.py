@@ -28,9 +28,13 @@ from typing import Any
 
 from server.eventlog_purge import CLOSED_MODE, OPEN_MODE, closed_files, fsync_dir, log_files
 
-__all__ = ["Losses", "Retention", "RotatingFiles", "WriteFailed", "describe"]
+__all__ = ["CHUNK_BYTES", "Losses", "Retention", "RotatingFiles", "WriteFailed", "describe"]
 
 log = logging.getLogger("tailor.server.logfiles")
+
+
+#: The most bytes of a batch written (and synced) at once, each part all or nothing.
+CHUNK_BYTES = 256 * 1024
 
 
 class WriteFailed(Exception):
@@ -182,6 +186,7 @@ class RotatingFiles:
         """
         chunk: list[bytes] = []
         size = self.size
+        chunk_bytes = 0
         done = 0
         try:
             if self._fd is None:
@@ -191,12 +196,19 @@ class RotatingFiles:
                 if (chunk or size) and size + len(line) > self.max_bytes:
                     self._write_chunk(chunk)
                     done += len(chunk)
-                    chunk = []
+                    chunk, chunk_bytes = [], 0
                     self.close()
                     self._open(now)
                     size = 0
+                elif chunk and chunk_bytes + len(line) > CHUNK_BYTES:
+                    # written (and made durable) a part at a time: a disk that fills up
+                    # loses only the parts that no longer fit, not the whole batch
+                    self._write_chunk(chunk)
+                    done += len(chunk)
+                    chunk, chunk_bytes = [], 0
                 chunk.append(line)
                 size += len(line)
+                chunk_bytes += len(line)
             self._write_chunk(chunk)
         except OSError as exc:
             self.close(quiet=True)

@@ -178,27 +178,31 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
     session sees the updated profile.
     """
     engine = _engine(request.app.state)
+    timing = ServerTiming.from_scope(request.scope)  # sent by the metrics middleware
     t0 = time.perf_counter()
     body = await read_body(request, engine.settings.max_body_bytes)
+    t1 = time.perf_counter()
     verified = _prepare(request, _decode(body), engine)
     decide_request, token = verified.request, verified.token
     decider = _decider(engine)
     public = _key_kind(request) != "secret"
-    t1 = time.perf_counter()
     # the principal's kind is in the key: public decisions are stripped and carry tokens
     key = engine.decision_cache.key(decide_request, decider.bundle.version, public=public)
     payload = engine.decision_cache.get(key, decide_request.slots)
     cache = "hit"
-    t2 = t3 = time.perf_counter()
+    t2 = time.perf_counter()
+    timing.add("read", t1 - t0)
+    timing.add("decode", t2 - t1)
     if payload is None:
         now = datetime.now(UTC)
         req = decider.sensitivity.scrub_request(decide_request)
         read = await load_visits(engine, [req], [key], decider, [verified.minted])
+        t3 = time.perf_counter()
+        timing.add("state-read", t3 - t2)
         pinned = read[0][0].pinned
         if pinned is not None and pinned.covers(key, req.slots):  # decided by another worker
             payload = pinned.payload
             engine.decision_cache.put(key, pinned.slots.split(" "), payload)
-            t2 = t3 = time.perf_counter()
         else:
             cache = "miss"
             rows: list[FeatureRow] = []
@@ -207,23 +211,21 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
             shown = (
                 public_decision(decision, token, _public_scores(decider)) if public else decision
             )
-            t2 = time.perf_counter()
+            t4 = time.perf_counter()
             payload = _encoder.encode(shown)
-            t3 = time.perf_counter()
+            timing.add("decide", t4 - t3)
+            timing.add("encode", time.perf_counter() - t4)
             slots = list(shown.slots)
             pin = None
             if key is not None and engine.redis is not None:
                 pin = Pinned(visit=key, slots=" ".join(slots), payload=payload)
             client = _new_profile_client(request)
             reusable = await decided(
-                engine, [req], decisions, read, (profiles, rows), now, client, [pin], decider
-            )
+                engine, [req], decisions, read, (profiles, rows), now, client, [pin], decider,
+                timing,
+            )  # fmt: skip
             if reusable[0]:
                 engine.decision_cache.put(key, slots, payload)
-    timing = ServerTiming.from_scope(request.scope)  # sent by the metrics middleware
-    timing.add("decode", t1 - t0)
-    timing.add("decide", t2 - t1)
-    timing.add("encode", t3 - t2)
     # the ASGI response itself: the hottest route skips Litestar's Response conversion
     return ASGIResponse(
         body=payload,

@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.observability.metrics import OTHER, Metrics
 from server.observability.timing import TIMING_KEY, ServerTiming
+from server.security.middleware import AUTH_SECONDS_KEY
 
 __all__ = ["MetricsMiddleware"]
 
@@ -87,6 +88,9 @@ class MetricsMiddleware:
                 status = message["status"]
                 if self.server_timing:
                     total = (time.perf_counter_ns() - start) / 1e9
+                    auth = scope["state"].get(AUTH_SECONDS_KEY)
+                    if auth is not None:  # before the handler's stages
+                        timing.entries.insert(0, ("auth", auth))
                     value = timing.header(total).encode("latin-1")
                     message["headers"] = [*message.get("headers", ()), (b"server-timing", value)]
             await send(message)

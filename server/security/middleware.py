@@ -47,10 +47,13 @@ from server.security.route_rules import (
     normalize_path,
 )
 
-__all__ = ["STATE_KEY", "Principal", "SecurityMiddleware"]
+__all__ = ["AUTH_SECONDS_KEY", "STATE_KEY", "Principal", "SecurityMiddleware"]
 
 #: Where the middleware puts the :class:`Principal` in ``scope["state"]``.
 STATE_KEY = "tailor_key"
+#: Where it puts the seconds it spent authorizing the request (key, origin, rate limits); the
+#: metrics middleware reports them as the ``auth`` stage of ``Server-Timing``.
+AUTH_SECONDS_KEY = "tailor_auth_seconds"
 _EXPOSE = b"Server-Timing, Retry-After, ETag"
 _ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"
 _ALLOW_HEADERS = b"Content-Type, Authorization, X-Tailor-Key"
@@ -308,6 +311,7 @@ class SecurityMiddleware:
             await receive()
             await send({"type": "websocket.close", "code": 1008})
             return
+        started = time.perf_counter_ns()
         headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers") or ():
             name = name.lower()
@@ -362,6 +366,7 @@ class SecurityMiddleware:
         if state is None:
             state = scope["state"] = {}
         state[STATE_KEY] = principal
+        state[AUTH_SECONDS_KEY] = (time.perf_counter_ns() - started) / 1e9
         await self.app(scope, receive, with_cors(send, cors))
 
     def _authorize(

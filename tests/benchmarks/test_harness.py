@@ -151,6 +151,16 @@ def test_in_process_asgi_benchmark_reports_each_request_kind(
     assert report["decide_over_healthz"] == round(
         results["decide"]["median_us"] / results["healthz"]["median_us"], 2
     )
+    # each stage of a fresh decide, from its Server-Timing header, and what lies outside them
+    stages = report["decide_stages"]
+    assert list(stages) == [
+        "auth", "read", "decode", "state-read", "decide", "encode", "state-write", "log",
+        "metrics", "outside", "total",
+    ]  # fmt: skip
+    assert stages["total"]["share"] == 1.0
+    assert all(0 <= s["median_us"] <= s["p99_us"] for s in stages.values())
+    inside = sum(s["median_us"] for k, s in stages.items() if k != "total")
+    assert inside == pytest.approx(stages["total"]["median_us"], rel=0.5)
 
 
 def test_state_comparison_counts_redis_round_trips(bundle_dir: Path, tmp_path: Path) -> None:

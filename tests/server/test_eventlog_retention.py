@@ -14,7 +14,7 @@ import pytest
 from sdk.schema import Event
 from server.eventlog import EventLog
 from server.eventlog_purge import log_files
-from server.logfiles import Losses, Retention, RotatingFiles, WriteFailed
+from server.logfiles import CHUNK_BYTES, Losses, Retention, RotatingFiles, WriteFailed
 
 NOW = datetime(2026, 6, 15, 12, 30, tzinfo=UTC)
 
@@ -125,3 +125,33 @@ def test_the_event_log_applies_its_retention_on_rotation(tmp_path: Path) -> None
     log.close()
     assert sum(p.stat().st_size for p in log.files()) <= 5000
     assert len(log.files()) >= 2
+
+
+def test_a_batch_larger_than_the_free_space_keeps_the_parts_that_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk loses only the parts of a batch that no longer fit: the batch is written
+    and synced a part (:data:`CHUNK_BYTES`) at a time, each part all or nothing."""
+    from server import logfiles
+
+    free = int(2.5 * CHUNK_BYTES)
+    real_write = os.write
+    used = 0
+
+    def disk_write(fd: int, data: Any) -> int:
+        nonlocal used
+        if used + len(data) > free:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        used += len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(logfiles.os, "write", disk_write)
+    files = RotatingFiles(tmp_path, max_bytes=1 << 30)
+    line = b'{"n":' + b"0" * 1000 + b"}\n"
+    lines = [line] * (4 * CHUNK_BYTES // len(line))
+    with pytest.raises(WriteFailed) as failed:
+        files.write(lines, NOW)
+    per_part = CHUNK_BYTES // len(line)
+    assert failed.value.written == 2 * per_part  # two whole parts are durable, then the disk
+    (written,) = tmp_path.glob("events-*.jsonl")
+    assert written.read_bytes() == line * (2 * per_part)  # no torn line
