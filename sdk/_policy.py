@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sdk._plan import MEMO_LIMIT, Memo
-from sdk.conditions import Predicate, compile_condition, condition_paths, evaluate_condition
+from sdk.conditions import (
+    Predicate,
+    compile_condition,
+    condition_paths,
+    evaluate_condition,
+    numeric_thresholds,
+)
 from sdk.hashing import bucket_ranges, choose, hash_unit, in_namespace, prefix_state
 from sdk.manifest import ArmDef, ExperimentDef, ExplorationDef, HoldoutDef, Manifest
 from sdk.schema import DecideRequest, Reason
@@ -296,6 +302,7 @@ class Policy:
                 condition_paths(e.condition),
                 compile_condition(e.condition),
                 memo_limit,
+                numeric_thresholds([e.condition]),
             )
             for e in manifest.experiments
         }

@@ -16,7 +16,7 @@ from operator import neg
 from typing import Any
 
 from sdk._plan import MEMO_LIMIT, Memo
-from sdk.conditions import compile_condition, condition_paths
+from sdk.conditions import compile_condition, condition_paths, numeric_thresholds
 from sdk.features import FeatureRow
 from sdk.manifest import Manifest
 from sdk.schema import Behavior, DecideRequest, Lifecycle, RankedOffer, Reason
@@ -96,10 +96,14 @@ class Rules:
         self._offer_classes = manifest.offer_classes
         self._eligible = {o.id: compile_condition(o.eligibility) for o in manifest.offers}
         self._names = {o.id: o.name for o in manifest.offers}
-        read = [p for r in lifecycle.rules for p in condition_paths(r.when)]
-        self.lifecycle = Memo("lifecycle", read, self._first_stage, memo_limit)
-        read = [p for o in manifest.offers for p in condition_paths(o.eligibility)]
-        self.eligible = Memo("eligibility", read, self._eligible_ids, memo_limit)
+        whens = [r.when for r in lifecycle.rules]
+        read = [p for when in whens for p in condition_paths(when)]
+        cuts = numeric_thresholds(whens)
+        self.lifecycle = Memo("lifecycle", read, self._first_stage, memo_limit, cuts)
+        whens = [o.eligibility for o in manifest.offers]
+        read = [p for when in whens for p in condition_paths(when)]
+        cuts = numeric_thresholds(whens)
+        self.eligible = Memo("eligibility", read, self._eligible_ids, memo_limit, cuts)
 
     def _first_stage(self, facts: Mapping[str, Any]) -> Lifecycle:
         """The stage of the first lifecycle rule ``facts`` satisfy, else the default stage

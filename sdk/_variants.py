@@ -19,7 +19,7 @@ import msgspec
 
 from sdk._plan import MEMO_LIMIT, Memo
 from sdk._policy import Assignment, Exploration, explore, explore_pick
-from sdk.conditions import Predicate, compile_condition, condition_paths
+from sdk.conditions import Predicate, compile_condition, condition_paths, numeric_thresholds
 from sdk.hashing import unit_after
 from sdk.manifest import ArmDef, Manifest, SlotDef, VariantDef
 from sdk.schema import Candidate, Content, RankedOffer, Reason, SlotDecision
@@ -87,8 +87,10 @@ class Variants:
         self._slot_decisions: dict[tuple[int, str], SlotDecision] = {}
         self._candidates: dict[tuple[str, float], Candidate] = {}
         # what every slot's conditions say of a visit, memoised once for all slots
-        read = [p for s in slots for v in s.variants if v.when for p in condition_paths(v.when)]
-        self.memo = Memo("slot targeting", read, self._targeting, memo_limit)
+        whens = [v.when for s in slots for v in s.variants if v.when]
+        read = [p for when in whens for p in condition_paths(when)]
+        cuts = numeric_thresholds(whens)
+        self.memo = Memo("slot targeting", read, self._targeting, memo_limit, cuts)
         # per (slot, offer order, offers whose variant holds): the greedy variant, the index
         # of the offer that chose it, and the exploration candidates in catalogue order
         self._greedy: dict[tuple[Any, ...], tuple[VariantDef, int, tuple[str, ...]]] = {}

@@ -11,7 +11,7 @@ Must import only the standard library and sdk's errors and condition modules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sdk._condition_check import MAX_DEPTH, check_condition, check_node
@@ -27,6 +27,7 @@ __all__ = [
     "condition_paths",
     "evaluate",
     "evaluate_condition",
+    "numeric_thresholds",
     "version_key",
 ]
 
@@ -67,6 +68,51 @@ def condition_paths(condition: Mapping[str, Any]) -> tuple[str, ...]:
 
     walk(condition)
     return tuple(paths)
+
+
+#: Operators whose result on a number is fixed by where it lies among the operands.
+_ORDERINGS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
+
+
+def _is_number(value: Any) -> bool:
+    return (type(value) is int or type(value) is float) and value == value  # not NaN
+
+
+def numeric_thresholds(conditions: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, ...]]:
+    """The paths every one of ``conditions`` only compares with numbers, and those numbers,
+    sorted: a number at such a path matters only by where it lies among them, so the
+    decision plan keys it by that position instead of its value (``purchases`` read by
+    ``{"$gte": 1}`` and ``{"$gte": 5}`` has five kinds of values, not one per number). A path
+    read in any other way (a string, ``$in``, ``$exists``, ``$type``, a field ``$not``...) is
+    left out.
+
+    Args:
+        conditions: conditions already accepted by :func:`check_condition`.
+    """
+    numbers: dict[str, set[float]] = {}
+    other: set[str] = set()
+
+    def walk(node: Mapping[str, Any]) -> None:
+        for key, spec in node.items():
+            if key in ("$and", "$or", "$nor"):
+                for child in spec:
+                    walk(child)
+            elif key == "$not":
+                walk(spec)
+            elif _is_number(spec):
+                numbers.setdefault(key, set()).add(spec)
+            elif (
+                isinstance(spec, Mapping)
+                and spec
+                and all(op in _ORDERINGS and _is_number(v) for op, v in spec.items())
+            ):
+                numbers.setdefault(key, set()).update(spec.values())
+            else:
+                other.add(key)
+
+    for condition in conditions:
+        walk(condition)
+    return {path: tuple(sorted(found)) for path, found in numbers.items() if path not in other}
 
 
 def evaluate(condition: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:

@@ -21,7 +21,13 @@ from model_export.bundle.lifecycle import PolicyConfig, with_policy
 from model_export.inputs.synth import generate
 from sdk import Decider, load_bundle
 from sdk._plan import Memo
-from sdk.conditions import check_condition, compile_condition, condition_paths, evaluate
+from sdk.conditions import (
+    check_condition,
+    compile_condition,
+    condition_paths,
+    evaluate,
+    numeric_thresholds,
+)
 from sdk.schema import Behavior, Consent, DecideRequest
 from tests.conftest import TEST_POLICY
 from tests.contract.test_recorded_decisions import NOW as RECORDED_NOW
@@ -172,12 +178,44 @@ def test_a_memoised_condition_equals_the_condition_on_every_vector() -> None:
     attributes = [c["attributes"] for c in cases]
     for case in cases:
         condition = case["condition"]
-        memo = Memo("vector", condition_paths(condition), compile_condition(condition))
+        memo = Memo(
+            "vector",
+            condition_paths(condition),
+            compile_condition(condition),
+            thresholds=numeric_thresholds([condition]),
+        )
         for _ in range(2):
             for attrs in attributes:
                 assert memo(attrs) == evaluate(condition, attrs), (case["name"], attrs)
         got = memo(case["attributes"])
         assert got is case["expected"], case["name"]
+
+
+def test_numeric_thresholds_are_the_numbers_a_path_is_only_compared_with() -> None:
+    conditions = [
+        {"purchases": {"$gte": 1}, "days": {"$lte": 30, "$gt": 7}},
+        {"$or": [{"purchases": {"$gte": 5}}, {"purchases": 0}]},
+        {"days": {"$lt": 90}, "name": "x", "flag": {"$exists": True}},
+        {"mixed": 3},
+        {"mixed": {"$in": [1, 2]}},  # read otherwise too: not only compared with numbers
+        {"boolish": True},
+    ]
+    for c in conditions:
+        check_condition(c)
+    assert numeric_thresholds(conditions) == {
+        "purchases": (0, 1, 5),
+        "days": (7, 30, 90),
+    }
+    # on the lifecycle rules of a bundle, days since the last purchase has a few kinds
+    memo: Memo[bool] = Memo(
+        "days",
+        ["days"],
+        compile_condition(conditions[0]),
+        thresholds=numeric_thresholds(conditions),
+    )
+    for day in range(200):
+        memo({"purchases": 2, "days": day + 0.5})
+    assert memo.stats()["size"] <= 4 and memo.stats()["hits"] >= 196
 
 
 def test_condition_paths_are_the_keys_a_condition_reads() -> None:
@@ -192,26 +230,37 @@ def test_condition_paths_are_the_keys_a_condition_reads() -> None:
 
 
 _values = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5]),
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5, -0.0]),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["a", "b", ""]), st.lists(st.sampled_from(["a", 1, True]), max_size=2),
 )  # fmt: skip
 _attributes = st.dictionaries(st.sampled_from(["x", "y"]), _values, max_size=2)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_attributes, min_size=1, max_size=12), st.sampled_from(range(6)))
+CONDITIONS: list[dict[str, Any]] = [
+    {"x": True},
+    {"x": 1, "y": {"$exists": False}},
+    {"x": {"$in": ["a", 1]}},
+    {"$or": [{"x": {"$gte": 1}}, {"y": None}]},
+    {"x": {"$type": "number"}},
+    {"y": {"$size": 1}},
+    # only numbers compared: keyed by position among the thresholds
+    {"x": {"$gte": 1, "$lt": 2.5}, "y": {"$ne": 0}},
+    {"$or": [{"x": -0.0}, {"x": {"$gt": 2}}], "$nor": [{"y": {"$lte": -3}}]},
+    {"$not": {"x": {"$eq": 1.0}}},
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_attributes, min_size=1, max_size=12), st.sampled_from(range(len(CONDITIONS))))
 def test_a_memo_answers_as_its_function_whatever_the_values(
     seen: list[dict[str, Any]], which: int
 ) -> None:
-    condition = [
-        {"x": True},
-        {"x": 1, "y": {"$exists": False}},
-        {"x": {"$in": ["a", 1]}},
-        {"$or": [{"x": {"$gte": 1}}, {"y": None}]},
-        {"x": {"$type": "number"}},
-        {"y": {"$size": 1}},
-    ][which]
-    memo = Memo("prop", condition_paths(condition), compile_condition(condition), limit=4)
+    condition = CONDITIONS[which]
+    cuts = numeric_thresholds([condition])
+    memo = Memo(
+        "prop", condition_paths(condition), compile_condition(condition), limit=4, thresholds=cuts
+    )
     for attrs in seen + seen[::-1]:
         assert memo(attrs) == evaluate(condition, attrs)
     assert memo.stats()["size"] <= 4
