@@ -11,7 +11,7 @@ Must import only the standard library and sdk's errors and condition modules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sdk._condition_check import MAX_DEPTH, check_condition, check_node
@@ -44,6 +44,19 @@ def compile_condition(condition: Mapping[str, Any]) -> Predicate:
     return compile_tree(condition)
 
 
+def _fields(condition: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every ``(path, spec)`` entry of ``condition``, through ``$and``, ``$or``, ``$nor`` and
+    ``$not``."""
+    for key, spec in condition.items():
+        if key in ("$and", "$or", "$nor"):
+            for child in spec:
+                yield from _fields(child)
+        elif key == "$not":
+            yield from _fields(spec)
+        else:
+            yield key, spec
+
+
 def condition_paths(condition: Mapping[str, Any]) -> tuple[str, ...]:
     """The attribute paths ``condition`` reads, in first-use order: its keys that are not
     logical operators, through ``$and``, ``$or``, ``$nor`` and ``$not``. The condition's
@@ -54,20 +67,7 @@ def condition_paths(condition: Mapping[str, Any]) -> tuple[str, ...]:
     Args:
         condition: a condition already accepted by :func:`check_condition`.
     """
-    paths: dict[str, None] = {}
-
-    def walk(node: Mapping[str, Any]) -> None:
-        for key, spec in node.items():
-            if key in ("$and", "$or", "$nor"):
-                for child in spec:
-                    walk(child)
-            elif key == "$not":
-                walk(spec)
-            else:
-                paths[key] = None
-
-    walk(condition)
-    return tuple(paths)
+    return tuple(dict.fromkeys(path for path, _ in _fields(condition)))
 
 
 #: Operators whose result on a number is fixed by where it lies among the operands.
@@ -91,15 +91,9 @@ def numeric_thresholds(conditions: Iterable[Mapping[str, Any]]) -> dict[str, tup
     """
     numbers: dict[str, set[float]] = {}
     other: set[str] = set()
-
-    def walk(node: Mapping[str, Any]) -> None:
-        for key, spec in node.items():
-            if key in ("$and", "$or", "$nor"):
-                for child in spec:
-                    walk(child)
-            elif key == "$not":
-                walk(spec)
-            elif _is_number(spec):
+    for condition in conditions:
+        for key, spec in _fields(condition):
+            if _is_number(spec):
                 numbers.setdefault(key, set()).add(spec)
             elif (
                 isinstance(spec, Mapping)
@@ -109,9 +103,6 @@ def numeric_thresholds(conditions: Iterable[Mapping[str, Any]]) -> dict[str, tup
                 numbers.setdefault(key, set()).update(spec.values())
             else:
                 other.add(key)
-
-    for condition in conditions:
-        walk(condition)
     return {path: tuple(sorted(found)) for path, found in numbers.items() if path not in other}
 
 
