@@ -203,13 +203,20 @@ class Decider:
             rows: when given, the feature row the decision was made from is appended (the
                 server logs it for offline evaluation).
         """
-        return self.decide_many(
-            [request],
-            profiles=[profile],
-            suppressed=[suppressed],
-            sticky=[sticky] if sticky else None,
-            rows=rows,
-        )[0]
+        # decide_many's steps for one row, without its per-batch lists
+        scrub = self.sensitivity
+        if scrub:
+            request = scrub.scrub_request(request)
+            if profile is not None:
+                profile = scrub.scrub_behavior(profile)
+        built = self._rows([request], [profile])
+        if rows is not None:
+            rows.extend(built)
+        distances, probas, scores = self._run_rows(built)
+        nearest = self._personas.nearest(distances[0])
+        return self._finish(
+            request, built[0], nearest, probas[0], scores[0], suppressed, sticky or None
+        )
 
     def decide_many(
         self,
