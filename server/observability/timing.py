@@ -34,10 +34,22 @@ def timing_header(pairs: Iterable[tuple[str, float]]) -> str:
     """
     parts = []
     for name, seconds in pairs:
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"Server-Timing name {name!r} is not an HTTP token")
+        _check(name)
         parts.append(f"{name};dur={seconds * 1000:.3f}")
     return ", ".join(parts)
+
+
+#: Names already checked (a handful of stage names, checked once each rather than per request).
+_CHECKED: set[str] = set()
+
+
+def _check(name: str) -> None:
+    if name in _CHECKED:
+        return
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"Server-Timing name {name!r} is not an HTTP token")
+    if len(_CHECKED) < 256:
+        _CHECKED.add(name)
 
 
 class Stopwatch:
@@ -101,8 +113,7 @@ class ServerTiming:
 
     def add(self, name: str, seconds: float) -> None:
         """Record ``name`` as taking ``seconds``; ``name`` must be an HTTP token."""
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"Server-Timing name {name!r} is not an HTTP token")
+        _check(name)
         self.entries.append((name, seconds))
 
     def measure(self, name: str) -> _Span:
