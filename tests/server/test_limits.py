@@ -286,3 +286,44 @@ def test_redaction_covers_headers_and_exceptions() -> None:
     assert RedactingFilter().filter(record)
     assert record.getMessage() == "?key=redacted"
     assert record.exc_text is not None and "tok_5" not in record.exc_text
+
+
+def test_a_client_gone_mid_body_is_no_error(server: LiveServer) -> None:
+    """A client that disconnects before its body arrived leaves no traceback and no 500, and
+    the worker keeps answering (the reader's answer to the disconnect is pinned below)."""
+    before = len(server.log.read_text())  # other tests of the module log their own
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {SECRET}\r\n".encode()
+            + b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"visitorId":'
+        )
+    with _client(server) as client:
+        assert client.get("/healthz").status_code == 200
+    log = server.log.read_text()[before:]
+    assert "GET /healthz" in log  # the follow-up reached the log ...
+    assert "Traceback" not in log and '" 500' not in log  # ... and no error did
+
+
+def test_the_body_reader_answers_a_disconnect_with_a_400() -> None:
+    import asyncio
+
+    from litestar import Request
+
+    from server.bodies import read_body
+    from server.problems import Problem
+
+    messages = [
+        {"type": "http.request", "body": b'{"visitorId":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/decide", "headers": [],
+             "query_string": b"", "app": None, "state": {}}  # fmt: skip
+    request: Request[Any, Any, Any] = Request(scope, receive=receive)  # type: ignore[arg-type]
+    with pytest.raises(Problem) as raised:
+        asyncio.run(read_body(request, 10_000, timeout=5))
+    assert raised.value.status == 400 and raised.value.slug == "client-disconnected"
