@@ -96,11 +96,12 @@ def _against_bgnbd(config: Path, out: Path, days: int) -> dict[str, tuple[float,
     assert len(decided) == 2357
     names = ("churnProbability", "expectedPurchases", "expectedValue")
     mine = {n: np.array([s[n] for s in decided]) for n in names}
-    # one decide at a time (the plain-float path) gives the same scores as the batch
+    # one decide at a time (the plain-float path) gives the same scores as the batch: both
+    # are rounded to 6 decimals, so two values a hair apart may land one step (1e-6) apart
     for i in (0, 17, 1234):
         single = decider.decide(requests[i]).scores or {}
         for n in names:
-            assert single[n] == pytest.approx(mine[n][i], rel=1e-9, abs=1e-6)
+            assert single[n] == pytest.approx(mine[n][i], rel=1e-9, abs=1.5e-6)
     m = load_bundle(out).manifest
     assert m.btyd is not None
     plain = score_customers(m.btyd, summary_of(requests))  # no etas: BG/NBD and Gamma-Gamma
