@@ -30,12 +30,12 @@ rather than one request):
   it costs more: this is what each stage really costs a decision.
 
 Each measure is timed call by call with ``perf_counter_ns`` and reported as median and p99 in
-microseconds (per row for batches), with the targets of issue 18 as ratios computed in the
-same process: ``decide`` median at most 5x ``onnx_fused`` (p99 at most 15x), and
-``decide_many`` at batch 256 at most 30 microseconds per row. Numbers from a shared 2-core
-machine are noisy: compare ratios
-within one run, not absolute numbers across runs. Results go to ``benchmarks/results/decide.json``
-(and are printed as a table).
+microseconds (per row for batches). The single-call measures are interleaved in rounds, so that a
+burst of load from the machine's neighbours falls on all of them alike. The targets of issue 18
+are ratios computed in the same process: ``decide`` median at most 5x ``onnx_fused`` (p99 at
+most 15x), and ``decide_many`` at batch 256 at most 30 microseconds per row. Numbers from a
+shared 2-core machine are noisy: compare ratios within one run, not absolute numbers across runs.
+Results go to ``benchmarks/results/decide.json`` (and are printed as a table).
 """
 
 from __future__ import annotations
@@ -76,6 +76,25 @@ def _timings(fn: Callable[[int], object], n: int, per: int = 1) -> list[float]:
         fn(i)
         out.append((time.perf_counter_ns() - start) / 1000 / per)
     return out
+
+
+#: Rounds the single-call measures are interleaved in (see :func:`_interleaved`).
+ROUNDS = 10
+
+
+def _interleaved(measures: dict[str, Callable[[int], object]], n: int) -> dict[str, list[float]]:
+    """``n`` timings of each measure, taken in :data:`ROUNDS` rounds of ``n / ROUNDS`` calls of
+    every measure in turn: a burst of load from the machine's neighbours then falls on every
+    measure alike instead of on whichever ran during it, so ratios of medians stay honest."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    rounds = min(ROUNDS, n)
+    done = 0
+    for r in range(rounds):
+        calls = n // rounds + (1 if r < n % rounds else 0)
+        for name, fn in measures.items():
+            samples[name] += _timings(lambda i, fn=fn, done=done: fn(done + i), calls)
+        done += calls
+    return samples
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -120,19 +139,20 @@ def measure(
         req, row, nearest, probas, scores = finish_inputs[i % k]
         decider._finish(req, row, nearest, probas, scores)
 
-    results: dict[str, Any] = {
-        "enrichment": _summary(_timings(enrichment, n)),
-        "features": _summary(_timings(lambda i: build_features(requests[i % k], None, now), n)),
-        "onnx_fused": _summary(_timings(lambda i: fused(matrix[i % k : i % k + 1]), n)),
-        "onnx_separate": _summary(
-            _timings(lambda i: bundle.run_separately(matrix[i % k : i % k + 1]), n)
-        ),
-        "rules_policy": _summary(_timings(rules_policy, n)),
-        "encoding": _summary(_timings(lambda i: encoder.encode(decisions[i % k]), n)),
-        "decide": _summary(_timings(lambda i: decider.decide(requests[i % k]), n)),
+    measures: dict[str, Callable[[int], object]] = {
+        "enrichment": enrichment,
+        "features": lambda i: build_features(requests[i % k], None, now),
+        "onnx_fused": lambda i: fused(matrix[i % k : i % k + 1]),
+        "onnx_separate": lambda i: bundle.run_separately(matrix[i % k : i % k + 1]),
+        "rules_policy": rules_policy,
+        "encoding": lambda i: encoder.encode(decisions[i % k]),
+        "decide": lambda i: decider.decide(requests[i % k]),
         # experiment bucketing on the visitors' ids: the path in use, then the reference
-        "hash_unit": _summary(_timings(lambda i: hash_unit("exp", requests[i % k].visitor_id), n)),
-        "hash_unit_python": _summary(_timings(lambda i: _hash_reference(requests[i % k]), n)),
+        "hash_unit": lambda i: hash_unit("exp", requests[i % k].visitor_id),
+        "hash_unit_python": lambda i: _hash_reference(requests[i % k]),
+    }
+    results: dict[str, Any] = {
+        name: _summary(samples) for name, samples in _interleaved(measures, n).items()
     }
     batches: dict[str, Any] = {}
     total_rows = max(n * 4, 4096)

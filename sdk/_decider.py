@@ -11,11 +11,11 @@ Must not import litestar or sklearn; numpy and onnxruntime come in through ``sdk
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from sdk._exact import IdPool, round6
 from sdk._onnx import require_local
 from sdk._persona import Nearest, Personas, rfm_result, row_scores
 from sdk._plan import MEMO_LIMIT, Memo
@@ -75,16 +75,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-#: The bits a random UUID (version 4, RFC 9562 variant) fixes, and their values.
-_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)
-
-
-def _new_id() -> str:
-    """A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex``, without building the
-    UUID object)."""
-    n = int.from_bytes(os.urandom(16))
-    return f"{(n & _UUID4_MASK) | _UUID4_BITS:032x}"
+#: A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex``), from a pool refilled by
+#: one ``os.urandom`` read per 256 ids.
+_new_id = IdPool()
 
 
 class Decider:
@@ -209,14 +202,12 @@ class Decider:
             request = scrub.scrub_request(request)
             if profile is not None:
                 profile = scrub.scrub_behavior(profile)
-        built = self._rows([request], [profile])
+        row = self._row(request, profile, self._clock())
         if rows is not None:
-            rows.extend(built)
-        distances, probas, scores = self._run_rows(built)
+            rows.append(row)
+        distances, probas, scores = self._run_rows([row])
         nearest = self._personas.nearest(distances[0])
-        return self._finish(
-            request, built[0], nearest, probas[0], scores[0], suppressed, sticky or None
-        )
+        return self._finish(request, row, nearest, probas[0], scores[0], suppressed, sticky or None)
 
     def decide_many(
         self,
@@ -284,19 +275,19 @@ class Decider:
         self, requests: list[DecideRequest], profiles: list[Behavior | None] | None
     ) -> list[FeatureRow]:
         now = self._clock()
-        profiles = profiles if profiles is not None else [None] * len(requests)
-        rows: list[FeatureRow] = []
-        for req, profile in zip(requests, profiles, strict=True):
-            if permissions(req.consent).personalize:
-                rows.append(build_features(req, profile, now, self._version))
-            else:  # contextual only: no behaviour, no stored profile
-                bare = DecideRequest(
-                    visitor_id=req.visitor_id,
-                    context=req.context,
-                    timestamp=req.timestamp,
-                )
-                rows.append(build_features(bare, None, now, self._version))
-        return rows
+        if profiles is None:
+            return [self._row(req, None, now) for req in requests]
+        return [self._row(req, p, now) for req, p in zip(requests, profiles, strict=True)]
+
+    def _row(self, req: DecideRequest, profile: Behavior | None, now: datetime) -> FeatureRow:
+        """The feature row of one visit, as its consent allows."""
+        if permissions(req.consent).personalize:
+            return build_features(req, profile, now, self._version)
+        # contextual only: no behaviour, no stored profile
+        bare = DecideRequest(
+            visitor_id=req.visitor_id, context=req.context, timestamp=req.timestamp
+        )
+        return build_features(bare, None, now, self._version)
 
     def _decide_rows(
         self,
@@ -332,11 +323,8 @@ class Decider:
                 for (score, _, _), out in zip(self._adjust_models, outputs[n_scores:], strict=True)
             }
             self._add_btyd_scores(rows, scores, etas)
-        return (
-            np.asarray(distances, dtype=np.float64).tolist(),
-            np.asarray(probas, dtype=np.float64).tolist(),
-            scores,
-        )
+        # float32 to Python floats: the same values as through float64 (widening is exact)
+        return np.asarray(distances).tolist(), np.asarray(probas).tolist(), scores
 
     def _add_btyd_scores(
         self, rows: list[FeatureRow], scores: list[dict[str, float]], etas: dict[str, Any]
@@ -363,7 +351,7 @@ class Decider:
                 continue
             for i, v in enumerate(values[name].tolist()):
                 if v == v:  # not NaN: a customer with a purchase
-                    scores[i][name] = round(max(v, 0.0), 6)
+                    scores[i][name] = round6(max(v, 0.0))
 
     def _profile(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sdk._exact import round6
 from sdk.manifest import Manifest, RfmDef
 from sdk.rfm import score_rfm
 from sdk.schema import Behavior, PersonaResult, Reason, RfmResult, SegmentResult
@@ -54,7 +55,7 @@ class Personas:
 
     def segment_of(self, distances: list[float]) -> int:
         """The nearest segment (the first of equals)."""
-        return min(range(len(distances)), key=distances.__getitem__)
+        return distances.index(min(distances))
 
     def persona_of(self, segment: int) -> str:
         """The persona id of ``segment``."""
@@ -63,10 +64,10 @@ class Personas:
     def describe(self, nearest: Nearest) -> tuple[PersonaResult, SegmentResult]:
         """The decision's persona and segment for ``nearest``."""
         seg_id, distance, weights = nearest
-        affinities = {p: round(w, 6) for p, w in zip(self.ids, weights, strict=True)}
+        affinities = {p: round6(w) for p, w in zip(self.ids, weights, strict=True)}
         pid = self.persona_of(seg_id)
         persona = PersonaResult(id=pid, name=self._personas[pid].name, affinities=affinities)
-        return persona, SegmentResult(id=seg_id, distance=round(distance, 6))
+        return persona, SegmentResult(id=seg_id, distance=round6(distance))
 
     def reason(self, persona: PersonaResult, segment: SegmentResult) -> Reason:
         """The reason naming the persona and segment :meth:`describe` gave."""
@@ -85,7 +86,7 @@ def row_scores(np: Any, names: list[str], outputs: list[Any], n: int) -> list[di
         values = np.asarray(output, dtype=np.float64)
         column = (values[:, -1] if values.ndim == 2 else values).tolist()
         for i in range(n):
-            per_row[i][score] = round(max(column[i], 0.0), 6)
+            per_row[i][score] = round6(max(column[i], 0.0))
     return per_row
 
 

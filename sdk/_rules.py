@@ -15,6 +15,7 @@ from functools import lru_cache
 from operator import neg
 from typing import Any
 
+from sdk._exact import round6
 from sdk._plan import MEMO_LIMIT, Memo
 from sdk.conditions import compile_condition, condition_paths, numeric_thresholds
 from sdk.features import FeatureRow
@@ -135,7 +136,7 @@ class Rules:
         names = self._names
         kept = [(offer_id, -minus) for minus, offer_id in scored if offer_id in eligible]
         return [
-            RankedOffer(id=offer_id, name=names[offer_id], score=round(score, 6), rank=i)
+            RankedOffer(id=offer_id, name=names[offer_id], score=round6(score), rank=i)
             for i, (offer_id, score) in enumerate(kept, 1)
         ]
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+
 from sdk.device import parse_device
 from sdk.geo import fallback_location
 from sdk.referrer import REFERRER_CLASSES, classify_referrer
@@ -140,8 +142,7 @@ def feature_names(version: str = FEATURE_SET_VERSION) -> tuple[str, ...]:
     return _NAMES_BY_VERSION[version]
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureRow:
+class FeatureRow(msgspec.Struct, frozen=True):
     """A feature row: ``values`` in :data:`FEATURE_NAMES` order, and the enrichment signals."""
 
     values: tuple[float, ...]
@@ -186,6 +187,24 @@ def _local_time(now: datetime, timezone: str | None) -> datetime:
         with _zone_lock:
             zone = _zone(timezone)
     return now.astimezone(zone if zone is not None else UTC)
+
+
+#: :func:`_clock_features` by (local hour, weekday): 168 tuples at most.
+_CLOCK: dict[tuple[int, int], tuple[float, ...]] = {}
+
+
+def _clock_features(hour: int, weekday: int) -> tuple[float, ...]:
+    """The time-of-week features: hour and weekday on circles (sine, cosine), and weekend."""
+    hour_angle = 2 * math.pi * hour / 24
+    dow_angle = 2 * math.pi * weekday / 7
+    made = _CLOCK[(hour, weekday)] = (
+        math.sin(hour_angle),
+        math.cos(hour_angle),
+        math.sin(dow_angle),
+        math.cos(dow_angle),
+        float(weekday >= 5),
+    )
+    return made
 
 
 def _log1p(value: float | None) -> float:
@@ -259,8 +278,8 @@ def build_features(
     has_campaign = any(
         (campaign.source, campaign.medium, campaign.name, campaign.term, campaign.content)
     ) or "utm_" in (ctx.page.url or "")
-    hour_angle = 2 * math.pi * local.hour / 24
-    dow_angle = 2 * math.pi * local.weekday() / 7
+    hour, weekday = local.hour, local.weekday()
+    clock = _CLOCK.get((hour, weekday)) or _clock_features(hour, weekday)
 
     values = [
         _log1p(b.page_views),
@@ -284,11 +303,7 @@ def build_features(
         *(float(referrer.cls == c) for c in REFERRER_CLASSES),
         float(referrer.click_id is not None),
         float(has_campaign),
-        math.sin(hour_angle),
-        math.cos(hour_angle),
-        math.sin(dow_angle),
-        math.cos(dow_angle),
-        float(local.weekday() >= 5),
+        *clock,
     ]
     if version != "1":
         overdue = math.log1p(recency / max(interpurchase, 1.0))  # NaN propagates
@@ -302,7 +317,7 @@ def build_features(
         referrer_source=referrer.source,
         search_terms=referrer.search_terms,
         country=location.country if location is not None else None,
-        local_hour=local.hour,
-        local_weekday=local.weekday(),
+        local_hour=hour,
+        local_weekday=weekday,
     )
     return FeatureRow(values=tuple(values), signals=signals, behavior=b, version=version)

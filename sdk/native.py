@@ -44,6 +44,12 @@ MODULES: tuple[str, ...] = (
     "_policy",
     "_variants",
     "_decider",
+    "_exact",
+    "consent",
+    "hashing",
+    "referrer",
+    "rfm",
+    "sensitive",
 )
 #: The file, next to the modules, holding the SHA-256 of each source the build compiled.
 RECORD = "_native.json"
