@@ -223,7 +223,7 @@ def _finish_inputs(decider: Decider, requests: list[Any], rows: list[Any]) -> li
 
 
 #: The decider's steps timed inside ``decide`` (attribute name -> stage).
-_STEPS = {"_rows": "features", "_run": "onnx_fused", "_finish": "rules_policy"}
+_STEPS = {"_row": "features", "_run": "onnx_fused", "_finish": "rules_policy"}
 
 
 def _in_context(decider: Decider, requests: list[Any], n: int) -> dict[str, Any]:

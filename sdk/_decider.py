@@ -113,6 +113,8 @@ class Decider:
         m = bundle.manifest
         self.sensitivity = Sensitivity.from_manifest(m)
         self._version = m.feature_set_version
+        self._model_version = m.model_version
+        self._rfm = m.rfm
         self._personas = Personas(m)
         limit = MEMO_LIMIT if plan else 0
         self._rules = Rules(m, memo_limit=limit)
@@ -428,7 +430,6 @@ class Decider:
         suppressed: frozenset[str] = frozenset(),
         sticky: Mapping[str, str] | None = None,
     ) -> Decision:
-        m = self.bundle.manifest
         personalized = permissions(req.consent).personalize
         persona: PersonaResult | None = None
         segment: SegmentResult | None = None
@@ -463,7 +464,7 @@ class Decider:
         slots = self._variants.decide(wanted, plan, ranked, attributes, exploration, reasons)
         return Decision(
             decision_id=self._new_id(),
-            model_version=m.model_version,
+            model_version=self._model_version,
             visitor_id=req.visitor_id,
             session_id=req.session_id,
             personalized=personalized,
@@ -476,6 +477,6 @@ class Decider:
             reasons=reasons,
             ttl=DECISION_TTL,
             scores=scores if personalized and scores else None,
-            rfm=rfm_result(m.rfm, row.behavior) if personalized else None,
+            rfm=rfm_result(self._rfm, row.behavior) if personalized else None,
             experiment=plan.arms or None,
         )

@@ -1,10 +1,11 @@
 """Exact shortcuts for two standard-library calls every decision makes many times.
 
-:func:`round6` is ``round(x, 6)``, bit for bit (sign of zero, NaN and infinities included),
-without the decimal conversion the built-in does each time (a correctly rounded ``dtoa`` to a
-string, then ``strtod`` back): a decision rounds its persona affinities, segment distance and
-offer scores, about sixteen numbers. :class:`IdPool` hands out random version-4 UUIDs as 32 hex
-digits from one ``os.urandom`` read per 256 ids.
+:func:`round6` is ``round(x, 6)`` (and :func:`round4` ``round(x, 4)``), bit for bit (sign of
+zero, NaN and infinities included), without the decimal conversion the built-in does each time
+(a correctly rounded ``dtoa`` to a string, then ``strtod`` back): a decision rounds its persona
+affinities, segment distance, offer scores and RFM score, about seventeen numbers.
+:class:`IdPool` hands out random version-4 UUIDs as 32 hex digits from one ``os.urandom`` read
+per 256 ids.
 
 Why :func:`round6` is exact: for ``|x * 1e6| < 1e9`` the product ``y`` is within 1.2e-7 of the
 true ``x * 10**6`` (one rounding, relative error at most 2**-53), so when the fraction of ``y``
@@ -23,7 +24,7 @@ import os
 import threading
 from math import copysign, floor
 
-__all__ = ["IdPool", "round6"]
+__all__ = ["IdPool", "round4", "round6"]
 
 #: How far from one half the fraction of ``x * 1e6`` must be for the shortcut (see above).
 _MARGIN = 1e-6
@@ -42,6 +43,20 @@ def round6(x: float) -> float:
             k += 1
             return k / 1e6 if k else copysign(0.0, x)
     return round(x, 6)
+
+
+def round4(x: float) -> float:
+    """``round(x, 4)`` bit for bit, as :func:`round6` (the same argument holds for 10**4)."""
+    y = x * 1e4
+    if -1e9 < y < 1e9:
+        k = floor(y)
+        f = y - k
+        if f < 0.5 - _MARGIN:
+            return k / 1e4 if k else copysign(0.0, x)
+        if f > 0.5 + _MARGIN:
+            k += 1
+            return k / 1e4 if k else copysign(0.0, x)
+    return round(x, 4)
 
 
 class IdPool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sdk._exact import round6
+from sdk._exact import round4, round6
 from sdk.manifest import Manifest, RfmDef
 from sdk.rfm import score_rfm
 from sdk.schema import Behavior, PersonaResult, Reason, RfmResult, SegmentResult
@@ -95,4 +95,4 @@ def rfm_result(edges: RfmDef | None, behavior: Behavior) -> RfmResult | None:
     if edges is None:
         return None
     s = score_rfm(edges, behavior.days_since_last_purchase, behavior.purchases, behavior.revenue)
-    return RfmResult(code=s.code, r=s.r, f=s.f, m=s.m, score=round(s.score, 4))
+    return RfmResult(code=s.code, r=s.r, f=s.f, m=s.m, score=round4(s.score))

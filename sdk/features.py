@@ -189,6 +189,20 @@ def _local_time(now: datetime, timezone: str | None) -> datetime:
     return now.astimezone(zone if zone is not None else UTC)
 
 
+#: The category shares of a visit without a known category viewed.
+_NO_SHARES = (0.0,) * len(CATEGORIES)
+#: :func:`_referrer_one_hot` by referrer class (the classes are a fixed, small set).
+_REFERRER_ONE_HOT: dict[str, tuple[float, ...]] = {}
+
+
+def _referrer_one_hot(cls: str) -> tuple[float, ...]:
+    """One feature per class of :data:`~sdk.referrer.REFERRER_CLASSES`: 1.0 for ``cls``."""
+    made = tuple(float(cls == c) for c in REFERRER_CLASSES)
+    if cls in REFERRER_CLASSES:
+        _REFERRER_ONE_HOT[cls] = made
+    return made
+
+
 #: :func:`_clock_features` by (local hour, weekday): 168 tuples at most.
 _CLOCK: dict[tuple[int, int], tuple[float, ...]] = {}
 
@@ -273,7 +287,7 @@ def build_features(
     fails = min(b.searches_without_results or 0.0, searches)
     viewed = [c.lower() for c in b.categories_viewed]
     known = [c for c in viewed if c in CATEGORIES]
-    shares = [known.count(c) / len(known) if known else 0.0 for c in CATEGORIES]
+    shares = [known.count(c) / len(known) for c in CATEGORIES] if known else _NO_SHARES
     campaign = ctx.campaign
     has_campaign = any(
         (campaign.source, campaign.medium, campaign.name, campaign.term, campaign.content)
@@ -300,7 +314,7 @@ def build_features(
         float(device.type == "tablet"),
         float(device.type == "bot"),
         float(device.touch),
-        *(float(referrer.cls == c) for c in REFERRER_CLASSES),
+        *(_REFERRER_ONE_HOT.get(referrer.cls) or _referrer_one_hot(referrer.cls)),
         float(referrer.click_id is not None),
         float(has_campaign),
         *clock,

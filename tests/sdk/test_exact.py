@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sdk._exact as exact
-from sdk._exact import IdPool, round6
+from sdk._exact import IdPool, round4, round6
 
 UUID4_HEX = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
 
@@ -28,11 +28,11 @@ def bits(x: float) -> bytes:
 
 
 def assert_same(x: float) -> None:
-    got, want = round6(x), round(x, 6)
-    if math.isnan(want):
-        assert math.isnan(got), x
-    else:
-        assert bits(got) == bits(want), (x, got, want)
+    for got, want in ((round6(x), round(x, 6)), (round4(x), round(x, 4))):
+        if math.isnan(want):
+            assert math.isnan(got), x
+        else:
+            assert bits(got) == bits(want), (x, got, want)
 
 
 EDGES = [
@@ -73,14 +73,15 @@ def test_round6_equals_round_on_edge_cases(x: float) -> None:
 
 
 def test_round6_equals_round_near_every_half_way_point() -> None:
-    """Values a few ulps around k + 0.5 millionths, where the shortcut must hand over."""
+    """Values a few ulps around half-way points (k + 0.5 millionths, and ten-thousandths), where
+    the shortcut must hand over."""
     rng = random.Random(18)
     for _ in range(20_000):
         k = rng.randrange(-2_000_000, 2_000_000)
-        x = (k + 0.5) / 1e6
-        for _ in range(4):
-            assert_same(x)
-            x = math.nextafter(x, math.inf if rng.random() < 0.5 else -math.inf)
+        for x in ((k + 0.5) / 1e6, (k + 0.5) / 1e4):
+            for _ in range(4):
+                assert_same(x)
+                x = math.nextafter(x, math.inf if rng.random() < 0.5 else -math.inf)
 
 
 def test_round6_equals_round_on_float32_probabilities() -> None:
