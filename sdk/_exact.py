@@ -30,33 +30,29 @@ __all__ = ["IdPool", "round4", "round6"]
 _MARGIN = 1e-6
 
 
-def round6(x: float) -> float:
-    """``round(x, 6)``, the same float bit for bit, computed without a decimal string when the
-    rounding direction is certain (see the module docstring)."""
-    y = x * 1e6
+def _rounded(x: float, scale: float, digits: int) -> float:
+    """``round(x, digits)`` with ``scale = 10.0 ** digits`` (at most 1e6; see above)."""
+    y = x * scale
     if -1e9 < y < 1e9:
         k = floor(y)
         f = y - k
         if f < 0.5 - _MARGIN:
-            return k / 1e6 if k else copysign(0.0, x)
+            return k / scale if k else copysign(0.0, x)
         if f > 0.5 + _MARGIN:
             k += 1
-            return k / 1e6 if k else copysign(0.0, x)
-    return round(x, 6)
+            return k / scale if k else copysign(0.0, x)
+    return round(x, digits)
+
+
+def round6(x: float) -> float:
+    """``round(x, 6)``, the same float bit for bit, computed without a decimal string when the
+    rounding direction is certain (see the module docstring)."""
+    return _rounded(x, 1e6, 6)
 
 
 def round4(x: float) -> float:
     """``round(x, 4)`` bit for bit, as :func:`round6` (the same argument holds for 10**4)."""
-    y = x * 1e4
-    if -1e9 < y < 1e9:
-        k = floor(y)
-        f = y - k
-        if f < 0.5 - _MARGIN:
-            return k / 1e4 if k else copysign(0.0, x)
-        if f > 0.5 + _MARGIN:
-            k += 1
-            return k / 1e4 if k else copysign(0.0, x)
-    return round(x, 4)
+    return _rounded(x, 1e4, 4)
 
 
 class IdPool:
