@@ -23,6 +23,8 @@ rather than one request):
   reference;
 * **decide**: ``Decider.decide`` end to end (enrichment to decision);
 * **decide_many**: per-row cost at batch sizes 1, 2, 4, ..., 1024;
+* **onnx_fused_cold**: the fused ONNX run again, each call after 600 microseconds of unrelated
+  Python work (what separates two decisions in a server): the same run on cold CPU caches;
 * **in context**: the same ``decide`` calls again, each split into its features, its ONNX run,
   its rules and policy and the rest (numpy conversions, affinities, scores), timed inside the
   decision by wrapping the decider's own steps. Timed alone, a stage runs hot in the CPU's
@@ -168,6 +170,7 @@ def measure(
         batches[str(size)] = _summary(_timings(many, calls, per=size))
     results["decide_many_per_row"] = batches
     results["in_context"] = _in_context(decider, requests[:k], n)
+    results["onnx_fused_cold"] = _summary(_cold(lambda i: fused(matrix[i % k : i % k + 1]), n // 5))
     cache_rates = _cache_hit_rates(decider, n)
     floor = results["onnx_fused"]["median_us"]
     decide = results["decide"]["median_us"]
@@ -262,6 +265,27 @@ def _in_context(decider: Decider, requests: list[Any], n: int) -> dict[str, Any]
             else:
                 setattr(decider, name, original)
     return {stage: _summary(values) for stage, values in samples.items()}
+
+
+#: Microseconds of unrelated Python work before each call of :func:`_cold`.
+COLD_GAP_US = 600
+_JUNK = [{f"k{i}": [j * 0.5 for j in range(50)], "s": str(i) * 20} for i in range(400)]
+
+
+def _cold(fn: Callable[[int], object], n: int) -> list[float]:
+    """``fn`` timed after :data:`COLD_GAP_US` of other Python work each time (JSON encoding and
+    sorting, untimed), as a server runs a decision between routing, state and logging: the
+    work evicts ``fn``'s code and data from the CPU's caches."""
+    out = []
+    for i in range(n):
+        until = time.perf_counter_ns() + COLD_GAP_US * 1000
+        while time.perf_counter_ns() < until:
+            json.dumps(_JUNK[i % len(_JUNK)])
+            sorted(range(300), key=lambda x: -x)
+        start = time.perf_counter_ns()
+        fn(i)
+        out.append((time.perf_counter_ns() - start) / 1000)
+    return out
 
 
 def _cache_hit_rates(decider: Decider, n: int) -> dict[str, dict[str, Any]]:
