@@ -26,6 +26,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from sdk.geo import GeoResolver, edge_header_groups
+from server.batcher import DecideBatcher
 from server.bus import ReloadBus
 from server.conversions import route_handlers as conversion_handlers
 from server.decisions import DecisionCache
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         )
         engine.metrics = metrics
+        engine.batcher = DecideBatcher(settings.decide_batch, metrics.observe_decide_batch)
         engine.decision_cache = DecisionCache(
             max_bytes=int(settings.decision_cache_mib * 1024 * 1024)
         )

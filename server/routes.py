@@ -31,7 +31,6 @@ from msgspec import Meta
 from sdk import Decider, hashing, native
 from sdk.bundle import SIGNATURE_FILE, Bundle, BundleSignature
 from sdk.consent import effective_consent, gpc
-from sdk.features import FeatureRow
 from sdk.schema import DecideRequest, request_decoder
 from server.bodies import decode_body, read_body
 from server.bus import publish_reload
@@ -48,7 +47,7 @@ from server.problems import Problem, without_paths
 from server.security import Principal
 from server.state import Engine
 from server.stores import Pinned
-from server.visits import decide_loaded, decide_visits, decided, load_visits
+from server.visits import decide_visits, decided, load_visits, mark_degraded, visit_inputs
 
 __all__ = ["BATCH_BODY_FACTOR", "decide_visits", "route_handlers"]
 
@@ -205,8 +204,12 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
             engine.decision_cache.put(key, pinned.slots.split(" "), payload)
         else:
             cache = "miss"
-            rows: list[FeatureRow] = []
-            decisions, profiles = decide_loaded(decider, [req], read[0], read[1], now, rows)
+            profiles, suppressed = visit_inputs([req], read[0], now)
+            # with the other fresh decides of this loop turn: one decide_many (server.batcher)
+            made, row = await engine.batcher.decide(
+                decider, req, profile=profiles[0], suppressed=suppressed[0], sticky=read[0][0].arms
+            )
+            decisions, rows = mark_degraded([made], [req], read[1]), [row]
             decision = decisions[0]
             shown = (
                 public_decision(decision, token, _public_scores(decider)) if public else decision

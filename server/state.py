@@ -18,6 +18,7 @@ from typing import Any
 
 from sdk import Decider
 from sdk.geo import GeoResolver
+from server.batcher import DecideBatcher
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.reloader import BundleHolder
@@ -67,6 +68,8 @@ class Engine:
     spool: ProfileSpool | None = None
     #: public-key event batches waiting for the shared event guard
     batch_spool: BatchSpool | None = None
+    #: the fresh decides of one event-loop turn, decided together
+    batcher: DecideBatcher = field(default_factory=DecideBatcher)
     #: decides answered without the shared store, and their writes that failed
     state_read_errors: int = 0
     state_write_errors: int = 0

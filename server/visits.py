@@ -29,7 +29,15 @@ from server.state import Engine
 from server.stores import Pinned, VisitState, VisitWrite, behavior_at
 from server.stores.redis_conn import DECIDE_READ, StateUnavailable
 
-__all__ = ["STATE_UNAVAILABLE", "decide_loaded", "decide_visits", "decided", "load_visits"]
+__all__ = [
+    "STATE_UNAVAILABLE",
+    "decide_loaded",
+    "decide_visits",
+    "decided",
+    "load_visits",
+    "mark_degraded",
+    "visit_inputs",
+]
 
 _NONE_SUPPRESSED: frozenset[str] = frozenset()
 _NOTHING = VisitState()
@@ -97,17 +105,8 @@ def decide_loaded(
     """The pure decisions of ``requests`` on what was read (profiles and suppressions where
     consent lets them be read, sticky arms where they were read), marked
     ``state.unavailable`` when the store failed; and the profiles they were decided with."""
-    profiles: list[Behavior | None] = []
-    suppressed: list[frozenset[str]] = []
+    profiles, suppressed = visit_inputs(requests, states, now)
     arms = [state.arms for state in states]
-    for req, state in zip(requests, states, strict=True):
-        record = state.record
-        if record is None or not permissions(req.consent).read_profile:
-            profiles.append(None)
-            suppressed.append(_NONE_SUPPRESSED)
-        else:
-            profiles.append(behavior_at(record, now))
-            suppressed.append(frozenset(record.suppressed))
     if len(requests) == 1:
         decisions = [
             decider.decide(
@@ -126,14 +125,40 @@ def decide_loaded(
             sticky=arms if any(arms) else None,
             rows=rows,
         )
-    if degraded:
-        decisions = [
-            msgspec.structs.replace(d, reasons=[*d.reasons, STATE_UNAVAILABLE])
-            if permissions(r.consent).store
-            else d
-            for d, r in zip(decisions, requests, strict=True)
-        ]
-    return decisions, profiles
+    return mark_degraded(decisions, requests, degraded), profiles
+
+
+def visit_inputs(
+    requests: list[DecideRequest], states: list[VisitState], now: datetime
+) -> tuple[list[Behavior | None], list[frozenset[str]]]:
+    """Per request, the stored profile and the suppressed offers a decision may read: only
+    where consent lets the profile be read (else none)."""
+    profiles: list[Behavior | None] = []
+    suppressed: list[frozenset[str]] = []
+    for req, state in zip(requests, states, strict=True):
+        record = state.record
+        if record is None or not permissions(req.consent).read_profile:
+            profiles.append(None)
+            suppressed.append(_NONE_SUPPRESSED)
+        else:
+            profiles.append(behavior_at(record, now))
+            suppressed.append(frozenset(record.suppressed))
+    return profiles, suppressed
+
+
+def mark_degraded(
+    decisions: list[Decision], requests: list[DecideRequest], degraded: bool
+) -> list[Decision]:
+    """``decisions`` with the ``state.unavailable`` reason when the store failed (for visitors
+    whose consent would have had their state stored)."""
+    if not degraded:
+        return decisions
+    return [
+        msgspec.structs.replace(d, reasons=[*d.reasons, STATE_UNAVAILABLE])
+        if permissions(r.consent).store
+        else d
+        for d, r in zip(decisions, requests, strict=True)
+    ]
 
 
 async def decided(

@@ -260,6 +260,12 @@ class Metrics:
             ["slot", "variant"],
             registry=reg,
         )
+        self.decide_batch_size = Histogram(
+            f"{ns}_decide_batch_size",
+            "Fresh decides decided together, from one event-loop turn (server.batcher).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=reg,
+        )
         self.not_personalized = Counter(
             f"{ns}_decisions_not_personalized",
             "Decisions made from page context only (no personalization consent).",
@@ -394,6 +400,10 @@ class Metrics:
             if len(self._children) < 4096:
                 self._children[key] = child
         return child
+
+    def observe_decide_batch(self, size: int) -> None:
+        """Record one batch of ``size`` fresh decides (``server.batcher``)."""
+        self.decide_batch_size.observe(size)
 
     def observe_fallback(self, kind: str) -> None:
         """Count a fallback the server decided on (e.g. ``not_ready`` when no bundle is loaded)."""
