@@ -16,6 +16,12 @@ in that turn have had their go (``loop.call_soon``), or at once when it holds ``
 whose decision fails gets the error; the others of its batch are not affected. ``limit = 1``
 decides every request at once, alone (no batching).
 
+A lone request pays that turn of the loop (about 30 microseconds in ``benchmarks.asgi``, one
+request at a time). Waiting only when another request is in flight was tried and gives up the
+gain: a handler that does not suspend before its decision (the in-process state store) has no
+other request in flight, while the requests that would join it are already scheduled, not yet
+started.
+
 Must not import litestar (handlers call it with plain values).
 """
 
