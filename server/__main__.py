@@ -60,13 +60,13 @@ def main() -> None:
     from server.settings import Settings
 
     logger = logging.getLogger("tailor.server")
-    settings = Settings.from_env()
-    if settings.demo and not (settings.token_secrets or settings.token_secret_file):
-        # one visitor token secret for every worker of this demo run (each worker process
-        # builds its app from the environment), so that they all verify each other's tokens
-        os.environ["TAILOR_TOKEN_SECRETS"] = secrets.token_urlsafe(32)
-        settings = Settings.from_env()
     try:
+        settings = Settings.from_env()  # a malformed or out-of-range variable: refuse to start
+        if settings.demo and not (settings.token_secrets or settings.token_secret_file):
+            # one visitor token secret for every worker of this demo run (each worker process
+            # builds its app from the environment), so that they all verify each other's tokens
+            os.environ["TAILOR_TOKEN_SECRETS"] = secrets.token_urlsafe(32)
+            settings = Settings.from_env()
         security = settings.security_config()  # no keys and no demo, or both: refuse to start
         Identity.from_settings(settings, keys=bool(security.keys))  # keys need a token secret
         backend = settings.state_backend()

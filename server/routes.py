@@ -205,7 +205,7 @@ async def decide(request: Request[Any, Any, Any]) -> ASGIResponse:
         else:
             cache = "miss"
             profiles, suppressed = visit_inputs([req], read[0], now)
-            # with the other fresh decides of this loop turn: one decide_many (server.batcher)
+            # back to back with the other fresh decides of this loop turn (server.batcher)
             made, row = await engine.batcher.decide(
                 decider, req, profile=profiles[0], suppressed=suppressed[0], sticky=read[0][0].arms
             )

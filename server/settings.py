@@ -10,6 +10,7 @@ Must not import model_export.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,6 +42,16 @@ _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("TAILOR_LOG_MAX_BYTES", "log_max_bytes", int),
     ("TAILOR_LOG_MAX_AGE_DAYS", "log_max_age_days", float),
 )
+
+
+def _number(env: dict[str, str], name: str, kind: type[int] | type[float]) -> int | float:
+    """The number in the environment variable ``name``, or a ValueError naming it."""
+    try:
+        return kind(env[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {env[name]!r}") from None
+
+
 #: Text settings read from the environment as they are: (variable, field).
 _TEXTS: tuple[tuple[str, str], ...] = (
     ("TAILOR_REDIS_URL", "redis_url"),
@@ -49,6 +60,17 @@ _TEXTS: tuple[tuple[str, str], ...] = (
     ("TAILOR_SPOOL_DIR", "spool_dir"),
     ("TAILOR_EVENT_SINK", "event_sink"),
 )
+#: The environment variable of each field (for error messages).
+_VARIABLES = {
+    **{field: name for name, field, _ in _NUMBERS},
+    **{field: name for name, field in _TEXTS},
+    "max_body_bytes": "TAILOR_MAX_BODY_BYTES",
+    "trusted_proxy_hops": "TAILOR_TRUSTED_PROXY_HOPS",
+    "reload_interval": "TAILOR_RELOAD_INTERVAL",
+    "max_visitors": "TAILOR_MAX_VISITORS",
+    "decision_cache_mib": "TAILOR_DECISION_CACHE_MIB",
+    "gc_young_threshold": "TAILOR_GC_YOUNG",
+}
 #: Fields holding secrets: never shown by ``repr``.
 _SECRET_FIELDS = frozenset({"token_secrets", "user_token_secrets", "redis_url"})
 #: Where visitor state lives: one process, Redis, or each worker its own (opted into).
@@ -214,22 +236,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if env.get("TAILOR_GEO_HEADERS"):
             values["geo_headers"] = [h.strip() for h in env["TAILOR_GEO_HEADERS"].split(",")]
         if env.get("TAILOR_MAX_BODY_BYTES"):
-            values["max_body_bytes"] = int(env["TAILOR_MAX_BODY_BYTES"])
+            values["max_body_bytes"] = _number(env, "TAILOR_MAX_BODY_BYTES", int)
         if env.get("TAILOR_TRUSTED_PROXY_HOPS"):
-            values["trusted_proxy_hops"] = int(env["TAILOR_TRUSTED_PROXY_HOPS"])
+            values["trusted_proxy_hops"] = _number(env, "TAILOR_TRUSTED_PROXY_HOPS", int)
         if env.get("TAILOR_RELOAD_INTERVAL"):
-            values["reload_interval"] = float(env["TAILOR_RELOAD_INTERVAL"])
+            values["reload_interval"] = _number(env, "TAILOR_RELOAD_INTERVAL", float)
         if "TAILOR_EVENT_LOG_DIR" in env:
             values["event_log_dir"] = env["TAILOR_EVENT_LOG_DIR"] or None
         if env.get("TAILOR_MAX_VISITORS"):
-            values["max_visitors"] = int(env["TAILOR_MAX_VISITORS"])
+            values["max_visitors"] = _number(env, "TAILOR_MAX_VISITORS", int)
         if env.get("TAILOR_DECISION_CACHE_MIB"):
-            values["decision_cache_mib"] = float(env["TAILOR_DECISION_CACHE_MIB"])
+            values["decision_cache_mib"] = _number(env, "TAILOR_DECISION_CACHE_MIB", float)
         if env.get("TAILOR_GC_YOUNG"):
-            values["gc_young_threshold"] = int(env["TAILOR_GC_YOUNG"])
+            values["gc_young_threshold"] = _number(env, "TAILOR_GC_YOUNG", int)
         for name, field, kind in _NUMBERS:
             if env.get(name):
-                values[field] = kind(env[name])
+                values[field] = _number(env, name, kind)
         for name, field in _TEXTS:
             if env.get(name, "").strip():
                 values[field] = env[name].strip()
@@ -243,7 +265,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             values["user_token_secrets"] = _listed(env["TAILOR_USER_TOKEN_SECRETS"])
         if env.get("TAILOR_DEMO"):
             values["demo"] = env["TAILOR_DEMO"].lower() in ("1", "true", "yes")
-        settings = msgspec.convert(values, cls)
+        try:
+            settings = msgspec.convert(values, cls)
+        except msgspec.ValidationError as exc:  # name the variable, not the field
+            at = re.search(r"`\$\.(\w+)", str(exc))
+            variable = _VARIABLES.get(at.group(1), at.group(1)) if at else "a setting"
+            raise ValueError(f"{variable}: {exc}") from None
         if env.get("TAILOR_KEYS_FILE"):
             security = SecurityConfig.from_file(env["TAILOR_KEYS_FILE"])
             settings = msgspec.structs.replace(settings, security=security)

@@ -184,6 +184,28 @@ def _start_server(
     raise RuntimeError(f"server not ready in 30 s:\n{log.read_text()}")
 
 
+def run_python(args: Sequence[str], extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the repository root with ``extra_env`` added, run to its exit."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **extra_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def start_refused(
+    bundle_path: Path, extra_env: dict[str, str], extra_args: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``python -m server`` started with ``extra_env`` and ``extra_args``, run to its exit (for
+    configurations it must refuse before listening)."""
+    args = ["-m", "server", "--host", "127.0.0.1", "--port", "1", *extra_args]
+    return run_python(args, {"TAILOR_BUNDLE": str(bundle_path), **extra_env})
+
+
 #: The visitor token secret of keyed test servers (tests forge and age tokens with it).
 TEST_TOKEN_SECRET = "test-visitor-token-secret-0123456789abcdef"
 #: The user token secret shared with "the site's backend" in tests.

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from sdk import Bundle, Decider
 from sdk.features import FeatureRow
 from sdk.schema import DecideRequest, Decision
 from server.batcher import DecideBatcher
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, start_refused
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 REQUESTS = [v.request for v in generate(40, seed=18)]
@@ -204,3 +205,34 @@ def test_a_live_server_decides_concurrent_fresh_visits_through_the_batcher(
     # every fresh decide went through the batcher, in at most one batch each
     assert decided_after - decided_before == len(concurrent_bodies)
     assert 1 <= batches_after - batches_before <= len(concurrent_bodies)
+
+
+def test_the_batch_limit_comes_from_the_environment_and_bad_values_name_their_variable() -> None:
+    from server.settings import Settings
+
+    assert Settings.from_env({"TAILOR_DECIDE_BATCH": "4"}).decide_batch == 4
+    assert Settings.from_env({}).decide_batch == 32
+    with pytest.raises(ValueError, match=r"TAILOR_DECIDE_BATCH must be a number, got 'many'"):
+        Settings.from_env({"TAILOR_DECIDE_BATCH": "many"})
+    with pytest.raises(ValueError, match=r"^TAILOR_DECIDE_BATCH: Expected `int` >= 1"):
+        Settings.from_env({"TAILOR_DECIDE_BATCH": "0"})
+    with pytest.raises(ValueError, match=r"^TAILOR_MAX_VISITORS must be a number"):
+        Settings.from_env({"TAILOR_MAX_VISITORS": "1e3x"})
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("many", "TAILOR_DECIDE_BATCH must be a number"), ("1000", "TAILOR_DECIDE_BATCH: Expected")],
+)
+def test_the_server_refuses_to_start_on_a_bad_batch_limit_with_one_clear_line(
+    bundle_dir: Path, tmp_path: Path, value: str, said: str
+) -> None:
+    env = {
+        "TAILOR_DEMO": "1",
+        "TAILOR_EVENT_LOG_DIR": str(tmp_path / "events"),
+        "TAILOR_DECIDE_BATCH": value,
+    }
+    done = start_refused(bundle_dir, env)
+    assert done.returncode == 2
+    assert f"refusing to start: {said}" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ import pytest
 
 from server.observability.redaction import RedactingFilter, redact
 from server.security import hash_key
-from tests.conftest import ROOT, TEST_TOKEN_SECRET, LiveServer, _start_server
+from tests.conftest import TEST_TOKEN_SECRET, LiveServer, _start_server, start_refused
 
 PUBLIC = "pk_limits_test_abcdefghijklmnopqrstuvwxyz"
 TIGHT = "pk_limits_tight_abcdefghijklmnopqrstuvwxyz"
@@ -110,22 +108,10 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes:
 
 def test_demo_mode_is_refused_together_with_keys(bundle_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "keys.json").write_text(json.dumps(KEYS))
-    env = dict(
-        os.environ,
-        TAILOR_BUNDLE=str(bundle_dir),
-        TAILOR_KEYS_FILE=str(tmp_path / "keys.json"),
-        TAILOR_EVENT_LOG_DIR="",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "server", "--demo", "--port", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"TAILOR_KEYS_FILE": str(tmp_path / "keys.json"), "TAILOR_EVENT_LOG_DIR": ""}
+    done = start_refused(bundle_dir, env, ["--demo"])
     assert done.returncode == 2
-    assert b"cannot run with API keys" in done.stderr
+    assert "cannot run with API keys" in done.stderr
 
 
 def test_keyless_loopback_requests_are_refused_when_keys_are_set(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +41,7 @@ from server.observability import (
     render_multiprocess,
     timing_header,
 )
+from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -398,15 +396,8 @@ WORKER = textwrap.dedent(
 
 
 def _worker(directory: Path, requests: int, version: str) -> str:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER, str(requests), version],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_python(
+        ["-c", WORKER, str(requests), version], {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
