@@ -270,7 +270,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as exc:  # name the variable, not the field
             at = re.search(r"`\$\.(\w+)", str(exc))
             variable = _VARIABLES.get(at.group(1), at.group(1)) if at else "a setting"
-            raise ValueError(f"{variable}: {exc}") from None
+            raise msgspec.ValidationError(f"{variable}: {exc}") from None
         if env.get("TAILOR_KEYS_FILE"):
             security = SecurityConfig.from_file(env["TAILOR_KEYS_FILE"])
             settings = msgspec.structs.replace(settings, security=security)
