@@ -69,7 +69,7 @@ from server.stores.base import (
     updated_by_events,
     updated_by_visit,
 )
-from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_conn import ATTEMPTS, RedisState, StateUnavailable, lost
 from server.stores.redis_history import push as push_histories
 from server.stores.redis_links import link as link_user
 from server.stores.redis_links import linked as linked_visitors
@@ -89,9 +89,6 @@ log = logging.getLogger("tailor.server.state")
 APPLIED_TTL = 7 * 86_400
 #: Event types that change a stored profile; a batch of only other types writes nothing.
 PROFILE_EVENTS = frozenset({"conversion", "not_interested", "dismiss", "pageview"})
-#: Attempts of a write whose record keeps changing underneath before it counts as failed (each
-#: failed attempt means another write succeeded: contention, not a stall).
-ATTEMPTS = 32
 
 #: KEYS: profile (the visitor's ``p`` or its user's ``U``), pin, applied ids, sticky arms, link,
 #: the user's linked visitors. ARGV: 1 the record the update was computed from ('' for none),
@@ -378,10 +375,11 @@ class RedisProfileStore:
         on the record as it is now (never re-creating an erased one: ``current`` empty)."""
         async with self._lock(visit.visitor_id):
             visitor_id = visit.visitor_id
-            for _ in range(ATTEMPTS):
+            for attempt in range(ATTEMPTS):
                 if not current:
                     return
                 self.conflicts += 1
+                await lost(attempt)
                 new = updated_by_visit(_record(current), visit.request, now)
                 args = self._args(
                     visitor_id,
@@ -401,7 +399,9 @@ class RedisProfileStore:
     async def _revisit(self, visit: VisitWrite, now: datetime) -> None:
         """Record a visit on the record read again (after its visitor was linked to a user);
         the caller holds the visitor's lock."""
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await lost(attempt - 1)
             state = await self.load_visit(visit.visitor_id, None)
             new = _record_encoder.encode(updated_by_visit(state.record, visit.request, now))
             old = state.version or b""
@@ -548,6 +548,7 @@ class RedisProfileStore:
             if attempt:
                 self.conflicts += 1
             current = answer[1]
+            await lost(attempt)
         raise StateUnavailable(f"the profile of {visitor_id!r} kept changing; events not applied")
 
     async def linked(self, visitor_id: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ Must not import model_export or litestar.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -27,9 +28,24 @@ from redis.exceptions import RedisError
 
 from sdk import CircuitBreaker
 
-__all__ = ["DECIDE_READ", "RedisState", "StateUnavailable", "check_redis_url"]
+__all__ = [
+    "ATTEMPTS",
+    "DECIDE_READ",
+    "RedisState",
+    "StateUnavailable",
+    "check_redis_url",
+    "lost",
+]
 
 T = TypeVar("T")
+
+#: Attempts of an optimistic write whose record keeps changing underneath before it counts as
+#: failed (each lost attempt means another write succeeded: contention, not a stall).
+ATTEMPTS = 32
+#: The longest wait after a lost attempt (seconds), whatever the attempt.
+BACKOFF_CAP = 0.05
+#: The longest wait after the first lost attempt (seconds); it doubles with each one after.
+BACKOFF_BASE = 0.0005
 
 #: True in a task while it reads what a decide needs: its calls are counted apart
 #: (:attr:`RedisState.read_calls`), the round trips before an answer.
@@ -38,6 +54,16 @@ DECIDE_READ: ContextVar[bool] = ContextVar("tailor_decide_read", default=False)
 
 class StateUnavailable(Exception):
     """The shared store did not answer in time, failed, or its breaker is open."""
+
+
+async def lost(attempt: int) -> None:
+    """Wait after the ``attempt``-th optimistic write (from 0) lost to a concurrent one: a random
+    time up to ``BACKOFF_BASE * 2**attempt`` (at most :data:`BACKOFF_CAP`), "full jitter". Writers
+    that keep colliding spread out instead of retrying in lockstep, where one of them could lose
+    every attempt. Called between calls, never inside one (it would spend the call's deadline)."""
+    await asyncio.sleep(
+        random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 16)))
+    )
 
 
 def check_redis_url(url: str) -> str:

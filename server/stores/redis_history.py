@@ -26,13 +26,11 @@ import msgspec
 import redis.asyncio as aioredis
 
 from server.stores.base import History, ProfileRecord, Pushed, with_history
-from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_conn import ATTEMPTS, RedisState, StateUnavailable, lost
 from server.stores.redis_links import user_key
 
 __all__ = ["PUSH_LUA", "push"]
 
-#: Attempts of a row whose record keeps changing underneath before the batch counts as failed.
-ATTEMPTS = 32
 #: KEYS: the user's record, its linked visitors. ARGV: 1 the record the new one was computed
 #: from ('' none), 2 the new record ('' unchanged: only its life renewed), 3 its time to live
 #: (ms), 4 the invalidation channel, 5 and 6 what goes before and after a visitor id in the key
@@ -103,7 +101,9 @@ async def push(
     found = await state.call(read) if keys else []
     out: list[Pushed] = [Pushed("stale")] * len(histories)
     pending = [(i, raw or b"") for i, raw in enumerate(found)]
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            await lost(attempt - 1)
         calls: list[tuple[Any, ...]] = []
         sent: list[tuple[int, bytes]] = []
         for i, current in pending:

@@ -20,12 +20,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from server.stores.base import ProfileRecord, merged
-from server.stores.redis_conn import RedisState, StateUnavailable
+from server.stores.redis_conn import ATTEMPTS, RedisState, StateUnavailable
 
 __all__ = ["LINKED_LUA", "link", "linked"]
 
-#: Attempts of a link whose keys keep changing underneath before it counts as failed.
-ATTEMPTS = 32
 #: KEYS: link. ARGV: what goes before and after a user id in the key of its linked visitors.
 #: Returns {} (not linked) or {user id, {visitor...}}.
 LINKED_LUA = """

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from server.stores.redis_conn import DECIDE_READ, RedisState, StateUnavailable
+from server.stores import redis_conn
+from server.stores.redis_conn import DECIDE_READ, RedisState, StateUnavailable, lost
 from tests.redis_server import RedisServer
 
 #: Keeps Redis busy for about 0.3 s, then answers "done".
@@ -62,3 +63,29 @@ def test_the_reads_of_a_decide_are_counted_apart(redis_server: RedisServer) -> N
             await state.close()
 
     asyncio.run(body())
+
+
+def test_a_lost_write_waits_a_random_time_that_grows_with_its_attempts_up_to_a_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writers that keep colliding spread out ("full jitter"), so none loses every attempt."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(redis_conn.asyncio, "sleep", sleep)
+
+    async def body() -> None:
+        for attempt in (0, 3, 20):
+            for _ in range(200):
+                await lost(attempt)
+
+    asyncio.run(body())
+    first, fourth, late = waits[:200], waits[200:400], waits[400:]
+    assert all(0.0 <= w <= redis_conn.BACKOFF_BASE for w in first)
+    assert all(0.0 <= w <= redis_conn.BACKOFF_BASE * 8 for w in fourth)
+    assert all(0.0 <= w <= redis_conn.BACKOFF_CAP for w in late)
+    assert max(late) > redis_conn.BACKOFF_CAP / 2  # the cap, not the base, bounds it
+    assert max(fourth) > redis_conn.BACKOFF_BASE  # it grew
+    assert len(set(first)) == 200  # random, not lockstep
