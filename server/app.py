@@ -54,7 +54,6 @@ from server.stores.redis_invalidation import InvalidationListener
 from server.stores.spool import ProfileSpool
 from server.stream import open_event_log
 from server.visitors import route_handlers as visitor_handlers
-from server.visits import state_coalescers
 
 __all__ = ["create_app"]
 
@@ -106,13 +105,6 @@ def _open_state(engine: Engine, settings: Settings) -> None:
         pin_seconds=engine.decision_cache.ttl,
     )
     engine.spool = ProfileSpool(settings.spool_dir, int(settings.spool_max_mib * 1024 * 1024))
-    if settings.state_batch > 1:
-        metrics = engine.metrics
-        engine.state_reads, engine.state_writes = state_coalescers(
-            engine.profiles,
-            settings.state_batch,
-            metrics.state_batch_observer if metrics is not None else None,
-        )
 
 
 async def _replay_spool(engine: Engine, interval: float = 1.0) -> None:

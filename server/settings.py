@@ -28,7 +28,6 @@ _STATIC = Path(__file__).resolve().parent / "static"
 _NUMBERS: tuple[tuple[str, str, type[int] | type[float]], ...] = (
     ("TAILOR_NEW_PROFILES_PER_MINUTE", "new_profiles_per_minute", int),
     ("TAILOR_DECIDE_BATCH", "decide_batch", int),
-    ("TAILOR_STATE_BATCH", "state_batch", int),
     ("TAILOR_HEADER_TIMEOUT", "header_timeout", float),
     ("TAILOR_BODY_TIMEOUT", "body_timeout", float),
     ("TAILOR_KEEP_ALIVE_TIMEOUT", "keep_alive_timeout", float),
@@ -112,9 +111,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             worker (CPython's default is 700; see ``server.app._settle_heap``).
         decide_batch: the most fresh decides of one event-loop turn decided back to back, the
             code warm for all but the first (``server.batcher``); 1 decides each request alone.
-        state_batch: the most fresh decides of one event-loop turn whose reads of the shared
-            store are made in one call, and likewise their writes (``server.coalesce``); 1
-            gives each request its own calls. Only with Redis.
         decision_cache_mib: memory for the per-visit decision cache per process, in MiB of
             encoded decisions (about 3 KiB each; least recent dropped).
         profile_ttl_days: a profile not seen for this long is forgotten.
@@ -193,7 +189,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     decision_cache_mib: Annotated[float, Meta(gt=0, le=65536)] = 64.0
     gc_young_threshold: Annotated[int, Meta(ge=100, le=10_000_000)] = 10_000
     decide_batch: Annotated[int, Meta(ge=1, le=256)] = 32
-    state_batch: Annotated[int, Meta(ge=1, le=256)] = 32
     profile_ttl_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
     new_profiles_per_minute: Annotated[int, Meta(ge=0)] = 60
     header_timeout: Annotated[float, Meta(gt=0, le=300)] = 10.0

@@ -19,31 +19,17 @@ from typing import Any
 from sdk import Decider
 from sdk.geo import GeoResolver
 from server.batcher import DecideBatcher
-from server.coalesce import Coalescer
 from server.decisions import DecisionCache
 from server.eventlog import EventLog
 from server.reloader import BundleHolder
 from server.security.ratelimit import RateLimiter, SharedRateLimiter
 from server.settings import Settings
-from server.stores import (
-    EventGuard,
-    MemoryEventGuard,
-    PipelineWrite,
-    ProfileStore,
-    VisitState,
-    VisitWrite,
-)
+from server.stores import EventGuard, MemoryEventGuard, ProfileStore
 from server.stores.batch_spool import BatchSpool
 from server.stores.redis_conn import RedisState, StateUnavailable
 from server.stores.spool import ProfileSpool
 
-__all__ = ["Asset", "Engine", "StateReads", "StateWrites"]
-
-#: The reads of one loop turn's single decides in one call: (visitor, visit key, user named,
-#: sticky arms wanted) -> what was read (``server.visits.state_coalescers``).
-StateReads = Coalescer[tuple[str, str | None, str | None, bool], VisitState]
-#: Their writes in one call: (visit, another module's writes) -> whether it was pinned.
-StateWrites = Coalescer[tuple[VisitWrite, PipelineWrite | None], bool]
+__all__ = ["Asset", "Engine"]
 
 
 @dataclass(frozen=True)
@@ -84,9 +70,6 @@ class Engine:
     batch_spool: BatchSpool | None = None
     #: the fresh decides of one event-loop turn, decided together
     batcher: DecideBatcher = field(default_factory=DecideBatcher)
-    #: with Redis, the reads and the writes of a loop turn's single decides, one call each
-    state_reads: StateReads | None = None
-    state_writes: StateWrites | None = None
     #: decides answered without the shared store, and their writes that failed
     state_read_errors: int = 0
     state_write_errors: int = 0

@@ -1,7 +1,6 @@
 """The stateful shell around the pure decider, for the decide routes: read what the visits
 need from the profile store in one call, decide, then record the visits and pin their
-decisions in one call, issue them to public keys' visitors, log and count them. With Redis,
-the single decides of one event-loop turn share those calls (:func:`state_coalescers`).
+decisions in one call, issue them to public keys' visitors, log and count them.
 
 A store that fails (:class:`~server.stores.redis_conn.StateUnavailable`) never fails a
 request: reads that fail give contextual decisions carrying the reason ``state.unavailable``
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,10 +24,9 @@ from sdk import Decider
 from sdk.consent import permissions
 from sdk.features import FeatureRow
 from sdk.schema import Behavior, DecideRequest, Decision, Reason
-from server.coalesce import Coalescer
 from server.observability.timing import ServerTiming
-from server.state import Engine, StateReads, StateWrites
-from server.stores import Pinned, PipelineWrite, ProfileStore, VisitState, VisitWrite, behavior_at
+from server.state import Engine
+from server.stores import Pinned, VisitState, VisitWrite, behavior_at
 from server.stores.redis_conn import DECIDE_READ, StateUnavailable
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
     "decided",
     "load_visits",
     "mark_degraded",
-    "state_coalescers",
     "visit_inputs",
 ]
 
@@ -50,61 +47,6 @@ STATE_UNAVAILABLE = Reason(
     message="the visitor's stored state could not be read in time: decided from the request "
     "alone, nothing stored",
 )
-
-
-def state_coalescers(
-    store: ProfileStore, limit: int, observer: Callable[[str], Callable[[int], None]] | None = None
-) -> tuple[StateReads, StateWrites]:
-    """What joins the reads of the single decides of one event-loop turn into one call of
-    ``store``, and likewise their writes (``limit``: the most in one call; ``observer``:
-    what records the batch sizes of ``read`` and ``write``). A failed call fails each of its
-    decides as their own calls would have: their decisions are contextual, or their writes
-    counted as failed."""
-
-    async def read(items: list[tuple[str, str | None, str | None, bool]]) -> list[VisitState]:
-        reading = DECIDE_READ.set(True)  # the batch's task: its round trip is a decide's read
-        try:
-            out: list[VisitState] = [_NOTHING] * len(items)
-            for arms in (False, True):  # one call per flag (bundles in a reload may differ)
-                picked = [i for i, item in enumerate(items) if item[3] is arms]
-                if not picked:
-                    continue
-                users = [items[i][2] for i in picked]
-                loaded = await store.load_visits(
-                    [(items[i][0], items[i][1]) for i in picked],
-                    arms=arms,
-                    users=users if any(u is not None for u in users) else None,
-                )
-                for i, state in zip(picked, loaded, strict=True):
-                    out[i] = state
-            return out
-        finally:
-            DECIDE_READ.reset(reading)
-
-    async def write(items: list[tuple[VisitWrite, PipelineWrite | None]]) -> list[bool]:
-        writes = [visit for visit, _ in items]
-        alsos = [also for _, also in items if also is not None]
-        also = alsos[0] if len(alsos) == 1 else _joined(alsos) if alsos else None
-        first = writes[0].at
-        assert first is not None  # each item carries its own time
-        return await store.commit_visits(writes, now=first, also=also)
-
-    reads = Coalescer(read, limit, observer("read") if observer else None)
-    return reads, Coalescer(write, limit, observer("write") if observer else None)
-
-
-def _joined(alsos: list[PipelineWrite]) -> PipelineWrite:
-    """The writes of several other modules in one pipeline."""
-
-    def queue(pipe: Any) -> None:
-        for also in alsos:
-            also.queue(pipe)
-
-    def failed() -> None:
-        for also in alsos:
-            also.failed()
-
-    return PipelineWrite(queue=queue, failed=failed)
 
 
 async def load_visits(
@@ -139,10 +81,7 @@ async def load_visits(
         # a visitor identified for the first time is decided with its user's profile too
         users = [requests[i].user_id for i in wanted]
         named = users if any(u is not None for u in users) else None
-        if engine.state_reads is not None and len(visits) == 1:  # with its loop turn's
-            loaded = [await engine.state_reads((*visits[0], users[0], arms))]
-        else:
-            loaded = await store.load_visits(visits, arms=arms, users=named)
+        loaded = await store.load_visits(visits, arms=arms, users=named)
     except StateUnavailable:
         engine.state_read_errors += 1
         if engine.metrics is not None:  # tailor_decision_fallbacks{kind="state_unavailable"}
@@ -268,9 +207,7 @@ async def decided(
             if sticky and state.arms is not None and decider is not None:
                 arms = decider.sticky_fields(decisions[i], state.arms)
             writes.append(
-                VisitWrite(
-                    visitor_id=req.visitor_id, request=req, read=state, pin=pin, arms=arms, at=now
-                )
+                VisitWrite(visitor_id=req.visitor_id, request=req, read=state, pin=pin, arms=arms)
             )
             written.append(i)
     # everything after the answer in one call: the visits, their pins and sticky arms, and
@@ -282,10 +219,7 @@ async def decided(
         issued = []
     calls: list[Awaitable[Any]] = []
     if writes and store is not None:
-        if engine.state_writes is not None and len(writes) == 1:  # with its loop turn's
-            calls.append(_commit_one(engine.state_writes, writes[0], also))
-        else:
-            calls.append(store.commit_visits(writes, now=now, also=also))
+        calls.append(store.commit_visits(writes, now=now, also=also))
     calls.extend(engine.guard.issue(d, v) for d, v in issued)
     # a decide's one or two calls one after the other (a Redis store takes the tokens in its
     # own pipeline, so at most one waits on the network; gathering costs a task per call); a
@@ -324,12 +258,6 @@ async def decided(
         timing.add("log", (counted - logged) / 1e9)
         timing.add("metrics", (time.perf_counter_ns() - counted) / 1e9)
     return reusable
-
-
-async def _commit_one(
-    writes: StateWrites, visit: VisitWrite, also: PipelineWrite | None
-) -> list[bool]:
-    return [await writes((visit, also))]
 
 
 async def decide_visits(

@@ -266,14 +266,6 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=reg,
         )
-        self.state_batch_size = Histogram(
-            f"{ns}_state_batch_size",
-            "Reads (op=read) or writes (op=write) of the shared store made in one call, from "
-            "the fresh decides of one event-loop turn (server.coalesce).",
-            ["op"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=reg,
-        )
         self.not_personalized = Counter(
             f"{ns}_decisions_not_personalized",
             "Decisions made from page context only (no personalization consent).",
@@ -412,11 +404,6 @@ class Metrics:
     def observe_decide_batch(self, size: int) -> None:
         """Record one batch of ``size`` fresh decides (``server.batcher``)."""
         self.decide_batch_size.observe(size)
-
-    def state_batch_observer(self, op: str) -> Callable[[int], None]:
-        """What records each batch of ``op`` (``read`` or ``write``) calls joined into one
-        (``server.coalesce``)."""
-        return self.state_batch_size.labels(op).observe
 
     def observe_fallback(self, kind: str) -> None:
         """Count a fallback the server decided on (e.g. ``not_ready`` when no bundle is loaded)."""

@@ -159,13 +159,6 @@ class VisitWrite(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     pin: Pinned | None = None
     #: sticky arms to store (``<experiment>:<bucket version>`` -> arm key)
     arms: dict[str, str] = {}
-    #: when the visit was decided (timezone-aware), when it differs from the ``now`` of the call
-    #: that records it (visits of several requests recorded in one call)
-    at: datetime | None = None
-
-    def time(self, now: datetime) -> datetime:
-        """When the visit happened, in UTC: :attr:`at`, else the call's ``now``."""
-        return as_utc(self.at) if self.at is not None else now
 
 
 class PipelineWrite(NamedTuple):

@@ -280,7 +280,7 @@ class MemoryProfileStore:
                 if visit.request.user_id is not None:
                     with self._lock:  # decided on the visitor's own past: not re-served
                         reusable[i] = not self._link(visit.visitor_id, visit.request.user_id)
-                self._visit(visit.visitor_id, visit.request, visit.time(now))
+                self._visit(visit.visitor_id, visit.request, now)
                 if visit.arms:
                     with self._lock:
                         arms = {**self._read_arms(visit.visitor_id), **visit.arms}

@@ -453,7 +453,7 @@ class RedisProfileStore:
                 pinned[i] = False
                 continue
             old = visit.read.version or b""
-            record = updated_by_visit(visit.read.record, visit.request, visit.time(now))
+            record = updated_by_visit(visit.read.record, visit.request, now)
             pin = _record_encoder.encode(visit.pin) if visit.pin is not None else ""
             new = _record_encoder.encode(record)
             args = self._args(
@@ -467,18 +467,18 @@ class RedisProfileStore:
             assert user_id is not None
             await self.link(visit.visitor_id, user_id)
             async with self._lock(visit.visitor_id):
-                await self._revisit(visit, visit.time(now))
+                await self._revisit(visit, now)
         for (i, _), answer in zip(calls, answers, strict=True):
             visit = visits[i]
             if answer[0] == 3:
                 pinned[i] = False
                 async with self._lock(visit.visitor_id):
-                    await self._revisit(visit, visit.time(now))
+                    await self._revisit(visit, now)
             elif answer[0] == 0:
                 pinned[i] = False
                 if visit.read.version and not answer[1]:
                     continue  # erased while it was being decided: the erasure wins
-                await self._retry_visit(visit, visit.time(now), answer[1], visit.read.user_id)
+                await self._retry_visit(visit, now, answer[1], visit.read.user_id)
         return pinned
 
     async def record_visit(
