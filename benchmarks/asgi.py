@@ -17,7 +17,9 @@ off (young, middle, full: the app runs with the server's own collector settings,
 whether serving requests makes the collector run at all), and the share of ``decide`` that is
 the decision itself, and writes ``benchmarks/results/asgi.json``. This is the server's own CPU
 per request; ``benchmarks.run`` measures the same under a load generator, through the network
-stack.
+stack. ``--state redis`` serves from a ``redis-server`` started for the run (loopback, no
+persistence), as ``benchmarks.run --state redis`` does: the ``state-read`` and ``state-write``
+stages then include the round trips (the time waited for Redis as well as the client's work).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import msgspec
 
 from benchmarks._load import DEFAULT_BUNDLE, Body, decide_bodies, keys_config
 from benchmarks.decide import _summary
+from benchmarks.state import STATES, state_backend
 
 Message = dict[str, Any]
 
@@ -253,9 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3000, help="calls per measure")
     parser.add_argument("--out", default="benchmarks/results/asgi.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 calls per measure")
+    parser.add_argument(
+        "--state", choices=STATES, default="memory", help="where visitor state lives"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tailor-asgi-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="tailor-asgi-") as tmp,
+        state_backend(args.state, Path(tmp), 1) as (env, _),
+    ):
+        os.environ.update(env)
         report = asyncio.run(measure(args.bundle, 50 if args.quick else args.n, Path(tmp)))
+    report["state"] = args.state
     print(f"{'in-process, per request':<26}{'median µs':>12}{'p99 µs':>12}{'max µs':>12}  gc runs")
     for name, r in report["results"].items():
         runs = "/".join(str(c) for c in r["gc_collections"])
@@ -264,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in report["decide_stages"].items():
         print(f"{name:<26}{r['median_us']:>12.1f}{r['p99_us']:>12.1f}{r['share']:>12.1%}")
     print(
-        f"decide / healthz = {report['decide_over_healthz']:.2f}; the decision itself is "
+        f"state {args.state}: decide / healthz = {report['decide_over_healthz']:.2f}; "
+        "the decision itself is "
         f"{report['decider_share_of_decide']:.0%} of a decide request"
     )
     out = Path(args.out)

@@ -163,6 +163,29 @@ def test_in_process_asgi_benchmark_reports_each_request_kind(
     assert inside == pytest.approx(stages["total"]["median_us"], rel=0.5)
 
 
+def test_in_process_asgi_benchmark_with_redis_times_the_round_trips(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """``--state redis`` starts its own redis-server and serves from it: the write stage of a
+    fresh decide then includes a round trip, which costs more than the in-process store's."""
+    out = tmp_path / "asgi.json"
+    args = ["--quick", "--bundle", str(bundle_dir), "--out", str(out), "--state", "redis"]
+    printed = run_module("benchmarks.asgi", *args, timeout=300)
+    assert "state redis: decide / healthz" in printed
+    report = json.loads(out.read_text())
+    assert report["state"] == "redis"
+    memory = tmp_path / "memory.json"
+    run_module(
+        "benchmarks.asgi", "--quick", "--bundle", str(bundle_dir), "--out", str(memory),
+        timeout=300,
+    )  # fmt: skip
+    in_process = json.loads(memory.read_text())
+    assert in_process["state"] == "memory"
+    # a round trip to another process costs more than a dictionary write in this one
+    redis_write = report["decide_stages"]["state-write"]["median_us"]
+    assert redis_write > in_process["decide_stages"]["state-write"]["median_us"]
+
+
 def test_state_comparison_counts_redis_round_trips(bundle_dir: Path, tmp_path: Path) -> None:
     """``--state memory,redis`` measures both backends in one run; a decide makes at most one
     Redis call before its answer (its read), and the report says so."""
