@@ -1,9 +1,10 @@
 """Soak test of the decision server: errors, latency and memory under a steady load.
 
 ``python -m benchmarks.soak [--workers N] [--duration S] [--rate R | --fraction F] [--sample S]
-[--bundle DIR] [--out DIR] [--quick]`` starts ``python -m server`` exactly as
-:mod:`benchmarks.run` does (load-test keys, rate limits off, a temporary event log, N uvicorn
-workers, default one per CPU, on 127.0.0.1), then:
+[--bundle DIR] [--out DIR] [--quick] [--state memory|redis]`` starts ``python -m server``
+exactly as :mod:`benchmarks.run` does (load-test keys, rate limits off, a temporary event log, N
+uvicorn workers, default one per CPU, on 127.0.0.1; visitor state in each worker, or with
+``--state redis`` in a ``redis-server`` started for the run, shared by the workers), then:
 
 1. checks that every kind of request in the mix gets a decision and warms up (5 s of wrk);
 2. unless ``--rate`` is given, finds the maximum decide throughput with a short ``wrk`` ladder
@@ -63,6 +64,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from benchmarks._load import (
     DEFAULT_BUNDLE,
     Body,
@@ -90,6 +93,7 @@ from benchmarks.run import (
     run_wrk,
     summarize,
 )
+from benchmarks.state import STATES, state_backend
 
 REPORT_VERSION = 1
 #: wrk ladder (connections) and seconds per step used to find the maximum decide throughput.
@@ -564,7 +568,10 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     info = machine()
     manifest = json.loads((Path(args.bundle) / "manifest.json").read_text())
     started = datetime.now(UTC)
-    with serve(args.bundle, tmp / "server", workers=args.workers) as server:
+    with (
+        state_backend(args.state, tmp, args.workers) as (env, _),
+        serve(args.bundle, tmp / "server", workers=args.workers, env=env) as server,
+    ):
         try:
             memory: dict[str, Any] = {"ready": rss_kib(server)}
             _check_mix(server, bodies)
@@ -615,6 +622,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             log_bytes, log_records = server.event_log_size()
             log = server.log_problems()
             worker_pids_seen = len(server.worker_pids)
+            backend = httpx.get(f"{server.url}/readyz", timeout=10).json()["state"]["backend"]
             probes = [soak.start_probe, *(w.probe for w in soak.windows if w.probe)]
             seen = sorted({int(p) for pr in probes for p in pr["rss_kib"] if p != "total"})
             roles = {str(pid): _role(server, pid) for pid in seen}
@@ -633,6 +641,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "kind": "soak",
         "config": {
             "workers": args.workers,
+            "state": args.state,
             "duration_s": args.duration,
             "sample_s": args.sample,
             "windows": len(soak.windows),
@@ -659,6 +668,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "server": {
             "workers": args.workers,
             "worker_pids_seen": worker_pids_seen,
+            "state_backend": backend,
             "event_log_mib": round(log_bytes / 1024**2, 1),
             "event_log_records": log_records,
             "log": log,
@@ -668,6 +678,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 # -- the report ---------------------------------------------------------------------------------
+
+
+#: How the report names each ``--state``.
+_STATE_TEXT = {
+    "memory": "in each worker",
+    "redis": "in a loopback redis-server shared by the workers",
+}
 
 
 def _mib(kib: float) -> str:
@@ -715,7 +732,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Software: Python {m['python']}, {versions}; {m['wrk']}",
         f"- Commit: {m['git_commit']}{dirty}; bundle {c['bundle']}",
         f"- Server: `python -m server --workers {c['workers']}` on 127.0.0.1, keys, rate limits "
-        "off, event log on; client and server share the machine's cores",
+        f"off, event log on, visitor state {_STATE_TEXT[c.get('state', 'memory')]}; client and "
+        "server share the machine's cores",
         f"- Load: open loop, {c['rate_per_s']:,.1f} decides/s = {rate}; "
         f"{c['pacer_connections']} keep-alive connections; "
         f"{c['repeat_share']:.0%} of requests repeat a recent visit; mix "
@@ -818,6 +836,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pacer-connections", type=int, default=64)
     parser.add_argument("--repeat", type=float, default=0.3, help="share of repeated visits")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument(
+        "--state",
+        choices=STATES,
+        default="memory",
+        help="where visitor state lives: in each worker, or in a redis-server started for the run",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.pacer_connections < 1:
         parser.error("--workers and --pacer-connections must be at least 1")

@@ -26,6 +26,7 @@ def test_quick_soak_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path
     config = report["config"]
     assert config["rate_from"] == "--rate" and config["rate_per_s"] == 100
     assert report["ladder"] is None
+    assert config["state"] == "memory" and report["server"]["state_backend"] == "memory"
 
     windows = report["windows"]
     assert len(windows) == config["windows"] == 3  # 6 s in windows of 2 s
@@ -57,3 +58,20 @@ def test_quick_soak_writes_a_well_formed_report(bundle_dir: Path, tmp_path: Path
 
     markdown = (out / "soak.md").read_text()
     assert "Verdict" in markdown and "KiB/min" in markdown
+
+
+def test_quick_soak_against_redis_shares_state_between_workers(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """``--state redis`` starts a redis-server for the run and serves both workers from it."""
+    out = tmp_path / "report"
+    args = ["--quick", "--workers", "2", "--duration", "4", "--sample", "2", "--rate", "100"]
+    run_module(
+        "benchmarks.soak", *args, "--state", "redis", "--bundle", str(bundle_dir),
+        "--out", str(out), timeout=150,
+    )  # fmt: skip
+    report = json.loads((out / "soak.json").read_text())
+    assert report["config"]["state"] == "redis"
+    assert report["server"]["state_backend"] == "redis"  # what the server's /readyz said
+    assert report["totals"]["errors"] == 0 and report["totals"]["ok"] == 400
+    assert "redis-server shared by the workers" in (out / "soak.md").read_text()
