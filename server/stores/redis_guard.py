@@ -10,8 +10,12 @@ script: every event is checked in order, exactly as the memory guard does, and n
 written unless all pass, so a batch retried on two replicas at once passes once.
 
 An ``issue`` that fails (Redis down) is kept in a bounded local buffer and written with the
-next successful call, so that events of decisions made during an outage are not refused as
-forged when the spooled batches are replayed.
+next successful calls, so that events of decisions made during an outage are not refused as
+forged when the spooled batches are replayed. A call made for a request carries at most
+:data:`CATCH_UP` of the buffered decisions besides its own, so a backlog costs each request a
+bounded amount of work and drains over several calls (and the periodic flush), never in one
+pipeline too long to finish within the call's deadline, which would hand the whole backlog
+back and make every following call try again with more.
 
 Must not import model_export or litestar.
 """
@@ -31,7 +35,10 @@ from server.stores.base import PipelineWrite
 from server.stores.guard import DECISION_TTL, ORDER_TTL, GuardRefusal, refusal_for
 from server.stores.redis_conn import RedisState, StateUnavailable
 
-__all__ = ["CHECK_AND_RECORD_LUA", "CLAIM_ORDERS_LUA", "RedisEventGuard"]
+__all__ = ["CATCH_UP", "CHECK_AND_RECORD_LUA", "CLAIM_ORDERS_LUA", "RedisEventGuard"]
+
+#: The most buffered issued decisions one call writes besides its own (the oldest first).
+CATCH_UP = 256
 
 #: KEYS: three per event (issued, seen, converted); ARGV[1]: time to live in ms, ARGV[2]: the
 #: batch id ('' none), ARGV[2 + i]: the flags of event i (``d`` has a decision id, ``e`` an
@@ -106,13 +113,11 @@ class RedisEventGuard:
         return self.state.visitor_key(visitor_id, "gd:" + decision_id)
 
     async def issue(self, decision_id: str, visitor_id: str) -> None:
-        """Write the issued decision (and any buffered ones); never raises: with Redis down it
-        is buffered and written by the next call that gets through."""
-        if len(self._pending) == self._pending.maxlen:
-            self.pending_dropped += 1
-        self._pending.append((decision_id, visitor_id, time.monotonic()))
-        with contextlib.suppress(StateUnavailable):  # else kept in the buffer
-            await self.flush()
+        """Write the issued decision (with up to :data:`CATCH_UP` buffered ones); never raises:
+        with Redis down it is buffered and written by a later call that gets through."""
+        batch = self._take([(decision_id, visitor_id, time.monotonic())])
+        with contextlib.suppress(StateUnavailable):  # else given back to the buffer
+            await self._write(batch)
 
     @property
     def pending(self) -> int:
@@ -124,17 +129,43 @@ class RedisEventGuard:
         if that pipeline fails they go back to the buffer."""
         batch = self._take([(d, v, time.monotonic()) for d, v in issued])
 
-        def failed() -> None:
-            self._pending.extendleft(reversed(batch))
-
-        return PipelineWrite(queue=lambda pipe: self._queue(pipe, batch), failed=failed)
+        return PipelineWrite(
+            queue=lambda pipe: self._queue(pipe, batch), failed=lambda: self._give_back(batch)
+        )
 
     def _take(self, new: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
-        """The buffered issued decisions followed by ``new``, taken out of the buffer (a
-        concurrent flush writes only what follows)."""
-        batch = [*self._pending, *new]
-        self._pending.clear()
+        """The oldest buffered issued decisions (at most :data:`CATCH_UP`) followed by ``new``,
+        taken out of the buffer (a concurrent call writes the ones after them)."""
+        pending = self._pending
+        batch = [pending.popleft() for _ in range(min(len(pending), CATCH_UP))]
+        batch.extend(new)
         return batch
+
+    def _give_back(self, batch: list[tuple[str, str, float]]) -> None:
+        """Put a batch whose call failed back at the front of the buffer; when the buffer is
+        full, its newest entries are dropped (and counted)."""
+        pending = self._pending
+        assert pending.maxlen is not None
+        self.pending_dropped += max(0, len(pending) + len(batch) - pending.maxlen)
+        pending.extendleft(reversed(batch))
+
+    async def _write(self, batch: list[tuple[str, str, float]]) -> None:
+        """One pipelined call writing ``batch``; given back to the buffer when it fails.
+
+        Raises:
+            StateUnavailable: Redis did not take them.
+        """
+
+        async def write(client: aioredis.Redis) -> Any:
+            pipe = client.pipeline(transaction=False)
+            self._queue(pipe, batch)
+            return await pipe.execute()
+
+        try:
+            await self.state.call(write)
+        except StateUnavailable:
+            self._give_back(batch)
+            raise
 
     def _queue(self, pipe: Any, batch: Sequence[tuple[str, str, float]]) -> None:
         """Add a ``SET`` per issued decision, each with what is left of its time to live."""
@@ -145,25 +176,14 @@ class RedisEventGuard:
                 pipe.set(self._issued_key(visitor_id, decision_id), b"1", px=left)
 
     async def flush(self) -> None:
-        """Write the buffered issued decisions, each with what is left of its time to live.
+        """Write every buffered issued decision, each with what is left of its time to live,
+        :data:`CATCH_UP` per call.
 
         Raises:
-            StateUnavailable: Redis did not take them (they stay buffered).
+            StateUnavailable: Redis did not take them (what is not written stays buffered).
         """
-        if not self._pending:
-            return
-        batch = self._take([])
-
-        async def write(client: aioredis.Redis) -> Any:
-            pipe = client.pipeline(transaction=False)
-            self._queue(pipe, batch)
-            return await pipe.execute()
-
-        try:
-            await self.state.call(write)
-        except StateUnavailable:
-            self._pending.extendleft(reversed(batch))
-            raise
+        while self._pending:
+            await self._write(self._take([]))
 
     async def check_and_record(
         self, events: Sequence[Event], *, batch_id: str | None = None

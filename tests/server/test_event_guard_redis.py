@@ -19,7 +19,7 @@ from server.stores.guard import DECISION_TTL, ORDER_TTL, MemoryEventGuard
 from server.stores.memory import MemoryProfileStore
 from server.stores.redis import RedisProfileStore
 from server.stores.redis_conn import RedisState, StateUnavailable
-from server.stores.redis_guard import RedisEventGuard
+from server.stores.redis_guard import CATCH_UP, RedisEventGuard
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -116,6 +116,65 @@ def test_decisions_issued_while_redis_is_down_count_when_it_returns(tmp_path: Pa
                 result = await _once_back(lambda: guard.check_and_record([ev()]))
                 assert result is None  # the buffered decision was written first
                 assert guard.pending == 0
+            finally:
+                await state.close()
+
+        asyncio.run(body())
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_backlog_of_issued_decisions_drains_a_bounded_batch_per_call(tmp_path: Path) -> None:
+    """After an outage, a decide's call writes its own issued decision and at most CATCH_UP of
+    the buffered ones, the oldest first: one short pipeline each, never the whole backlog in a
+    call that could run past its deadline and hand everything back. ``flush`` writes the rest,
+    CATCH_UP per call, and every decision issued during the outage is then known."""
+    redis = RedisServer(tmp_path / "redis").start()
+    servers = [redis]
+    try:
+
+        async def body() -> None:
+            state = RedisState(redis.url, prefix="gbacklog", timeout=0.5)
+            state.breaker.reset_after = 0.05
+            guard = RedisEventGuard(state)
+
+            async def known(*decisions: str) -> list[int]:
+                keys = [state.visitor_key("v1", "gd:" + d) for d in decisions]
+
+                async def exists(c: Any) -> list[int]:
+                    pipe = c.pipeline(transaction=False)
+                    for key in keys:
+                        pipe.exists(key)
+                    return list(await pipe.execute())
+
+                return await state.call(exists)
+
+            try:
+                redis.kill()
+                backlog = 2 * CATCH_UP + 10
+                for i in range(backlog):
+                    await guard.issue(f"d{i}", "v1")  # never raises: buffered
+                assert guard.pending == backlog
+                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
+                await _once_back(lambda: state.call(lambda c: c.ping()))
+
+                await guard.issue("now", "v1")
+                assert guard.pending == backlog - CATCH_UP
+                first, last = f"d{CATCH_UP - 1}", f"d{CATCH_UP}"
+                assert await known("now", "d0", first, last) == [1, 1, 1, 0]
+
+                also = guard.issuing([("also", "v1")])  # the visit write's pipeline: bounded too
+                assert guard.pending == backlog - 2 * CATCH_UP
+                also.failed()  # that pipeline failed: all of it back, the oldest first
+                assert guard.pending == backlog - CATCH_UP + 1
+
+                calls = state.calls
+                await guard.flush()
+                assert guard.pending == 0 and state.calls == calls + 2  # 267 in two calls
+                issued = [f"d{i}" for i in range(backlog)]
+                assert await known(*issued, "now", "also") == [1] * (backlog + 2)
+                assert guard.pending_dropped == 0
             finally:
                 await state.close()
 
