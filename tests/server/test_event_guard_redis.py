@@ -95,34 +95,58 @@ def test_two_replicas_checking_one_batch_at_once_pass_it_once(redis_server: Redi
     asyncio.run(body())
 
 
-def test_decisions_issued_while_redis_is_down_count_when_it_returns(tmp_path: Path) -> None:
-    redis = RedisServer(tmp_path / "redis").start()
-    servers = [redis]
+class _Outage:
+    """A redis-server of the test's own that it can kill and start again on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers = [RedisServer(root).start()]
+
+    def kill(self) -> None:
+        self.servers[0].kill()
+
+    def restart(self) -> None:
+        self.servers.append(RedisServer(self.root, port=self.servers[0].port).start())
+
+
+def _through_an_outage(
+    tmp_path: Path, prefix: str, body: Callable[[RedisState, _Outage], Awaitable[None]]
+) -> None:
+    """``body(state, outage)`` on a Redis connection (short deadline, a breaker that lets a
+    trial call through at once) to a server the body may kill and restart."""
+    outage = _Outage(tmp_path / "redis")
     try:
 
-        async def body() -> None:
-            state = RedisState(redis.url, prefix="gdown", timeout=0.5)
+        async def main() -> None:
+            state = RedisState(outage.servers[0].url, prefix=prefix, timeout=0.5)
             state.breaker.reset_after = 0.05  # let the test reconnect at once
-            guard = RedisEventGuard(state)
             try:
-                redis.kill()
-                await guard.issue("d1", "v1")  # never raises: buffered
-                assert guard.pending == 1
-                with pytest.raises(StateUnavailable):
-                    await guard.check_and_record([ev()])
-                with pytest.raises(StateUnavailable):
-                    (await guard.claim_orders(["o-1"]))[0]
-                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
-                result = await _once_back(lambda: guard.check_and_record([ev()]))
-                assert result is None  # the buffered decision was written first
-                assert guard.pending == 0
+                await body(state, outage)
             finally:
                 await state.close()
 
-        asyncio.run(body())
+        asyncio.run(main())
     finally:
-        for server in servers:
+        for server in outage.servers:
             server.stop()
+
+
+def test_decisions_issued_while_redis_is_down_count_when_it_returns(tmp_path: Path) -> None:
+    async def body(state: RedisState, outage: _Outage) -> None:
+        guard = RedisEventGuard(state)
+        outage.kill()
+        await guard.issue("d1", "v1")  # never raises: buffered
+        assert guard.pending == 1
+        with pytest.raises(StateUnavailable):
+            await guard.check_and_record([ev()])
+        with pytest.raises(StateUnavailable):
+            (await guard.claim_orders(["o-1"]))[0]
+        outage.restart()
+        result = await _once_back(lambda: guard.check_and_record([ev()]))
+        assert result is None  # the buffered decision was written first
+        assert guard.pending == 0
+
+    _through_an_outage(tmp_path, "gdown", body)
 
 
 def test_a_backlog_of_issued_decisions_drains_a_bounded_batch_per_call(tmp_path: Path) -> None:
@@ -130,58 +154,47 @@ def test_a_backlog_of_issued_decisions_drains_a_bounded_batch_per_call(tmp_path:
     the buffered ones, the oldest first: one short pipeline each, never the whole backlog in a
     call that could run past its deadline and hand everything back. ``flush`` writes the rest,
     CATCH_UP per call, and every decision issued during the outage is then known."""
-    redis = RedisServer(tmp_path / "redis").start()
-    servers = [redis]
-    try:
 
-        async def body() -> None:
-            state = RedisState(redis.url, prefix="gbacklog", timeout=0.5)
-            state.breaker.reset_after = 0.05
-            guard = RedisEventGuard(state)
+    async def body(state: RedisState, outage: _Outage) -> None:
+        guard = RedisEventGuard(state)
 
-            async def known(*decisions: str) -> list[int]:
-                keys = [state.visitor_key("v1", "gd:" + d) for d in decisions]
+        async def known(*decisions: str) -> list[int]:
+            keys = [state.visitor_key("v1", "gd:" + d) for d in decisions]
 
-                async def exists(c: Any) -> list[int]:
-                    pipe = c.pipeline(transaction=False)
-                    for key in keys:
-                        pipe.exists(key)
-                    return list(await pipe.execute())
+            async def exists(c: Any) -> list[int]:
+                pipe = c.pipeline(transaction=False)
+                for key in keys:
+                    pipe.exists(key)
+                return list(await pipe.execute())
 
-                return await state.call(exists)
+            return await state.call(exists)
 
-            try:
-                redis.kill()
-                backlog = 2 * CATCH_UP + 10
-                for i in range(backlog):
-                    await guard.issue(f"d{i}", "v1")  # never raises: buffered
-                assert guard.pending == backlog
-                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
-                await _once_back(lambda: state.call(lambda c: c.ping()))
+        outage.kill()
+        backlog = 2 * CATCH_UP + 10
+        for i in range(backlog):
+            await guard.issue(f"d{i}", "v1")  # never raises: buffered
+        assert guard.pending == backlog
+        outage.restart()
+        await _once_back(lambda: state.call(lambda c: c.ping()))
 
-                await guard.issue("now", "v1")
-                assert guard.pending == backlog - CATCH_UP
-                first, last = f"d{CATCH_UP - 1}", f"d{CATCH_UP}"
-                assert await known("now", "d0", first, last) == [1, 1, 1, 0]
+        await guard.issue("now", "v1")
+        assert guard.pending == backlog - CATCH_UP
+        first, last = f"d{CATCH_UP - 1}", f"d{CATCH_UP}"
+        assert await known("now", "d0", first, last) == [1, 1, 1, 0]
 
-                also = guard.issuing([("also", "v1")])  # the visit write's pipeline: bounded too
-                assert guard.pending == backlog - 2 * CATCH_UP
-                also.failed()  # that pipeline failed: all of it back, the oldest first
-                assert guard.pending == backlog - CATCH_UP + 1
+        also = guard.issuing([("also", "v1")])  # the visit write's pipeline: bounded too
+        assert guard.pending == backlog - 2 * CATCH_UP
+        also.failed()  # that pipeline failed: all of it back, the oldest first
+        assert guard.pending == backlog - CATCH_UP + 1
 
-                calls = state.calls
-                await guard.flush()
-                assert guard.pending == 0 and state.calls == calls + 2  # 267 in two calls
-                issued = [f"d{i}" for i in range(backlog)]
-                assert await known(*issued, "now", "also") == [1] * (backlog + 2)
-                assert guard.pending_dropped == 0
-            finally:
-                await state.close()
+        calls = state.calls
+        await guard.flush()
+        assert guard.pending == 0 and state.calls == calls + 2  # 267 in two calls
+        issued = [f"d{i}" for i in range(backlog)]
+        assert await known(*issued, "now", "also") == [1] * (backlog + 2)
+        assert guard.pending_dropped == 0
 
-        asyncio.run(body())
-    finally:
-        for server in servers:
-            server.stop()
+    _through_an_outage(tmp_path, "gbacklog", body)
 
 
 def test_a_batch_checked_again_under_its_id_passes_again(redis_server: RedisServer) -> None:
@@ -223,42 +236,31 @@ def test_issued_decisions_ride_in_the_visit_write_and_wait_out_an_outage(tmp_pat
     """What follows a public decide is one call: the visit and the decision issued to its
     visitor in one pipeline; if that call fails the decision waits in the guard's buffer and
     is written first when Redis returns, so the visitor's events still pass."""
-    redis = RedisServer(tmp_path / "redis").start()
-    servers = [redis]
     now = datetime.now(UTC)
-    try:
 
-        async def body() -> None:
-            state = RedisState(redis.url, prefix="gride", timeout=0.5)
-            state.breaker.reset_after = 0.05
-            store, guard = RedisProfileStore(state), RedisEventGuard(state)
-            try:
-                write = await _visit(store)
-                calls = state.calls
-                also = guard.issuing([("d1", "v1")])
-                assert isinstance(also, PipelineWrite)
-                assert await store.commit_visits([write], now=now, also=also) == [True]
-                assert state.calls == calls + 1  # visit and issued decision: one round trip
-                assert (await store.get("v1")) is not None
-                assert await guard.check_and_record([ev()]) is None  # d1 was issued
+    async def body(state: RedisState, outage: _Outage) -> None:
+        store, guard = RedisProfileStore(state), RedisEventGuard(state)
+        write = await _visit(store)
+        calls = state.calls
+        also = guard.issuing([("d1", "v1")])
+        assert isinstance(also, PipelineWrite)
+        assert await store.commit_visits([write], now=now, also=also) == [True]
+        assert state.calls == calls + 1  # visit and issued decision: one round trip
+        assert (await store.get("v1")) is not None
+        assert await guard.check_and_record([ev()]) is None  # d1 was issued
 
-                write = await _visit(store)
-                redis.kill()
-                also = guard.issuing([("d2", "v1")])
-                assert guard.pending == 0  # taken into the pipeline
-                with pytest.raises(StateUnavailable):
-                    await store.commit_visits([write], now=now, also=also)
-                assert guard.pending == 1  # given back when the call failed
-                servers.append(RedisServer(tmp_path / "redis", port=redis.port).start())
-                result = await _once_back(lambda: guard.check_and_record([ev("click", "e2", "d2")]))
-                assert result is None and guard.pending == 0
-            finally:
-                await state.close()
+        write = await _visit(store)
+        outage.kill()
+        also = guard.issuing([("d2", "v1")])
+        assert guard.pending == 0  # taken into the pipeline
+        with pytest.raises(StateUnavailable):
+            await store.commit_visits([write], now=now, also=also)
+        assert guard.pending == 1  # given back when the call failed
+        outage.restart()
+        result = await _once_back(lambda: guard.check_and_record([ev("click", "e2", "d2")]))
+        assert result is None and guard.pending == 0
 
-        asyncio.run(body())
-    finally:
-        for server in servers:
-            server.stop()
+    _through_an_outage(tmp_path, "gride", body)
 
 
 def test_the_memory_guard_records_at_once_and_the_memory_store_sends_no_pipeline() -> None:
