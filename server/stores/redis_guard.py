@@ -142,11 +142,14 @@ class RedisEventGuard:
         return batch
 
     def _give_back(self, batch: list[tuple[str, str, float]]) -> None:
-        """Put a batch whose call failed back at the front of the buffer; when the buffer is
-        full, its newest entries are dropped (and counted)."""
+        """Put a batch whose call failed back at the front of the buffer; when that overfills
+        it, the oldest entries are dropped (and counted)."""
         pending = self._pending
         assert pending.maxlen is not None
-        self.pending_dropped += max(0, len(pending) + len(batch) - pending.maxlen)
+        over = len(pending) + len(batch) - pending.maxlen
+        if over > 0:
+            self.pending_dropped += over
+            batch = batch[over:]
         pending.extendleft(reversed(batch))
 
     async def _write(self, batch: list[tuple[str, str, float]]) -> None:

@@ -197,6 +197,26 @@ def test_a_backlog_of_issued_decisions_drains_a_bounded_batch_per_call(tmp_path:
     _through_an_outage(tmp_path, "gbacklog", body)
 
 
+def test_a_full_buffer_of_issued_decisions_drops_the_oldest(tmp_path: Path) -> None:
+    """The buffer is bounded: past ``max_pending``, the oldest decisions issued during the
+    outage are dropped and counted; the newest are written when Redis returns."""
+
+    async def body(state: RedisState, outage: _Outage) -> None:
+        guard = RedisEventGuard(state, max_pending=5)
+        outage.kill()
+        for i in range(8):
+            await guard.issue(f"d{i}", "v1")
+        assert guard.pending == 5 and guard.pending_dropped == 3
+        outage.restart()
+        await _once_back(lambda: state.call(lambda c: c.ping()))
+        await guard.flush()
+        keys = [state.visitor_key("v1", f"gd:d{i}") for i in range(8)]
+        found = [await state.call(lambda c, k=k: c.exists(k)) for k in keys]
+        assert found == [0, 0, 0, 1, 1, 1, 1, 1]
+
+    _through_an_outage(tmp_path, "gfull", body)
+
+
 def test_a_batch_checked_again_under_its_id_passes_again(redis_server: RedisServer) -> None:
     """A spooled batch whose first check reached Redis but whose answer was lost is not
     refused as its own replay; anyone else replaying it still is."""
