@@ -63,7 +63,7 @@ lint: $(STAMP)
 ## The documentation (docs/, mkdocs.yml) in strict mode: a broken link or anchor, or a page
 ## missing from the nav, fails the build.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	$(BIN)/mkdocs build --strict --site-dir site
 
 ## Lint, types, import contracts, the documentation, then every test.
 check: lint docs test
